@@ -1,0 +1,118 @@
+//! Token signing per core, next to a raw `ed25519-dalek` signature over a
+//! message of the same size, and `jsonwebtoken::encode` (the crate's own
+//! path, which rebuilds the key per call), all in one run.
+//!
+//! `cargo bench -p tether-keys --bench token_sign`
+//! Target: Tether's signer at least 85% of raw sign.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
+use tether_keys::{
+    Certificate, DelegationRequest, LicenseId, LicenseTerms, TokenClaims, TokenSigner, testkeys,
+};
+
+/// Runs `f` repeatedly for about `budget`; returns operations per second.
+fn rate(budget: Duration, mut f: impl FnMut()) -> f64 {
+    for _ in 0..200 {
+        f();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..100 {
+            f();
+        }
+        n += 100;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let license = LicenseTerms {
+        id: LicenseId([7; 16]),
+        customer: "ACME Corp".into(),
+        dongle_serial: "TD-0001".into(),
+        dongle_key: testkeys::dongle().public(),
+        issued_at: 1_700_000_000,
+        not_before: 1_700_000_000,
+        not_after: 1_900_000_000,
+        max_token_ttl: 300,
+        features: vec!["mux".into()],
+        services: vec!["backend".into(), "muxer".into()],
+    }
+    .sign(&testkeys::vendor())
+    .unwrap();
+    let cert = Certificate::sign(
+        DelegationRequest {
+            nonce: [1; 32],
+            session_key: testkeys::session().public(),
+            not_before: 1_800_000_000,
+            not_after: 1_800_000_300,
+        },
+        "TD-0001",
+        1,
+        &testkeys::dongle(),
+    )
+    .unwrap();
+    let claims = TokenClaims {
+        iss: "tether:TD-0001".into(),
+        sub: "backend".into(),
+        aud: "backend".into(),
+        iat: 1_800_000_000,
+        nbf: 1_800_000_000,
+        exp: 1_800_000_060,
+        jti: URL_SAFE_NO_PAD.encode([9u8; 16]),
+        lic: URL_SAFE_NO_PAD.encode(license.encoded()),
+        dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
+        nonce: Some("q9Xw2".into()),
+    };
+    let signer = TokenSigner::new(testkeys::session()).unwrap();
+    let token = signer.sign(&claims).unwrap();
+    let signed_len = token.rsplit_once('.').unwrap().0.len();
+    let message = vec![b'x'; signed_len];
+    let raw = ed25519_dalek::SigningKey::from_bytes(&testkeys::TEST_SESSION_SEED);
+
+    let mut pkcs8 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    pkcs8.extend_from_slice(&testkeys::TEST_SESSION_SEED);
+    let jwt_key = jsonwebtoken::EncodingKey::from_ed_der(&pkcs8);
+    let header =
+        tether_keys::token::token_header(&testkeys::session().public().fingerprint().short());
+    // Same bytes either way: the point of keeping jsonwebtoken's types.
+    assert_eq!(
+        jsonwebtoken::encode(&header, &claims, &jwt_key).unwrap(),
+        token
+    );
+
+    let budget = Duration::from_secs(2);
+    let raw_rate = rate(budget, || {
+        black_box(raw.sign(black_box(&message)));
+    });
+    let tether_rate = rate(budget, || {
+        black_box(signer.sign(black_box(&claims)).unwrap());
+    });
+    let jwt_rate = rate(budget, || {
+        black_box(jsonwebtoken::encode(&header, black_box(&claims), &jwt_key).unwrap());
+    });
+    println!(
+        "token signing, one core, token of {} bytes ({signed_len} signed)",
+        token.len()
+    );
+    println!("  raw ed25519-dalek sign ({signed_len} B)     {raw_rate:>10.0} /s  (ceiling)");
+    println!(
+        "  tether TokenSigner::sign              {tether_rate:>10.0} /s  {:>5.1}% of raw  (target >= 85%)",
+        100.0 * tether_rate / raw_rate
+    );
+    println!(
+        "  jsonwebtoken::encode (PKCS#8 key)     {jwt_rate:>10.0} /s  {:>5.1}% of raw  (peer)",
+        100.0 * jwt_rate / raw_rate
+    );
+}

@@ -1,0 +1,119 @@
+//! The one error type of `tether-keys`.
+//!
+//! Variants say *what* is wrong (a tampered license, a key of the wrong role, a
+//! file others can read) and keep the I/O cause via `source()`. Signature
+//! failures carry no internals: callers learn that a signature is bad, not why.
+
+use std::path::PathBuf;
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong reading, writing or checking trust material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output file already exists and overwriting was not asked for.
+    #[error("{0}: already exists (use --force to overwrite)")]
+    Exists(PathBuf),
+    /// A private key file is readable by group or others.
+    #[error(
+        "{path}: private key file has mode {mode:04o}; it must not be readable by group or others (chmod 600)"
+    )]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A file is not in the expected format.
+    #[error("{path}: {what}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A key of one role was given where another was expected.
+    #[error("{path}: holds a {found} key, expected a {expected} key")]
+    WrongRole {
+        /// The file.
+        path: PathBuf,
+        /// The role found in the file.
+        found: String,
+        /// The role the caller asked for.
+        expected: &'static str,
+    },
+    /// Bytes that do not decode as the named structure.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// The structure being decoded.
+        what: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A value given to build a structure is out of range.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// The field.
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A license names another vendor key than the one it is checked against.
+    #[error("license was issued by another vendor key ({found}), not {expected}")]
+    WrongVendor {
+        /// Fingerprint named in the license.
+        found: String,
+        /// Fingerprint of the trusted vendor key.
+        expected: String,
+    },
+    /// A signature does not verify under the expected key.
+    #[error("bad {0} signature")]
+    BadSignature(&'static str),
+    /// A validity window does not contain the time of the check.
+    #[error("{what} expired at {not_after} (now {now})")]
+    Expired {
+        /// The structure.
+        what: &'static str,
+        /// End of its validity (UNIX seconds).
+        not_after: u64,
+        /// Time of the check.
+        now: u64,
+    },
+    /// A validity window starts after the time of the check.
+    #[error("{what} not valid before {not_before} (now {now})")]
+    NotYetValid {
+        /// The structure.
+        what: &'static str,
+        /// Start of its validity (UNIX seconds).
+        not_before: u64,
+        /// Time of the check.
+        now: u64,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn bad_file(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::BadFile {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Tether's shared vocabulary of trust.
+//!
+//! The chain a consumer verifies offline, link by link:
+//! vendor root ([`Vendor`]) -> [`License`] -> dongle ([`Dongle`]) ->
+//! delegation [`Certificate`] -> session key ([`Session`]) -> JWT -> [`TokenClaims`].
+//!
+//! This crate holds the types, their canonical encodings, the key files and
+//! the service credentials. It does no network I/O and no async.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod claims;
+mod codec;
+pub mod credential;
+pub mod delegation;
+pub mod domain;
+mod error;
+pub mod key;
+pub mod keyfile;
+pub mod license;
+pub mod token;
+
+pub use claims::TokenClaims;
+pub use credential::{CredentialFile, ServiceSecret};
+pub use delegation::{Certificate, DelegationRequest};
+pub use error::{Error, Result};
+pub use key::{Dongle, Fingerprint, PublicKey, SecretKey, Session, Vendor};
+pub use license::{License, LicenseId, LicenseTerms};
+pub use token::TokenSigner;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Fills `buf` from a CSPRNG seeded by the operating system.
+pub fn random_fill(buf: &mut [u8]) {
+    use rand::RngCore as _;
+    rand::rng().fill_bytes(buf);
+}
+
+/// The wall clock in UNIX seconds (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Checks `not_before - leeway <= now <= not_after + leeway`.
+pub fn check_window(
+    what: &'static str,
+    not_before: u64,
+    not_after: u64,
+    now: u64,
+    leeway: u64,
+) -> Result<()> {
+    if now.saturating_add(leeway) < not_before {
+        Err(Error::NotYetValid {
+            what,
+            not_before,
+            now,
+        })
+    } else if now.saturating_sub(leeway) > not_after {
+        Err(Error::Expired {
+            what,
+            not_after,
+            now,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses a duration such as `90s`, `5m`, `12h`, `365d`, `250ms` or `60` (seconds).
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let invalid = || Error::Invalid {
+        what: "duration",
+        reason: format!("{text:?}: use a whole number and one of ms, s, m, h, d"),
+    };
+    let n: u64 = num.parse().map_err(|_| invalid())?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+    .ok_or_else(invalid)
+}
+
+/// Fixed keys for tests and test vectors. Never use them for anything else.
+#[doc(hidden)]
+pub mod testkeys {
+    use crate::key::{Dongle, SecretKey, Session, Vendor};
+
+    /// Seed of the test vendor key (a clearly named test fixture).
+    pub const TEST_VENDOR_SEED: [u8; 32] = [0x01; 32];
+    /// Seed of the test dongle key.
+    pub const TEST_DONGLE_SEED: [u8; 32] = [0x02; 32];
+    /// Seed of the test session key.
+    pub const TEST_SESSION_SEED: [u8; 32] = [0x03; 32];
+
+    /// The test vendor key.
+    pub fn vendor() -> SecretKey<Vendor> {
+        SecretKey::from_seed(&TEST_VENDOR_SEED)
+    }
+    /// The test dongle key.
+    pub fn dongle() -> SecretKey<Dongle> {
+        SecretKey::from_seed(&TEST_DONGLE_SEED)
+    }
+    /// The test session key.
+    pub fn session() -> SecretKey<Session> {
+        SecretKey::from_seed(&TEST_SESSION_SEED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_duration("365d").unwrap(),
+            Duration::from_secs(365 * 86_400)
+        );
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        for bad in ["", "m", "5y", "-1s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

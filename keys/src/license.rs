@@ -1,0 +1,378 @@
+//! The license: what the vendor root signs for one customer and one dongle.
+//!
+//! Encoding (`docs/formats.md`, "License"): the canonical body, then the
+//! vendor's 64-byte Ed25519 signature over `domain::LICENSE || body`.
+//! Features and services are sorted and unique, so every license has exactly
+//! one encoding; the decoder refuses any other order.
+
+use std::fmt;
+
+use crate::codec::{Reader, Writer};
+use crate::key::{Dongle, Fingerprint, PublicKey, SecretKey, Vendor};
+use crate::{Error, Result, domain};
+
+/// Version byte of the license body this crate writes and reads.
+pub const LICENSE_VERSION: u8 = 1;
+
+/// A license's identifier: 16 random bytes, shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LicenseId(pub [u8; 16]);
+
+impl LicenseId {
+    /// A fresh random identifier.
+    pub fn generate() -> Self {
+        let mut id = [0u8; 16];
+        crate::random_fill(&mut id);
+        LicenseId(id)
+    }
+}
+
+impl fmt::Display for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What a license grants, before the vendor signs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseTerms {
+    /// Identifier, unique per issued license.
+    pub id: LicenseId,
+    /// Customer name, 1 to 255 bytes of UTF-8.
+    pub customer: String,
+    /// The dongle's serial number.
+    pub dongle_serial: String,
+    /// The dongle's public key.
+    pub dongle_key: PublicKey<Dongle>,
+    /// When the vendor signed it (UNIX seconds).
+    pub issued_at: u64,
+    /// Start of validity (UNIX seconds).
+    pub not_before: u64,
+    /// End of validity (UNIX seconds).
+    pub not_after: u64,
+    /// The longest token lifetime an authority may issue under it, in seconds.
+    pub max_token_ttl: u32,
+    /// Feature names, sorted and unique.
+    pub features: Vec<String>,
+    /// Services allowed to hold tokens, sorted and unique.
+    pub services: Vec<String>,
+}
+
+/// A vendor-signed license, as decoded from its canonical bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct License {
+    terms: LicenseTerms,
+    vendor: Fingerprint,
+    signature: [u8; 64],
+    encoded: Vec<u8>,
+}
+
+/// Checks a feature or service name: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or digit.
+pub fn check_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            what,
+            reason: format!("{name:?}: use 1-63 characters of a-z, 0-9, '_' and '-'"),
+        })
+    }
+}
+
+/// Sorts, deduplicates and checks a list of names.
+pub fn normalize_names(what: &'static str, names: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = names.iter().map(|s| s.trim().to_string()).collect();
+    for n in &out {
+        check_name(what, n)?;
+    }
+    out.sort();
+    out.dedup();
+    if out.len() > 64 {
+        return Err(Error::Invalid {
+            what,
+            reason: "at most 64 entries".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn check_short_text(what: &'static str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+        return Err(Error::Invalid {
+            what,
+            reason: "1-255 bytes of printable UTF-8".into(),
+        });
+    }
+    Ok(())
+}
+
+impl LicenseTerms {
+    fn validate(&self) -> Result<()> {
+        check_short_text("customer", &self.customer)?;
+        check_short_text("dongle serial", &self.dongle_serial)?;
+        if self.not_after <= self.not_before {
+            return Err(Error::Invalid {
+                what: "validity",
+                reason: "not-after must be later than not-before".into(),
+            });
+        }
+        if self.max_token_ttl == 0 {
+            return Err(Error::Invalid {
+                what: "max token TTL",
+                reason: "must be at least one second".into(),
+            });
+        }
+        for (what, list) in [("feature", &self.features), ("service", &self.services)] {
+            if normalize_names(what, list)? != *list {
+                return Err(Error::Invalid {
+                    what,
+                    reason: "list must be sorted and unique".into(),
+                });
+            }
+        }
+        if self.services.is_empty() {
+            return Err(Error::Invalid {
+                what: "service",
+                reason: "a license allows at least one service".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn encode_body(&self, vendor: &Fingerprint) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(LICENSE_VERSION);
+        w.bytes(&self.id.0);
+        w.bytes(&vendor.0);
+        w.str8(&self.customer);
+        w.str8(&self.dongle_serial);
+        w.bytes(self.dongle_key.as_bytes());
+        w.u64(self.issued_at);
+        w.u64(self.not_before);
+        w.u64(self.not_after);
+        w.u32(self.max_token_ttl);
+        w.list8(&self.features);
+        w.list8(&self.services);
+        w.buf
+    }
+
+    /// Signs these terms with the vendor root key.
+    pub fn sign(self, vendor: &SecretKey<Vendor>) -> Result<License> {
+        self.validate()?;
+        let fingerprint = vendor.public().fingerprint();
+        let mut encoded = self.encode_body(&fingerprint);
+        let signature = vendor.sign(&domain::tagged(domain::LICENSE, &encoded));
+        encoded.extend_from_slice(&signature);
+        Ok(License {
+            terms: self,
+            vendor: fingerprint,
+            signature,
+            encoded,
+        })
+    }
+}
+
+impl License {
+    /// Decodes canonical bytes. Checks structure only: call [`License::verify`]
+    /// before trusting anything in it.
+    pub fn decode(bytes: &[u8]) -> Result<License> {
+        let mut r = Reader::new("license", bytes);
+        if r.u8()? != LICENSE_VERSION {
+            return Err(r.malformed("unknown version"));
+        }
+        let id = LicenseId(r.array()?);
+        let vendor = Fingerprint(r.array()?);
+        let customer = r.str8()?;
+        let dongle_serial = r.str8()?;
+        let dongle_key = PublicKey::from_bytes(&r.array()?)?;
+        let issued_at = r.u64()?;
+        let not_before = r.u64()?;
+        let not_after = r.u64()?;
+        let max_token_ttl = r.u32()?;
+        let features = r.list8()?;
+        let services = r.list8()?;
+        let signature = r.finish::<64>()?;
+        let terms = LicenseTerms {
+            id,
+            customer,
+            dongle_serial,
+            dongle_key,
+            issued_at,
+            not_before,
+            not_after,
+            max_token_ttl,
+            features,
+            services,
+        };
+        terms.validate().map_err(|_| Error::Malformed {
+            what: "license",
+            reason: "terms are not in canonical form",
+        })?;
+        Ok(License {
+            terms,
+            vendor,
+            signature,
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// Checks the vendor's signature with `verify_strict`. Says "another vendor
+    /// key" when the license names a different root, "bad signature" otherwise.
+    pub fn verify(&self, vendor: &PublicKey<Vendor>) -> Result<()> {
+        let expected = vendor.fingerprint();
+        if self.vendor != expected {
+            return Err(Error::WrongVendor {
+                found: self.vendor.to_string(),
+                expected: expected.to_string(),
+            });
+        }
+        let body = &self.encoded[..self.encoded.len() - 64];
+        if vendor.verify(&domain::tagged(domain::LICENSE, body), &self.signature) {
+            Ok(())
+        } else {
+            Err(Error::BadSignature("license"))
+        }
+    }
+
+    /// Checks that `now` (UNIX seconds) lies in the validity window, widened by `leeway`.
+    pub fn check_time(&self, now: u64, leeway: u64) -> Result<()> {
+        crate::check_window(
+            "license",
+            self.terms.not_before,
+            self.terms.not_after,
+            now,
+            leeway,
+        )
+    }
+
+    /// The signed terms.
+    pub fn terms(&self) -> &LicenseTerms {
+        &self.terms
+    }
+
+    /// Fingerprint of the vendor key that signed it.
+    pub fn vendor(&self) -> Fingerprint {
+        self.vendor
+    }
+
+    /// The canonical bytes (body and signature).
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Whether the license allows `service`.
+    pub fn allows_service(&self, service: &str) -> bool {
+        self.terms.services.iter().any(|s| s == service)
+    }
+
+    /// Whether the license grants `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.terms.features.iter().any(|s| s == feature)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testkeys;
+
+    pub(crate) fn sample_terms() -> LicenseTerms {
+        LicenseTerms {
+            id: LicenseId([0x11; 16]),
+            customer: "ACME Corp".into(),
+            dongle_serial: "TD-0001".into(),
+            dongle_key: testkeys::dongle().public(),
+            issued_at: 1_700_000_000,
+            not_before: 1_700_000_000,
+            not_after: 1_800_000_000,
+            max_token_ttl: 300,
+            features: vec!["mux".into(), "record".into()],
+            services: vec!["backend".into(), "muxer".into()],
+        }
+    }
+
+    #[test]
+    fn sign_decode_verify_round_trip() {
+        let license = sample_terms().sign(&testkeys::vendor()).unwrap();
+        let decoded = License::decode(license.encoded()).unwrap();
+        assert_eq!(decoded, license);
+        decoded.verify(&testkeys::vendor().public()).unwrap();
+        decoded.check_time(1_750_000_000, 0).unwrap();
+        assert!(decoded.allows_service("muxer"));
+        assert!(!decoded.allows_service("other"));
+        assert!(decoded.has_feature("mux"));
+    }
+
+    #[test]
+    fn every_single_byte_change_is_caught() {
+        let license = sample_terms().sign(&testkeys::vendor()).unwrap();
+        let vendor = testkeys::vendor().public();
+        for i in 0..license.encoded().len() {
+            let mut bytes = license.encoded().to_vec();
+            bytes[i] ^= 0x01;
+            let accepted = License::decode(&bytes).and_then(|l| l.verify(&vendor));
+            assert!(accepted.is_err(), "flipping byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn another_vendor_is_named_as_such() {
+        let license = sample_terms().sign(&testkeys::vendor()).unwrap();
+        let other = SecretKey::<Vendor>::from_seed(&[0xEE; 32]).public();
+        assert!(matches!(
+            license.verify(&other),
+            Err(Error::WrongVendor { .. })
+        ));
+    }
+
+    #[test]
+    fn unsorted_lists_are_refused_at_signing() {
+        let mut terms = sample_terms();
+        terms.services = vec!["muxer".into(), "backend".into()];
+        assert!(terms.sign(&testkeys::vendor()).is_err());
+    }
+
+    #[test]
+    fn time_window_is_enforced() {
+        let license = sample_terms().sign(&testkeys::vendor()).unwrap();
+        assert!(matches!(
+            license.check_time(1_800_000_001, 0),
+            Err(Error::Expired { .. })
+        ));
+        assert!(matches!(
+            license.check_time(1_699_999_999, 0),
+            Err(Error::NotYetValid { .. })
+        ));
+        license.check_time(1_800_000_001, 5).unwrap();
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("service", "backend").is_ok());
+        assert!(check_name("service", "Backend").is_err());
+        assert!(check_name("service", "").is_err());
+        assert!(check_name("service", "-x").is_err());
+        assert_eq!(
+            normalize_names("feature", &["b".into(), "a".into(), "b".into()]).unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+    }
+}
