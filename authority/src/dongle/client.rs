@@ -1,0 +1,296 @@
+//! The host end: [`Client`] allocates a channel with INIT, then runs one
+//! command at a time, checking channel, sequence, command and echoed nonce
+//! (`docs/dongle-protocol.md`, sections 3-5).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use tether_keys::{Certificate, DelegationRequest};
+
+use super::error::{Error, ProtocolError, Result};
+use super::frame::{BROADCAST, Command, FrameError, Progress, Reassembler, fragment};
+use super::hid::{DEFAULT_PID, DEFAULT_VID, HidTransport};
+use super::message::{self, DongleInfo, INIT_NONCE_LEN, InitResponse, Request};
+use super::transport::{SocketTransport, Transport};
+
+/// Which dongle to talk to. Parses from `hid`, `hid:VID:PID`,
+/// `hid:VID:PID:SERIAL` (hex ids) or `socket:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// A USB HID dongle.
+    Hid {
+        /// Vendor id.
+        vid: u16,
+        /// Product id.
+        pid: u16,
+        /// USB serial, when several are plugged.
+        serial: Option<String>,
+    },
+    /// The emulator's Unix socket.
+    Socket(PathBuf),
+}
+
+/// A selector that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: expected hid, hid:VID:PID, hid:VID:PID:SERIAL or socket:PATH")]
+pub struct SelectorError(String);
+
+fn hex16(s: &str) -> Option<u16> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    u16::from_str_radix(s, 16).ok()
+}
+
+impl FromStr for Selector {
+    type Err = SelectorError;
+
+    fn from_str(s: &str) -> Result<Selector, SelectorError> {
+        let bad = || SelectorError(s.to_string());
+        if let Some(path) = s.strip_prefix("socket:") {
+            if path.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Selector::Socket(PathBuf::from(path)));
+        }
+        if s == "hid" {
+            return Ok(Selector::Hid {
+                vid: DEFAULT_VID,
+                pid: DEFAULT_PID,
+                serial: None,
+            });
+        }
+        let rest = s.strip_prefix("hid:").ok_or_else(bad)?;
+        let mut parts = rest.splitn(3, ':');
+        let vid = parts.next().and_then(hex16).ok_or_else(bad)?;
+        let pid = parts.next().and_then(hex16).ok_or_else(bad)?;
+        let serial = match parts.next() {
+            None => None,
+            Some("") => return Err(bad()),
+            Some(s) => Some(s.to_string()),
+        };
+        Ok(Selector::Hid { vid, pid, serial })
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Hid { vid, pid, serial } => {
+                write!(f, "hid:{vid:04x}:{pid:04x}")?;
+                match serial {
+                    Some(s) => write!(f, ":{s}"),
+                    None => Ok(()),
+                }
+            }
+            Selector::Socket(p) => write!(f, "socket:{}", p.display()),
+        }
+    }
+}
+
+/// Per-command timeouts (section 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// INIT (channel allocation).
+    pub init: Duration,
+    /// INFO.
+    pub info: Duration,
+    /// PRESENCE: one signature.
+    pub presence: Duration,
+    /// DELEGATE: one signature and a counter write to flash.
+    pub delegate: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            init: Duration::from_millis(1000),
+            info: Duration::from_millis(1000),
+            presence: Duration::from_millis(1000),
+            delegate: Duration::from_millis(3000),
+        }
+    }
+}
+
+/// An open link to one dongle, on a channel of its own.
+pub struct Client {
+    transport: Box<dyn Transport>,
+    cid: u32,
+    firmware: (u8, u8, u8),
+    timeouts: Timeouts,
+    /// Set after a timeout or a garbled answer: a late answer may still be
+    /// on the way, so the next command first allocates a fresh channel.
+    resync: bool,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("transport", &self.transport)
+            .field("cid", &format_args!("{:#010x}", self.cid))
+            .field("firmware", &self.firmware)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens the selected dongle and allocates a channel.
+    /// [`Error::NoDongle`] when none is present (or it vanishes during INIT).
+    pub fn connect(sel: &Selector) -> Result<Client> {
+        let transport: Box<dyn Transport> = match sel {
+            Selector::Hid { vid, pid, serial } => {
+                Box::new(HidTransport::open(*vid, *pid, serial.as_deref())?)
+            }
+            Selector::Socket(path) => Box::new(SocketTransport::connect(path)?),
+        };
+        match Client::open(transport, Timeouts::default()) {
+            Err(Error::Unplugged) => Err(Error::NoDongle),
+            other => other,
+        }
+    }
+
+    /// Runs INIT over any transport.
+    pub fn open(transport: Box<dyn Transport>, timeouts: Timeouts) -> Result<Client> {
+        let mut client = Client {
+            transport,
+            cid: BROADCAST,
+            firmware: (0, 0, 0),
+            timeouts,
+            resync: true,
+        };
+        client.init()?;
+        Ok(client)
+    }
+
+    /// The allocated channel id.
+    pub fn channel(&self) -> u32 {
+        self.cid
+    }
+
+    /// The firmware version the INIT answer gave.
+    pub fn firmware(&self) -> (u8, u8, u8) {
+        self.firmware
+    }
+
+    /// INFO: serial, firmware, public key, counter.
+    pub fn info(&mut self) -> Result<DongleInfo> {
+        let payload = self.transact(&Request::Info, self.timeouts.info)?;
+        Ok(DongleInfo::decode(&payload)?)
+    }
+
+    /// PRESENCE: the raw signature over
+    /// [`tether_keys::delegation::presence_message`]`(nonce)`; the caller verifies it.
+    pub fn presence(&mut self, nonce: &[u8; 32]) -> Result<[u8; 64]> {
+        let req = Request::Presence { nonce: *nonce };
+        let payload = self.transact(&req, self.timeouts.presence)?;
+        Ok(message::decode_presence(&payload)?)
+    }
+
+    /// DELEGATE: the decoded certificate; the caller verifies signature,
+    /// request, serial and counter.
+    pub fn delegate(&mut self, req: &DelegationRequest) -> Result<Certificate> {
+        let payload = self.transact(&Request::Delegate(req.clone()), self.timeouts.delegate)?;
+        Ok(message::decode_delegate(&payload)?)
+    }
+
+    /// Idles for `timeout`, returning early with [`Error::Unplugged`] the
+    /// moment the link reports removal. Stray reports are discarded (and make
+    /// the next command use a fresh channel).
+    pub fn wait_gone(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match self.transport.read_report(left)? {
+                None => return Ok(()),
+                Some(_) => self.resync = true,
+            }
+        }
+    }
+
+    /// Allocates a fresh channel on the broadcast channel (section 4.1).
+    fn init(&mut self) -> Result<()> {
+        let mut nonce = [0u8; INIT_NONCE_LEN];
+        tether_keys::random_fill(&mut nonce);
+        let (cmd, payload) = Request::Init { nonce }.encode();
+        for r in fragment(BROADCAST, cmd, &payload)? {
+            self.transport.write_report(&r)?;
+        }
+        let deadline = Instant::now() + self.timeouts.init;
+        let mut foreign_nonce = false;
+        loop {
+            let payload = match self.receive(BROADCAST, Command::Init, deadline) {
+                Err(Error::Timeout) if foreign_nonce => {
+                    return Err(ProtocolError::NonceMismatch.into());
+                }
+                other => other?,
+            };
+            let answer = InitResponse::decode(&payload)?;
+            if answer.nonce != nonce {
+                // Another host's allocation on the shared broadcast channel.
+                foreign_nonce = true;
+                continue;
+            }
+            if answer.cid == 0 || answer.cid == BROADCAST {
+                return Err(ProtocolError::BadChannel(answer.cid).into());
+            }
+            self.cid = answer.cid;
+            self.firmware = answer.firmware;
+            self.resync = false;
+            return Ok(());
+        }
+    }
+
+    /// Sends one request on our channel and returns the answer's payload.
+    fn transact(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>> {
+        if self.resync {
+            self.init()?;
+        }
+        let (cmd, payload) = req.encode();
+        let result = (|| {
+            for r in fragment(self.cid, cmd, &payload)? {
+                self.transport.write_report(&r)?;
+            }
+            self.receive(self.cid, cmd, Instant::now() + timeout)
+        })();
+        if matches!(&result, Err(e) if !matches!(e, Error::Device(_))) {
+            self.resync = true;
+        }
+        result
+    }
+
+    /// Reads one message on `cid` answering `cmd`. Reports on other channels
+    /// are other hosts' traffic and are skipped; any other framing fault fails.
+    fn receive(&mut self, cid: u32, cmd: Command, deadline: Instant) -> Result<Vec<u8>> {
+        let mut asm = Reassembler::new(cid);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let report = if left.is_zero() {
+                None
+            } else {
+                self.transport.read_report(left)?
+            };
+            let Some(report) = report else {
+                return Err(asm.finish().map_or(Error::Timeout, Error::from));
+            };
+            match asm.push(&report) {
+                Err(FrameError::WrongChannel { .. }) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(Progress::NeedMore) => continue,
+                Ok(Progress::Done(m)) if m.cmd == Command::Error => {
+                    return Err(Error::Device(message::decode_error(&m.payload)?));
+                }
+                Ok(Progress::Done(m)) if m.cmd != cmd => {
+                    return Err(ProtocolError::UnexpectedCommand {
+                        expected: cmd.byte(),
+                        got: m.cmd.byte(),
+                    }
+                    .into());
+                }
+                Ok(Progress::Done(m)) => return Ok(m.payload),
+            }
+        }
+    }
+}

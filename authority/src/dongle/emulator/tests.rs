@@ -1,0 +1,469 @@
+//! Device tests: exact bytes of answers and errors, the DELEGATE rules,
+//! the state file, the faults, and the client against the device.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_keys::delegation::presence_message;
+use tether_keys::{DelegationRequest, testkeys};
+
+use super::*;
+use crate::dongle::transport::{LocalTransport, Reply, Scripted};
+use crate::dongle::{Client, Error, ProtocolError, Timeouts};
+
+const SERIAL: &str = "TD-0001";
+const T0: u64 = 1_700_000_000;
+
+fn device() -> Device {
+    Device::new(testkeys::dongle(), SERIAL, Rules::default())
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn padded(s: &str) -> Vec<u8> {
+    let mut v = hex(s);
+    v.resize(64, 0);
+    v
+}
+
+fn send(d: &mut Device, cid: u32, cmd: Command, payload: &[u8], at: u64) -> Vec<Report> {
+    let mut out = Vec::new();
+    for r in fragment(cid, cmd, payload).unwrap() {
+        out.extend(d.handle_report_at(&r, Duration::from_secs(at)));
+    }
+    out
+}
+
+fn alloc(d: &mut Device) -> u32 {
+    let out = send(d, BROADCAST, Command::Init, &[7; 8], 0);
+    u32::from_be_bytes(out[0][15..19].try_into().unwrap())
+}
+
+fn request(nb: u64, len: u64) -> DelegationRequest {
+    DelegationRequest {
+        nonce: [0x11; 32],
+        session_key: testkeys::session().public(),
+        not_before: nb,
+        not_after: nb + len,
+    }
+}
+
+fn delegate(d: &mut Device, cid: u32, req: &DelegationRequest, at: u64) -> Result<Vec<u8>, u8> {
+    let (cmd, p) = Request::Delegate(req.clone()).encode();
+    let out = send(d, cid, cmd, &p, at);
+    if out[0][4] == 0xBF {
+        return Err(out[0][7]);
+    }
+    let len = usize::from(u16::from_be_bytes([out[0][5], out[0][6]]));
+    let mut payload: Vec<u8> = out[0][7..].to_vec();
+    for r in &out[1..] {
+        payload.extend_from_slice(&r[5..]);
+    }
+    payload.truncate(len);
+    Ok(payload)
+}
+
+#[test]
+fn init_answer_exact_bytes() {
+    let mut d = device();
+    let out = send(
+        &mut d,
+        BROADCAST,
+        Command::Init,
+        &hex("0102030405060708"),
+        0,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].to_vec(),
+        padded("ffffffff 86 0011 0102030405060708 00000001 01 000100 00")
+    );
+    // The next allocation is a different channel.
+    let out = send(&mut d, BROADCAST, Command::Init, &[0; 8], 0);
+    assert_eq!(&out[0][15..19], &[0, 0, 0, 2]);
+}
+
+#[test]
+fn error_answers_exact_bytes() {
+    let mut d = device();
+    let cid = alloc(&mut d);
+    assert_eq!(cid, 1);
+    // Unknown command.
+    let out = send(&mut d, cid, Command::Other(0x99), &[], 0);
+    assert_eq!(out[0].to_vec(), padded("00000001 bf 0001 01"));
+    // INFO with a payload.
+    let out = send(&mut d, cid, Command::Info, &[0], 0);
+    assert_eq!(out[0].to_vec(), padded("00000001 bf 0001 03"));
+    // A channel never allocated.
+    let out = send(&mut d, 0x42, Command::Info, &[], 0);
+    assert_eq!(out[0].to_vec(), padded("00000042 bf 0001 0b"));
+    // A command other than INIT on the broadcast channel.
+    let out = send(&mut d, BROADCAST, Command::Info, &[], 0);
+    assert_eq!(out[0].to_vec(), padded("ffffffff bf 0001 0b"));
+    // An announced length above the maximum.
+    let out = d.handle_report_at(&padded("00000001 c1 0401"), Duration::ZERO);
+    assert_eq!(out[0].to_vec(), padded("00000001 bf 0001 03"));
+    // A continuation out of sequence.
+    let msg = fragment(cid, Command::Delegate, &[0; 80]).unwrap();
+    assert!(d.handle_report_at(&msg[0], Duration::ZERO).is_empty());
+    let mut skipped = msg[1];
+    skipped[4] = 1;
+    let out = d.handle_report_at(&skipped, Duration::ZERO);
+    assert_eq!(out[0].to_vec(), padded("00000001 bf 0001 04"));
+    // A second channel starting while the first is mid-message.
+    let other = alloc(&mut d);
+    assert!(d.handle_report_at(&msg[0], Duration::ZERO).is_empty());
+    let out = send(&mut d, other, Command::Info, &[], 0);
+    assert_eq!(out[0].to_vec(), padded("00000002 bf 0001 06"));
+    // The half message expires; its channel learns of it with the next report.
+    let out = d.handle_report_at(
+        &fragment(other, Command::Info, &[]).unwrap()[0],
+        Duration::from_secs(1),
+    );
+    assert_eq!(out[0].to_vec(), padded("00000001 bf 0001 05"));
+    assert_eq!(out[1][4], Command::Info.byte());
+    // A stray continuation is ignored.
+    assert!(d.handle_report_at(&msg[1], Duration::ZERO).is_empty());
+}
+
+#[test]
+fn client_round_trips_over_the_in_process_device() {
+    let dev = Arc::new(Mutex::new(device()));
+    let mut c = Client::open(
+        Box::new(LocalTransport::new(dev.clone())),
+        Timeouts::default(),
+    )
+    .unwrap();
+    let info = c.info().unwrap();
+    assert_eq!(info.serial, SERIAL);
+    assert_eq!(info.public_key, testkeys::dongle().public());
+    assert_eq!(info.counter, 0);
+    assert_eq!(info.firmware, FIRMWARE);
+    let nonce = [5; 32];
+    let sig = c.presence(&nonce).unwrap();
+    assert!(info.public_key.verify(&presence_message(&nonce), &sig));
+    let now = tether_keys::now_unix();
+    let req = request(now, 300);
+    let cert = c.delegate(&req).unwrap();
+    cert.verify(&info.public_key).unwrap();
+    assert_eq!(cert.request, req);
+    assert_eq!(cert.counter, 1);
+    assert_eq!(c.info().unwrap().counter, 1);
+    assert!(matches!(
+        c.delegate(&request(now, 3600)),
+        Err(Error::Device(ErrorCode::WindowTooLong))
+    ));
+}
+
+#[test]
+fn window_rules() {
+    let mut d = device();
+    let cid = alloc(&mut d);
+    assert_eq!(delegate(&mut d, cid, &request(T0, 0), 0), Err(0x14));
+    assert_eq!(delegate(&mut d, cid, &request(T0, 601), 0), Err(0x11));
+    assert!(delegate(&mut d, cid, &request(T0, 600), 0).is_ok());
+    // Backwards.
+    assert_eq!(delegate(&mut d, cid, &request(T0 - 1, 60), 10), Err(0x12));
+    // Ahead: 10 s of ticks + 60 s slack allow T0 + 70, not T0 + 71.
+    assert_eq!(delegate(&mut d, cid, &request(T0 + 71, 60), 10), Err(0x13));
+    assert!(delegate(&mut d, cid, &request(T0 + 70, 60), 10).is_ok());
+    // After a power-up the first DELEGATE may jump ahead (not back).
+    d.power_up();
+    let cid = alloc(&mut d);
+    assert_eq!(delegate(&mut d, cid, &request(T0, 60), 0), Err(0x12));
+    assert!(delegate(&mut d, cid, &request(T0 + 86_400, 60), 0).is_ok());
+    assert_eq!(
+        delegate(&mut d, cid, &request(T0 + 2 * 86_400, 60), 1),
+        Err(0x13)
+    );
+}
+
+#[test]
+fn rate_limit_burst_and_refill() {
+    let mut d = device();
+    let cid = alloc(&mut d);
+    for i in 0..3 {
+        assert!(
+            delegate(&mut d, cid, &request(T0 + i, 60), i).is_ok(),
+            "{i}"
+        );
+    }
+    assert_eq!(delegate(&mut d, cid, &request(T0 + 3, 60), 3), Err(0x10));
+    // One token per 60 s of uptime, accruing from the first signature.
+    assert_eq!(delegate(&mut d, cid, &request(T0 + 3, 60), 59), Err(0x10));
+    assert!(delegate(&mut d, cid, &request(T0 + 3, 60), 61).is_ok());
+    // A power cycle does not refill the bucket.
+    d.power_up();
+    let cid = alloc(&mut d);
+    assert_eq!(delegate(&mut d, cid, &request(T0 + 100, 60), 0), Err(0x10));
+    assert_eq!(d.counter(), 4);
+}
+
+#[test]
+fn state_survives_restarts_and_is_written_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join(KEY_FILE);
+    keyfile::write_secret_key(
+        &key,
+        &testkeys::dongle(),
+        &[(keyfile::SERIAL_HEADER, SERIAL)],
+        keyfile::Overwrite::Never,
+    )
+    .unwrap();
+    let mut d = Device::load(dir.path(), None, Rules::default()).unwrap();
+    assert_eq!(d.serial(), SERIAL);
+    let cid = alloc(&mut d);
+    delegate(&mut d, cid, &request(T0, 60), 0).unwrap();
+    delegate(&mut d, cid, &request(T0, 60), 1).unwrap();
+    let mut d = Device::load(dir.path(), None, Rules::default()).unwrap();
+    assert_eq!(d.counter(), 2);
+    let cid = alloc(&mut d);
+    assert_eq!(delegate(&mut d, cid, &request(T0 - 1, 60), 0), Err(0x12));
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.contains(&STATE_FILE.to_string()));
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    // An explicit state path, and a garbled one.
+    let other = dir.path().join("other.state");
+    assert_eq!(
+        Device::load(dir.path(), Some(&other), Rules::default())
+            .unwrap()
+            .counter(),
+        0
+    );
+    std::fs::write(&other, "not json").unwrap();
+    assert!(matches!(
+        Device::load(dir.path(), Some(&other), Rules::default()),
+        Err(EmulatorError::StateFormat { .. })
+    ));
+}
+
+fn local(dev: &Arc<Mutex<Device>>) -> Client {
+    let t = Timeouts {
+        init: Duration::from_millis(50),
+        info: Duration::from_millis(50),
+        presence: Duration::from_millis(50),
+        delegate: Duration::from_millis(50),
+    };
+    Client::open(Box::new(LocalTransport::new(dev.clone())), t).unwrap()
+}
+
+#[test]
+fn faults_are_what_the_host_sees() {
+    let dev = Arc::new(Mutex::new(device()));
+    let mut c = local(&dev);
+    let genuine = testkeys::dongle().public();
+    let now = tether_keys::now_unix();
+
+    dev.lock().unwrap().set_fault(Fault::Clone);
+    assert_ne!(c.info().unwrap().public_key, genuine);
+    let cert = c.delegate(&request(now, 60)).unwrap();
+    assert!(cert.verify(&genuine).is_err());
+
+    dev.lock().unwrap().set_fault(Fault::None);
+    c.delegate(&request(now, 60)).unwrap();
+    let before = c.info().unwrap().counter;
+    dev.lock().unwrap().set_fault(Fault::Rollback);
+    assert!(c.info().unwrap().counter < before);
+    assert!(c.delegate(&request(now, 60)).unwrap().counter <= before);
+
+    dev.lock().unwrap().set_fault(Fault::Replay);
+    let fresh = request(now + 1, 60);
+    let replayed = c.delegate(&fresh).unwrap();
+    assert_ne!(replayed.request, fresh);
+
+    dev.lock().unwrap().set_fault(Fault::WrongNonce);
+    let nonce = [3; 32];
+    let sig = c.presence(&nonce).unwrap();
+    assert!(!genuine.verify(&presence_message(&nonce), &sig));
+
+    dev.lock().unwrap().set_fault(Fault::Garbage);
+    assert!(matches!(
+        c.presence(&nonce),
+        Err(Error::Protocol(_) | Error::Timeout)
+    ));
+
+    dev.lock().unwrap().set_fault(Fault::Silent);
+    assert!(matches!(c.presence(&nonce), Err(Error::Timeout)));
+
+    // Healthy again: the client resynchronises on a fresh channel.
+    dev.lock().unwrap().set_fault(Fault::None);
+    let sig = c.presence(&nonce).unwrap();
+    assert!(genuine.verify(&presence_message(&nonce), &sig));
+}
+
+#[test]
+fn fault_names_round_trip() {
+    for f in [
+        Fault::None,
+        Fault::Clone,
+        Fault::Rollback,
+        Fault::Garbage,
+        Fault::Silent,
+        Fault::Slow(Duration::from_millis(250)),
+        Fault::Replay,
+        Fault::WrongNonce,
+    ] {
+        assert_eq!(f.to_string().parse::<Fault>().unwrap(), f);
+    }
+    assert!("melt".parse::<Fault>().is_err());
+}
+
+/// A device double that answers INIT by echoing the nonce on channel
+/// 0x11223344, then plays a script.
+#[derive(Debug)]
+struct EchoInit {
+    script: Scripted,
+    init_answer: Option<Report>,
+}
+
+impl crate::dongle::Transport for EchoInit {
+    fn write_report(&mut self, r: &Report) -> crate::dongle::Result<()> {
+        if r[..5] == hex("ffffffff86")[..] {
+            let nonce: [u8; 8] = r[7..15].try_into().unwrap();
+            let p = InitResponse {
+                nonce,
+                cid: 0x1122_3344,
+                version: 1,
+                firmware: (9, 8, 7),
+                capabilities: 0,
+            };
+            self.init_answer = Some(fragment(BROADCAST, Command::Init, &p.encode()).unwrap()[0]);
+        }
+        self.script.write_report(r)
+    }
+    fn read_report(&mut self, t: Duration) -> crate::dongle::Result<Option<Report>> {
+        match self.init_answer.take() {
+            Some(a) => Ok(Some(a)),
+            None => self.script.read_report(t),
+        }
+    }
+}
+
+fn scripted(replies: Vec<Reply>) -> (Client, Arc<Mutex<Vec<Report>>>) {
+    let script = Scripted::new(replies);
+    let written = script.written.clone();
+    let t = EchoInit {
+        script,
+        init_answer: None,
+    };
+    (
+        Client::open(Box::new(t), Timeouts::default()).unwrap(),
+        written,
+    )
+}
+
+fn reply(s: &str) -> Reply {
+    Reply::Report(padded(s).try_into().unwrap())
+}
+
+#[test]
+fn client_writes_exact_bytes_and_checks_answers() {
+    let sig = "ab".repeat(57);
+    let sig_rest = "ab".repeat(7);
+    let (mut c, written) = scripted(vec![
+        // Another channel's traffic is skipped.
+        reply("00000009 c2 0040"),
+        reply(&format!("11223344 c2 0040 {sig}")),
+        reply(&format!("11223344 00 {sig_rest}")),
+    ]);
+    assert_eq!(c.channel(), 0x1122_3344);
+    assert_eq!(c.firmware(), (9, 8, 7));
+    assert_eq!(c.presence(&[0xCD; 32]).unwrap(), [0xAB; 64]);
+    let w = written.lock().unwrap();
+    assert_eq!(w.len(), 2);
+    assert_eq!(&w[0][..7], &hex("ffffffff 86 0008")[..]);
+    assert_eq!(
+        w[1].to_vec(),
+        padded(&format!("11223344 c2 0020 {}", "cd".repeat(32)))
+    );
+}
+
+#[test]
+fn client_errors_are_typed() {
+    let (mut c, _) = scripted(vec![reply("11223344 bf 0001 10")]);
+    assert!(matches!(
+        c.info(),
+        Err(Error::Device(ErrorCode::RateLimited))
+    ));
+    let (mut c, _) = scripted(vec![reply("11223344 bf 0001 66")]);
+    assert!(matches!(
+        c.info(),
+        Err(Error::Device(ErrorCode::Other(0x66)))
+    ));
+    let (mut c, _) = scripted(vec![reply("11223344 c2 0000")]);
+    assert!(matches!(
+        c.info(),
+        Err(Error::Protocol(ProtocolError::UnexpectedCommand {
+            expected: 0xC1,
+            got: 0xC2
+        }))
+    ));
+    let (mut c, _) = scripted(vec![reply("11223344 c2 0041 00"), Reply::Silence]);
+    assert!(matches!(
+        c.presence(&[0; 32]),
+        Err(Error::Protocol(ProtocolError::Frame(
+            FrameError::Truncated {
+                expected: 65,
+                got: 57
+            }
+        )))
+    ));
+    let (mut c, _) = scripted(vec![reply("11223344 c2 0003 000000")]);
+    assert!(matches!(
+        c.presence(&[0; 32]),
+        Err(Error::Protocol(ProtocolError::BadLength { .. }))
+    ));
+    let (mut c, _) = scripted(vec![Reply::Gone]);
+    assert!(matches!(c.info(), Err(Error::Unplugged)));
+    assert!(Error::Unplugged.is_gone() && Error::NoDongle.is_gone() && !Error::Timeout.is_gone());
+}
+
+#[test]
+fn init_checks_the_echoed_nonce() {
+    // Only a foreign nonce arrives: not ours, and said so.
+    let foreign = InitResponse {
+        nonce: [0xEE; 8],
+        cid: 5,
+        version: 1,
+        firmware: (0, 0, 0),
+        capabilities: 0,
+    };
+    let answer = fragment(BROADCAST, Command::Init, &foreign.encode()).unwrap()[0];
+    let t = Scripted::new([Reply::Report(answer)]);
+    let r = Client::open(
+        Box::new(t),
+        Timeouts {
+            init: Duration::from_millis(20),
+            ..Timeouts::default()
+        },
+    );
+    assert!(matches!(
+        r,
+        Err(Error::Protocol(ProtocolError::NonceMismatch))
+    ));
+}
+
+proptest::proptest! {
+    #[test]
+    fn device_never_panics(reports in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 64), 0..24)) {
+        let mut d = device();
+        let _ = alloc(&mut d);
+        for (i, r) in reports.iter().enumerate() {
+            let _ = d.handle_report_at(r, Duration::from_millis(i as u64 * 100));
+        }
+    }
+
+    #[test]
+    fn request_parser_never_panics(cmd in proptest::num::u8::ANY, payload in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+        let _ = Request::parse(Command::from(cmd), &payload);
+    }
+}

@@ -1,0 +1,343 @@
+//! Command payloads (`docs/dongle-protocol.md`, section 4): what each request
+//! and answer carries, encoded by both ends from this one place.
+//!
+//! Decoders check exact lengths and refuse trailing bytes. The host decodes
+//! answers into [`ProtocolError`]s; the device parses requests into
+//! [`ErrorCode`]s it can send back.
+
+use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey};
+
+use super::error::{ErrorCode, ProtocolError};
+use super::frame::Command;
+
+/// Version of this protocol, answered by INIT.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Size of the INIT nonce.
+pub const INIT_NONCE_LEN: usize = 8;
+/// Size of an INIT answer.
+pub const INIT_RESPONSE_LEN: usize = 17;
+/// Size of a DELEGATE request.
+pub const DELEGATE_REQUEST_LEN: usize = 32 + 32 + 8 + 8;
+
+/// A request, as the device parses it (section 4).
+// `Delegate` carries a decompressed public key and is a few hundred bytes
+// larger than the rest; one request lives per round trip, so boxing it would
+// buy nothing but an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Allocate a channel (section 4.1).
+    Init {
+        /// Host nonce, echoed.
+        nonce: [u8; INIT_NONCE_LEN],
+    },
+    /// Identify (section 4.2).
+    Info,
+    /// Sign a presence nonce (section 4.3).
+    Presence {
+        /// The challenge.
+        nonce: [u8; 32],
+    },
+    /// Sign a delegation certificate (section 4.4).
+    Delegate(DelegationRequest),
+}
+
+impl Request {
+    /// The command and payload to send.
+    pub fn encode(&self) -> (Command, Vec<u8>) {
+        match self {
+            Request::Init { nonce } => (Command::Init, nonce.to_vec()),
+            Request::Info => (Command::Info, Vec::new()),
+            Request::Presence { nonce } => (Command::Presence, nonce.to_vec()),
+            Request::Delegate(req) => {
+                let mut p = Vec::with_capacity(DELEGATE_REQUEST_LEN);
+                p.extend_from_slice(&req.nonce);
+                p.extend_from_slice(req.session_key.as_bytes());
+                p.extend_from_slice(&req.not_before.to_be_bytes());
+                p.extend_from_slice(&req.not_after.to_be_bytes());
+                (Command::Delegate, p)
+            }
+        }
+    }
+
+    /// Parses a complete request message; the error is what the device answers.
+    pub fn parse(cmd: Command, payload: &[u8]) -> Result<Request, ErrorCode> {
+        fn exact<const N: usize>(payload: &[u8]) -> Result<[u8; N], ErrorCode> {
+            payload.try_into().map_err(|_| ErrorCode::InvalidLength)
+        }
+        match cmd {
+            Command::Init => Ok(Request::Init {
+                nonce: exact(payload)?,
+            }),
+            Command::Info if payload.is_empty() => Ok(Request::Info),
+            Command::Info => Err(ErrorCode::InvalidLength),
+            Command::Presence => Ok(Request::Presence {
+                nonce: exact(payload)?,
+            }),
+            Command::Delegate => {
+                let p: [u8; DELEGATE_REQUEST_LEN] = exact(payload)?;
+                let (nonce, rest) = split::<32>(&p);
+                let (key, rest) = split::<32>(rest);
+                let (nb, rest) = split::<8>(rest);
+                let (na, _) = split::<8>(rest);
+                let session_key =
+                    PublicKey::from_bytes(&key).map_err(|_| ErrorCode::InvalidParameter)?;
+                Ok(Request::Delegate(DelegationRequest {
+                    nonce,
+                    session_key,
+                    not_before: u64::from_be_bytes(nb),
+                    not_after: u64::from_be_bytes(na),
+                }))
+            }
+            Command::Error | Command::Other(_) => Err(ErrorCode::InvalidCommand),
+        }
+    }
+}
+
+/// Splits a fixed-size head off a slice that is known to be long enough.
+fn split<const N: usize>(bytes: &[u8]) -> ([u8; N], &[u8]) {
+    let mut head = [0u8; N];
+    let n = N.min(bytes.len());
+    head[..n].copy_from_slice(&bytes[..n]);
+    (head, &bytes[n..])
+}
+
+/// The answer to INIT (section 4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitResponse {
+    /// The host's nonce, echoed.
+    pub nonce: [u8; INIT_NONCE_LEN],
+    /// The allocated channel.
+    pub cid: u32,
+    /// [`PROTOCOL_VERSION`].
+    pub version: u8,
+    /// Firmware version.
+    pub firmware: (u8, u8, u8),
+    /// Capability flags (none defined; 0).
+    pub capabilities: u8,
+}
+
+impl InitResponse {
+    /// The payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(INIT_RESPONSE_LEN);
+        p.extend_from_slice(&self.nonce);
+        p.extend_from_slice(&self.cid.to_be_bytes());
+        p.push(self.version);
+        p.extend_from_slice(&[self.firmware.0, self.firmware.1, self.firmware.2]);
+        p.push(self.capabilities);
+        p
+    }
+
+    /// Decodes the payload.
+    pub fn decode(p: &[u8]) -> Result<InitResponse, ProtocolError> {
+        let p: &[u8; INIT_RESPONSE_LEN] = p.try_into().map_err(|_| ProtocolError::BadLength {
+            what: "INIT answer",
+            expected: INIT_RESPONSE_LEN,
+            got: p.len(),
+        })?;
+        let (nonce, rest) = split::<8>(p);
+        let (cid, rest) = split::<4>(rest);
+        Ok(InitResponse {
+            nonce,
+            cid: u32::from_be_bytes(cid),
+            version: rest[0],
+            firmware: (rest[1], rest[2], rest[3]),
+            capabilities: rest[4],
+        })
+    }
+}
+
+/// What INFO tells about a dongle (section 4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DongleInfo {
+    /// The serial (1-64 printable ASCII bytes).
+    pub serial: String,
+    /// Firmware version (major, minor, patch).
+    pub firmware: (u8, u8, u8),
+    /// The dongle's public key.
+    pub public_key: PublicKey<Dongle>,
+    /// The signature counter: DELEGATEs signed so far.
+    pub counter: u32,
+}
+
+impl DongleInfo {
+    /// The payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let serial = self.serial.as_bytes();
+        let mut p = Vec::with_capacity(1 + serial.len() + 3 + 32 + 4);
+        p.push(serial.len().min(255) as u8);
+        p.extend_from_slice(&serial[..serial.len().min(255)]);
+        p.extend_from_slice(&[self.firmware.0, self.firmware.1, self.firmware.2]);
+        p.extend_from_slice(self.public_key.as_bytes());
+        p.extend_from_slice(&self.counter.to_be_bytes());
+        p
+    }
+
+    /// Decodes the payload: exact length, printable serial, a valid key.
+    pub fn decode(p: &[u8]) -> Result<DongleInfo, ProtocolError> {
+        const WHAT: &str = "INFO answer";
+        let Some((&n, rest)) = p.split_first() else {
+            return Err(ProtocolError::BadLength {
+                what: WHAT,
+                expected: 1,
+                got: 0,
+            });
+        };
+        let n = usize::from(n);
+        let need = n + 3 + 32 + 4;
+        if rest.len() < need {
+            return Err(ProtocolError::BadLength {
+                what: WHAT,
+                expected: 1 + need,
+                got: p.len(),
+            });
+        }
+        if rest.len() > need {
+            return Err(ProtocolError::TrailingBytes {
+                what: WHAT,
+                extra: rest.len() - need,
+            });
+        }
+        let (serial, rest) = rest.split_at(n);
+        if serial.is_empty() || !serial.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(ProtocolError::Malformed {
+                what: WHAT,
+                reason: "serial is not 1-255 printable ASCII bytes",
+            });
+        }
+        let firmware = (rest[0], rest[1], rest[2]);
+        let (key, rest) = split::<32>(&rest[3..]);
+        let (counter, _) = split::<4>(rest);
+        let public_key = PublicKey::from_bytes(&key).map_err(|_| ProtocolError::Malformed {
+            what: WHAT,
+            reason: "public key is not a valid Ed25519 point",
+        })?;
+        Ok(DongleInfo {
+            serial: String::from_utf8_lossy(serial).into_owned(),
+            firmware,
+            public_key,
+            counter: u32::from_be_bytes(counter),
+        })
+    }
+}
+
+/// Decodes a PRESENCE answer: exactly one signature.
+pub fn decode_presence(p: &[u8]) -> Result<[u8; 64], ProtocolError> {
+    p.try_into().map_err(|_| ProtocolError::BadLength {
+        what: "PRESENCE answer",
+        expected: 64,
+        got: p.len(),
+    })
+}
+
+/// Decodes a DELEGATE answer: the certificate's canonical bytes, nothing else.
+pub fn decode_delegate(p: &[u8]) -> Result<Certificate, ProtocolError> {
+    Certificate::decode(p).map_err(|_| ProtocolError::Malformed {
+        what: "DELEGATE answer",
+        reason: "not a canonical delegation certificate",
+    })
+}
+
+/// Decodes an ERROR answer: exactly one code byte.
+pub fn decode_error(p: &[u8]) -> Result<ErrorCode, ProtocolError> {
+    match p {
+        [code] => Ok(ErrorCode::from(*code)),
+        _ => Err(ProtocolError::BadLength {
+            what: "ERROR answer",
+            expected: 1,
+            got: p.len(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_keys::testkeys;
+
+    fn info() -> DongleInfo {
+        DongleInfo {
+            serial: "TD-0001".into(),
+            firmware: (1, 2, 3),
+            public_key: testkeys::dongle().public(),
+            counter: 0x0102_0304,
+        }
+    }
+
+    #[test]
+    fn info_exact_bytes_round_trip_and_trailing() {
+        let bytes = info().encode();
+        assert_eq!(&bytes[..11], b"\x07TD-0001\x01\x02\x03");
+        assert_eq!(&bytes[bytes.len() - 4..], &[1, 2, 3, 4]);
+        assert_eq!(DongleInfo::decode(&bytes).unwrap(), info());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            DongleInfo::decode(&long),
+            Err(ProtocolError::TrailingBytes {
+                what: "INFO answer",
+                extra: 1
+            })
+        );
+        assert!(matches!(
+            DongleInfo::decode(&bytes[..bytes.len() - 1]),
+            Err(ProtocolError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn delegate_request_round_trip_and_lengths() {
+        let req = DelegationRequest {
+            nonce: [9; 32],
+            session_key: testkeys::session().public(),
+            not_before: 10,
+            not_after: 20,
+        };
+        let (cmd, p) = Request::Delegate(req.clone()).encode();
+        assert_eq!(p.len(), DELEGATE_REQUEST_LEN);
+        assert_eq!(
+            &p[64..],
+            &[0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 20]
+        );
+        assert_eq!(Request::parse(cmd, &p), Ok(Request::Delegate(req)));
+        assert_eq!(Request::parse(cmd, &p[..79]), Err(ErrorCode::InvalidLength));
+        assert_eq!(
+            Request::parse(Command::Info, &[0]),
+            Err(ErrorCode::InvalidLength)
+        );
+        assert_eq!(
+            Request::parse(Command::Other(0x99), &[]),
+            Err(ErrorCode::InvalidCommand)
+        );
+    }
+
+    #[test]
+    fn init_response_exact_bytes() {
+        let r = InitResponse {
+            nonce: [1, 2, 3, 4, 5, 6, 7, 8],
+            cid: 0x0000_0042,
+            version: 1,
+            firmware: (0, 3, 0),
+            capabilities: 0,
+        };
+        let bytes = r.encode();
+        assert_eq!(
+            bytes,
+            [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0x42, 1, 0, 3, 0, 0]
+        );
+        assert_eq!(InitResponse::decode(&bytes), Ok(r));
+        assert!(InitResponse::decode(&bytes[..16]).is_err());
+    }
+
+    #[test]
+    fn error_codes_decode_with_fallback() {
+        assert_eq!(decode_error(&[0x10]), Ok(ErrorCode::RateLimited));
+        assert_eq!(decode_error(&[0x55]), Ok(ErrorCode::Other(0x55)));
+        assert!(decode_error(&[]).is_err());
+        assert!(decode_error(&[1, 2]).is_err());
+        for b in 0..=255u8 {
+            assert_eq!(ErrorCode::from(b).code(), b);
+        }
+    }
+}
