@@ -1,0 +1,270 @@
+//! `GET /token` under load, next to two endpoints of the same server built
+//! only for this benchmark: a trivial one, and one that returns one raw
+//! Ed25519 signature over a payload of the token's size (the ceiling for one
+//! signature per token). Then unplug -> first refused request, over 100
+//! unplugs, and resident memory at load.
+//!
+//! `cargo bench -p tether-authority --bench token_http` (needs `wrk`:
+//! `apt-get install wrk`). Load: wrk, 1 thread, 64 connections, loopback.
+//! Targets: token throughput >= 85% of the one-signature endpoint;
+//! unplug-to-refusal p99 < 50 ms; resident memory < 20 MiB at load.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer as _;
+use tether_authority::dongle::emulator::{Device, Rules, SocketEmulator};
+use tether_authority::{Config, Listen, config, dongle, http, presence};
+use tether_keys::keyfile::{self, Overwrite};
+use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
+use warp::Filter as _;
+
+const SERIAL: &str = "TD-BENCH";
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non2xx: u64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, header: Option<&str>, secs: u32) -> Wrk {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c64", &format!("-d{secs}s"), "--latency"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut w = Wrk {
+        rps: 0.0,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        non2xx: 0,
+    };
+    for line in text.lines().map(str::trim) {
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some("Requests/sec:"), Some(v)) => w.rps = v.parse().unwrap_or(0.0),
+            (Some("50%"), Some(v)) => w.p50_ms = parse_ms(v),
+            (Some("99%"), Some(v)) => w.p99_ms = parse_ms(v),
+            (Some("Non-2xx"), _) => {
+                w.non2xx = line.rsplit(' ').next().unwrap().parse().unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+fn get_status(addr: SocketAddr, path: &str, bearer: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    std::str::from_utf8(&buf[9..12]).unwrap().parse().unwrap()
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String) {
+    let vendor = SecretKey::<Vendor>::generate();
+    let dongle_key = SecretKey::<Dongle>::generate();
+    keyfile::write_public_key(
+        &dir.join("vendor.pub"),
+        &vendor.public(),
+        &[],
+        Overwrite::Never,
+    )
+    .unwrap();
+    let now = tether_keys::now_unix();
+    let license = LicenseTerms {
+        id: LicenseId::generate(),
+        customer: "Bench".into(),
+        dongle_serial: SERIAL.into(),
+        dongle_key: dongle_key.public(),
+        issued_at: now,
+        not_before: now - 60,
+        not_after: now + 86_400,
+        max_token_ttl: 300,
+        features: vec!["mux".into()],
+        services: vec!["backend".into()],
+    }
+    .sign(&vendor)
+    .unwrap();
+    keyfile::write_file(
+        &dir.join("license.tether"),
+        keyfile::license_pem(&license).as_bytes(),
+        0o644,
+        Overwrite::Never,
+    )
+    .unwrap();
+    let mut creds = CredentialFile::default();
+    let secret = creds.enroll("backend", false).unwrap().expose().to_string();
+    creds.save(&dir.join("credentials")).unwrap();
+    let config = Config {
+        license: dir.join("license.tether"),
+        vendor_pub: dir.join("vendor.pub"),
+        dongle: dongle::Selector::Socket(dir.join("dongle.sock")),
+        listen: vec![Listen::Tcp("127.0.0.1:0".parse().unwrap())],
+        credentials: dir.join("credentials"),
+        token_ttl: Duration::from_secs(60),
+        heartbeat: Duration::from_millis(250),
+        cert_lifetime: Duration::from_secs(300),
+        state_dir: dir.join("state"),
+        rate_limit: 100_000_000,
+        clock_tolerance: Duration::from_secs(300),
+        log_json: false,
+    };
+    let _ = config::DEFAULT_CONFIG;
+    (config, dongle_key, secret)
+}
+
+fn main() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("token_http: skipped: wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, dongle_key, secret) = provision(dir.path());
+    // No rate limit on the emulated dongle: the benchmark re-plugs it 100 times.
+    let rules = Rules {
+        refill: Duration::ZERO,
+        ..Rules::default()
+    };
+    let emu = SocketEmulator::spawn(
+        Device::new(dongle_key, SERIAL, rules),
+        &dir.path().join("dongle.sock"),
+    )
+    .unwrap();
+    let auth = tether_authority::load(&config).unwrap();
+    let stop = Arc::new(presence::Stopper::default());
+    let _watchdog = presence::spawn(
+        auth.clone(),
+        presence::WatchSettings {
+            selector: config.dongle.clone(),
+            heartbeat: config.heartbeat,
+            cert_lifetime: config.cert_lifetime,
+        },
+        stop.clone(),
+    )
+    .unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bench_key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let payload = Arc::new(vec![b'x'; 960]);
+    let trivial = warp::path!("bench" / "trivial").map(|| "ok");
+    let sign = warp::path!("bench" / "sign").map(move || {
+        let sig = bench_key.sign(&payload);
+        warp::reply::json(&serde_json::json!({ "sig": URL_SAFE_NO_PAD.encode(sig.to_bytes()) }))
+    });
+    let routes = trivial
+        .or(sign)
+        .or(http::filters::routes(auth.clone(), stop_rx));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(warp::serve(routes).incoming(listener).run());
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_status(addr, "/token", &secret) != 200 {
+        assert!(Instant::now() < deadline, "authority never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let bearer = format!("Authorization: Bearer {secret}");
+    let secs = 5;
+    let t = wrk(&format!("{base}/bench/trivial"), None, secs);
+    let s = wrk(&format!("{base}/bench/sign"), None, secs);
+    let k = wrk(&format!("{base}/token"), Some(&bearer), secs);
+    let hwm = rss_kib("VmHWM:");
+    let rss = rss_kib("VmRSS:");
+    println!("GET over loopback, wrk -t1 -c64 -d{secs}s, server on 2 worker threads, one run:");
+    println!("  endpoint            req/s     p50 ms   p99 ms   non-2xx");
+    for (name, w) in [("trivial", &t), ("one signature", &s), ("GET /token", &k)] {
+        println!(
+            "  {name:<16} {:>9.0} {:>9.2} {:>8.2} {:>9}",
+            w.rps, w.p50_ms, w.p99_ms, w.non2xx
+        );
+    }
+    println!(
+        "  /token vs one signature: {:.1}%  (target >= 85%);  vs trivial: {:.1}%",
+        100.0 * k.rps / s.rps,
+        100.0 * k.rps / t.rps
+    );
+    println!(
+        "  resident memory after load: {:.1} MiB (peak {:.1} MiB; whole bench process incl. emulator) (target < 20 MiB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+
+    // Unplug -> first refused GET /token, 100 times.
+    let mut lat = Vec::with_capacity(100);
+    for _ in 0..100 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get_status(addr, "/token", &secret) != 200 {
+            assert!(Instant::now() < deadline, "not re-verified after plug");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t0 = Instant::now();
+        emu.unplug();
+        while get_status(addr, "/token", &secret) == 200 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "still issuing after unplug"
+            );
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        emu.plug();
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "unplug -> first refused GET /token over {} unplugs: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 < 50 ms)",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat[lat.len() - 1]
+    );
+    stop.stop();
+}

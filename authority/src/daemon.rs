@@ -1,0 +1,82 @@
+//! The daemon's entry point, shared by the `tetherd` binary and `tether
+//! tetherd`: parse, validate, load, serve until SIGTERM/SIGINT. Errors print
+//! as one line with their causes and exit 1.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::config::{Args, Config};
+use crate::{Listener, load, run};
+
+/// Runs `tetherd` with `args` (the first one is the program name).
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logs(args.log_json);
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            eprintln!("tetherd: error: {}", chain.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests running main twice) is harmless: keep the first.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
+    let config = Config::resolve(args)?;
+    let auth = load(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for listen in &config.listen {
+            let l = Listener::bind(listen).await?;
+            match &l {
+                Listener::Tcp(t) => tracing::info!(addr = %t.local_addr()?, "listening"),
+                Listener::Unix(_) => tracing::info!(?listen, "listening"),
+            }
+            listeners.push(l);
+        }
+        run(auth, &config, listeners, shutdown_signal()).await
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon could not stop cleanly; run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

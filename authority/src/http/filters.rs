@@ -1,0 +1,60 @@
+//! Routes. No route reads a request body, so none is parsed; every route is
+//! GET only.
+
+use std::sync::Arc;
+
+use warp::Filter;
+
+use super::handlers;
+use super::models::TokenQuery;
+use crate::authority::Authority;
+
+/// All routes, with the JSON `recover`.
+pub fn routes(
+    auth: Arc<Authority>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let with_auth = {
+        let auth = auth.clone();
+        warp::any().map(move || auth.clone())
+    };
+    let token = warp::path!("token")
+        .and(warp::get())
+        .and(with_auth.clone())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::<TokenQuery>())
+        .and_then(handlers::token);
+    let events = warp::path!("events")
+        .and(warp::get())
+        .and(with_auth.clone())
+        .and(warp::any().map(move || shutdown.clone()))
+        .and_then(handlers::events);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and_then(handlers::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_auth.clone())
+        .and_then(handlers::readyz);
+    let status = warp::path!("status")
+        .and(warp::get())
+        .and(with_auth.clone())
+        .and_then(handlers::status);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_auth)
+        .and_then(handlers::metrics);
+    token
+        .or(events)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(status)
+        .unify()
+        .or(metrics)
+        .unify()
+        .recover(handlers::recover)
+        .unify()
+}

@@ -1,0 +1,142 @@
+//! `tetherd`, the Tether license authority, as a library.
+//!
+//! [`run`] serves the HTTP API on the given listeners, keeps the presence
+//! watchdog running against the dongle, and returns when `shutdown`
+//! completes, after in-flight requests have finished and the session key has
+//! been wiped. The `tetherd` binary is a thin wrapper; tests call [`run`] on
+//! `127.0.0.1:0`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod authority;
+pub mod config;
+mod daemon;
+pub mod dongle;
+pub mod http;
+pub mod metrics;
+pub mod presence;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tether_keys::{CredentialFile, Vendor, keyfile};
+
+pub use authority::Authority;
+pub use config::{Config, Listen};
+pub use daemon::{main, shutdown_signal};
+
+/// A bound listener, TCP or Unix.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(tokio::net::TcpListener),
+    /// Unix-domain socket.
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// Binds `listen` (removing a stale Unix socket file first).
+    pub async fn bind(listen: &Listen) -> anyhow::Result<Listener> {
+        match listen {
+            Listen::Tcp(addr) => Ok(Listener::Tcp(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            )),
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                Ok(Listener::Unix(
+                    tokio::net::UnixListener::bind(path)
+                        .with_context(|| format!("cannot listen on {}", path.display()))?,
+                ))
+            }
+        }
+    }
+}
+
+/// Loads and checks everything the configuration names: the license must
+/// verify under the vendor key and the credential file must parse. Returns
+/// the authority, ready for [`run`].
+pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
+    let (vendor, _) = keyfile::read_public_key::<Vendor>(&config.vendor_pub)?;
+    let license = keyfile::read_license(&config.license)?;
+    license
+        .verify(&vendor)
+        .with_context(|| format!("{}", config.license.display()))?;
+    let credentials = CredentialFile::load(&config.credentials, false)?;
+    for service in credentials.services() {
+        if !license.allows_service(service) {
+            tracing::warn!(
+                service,
+                "enrolled service is not in the license; it will get 403"
+            );
+        }
+    }
+    let store = state::StateStore::open(&config.state_dir)?;
+    let settings = authority::IssueSettings {
+        token_ttl: config.token_ttl,
+        clock_tolerance: config.clock_tolerance,
+        rate_limit: config.rate_limit,
+    };
+    let auth = Arc::new(Authority::new(license, credentials, settings, store));
+    let now = tether_keys::now_unix();
+    if let Some(mark) = auth.clock_rolled_back(now) {
+        tracing::error!(
+            now,
+            mark,
+            "system clock is behind its high-water mark; tokens will be refused until it is fixed"
+        );
+    } else {
+        auth.advance_clock(now)?;
+    }
+    Ok(auth)
+}
+
+/// Runs the authority until `shutdown` completes: the watchdog on its thread,
+/// the HTTP API on every listener. Then drains in-flight requests, ends event
+/// streams, stops the watchdog and wipes the session key.
+pub async fn run(
+    auth: Arc<Authority>,
+    config: &Config,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopper = Arc::new(presence::Stopper::default());
+    let watchdog = presence::spawn(
+        auth.clone(),
+        presence::WatchSettings {
+            selector: config.dongle.clone(),
+            heartbeat: config.heartbeat,
+            cert_lifetime: config.cert_lifetime,
+        },
+        stopper.clone(),
+    )
+    .context("cannot start the presence watchdog")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let routes = http::filters::routes(auth.clone(), stop_rx.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let mut stop = stop_rx.clone();
+        let graceful = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let server = warp::serve(routes.clone());
+        match listener {
+            Listener::Tcp(l) => servers.spawn(server.incoming(l).graceful(graceful).run()),
+            Listener::Unix(l) => servers.spawn(server.incoming(l).graceful(graceful).run()),
+        };
+    }
+    shutdown.await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    stopper.stop();
+    let _ = tokio::task::spawn_blocking(move || watchdog.join()).await;
+    auth.set_absent("authority stopped");
+    tracing::info!("stopped; session key wiped");
+    Ok(())
+}

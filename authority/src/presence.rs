@@ -1,0 +1,350 @@
+//! The presence watchdog: Absent -> Verifying -> Present(session) -> Absent.
+//!
+//! Runs on its own OS thread, because dongle I/O is blocking (hidapi). Each
+//! step consumes the current `Link` state and returns the next. Removal is
+//! noticed through every signal there is: a transport error on any request,
+//! the link dropping while idle, and a PRESENCE heartbeat. Whatever the
+//! signal, [`Authority::set_absent`] drops the session key at once.
+//!
+//! A dongle that is not the licensed one (another serial, another key, a bad
+//! signature, a counter that goes backwards, an answer to another request) is
+//! refused and logged as a possible clone; it is never accepted silently.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tether_keys::delegation::{fresh_nonce, presence_message};
+use tether_keys::{DelegationRequest, SecretKey, Session as SessionRole};
+
+use crate::authority::{Authority, Session};
+use crate::dongle::{Client, Selector};
+
+/// How often to look for a dongle while none is present.
+const POLL_ABSENT: Duration = Duration::from_millis(50);
+/// Pause after refusing a dongle, so a wrong one is not hammered.
+const PAUSE_REFUSED: Duration = Duration::from_secs(1);
+/// Slack before "now" in a certificate's window, for consumers whose clocks lag.
+const CERT_BACKDATE: u64 = 30;
+/// When the dongle declines a renewal, ask again after this long.
+const RETRY_RENEWAL: Duration = Duration::from_secs(10);
+/// How often the clock high-water mark is persisted.
+const CLOCK_PERSIST: Duration = Duration::from_secs(10);
+
+/// Watchdog settings.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Which dongle.
+    pub selector: Selector,
+    /// PRESENCE heartbeat interval.
+    pub heartbeat: Duration,
+    /// Lifetime of each delegation certificate; renewed at half-life.
+    pub cert_lifetime: Duration,
+}
+
+/// Stops the watchdog: set once, wakes any wait at once.
+#[derive(Debug, Default)]
+pub struct Stopper {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stopper {
+    /// Asks the watchdog to stop.
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `timeout`; true when stopped.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The link to the dongle, as a state machine.
+enum Link {
+    /// No dongle (or a refused one).
+    Absent,
+    /// A dongle answered; it must prove it is the licensed one.
+    Verifying(Client),
+    /// Verified; a session is installed.
+    Present {
+        client: Client,
+        next_beat: Instant,
+        renew_at: Instant,
+    },
+}
+
+/// Why a dongle was not accepted, or was lost.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    /// The link failed: unplugged, timed out, or garbled.
+    #[error("dongle lost: {0}")]
+    Link(#[from] crate::dongle::Error),
+    /// The dongle is not the licensed one, or answered falsely.
+    #[error("dongle refused: {0}")]
+    Refused(String),
+    /// The dongle is fine but our state cannot be kept.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+}
+
+/// Starts the watchdog thread.
+pub fn spawn(
+    auth: Arc<Authority>,
+    settings: WatchSettings,
+    stop: Arc<Stopper>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tether-presence".into())
+        .spawn(move || run(&auth, &settings, &stop))
+}
+
+fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
+    let mut link = Link::Absent;
+    let mut last_persist = Instant::now() - CLOCK_PERSIST;
+    while !stop.is_stopped() {
+        if last_persist.elapsed() >= CLOCK_PERSIST {
+            last_persist = Instant::now();
+            if let Err(e) = auth.advance_clock(tether_keys::now_unix()) {
+                tracing::warn!(error = %e, "cannot persist the clock high-water mark");
+            }
+        }
+        link = step(link, auth, settings, stop);
+    }
+    auth.set_absent("authority shutting down");
+}
+
+fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) -> Link {
+    match link {
+        Link::Absent => match Client::connect(&settings.selector) {
+            Ok(client) => {
+                tracing::info!("dongle found; challenging it");
+                auth.set_verifying(None);
+                Link::Verifying(client)
+            }
+            Err(e) => {
+                if !e.is_gone() {
+                    tracing::debug!(error = %e, "dongle not usable yet");
+                }
+                stop.wait(POLL_ABSENT);
+                Link::Absent
+            }
+        },
+        Link::Verifying(mut client) => match verify(&mut client, auth, settings) {
+            Ok(counter) => {
+                tracing::info!(
+                    serial = %auth.license().terms().dongle_serial,
+                    counter,
+                    "dongle verified; issuing tokens"
+                );
+                let now = Instant::now();
+                Link::Present {
+                    client,
+                    next_beat: now + settings.heartbeat,
+                    renew_at: now + settings.cert_lifetime / 2,
+                }
+            }
+            Err(lost) => {
+                fail(auth, &lost);
+                if matches!(lost, Lost::Refused(_) | Lost::State(_)) {
+                    stop.wait(PAUSE_REFUSED);
+                }
+                Link::Absent
+            }
+        },
+        Link::Present {
+            mut client,
+            next_beat,
+            renew_at,
+        } => {
+            let due = next_beat.min(renew_at);
+            let wait = due.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                // Idle until the next heartbeat, but learn of an unplug at once.
+                match client.wait_gone(wait) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        fail(auth, &Lost::Link(e));
+                        return Link::Absent;
+                    }
+                }
+                if stop.is_stopped() {
+                    return Link::Present {
+                        client,
+                        next_beat,
+                        renew_at,
+                    };
+                }
+            }
+            let now = Instant::now();
+            if now < renew_at {
+                return match heartbeat(&mut client, auth) {
+                    Ok(()) => Link::Present {
+                        client,
+                        next_beat: now + settings.heartbeat,
+                        renew_at,
+                    },
+                    Err(lost) => {
+                        fail(auth, &lost);
+                        Link::Absent
+                    }
+                };
+            }
+            match certify(&mut client, auth, settings) {
+                Ok(_) => Link::Present {
+                    client,
+                    next_beat: now + settings.heartbeat,
+                    renew_at: now + settings.cert_lifetime / 2,
+                },
+                // The dongle is there but declined (rate limit, window rule): the
+                // current certificate still holds, so keep issuing under it and
+                // ask again later. Tokens never outlive it (their TTL is capped).
+                Err(Lost::Link(e @ crate::dongle::Error::Device(_)))
+                    if auth.cert_left() > RETRY_RENEWAL =>
+                {
+                    tracing::warn!(error = %e, "dongle declined to renew the certificate; retrying");
+                    Link::Present {
+                        client,
+                        next_beat: now + settings.heartbeat,
+                        renew_at: now + RETRY_RENEWAL,
+                    }
+                }
+                Err(lost) => {
+                    fail(auth, &lost);
+                    Link::Absent
+                }
+            }
+        }
+    }
+}
+
+fn fail(auth: &Authority, lost: &Lost) {
+    let reason = lost.to_string();
+    match lost {
+        Lost::Refused(_) => {
+            tracing::warn!(%reason, "possible clone or foreign dongle refused");
+            auth.refuse_dongle(&reason);
+        }
+        Lost::Link(_) => {
+            tracing::info!(%reason, "dongle gone; issuance stopped");
+            auth.set_absent(&reason);
+        }
+        Lost::State(_) => {
+            tracing::error!(%reason, "cannot keep state; issuance stopped");
+            auth.set_absent(&reason);
+        }
+    }
+}
+
+/// INFO must match the license; then a first certified session.
+fn verify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> Result<u32, Lost> {
+    let info = client.info()?;
+    let terms = auth.license().terms();
+    auth.set_verifying(Some(&info.serial));
+    if info.serial != terms.dongle_serial {
+        return Err(Lost::Refused(format!(
+            "serial {} is not the licensed dongle {}",
+            info.serial, terms.dongle_serial
+        )));
+    }
+    if info.public_key != terms.dongle_key {
+        return Err(Lost::Refused(format!(
+            "dongle {} has key {}, the license names {}",
+            info.serial,
+            info.public_key.fingerprint(),
+            terms.dongle_key.fingerprint()
+        )));
+    }
+    if let Some(seen) = auth.store.counter(&info.serial)
+        && info.counter < seen
+    {
+        return Err(Lost::Refused(format!(
+            "dongle {} reports counter {} below {seen} already seen",
+            info.serial, info.counter
+        )));
+    }
+    certify(client, auth, settings)
+}
+
+/// A fresh session key, certified by the dongle, checked, installed.
+fn certify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> Result<u32, Lost> {
+    let terms = auth.license().terms();
+    let key = SecretKey::<SessionRole>::generate();
+    let now = tether_keys::now_unix();
+    if let Some(mark) = auth.clock_rolled_back(now) {
+        return Err(Lost::Refused(format!(
+            "system clock ({now}) is behind the time already seen ({mark}); refusing to date certificates"
+        )));
+    }
+    let request = DelegationRequest {
+        nonce: fresh_nonce(),
+        session_key: key.public(),
+        not_before: now.saturating_sub(CERT_BACKDATE),
+        not_after: now + settings.cert_lifetime.as_secs(),
+    };
+    let cert = client.delegate(&request)?;
+    if cert.verify(&terms.dongle_key).is_err() {
+        return Err(Lost::Refused(
+            "delegation signature does not verify with the licensed dongle key".into(),
+        ));
+    }
+    if cert.request != request {
+        return Err(Lost::Refused(
+            "delegation answers another request (replayed or forged)".into(),
+        ));
+    }
+    if cert.serial != terms.dongle_serial {
+        return Err(Lost::Refused(format!(
+            "certificate names serial {}, not {}",
+            cert.serial, terms.dongle_serial
+        )));
+    }
+    auth.store
+        .record_counter(&cert.serial, cert.counter)
+        .map_err(|e| match e {
+            crate::state::StateError::CounterRollback { .. } => Lost::Refused(e.to_string()),
+            other => Lost::State(other),
+        })?;
+    let session = Session::new(key, cert).map_err(|e| Lost::Refused(e.to_string()))?;
+    let counter = session.cert().counter;
+    auth.set_present(session, counter);
+    Ok(counter)
+}
+
+/// One PRESENCE round trip, its signature checked with the licensed key.
+fn heartbeat(client: &mut Client, auth: &Authority) -> Result<(), Lost> {
+    let nonce = fresh_nonce();
+    let started = Instant::now();
+    let signature = match client.presence(&nonce) {
+        Ok(sig) => sig,
+        Err(e) => {
+            auth.metrics.heartbeat_failed();
+            return Err(Lost::Link(e));
+        }
+    };
+    auth.metrics.heartbeat(started.elapsed());
+    if auth
+        .license()
+        .terms()
+        .dongle_key
+        .verify(&presence_message(&nonce), &signature)
+    {
+        Ok(())
+    } else {
+        auth.metrics.heartbeat_failed();
+        Err(Lost::Refused(
+            "presence signature does not verify with the licensed dongle key".into(),
+        ))
+    }
+}
