@@ -1,0 +1,179 @@
+//! Verification throughput per core (one thread), in one run:
+//! a fresh token with cold caches, a new token under a cached certificate,
+//! a re-verified token, next to raw `ed25519-dalek` `verify_strict` over a
+//! message of the token's signed size; and PyJWT `decode` (EdDSA) on the same
+//! tokens when Python has `jwt` and `cryptography` (`pip install pyjwt cryptography`).
+//!
+//! `cargo bench -p tether-verifier --bench verify`
+//! Targets: cached-certificate path >= 85% of raw verify_strict;
+//! re-verified token >= 1,000,000/s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tether_keys::{
+    Certificate, DelegationRequest, LicenseId, LicenseTerms, TokenClaims, TokenSigner, testkeys,
+};
+use tether_verifier::{Expectations, Verifier};
+
+fn rate(budget: Duration, mut f: impl FnMut(u64)) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..64 {
+            f(n);
+            n += 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let now = tether_keys::now_unix();
+    let license = LicenseTerms {
+        id: LicenseId([7; 16]),
+        customer: "ACME Corp".into(),
+        dongle_serial: "TD-0001".into(),
+        dongle_key: testkeys::dongle().public(),
+        issued_at: now - 60,
+        not_before: now - 60,
+        not_after: now + 86_400,
+        max_token_ttl: 300,
+        features: vec!["mux".into()],
+        services: vec!["backend".into(), "muxer".into()],
+    }
+    .sign(&testkeys::vendor())
+    .unwrap();
+    let cert = Certificate::sign(
+        DelegationRequest {
+            nonce: [1; 32],
+            session_key: testkeys::session().public(),
+            not_before: now - 30,
+            not_after: now + 300,
+        },
+        "TD-0001",
+        1,
+        &testkeys::dongle(),
+    )
+    .unwrap();
+    let signer = TokenSigner::new(testkeys::session()).unwrap();
+    let mint = |i: u64| {
+        signer
+            .sign(&TokenClaims {
+                iss: "tether:TD-0001".into(),
+                sub: "backend".into(),
+                aud: "backend".into(),
+                iat: now,
+                nbf: now,
+                exp: now + 60,
+                jti: format!("{i:016}"),
+                lic: URL_SAFE_NO_PAD.encode(license.encoded()),
+                dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
+                nonce: None,
+            })
+            .unwrap()
+    };
+    let n_tokens = 100_000u64;
+    let tokens: Vec<String> = (0..n_tokens).map(mint).collect();
+    let expect = || Expectations::new("backend").require_features(["mux"]);
+    let vendor = testkeys::vendor().public();
+
+    let (signed, sig_b64) = tokens[0].rsplit_once('.').unwrap();
+    let sig =
+        ed25519_dalek::Signature::from_slice(&URL_SAFE_NO_PAD.decode(sig_b64).unwrap()).unwrap();
+    let message = signed.as_bytes().to_vec();
+    let dalek =
+        ed25519_dalek::VerifyingKey::from_bytes(testkeys::session().public().as_bytes()).unwrap();
+
+    let budget = Duration::from_secs(2);
+    let raw = rate(budget, |_| {
+        dalek
+            .verify_strict(black_box(&message), black_box(&sig))
+            .unwrap();
+    });
+    let cold = rate(budget, |i| {
+        let v = Verifier::new(vendor, expect());
+        black_box(v.verify(&tokens[(i % n_tokens) as usize]).unwrap());
+    });
+    let cached_cert = {
+        let v = Verifier::new(vendor, expect());
+        v.verify(&tokens[0]).unwrap();
+        let mut i = 1u64;
+        let start = Instant::now();
+        while start.elapsed() < budget && i < n_tokens {
+            black_box(v.verify(&tokens[i as usize]).unwrap());
+            i += 1;
+        }
+        (i - 1) as f64 / start.elapsed().as_secs_f64()
+    };
+    let reverify = {
+        let v = Verifier::new(vendor, expect());
+        v.verify(&tokens[0]).unwrap();
+        rate(budget, |_| {
+            black_box(v.verify(black_box(&tokens[0])).unwrap());
+        })
+    };
+    println!(
+        "token verification, one core, tokens of {} bytes ({} signed)",
+        tokens[0].len(),
+        message.len()
+    );
+    println!(
+        "  raw ed25519-dalek verify_strict          {raw:>12.0} /s  (ceiling for one signature)"
+    );
+    println!(
+        "  fresh token, cold caches (3 signatures)  {cold:>12.0} /s  {:>6.1}% of raw",
+        100.0 * cold / raw
+    );
+    println!(
+        "  new token, cached certificate            {cached_cert:>12.0} /s  {:>6.1}% of raw  (target >= 85%)",
+        100.0 * cached_cert / raw
+    );
+    println!(
+        "  re-verified token (cache hit)            {reverify:>12.0} /s  {:>6.0}x raw  (target >= 1,000,000/s)",
+        reverify / raw
+    );
+    pyjwt_peer(
+        &tokens[..2000],
+        testkeys::session().public().as_bytes(),
+        raw,
+    );
+}
+
+/// PyJWT `decode` with EdDSA on the same tokens, if Python has it.
+fn pyjwt_peer(tokens: &[String], session_pub: &[u8; 32], raw: f64) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pyjwt_peer.py");
+    let dir = std::env::temp_dir().join(format!("tether-pyjwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens_file = dir.join("tokens.txt");
+    std::fs::write(&tokens_file, tokens.join("\n")).unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&tokens_file)
+        .arg(URL_SAFE_NO_PAD.encode(session_pub))
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let r: f64 = text.trim().parse().unwrap_or(0.0);
+            println!(
+                "  PyJWT decode (EdDSA), same tokens        {r:>12.0} /s  {:>6.1}% of raw  (peer)",
+                100.0 * r / raw
+            );
+        }
+        Ok(o) => println!(
+            "  PyJWT peer skipped: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+        ),
+        Err(e) => println!("  PyJWT peer skipped: python3: {e}"),
+    }
+}

@@ -1,0 +1,55 @@
+//! What went wrong verifying a token: the reason, never the internals.
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a token was refused. Each variant is a reason a service can act on or
+/// log; none carries key material or parser internals.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not a well-formed token (size, base64, JSON, missing or repeated claims).
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The header names an algorithm other than EdDSA.
+    #[error("unsupported algorithm {0:?}: only EdDSA is accepted")]
+    UnsupportedAlgorithm(String),
+    /// A link of the chain does not lead to the trusted vendor key.
+    #[error("untrusted chain: {0}")]
+    UntrustedChain(&'static str),
+    /// The token's signature does not verify under the certified session key.
+    #[error("bad token signature")]
+    BadSignature,
+    /// The token, its certificate or its license is past its end.
+    #[error("{0} expired")]
+    Expired(&'static str),
+    /// The token, its certificate or its license is not valid yet.
+    #[error("{0} not valid yet")]
+    NotYetValid(&'static str),
+    /// The token is for another service.
+    #[error("token is for {found:?}, not {expected:?}")]
+    WrongAudience {
+        /// The token's `aud`.
+        found: String,
+        /// This service.
+        expected: String,
+    },
+    /// `iss` does not name the licensed dongle.
+    #[error("issuer {0:?} does not match the license")]
+    WrongIssuer(String),
+    /// The license does not list this service.
+    #[error("license does not allow service {0:?}")]
+    ServiceNotLicensed(String),
+    /// A feature this service needs is not in the license.
+    #[error("license lacks feature {0:?}")]
+    MissingFeature(String),
+    /// The token does not echo the nonce this service sent.
+    #[error("token does not echo our nonce")]
+    NonceMismatch,
+    /// The certificate's window is longer than this verifier allows.
+    #[error("delegation certificate window of {0} s is longer than allowed")]
+    CertificateTooLong(u64),
+    /// The token lives longer than the license or its certificate allow.
+    #[error("token lifetime exceeds what the license and certificate allow")]
+    LifetimeTooLong,
+}

@@ -1,0 +1,354 @@
+//! Offline verification of a token down the whole chain:
+//! vendor -> license -> dongle -> certificate -> session key -> JWT -> claims.
+//!
+//! Order: structure, then the chain (license under the vendor key,
+//! certificate under the licensed dongle key, `kid` naming the certified
+//! session key), then the token's signature (`verify_strict`), and only then
+//! the claims and every time window. So a forged token is reported as
+//! forged, and an authentic one by what is wrong with it.
+//!
+//! Caches: licenses and certificates that verified are kept by their exact
+//! base64 text, so a new token under a known certificate costs one signature
+//! check; tokens that verified are kept by their signature (and compared in
+//! full on a hit) until they expire, so re-verifying costs a lookup. Time,
+//! audience and nonce checks run on every call, cached or not. Only inputs
+//! that verified are cached, and every cache is bounded.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use tether_keys::{Certificate, License, PublicKey, TokenClaims, Vendor};
+
+use crate::error::{Error, Result};
+
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// What a service expects of its tokens.
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    service: String,
+    features: Vec<String>,
+    leeway: u64,
+    max_cert_lifetime: u64,
+}
+
+impl Expectations {
+    /// Tokens for `service` (`aud` and `sub`), 5 s leeway, certificates of at
+    /// most 15 minutes.
+    pub fn new(service: &str) -> Self {
+        Expectations {
+            service: service.to_string(),
+            features: Vec::new(),
+            leeway: 5,
+            max_cert_lifetime: 15 * 60,
+        }
+    }
+
+    /// Features the license must grant.
+    pub fn require_features<S: Into<String>>(
+        mut self,
+        features: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.features = features.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Clock leeway in seconds for every time check.
+    pub fn leeway(mut self, seconds: u64) -> Self {
+        self.leeway = seconds;
+        self
+    }
+
+    /// The longest certificate window accepted, in seconds: what a session
+    /// key dumped from memory is worth at most.
+    pub fn max_cert_lifetime(mut self, seconds: u64) -> Self {
+        self.max_cert_lifetime = seconds;
+        self
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+/// A verified token: its claims and the window that bounds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The claims.
+    pub claims: Arc<TokenClaims>,
+    /// End of the certificate that vouches for the token.
+    pub cert_not_after: u64,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// A small bounded map: when full, an arbitrary entry makes room.
+#[derive(Debug)]
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Bounded<K, V> {
+    fn new(cap: usize) -> Self {
+        Bounded {
+            map: HashMap::with_capacity(cap),
+            cap,
+        }
+    }
+    fn get<Q: ?Sized + Hash + Eq>(&self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.map.get(k).cloned()
+    }
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.len() >= self.cap
+            && !self.map.contains_key(&k)
+            && let Some(victim) = self.map.keys().next().cloned()
+        {
+            self.map.remove(&victim);
+        }
+        self.map.insert(k, v);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CachedCert {
+    cert: Arc<Certificate>,
+    /// The license text it was checked against.
+    lic: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    token: Arc<str>,
+    claims: Arc<TokenClaims>,
+    license: Arc<License>,
+    cert: Arc<Certificate>,
+}
+
+/// Verifies tokens offline against one vendor root key. Cheap to share
+/// (`&self` everywhere, caches behind mutexes held for a lookup).
+#[derive(Debug)]
+pub struct Verifier {
+    vendor: PublicKey<Vendor>,
+    expect: Expectations,
+    licenses: Mutex<Bounded<Arc<str>, Arc<License>>>,
+    certs: Mutex<Bounded<Arc<str>, CachedCert>>,
+    tokens: Mutex<Bounded<Arc<str>, CachedToken>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn b64(part: &str, what: &'static str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Error::Malformed(what))
+}
+
+fn window(what: &'static str, nb: u64, na: u64, now: u64, leeway: u64) -> Result<()> {
+    if now.saturating_add(leeway) < nb {
+        Err(Error::NotYetValid(what))
+    } else if now.saturating_sub(leeway) > na {
+        Err(Error::Expired(what))
+    } else {
+        Ok(())
+    }
+}
+
+impl Verifier {
+    /// A verifier trusting `vendor` for tokens meeting `expect`.
+    pub fn new(vendor: PublicKey<Vendor>, expect: Expectations) -> Self {
+        Verifier {
+            vendor,
+            expect,
+            licenses: Mutex::new(Bounded::new(16)),
+            certs: Mutex::new(Bounded::new(64)),
+            tokens: Mutex::new(Bounded::new(4096)),
+        }
+    }
+
+    /// The expectations.
+    pub fn expectations(&self) -> &Expectations {
+        &self.expect
+    }
+
+    /// Verifies `token` now.
+    pub fn verify(&self, token: &str) -> Result<Verified> {
+        self.verify_at(token, None, tether_keys::now_unix())
+    }
+
+    /// Verifies `token` at `now` (UNIX seconds), requiring it to echo `nonce` if given.
+    pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: u64) -> Result<Verified> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::Malformed("token too large"));
+        }
+        let signed_len = token
+            .rfind('.')
+            .ok_or(Error::Malformed("not a compact JWS"))?;
+        let sig_text = &token[signed_len + 1..];
+        let cached = lock(&self.tokens).get(sig_text);
+        let entry = match cached {
+            Some(hit) if *hit.token == *token => hit,
+            _ => self.verify_chain(token, signed_len)?,
+        };
+        self.check_claims(&entry, nonce, now)?;
+        Ok(Verified {
+            claims: entry.claims.clone(),
+            cert_not_after: entry.cert.request.not_after,
+        })
+    }
+
+    /// Everything that does not depend on the time: structure, chain, signature.
+    fn verify_chain(&self, token: &str, signed_len: usize) -> Result<CachedToken> {
+        let signed = &token[..signed_len];
+        let (header_text, claims_text) = signed
+            .split_once('.')
+            .ok_or(Error::Malformed("not a compact JWS"))?;
+        if claims_text.contains('.') {
+            return Err(Error::Malformed("not a compact JWS"));
+        }
+        let header: Header = serde_json::from_slice(&b64(header_text, "header is not base64url")?)
+            .map_err(|_| Error::Malformed("header is not a JSON object with alg"))?;
+        if header.alg.parse::<jsonwebtoken::Algorithm>() != Ok(jsonwebtoken::Algorithm::EdDSA) {
+            return Err(Error::UnsupportedAlgorithm(header.alg));
+        }
+        let signature: [u8; 64] = b64(&token[signed_len + 1..], "signature is not base64url")?
+            .try_into()
+            .map_err(|_| Error::Malformed("signature is not 64 bytes"))?;
+        let claims: TokenClaims =
+            serde_json::from_slice(&b64(claims_text, "claims are not base64url")?)
+                .map_err(|_| Error::Malformed("claims missing, repeated or of the wrong type"))?;
+
+        let license = self.license(&claims.lic)?;
+        let cert = self.certificate(&claims.dcert, &claims.lic, &license)?;
+        let session = cert.request.session_key;
+        if header.kid.as_deref() != Some(session.fingerprint().short().as_str()) {
+            return Err(Error::UntrustedChain(
+                "kid does not name the certified session key",
+            ));
+        }
+        if !session.verify(signed.as_bytes(), &signature) {
+            return Err(Error::BadSignature);
+        }
+        let entry = CachedToken {
+            token: Arc::from(token),
+            claims: Arc::new(claims),
+            license,
+            cert,
+        };
+        let key: Arc<str> = Arc::from(&token[signed_len + 1..]);
+        lock(&self.tokens).insert(key, entry.clone());
+        Ok(entry)
+    }
+
+    fn license(&self, lic: &str) -> Result<Arc<License>> {
+        if let Some(hit) = lock(&self.licenses).get(lic) {
+            return Ok(hit);
+        }
+        let license = License::decode(&b64(lic, "lic is not base64url")?)
+            .map_err(|_| Error::Malformed("lic is not a license"))?;
+        license.verify(&self.vendor).map_err(|_| {
+            Error::UntrustedChain("license is not signed by the trusted vendor key")
+        })?;
+        let license = Arc::new(license);
+        lock(&self.licenses).insert(Arc::from(lic), license.clone());
+        Ok(license)
+    }
+
+    fn certificate(&self, dcert: &str, lic: &str, license: &License) -> Result<Arc<Certificate>> {
+        if let Some(hit) = lock(&self.certs).get(dcert)
+            && *hit.lic == *lic
+        {
+            return Ok(hit.cert);
+        }
+        let cert = Certificate::decode(&b64(dcert, "dcert is not base64url")?)
+            .map_err(|_| Error::Malformed("dcert is not a delegation certificate"))?;
+        let terms = license.terms();
+        if cert.serial != terms.dongle_serial {
+            return Err(Error::UntrustedChain("certificate is from another dongle"));
+        }
+        cert.verify(&terms.dongle_key).map_err(|_| {
+            Error::UntrustedChain("certificate is not signed by the licensed dongle")
+        })?;
+        let cert = Arc::new(cert);
+        lock(&self.certs).insert(
+            Arc::from(dcert),
+            CachedCert {
+                cert: cert.clone(),
+                lic: Arc::from(lic),
+            },
+        );
+        Ok(cert)
+    }
+
+    /// Audience, issuer, service, features, nonce and every time window.
+    fn check_claims(&self, t: &CachedToken, nonce: Option<&str>, now: u64) -> Result<()> {
+        let c = &*t.claims;
+        let terms = t.license.terms();
+        let req = &t.cert.request;
+        let leeway = self.expect.leeway;
+        if c.aud != self.expect.service || c.sub != c.aud {
+            return Err(Error::WrongAudience {
+                found: c.aud.clone(),
+                expected: self.expect.service.clone(),
+            });
+        }
+        if c.iss != tether_keys::claims::issuer_for(&terms.dongle_serial) {
+            return Err(Error::WrongIssuer(c.iss.clone()));
+        }
+        if !t.license.allows_service(&c.aud) {
+            return Err(Error::ServiceNotLicensed(c.aud.clone()));
+        }
+        if let Some(missing) = self
+            .expect
+            .features
+            .iter()
+            .find(|f| !t.license.has_feature(f))
+        {
+            return Err(Error::MissingFeature(missing.clone()));
+        }
+        if let Some(n) = nonce
+            && c.nonce.as_deref() != Some(n)
+        {
+            return Err(Error::NonceMismatch);
+        }
+        let cert_len = req.not_after.saturating_sub(req.not_before);
+        if cert_len > self.expect.max_cert_lifetime {
+            return Err(Error::CertificateTooLong(cert_len));
+        }
+        if c.exp < c.iat
+            || c.exp - c.iat > u64::from(terms.max_token_ttl)
+            || c.iat.saturating_add(leeway) < req.not_before
+            || c.exp > req.not_after.saturating_add(leeway)
+        {
+            return Err(Error::LifetimeTooLong);
+        }
+        window("license", terms.not_before, terms.not_after, now, leeway)?;
+        window(
+            "delegation certificate",
+            req.not_before,
+            req.not_after,
+            now,
+            leeway,
+        )?;
+        if c.iat > now.saturating_add(leeway) {
+            return Err(Error::NotYetValid("token"));
+        }
+        window("token", c.nbf, c.exp, now, leeway)
+    }
+}
