@@ -1,0 +1,50 @@
+//! `tether`: keys, licenses, service credentials, the dongle emulator, the
+//! reference services and the demo. `main` parses, runs, and maps errors to
+//! one line on stderr and a non-zero exit.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod demo;
+mod dongle;
+mod logs;
+mod provision;
+mod service;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            eprintln!("tether: error: {}", chain.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
+    use cli::Command;
+    match args.command {
+        Command::Keygen(cmd) => provision::keygen(cmd),
+        Command::License(cmd) => provision::license(cmd),
+        Command::Service(cmd) => provision::service(cmd),
+        Command::Inspect(cmd) => provision::inspect(cmd),
+        Command::Dongle(cmd) => dongle::run(cmd),
+        Command::Token(args) => client::token(&args),
+        Command::Health { url } => client::health(&url),
+        Command::Backend(args) => service::run(service::Kind::Backend, args),
+        Command::Muxer(args) => service::run(service::Kind::Muxer, args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Tetherd { args } => {
+            let argv = std::iter::once("tetherd".into()).chain(args);
+            Ok(tether_authority::main(argv))
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Provisioning: key pairs, licenses, service enrolment, inspection.
+//!
+//! Every command refuses to overwrite an existing file unless `--force` is
+//! given, and every failure is one line naming the file and what is wrong.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use tether_keys::keyfile::{self, Overwrite, SERIAL_HEADER};
+use tether_keys::license::normalize_names;
+use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
+
+use crate::cli::{InspectArgs, KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
+
+/// File names inside a key directory.
+pub const VENDOR_KEY: &str = "vendor.key";
+/// The vendor public key file name.
+pub const VENDOR_PUB: &str = "vendor.pub";
+/// The dongle private key file name (the identity a flasher or the emulator loads).
+pub const DONGLE_KEY: &str = "dongle.key";
+/// The dongle public key file name (carries the serial).
+pub const DONGLE_PUB: &str = "dongle.pub";
+
+fn overwrite(force: bool) -> Overwrite {
+    if force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Never
+    }
+}
+
+fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))
+}
+
+/// Refuses up front when any of `paths` exists, so a pair is never half written.
+fn refuse_existing(paths: &[&Path], force: bool) -> anyhow::Result<()> {
+    if !force && let Some(p) = paths.iter().find(|p| p.exists()) {
+        return Err(tether_keys::Error::Exists(p.to_path_buf()).into());
+    }
+    Ok(())
+}
+
+/// A random dongle serial: `TD-` and 8 hex digits.
+fn random_serial() -> String {
+    let mut raw = [0u8; 4];
+    tether_keys::random_fill(&mut raw);
+    format!("TD-{}", hex(&raw).to_uppercase())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a fresh vendor root pair into `out`; returns the two paths.
+pub fn keygen_vendor(out: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    ensure_dir(out)?;
+    let (key_path, pub_path) = (out.join(VENDOR_KEY), out.join(VENDOR_PUB));
+    refuse_existing(&[&key_path, &pub_path], force)?;
+    let key = SecretKey::<Vendor>::generate();
+    keyfile::write_secret_key(&key_path, &key, &[], overwrite(force))?;
+    keyfile::write_public_key(&pub_path, &key.public(), &[], overwrite(force))?;
+    Ok((key_path, pub_path))
+}
+
+/// Writes a fresh dongle identity into `out`; returns the serial and the two paths.
+pub fn keygen_dongle(
+    out: &Path,
+    serial: Option<String>,
+    force: bool,
+) -> anyhow::Result<(String, PathBuf, PathBuf)> {
+    let serial = serial.unwrap_or_else(random_serial);
+    if serial.is_empty() || serial.len() > 64 || !serial.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("invalid dongle serial {serial:?}: use 1-64 printable ASCII characters, no spaces");
+    }
+    ensure_dir(out)?;
+    let (key_path, pub_path) = (out.join(DONGLE_KEY), out.join(DONGLE_PUB));
+    refuse_existing(&[&key_path, &pub_path], force)?;
+    let key = SecretKey::<Dongle>::generate();
+    let headers = [(SERIAL_HEADER, serial.as_str())];
+    keyfile::write_secret_key(&key_path, &key, &headers, overwrite(force))?;
+    keyfile::write_public_key(&pub_path, &key.public(), &headers, overwrite(force))?;
+    Ok((serial, key_path, pub_path))
+}
+
+pub fn keygen(cmd: KeygenCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeygenCmd::Vendor { out, force } => {
+            let (key, public) = keygen_vendor(&out, force)?;
+            let (pk, _) = keyfile::read_public_key::<Vendor>(&public)?;
+            println!(
+                "vendor root key: {} (keep offline, mode 0600)",
+                key.display()
+            );
+            println!("vendor public key: {}", public.display());
+            println!("fingerprint: {}", pk.fingerprint());
+        }
+        KeygenCmd::Dongle { out, serial, force } => {
+            let (serial, key, public) = keygen_dongle(&out, serial, force)?;
+            let (pk, _) = keyfile::read_public_key::<Dongle>(&public)?;
+            println!(
+                "dongle identity: {} (serial {serial}, mode 0600)",
+                key.display()
+            );
+            println!("dongle public key: {}", public.display());
+            println!("fingerprint: {}", pk.fingerprint());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Issues a license from the arguments; returns its path.
+pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::License> {
+    if !args.force && args.out.exists() {
+        return Err(tether_keys::Error::Exists(args.out.clone()).into());
+    }
+    let (vendor, _) = keyfile::read_secret_key::<Vendor>(&args.vendor_key)?;
+    let (dongle_key, headers) = keyfile::read_public_key::<Dongle>(&args.dongle_pub)?;
+    let serial = match (&args.serial, headers.get(SERIAL_HEADER)) {
+        (Some(given), Some(in_file)) if given != in_file => bail!(
+            "--serial {given} differs from the serial {in_file} in {}",
+            args.dongle_pub.display()
+        ),
+        (Some(s), _) | (None, Some(s)) => s.clone(),
+        (None, None) => bail!(
+            "{} names no serial: pass --serial",
+            args.dongle_pub.display()
+        ),
+    };
+    let valid_for = tether_keys::parse_duration(&args.valid_for)?.as_secs();
+    let max_ttl = tether_keys::parse_duration(&args.max_ttl)?.as_secs();
+    let max_token_ttl = u32::try_from(max_ttl)
+        .ok()
+        .filter(|t| *t > 0)
+        .context("--max-ttl must be between 1s and about 136 years")?;
+    let now = tether_keys::now_unix();
+    let not_before = args.not_before.unwrap_or(now);
+    let not_after = not_before
+        .checked_add(valid_for)
+        .context("--valid-for is too long")?;
+    let features: Vec<String> = args
+        .features
+        .iter()
+        .filter(|f| !f.is_empty())
+        .cloned()
+        .collect();
+    let terms = LicenseTerms {
+        id: LicenseId::generate(),
+        customer: args.customer.clone(),
+        dongle_serial: serial,
+        dongle_key,
+        issued_at: now,
+        not_before,
+        not_after,
+        max_token_ttl,
+        features: normalize_names("feature", &features)?,
+        services: normalize_names("service", &args.services)?,
+    };
+    let license = terms.sign(&vendor)?;
+    keyfile::write_file(
+        &args.out,
+        keyfile::license_pem(&license).as_bytes(),
+        0o644,
+        overwrite(args.force),
+    )?;
+    Ok(license)
+}
+
+pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LicenseCmd::Issue(args) => {
+            let license = license_issue(&args)?;
+            println!(
+                "license {} for {} written to {}",
+                license.terms().id,
+                license.terms().customer,
+                args.out.display()
+            );
+        }
+        LicenseCmd::Verify { vendor_pub, file } => {
+            let (vendor, _) = keyfile::read_public_key::<Vendor>(&vendor_pub)?;
+            let license = keyfile::read_license(&file)?;
+            license
+                .verify(&vendor)
+                .with_context(|| format!("{}", file.display()))?;
+            license
+                .check_time(tether_keys::now_unix(), 0)
+                .with_context(|| format!("{}", file.display()))?;
+            println!(
+                "{}: valid license {} for {}, signed by {}",
+                file.display(),
+                license.terms().id,
+                license.terms().customer,
+                license.vendor()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ServiceCmd::Enroll {
+            name,
+            credentials,
+            secret_out,
+            force,
+        } => {
+            if let Some(out) = &secret_out {
+                refuse_existing(&[out], force)?;
+            }
+            let mut file = CredentialFile::load(&credentials, true)?;
+            let secret = file.enroll(&name, force)?;
+            if let Some(out) = &secret_out {
+                keyfile::write_file(out, secret.expose().as_bytes(), 0o600, overwrite(force))?;
+            }
+            file.save(&credentials)?;
+            match &secret_out {
+                Some(out) => eprintln!(
+                    "enrolled {name} in {}; its secret is in {} (mode 0600)",
+                    credentials.display(),
+                    out.display()
+                ),
+                None => {
+                    eprintln!(
+                        "enrolled {name} in {}; its secret follows and is shown only once:",
+                        credentials.display()
+                    );
+                    println!("{}", secret.expose());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `inspect` found, as JSON (the human form is printed from it).
+fn describe(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    if text.contains("-----BEGIN TETHER LICENSE-----") {
+        let license = keyfile::parse_license(path, &text)?;
+        let t = license.terms();
+        return Ok(json!({
+            "kind": "license",
+            "id": t.id.to_string(),
+            "customer": t.customer,
+            "vendor": license.vendor().to_string(),
+            "dongle_serial": t.dongle_serial,
+            "dongle_key": t.dongle_key.fingerprint().to_string(),
+            "issued_at": t.issued_at,
+            "not_before": t.not_before,
+            "not_after": t.not_after,
+            "max_token_ttl": t.max_token_ttl,
+            "features": t.features,
+            "services": t.services,
+            "signature": "not verified (use tether license verify)",
+        }));
+    }
+    if text.contains("-----BEGIN PRIVATE KEY-----") {
+        let role = role_of(&text);
+        let (fingerprint, headers) = match role.as_str() {
+            "vendor" => keyfile::read_secret_key::<Vendor>(path)
+                .map(|(k, h)| (k.public().fingerprint(), h))?,
+            "dongle" => keyfile::read_secret_key::<Dongle>(path)
+                .map(|(k, h)| (k.public().fingerprint(), h))?,
+            other => bail!("{}: private key of unknown role {other:?}", path.display()),
+        };
+        return Ok(json!({
+            "kind": "private-key",
+            "role": role,
+            "fingerprint": fingerprint.to_string(),
+            "serial": headers.get(SERIAL_HEADER),
+        }));
+    }
+    if text.contains("-----BEGIN PUBLIC KEY-----") {
+        let role = role_of(&text);
+        let (fingerprint, headers) = match role.as_str() {
+            "dongle" => keyfile::parse_public_key::<Dongle>(path, &text)
+                .map(|(k, h)| (k.fingerprint(), h))?,
+            _ => keyfile::parse_public_key::<Vendor>(path, &text)
+                .map(|(k, h)| (k.fingerprint(), h))?,
+        };
+        return Ok(json!({
+            "kind": "public-key",
+            "role": role,
+            "fingerprint": fingerprint.to_string(),
+            "serial": headers.get(SERIAL_HEADER),
+        }));
+    }
+    if text.lines().any(|l| l.contains(" sha256:")) {
+        let creds = CredentialFile::parse(path, &text)?;
+        return Ok(json!({
+            "kind": "credentials",
+            "services": creds.services().collect::<Vec<_>>(),
+        }));
+    }
+    bail!(
+        "{}: not a Tether key, license or credential file",
+        path.display()
+    )
+}
+
+fn role_of(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(keyfile::ROLE_HEADER))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map_or_else(|| "unknown".to_string(), |r| r.trim().to_string())
+}
+
+pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let value = describe(&args.file)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if let Some(map) = value.as_object() {
+        println!("{}", args.file.display());
+        for (k, v) in map {
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                serde_json::Value::Null => continue,
+                other => other.to_string(),
+            };
+            println!("  {k:<14} {shown}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
