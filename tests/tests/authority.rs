@@ -1,0 +1,273 @@
+//! The real `tetherd` binary against the real emulator process: tokens,
+//! unplug and re-plug, credentials, clones, rollback, clock, SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tether_keys::{Certificate, License, TokenClaims, Vendor, keyfile};
+use tether_tests::http::{self, Events};
+use tether_tests::{Site, wait_for_token, wait_until};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Verifies a token down the chain with nothing but the vendor public key.
+/// (Deliberately independent of the verifier crate.) Returns claims and the
+/// certified session key's fingerprint.
+fn verify_chain(site: &Site, token: &str) -> (TokenClaims, String) {
+    let (vendor, _) = keyfile::read_public_key::<Vendor>(&site.vendor_pub).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    let claims: TokenClaims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let license = License::decode(&URL_SAFE_NO_PAD.decode(&claims.lic).unwrap()).unwrap();
+    license.verify(&vendor).unwrap();
+    let cert = Certificate::decode(&URL_SAFE_NO_PAD.decode(&claims.dcert).unwrap()).unwrap();
+    cert.verify(&license.terms().dongle_key).unwrap();
+    let sig: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let signed = &token[..parts[0].len() + 1 + parts[1].len()];
+    assert!(cert.request.session_key.verify(signed.as_bytes(), &sig));
+    let kid = cert.request.session_key.fingerprint().short();
+    assert_eq!(header["kid"], kid.as_str());
+    (claims, kid)
+}
+
+#[test]
+fn token_verifies_down_to_the_vendor_root() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    let body = wait_for_token(&url, site.secret("backend"), T);
+    let (claims, _) = verify_chain(&site, body["token"].as_str().unwrap());
+    assert_eq!(claims.aud, "backend");
+    assert_eq!(claims.sub, "backend");
+    assert_eq!(claims.iss, format!("tether:{}", site.serial));
+    assert_eq!(claims.exp - claims.iat, 60);
+    assert_eq!(body["expires_at"], claims.exp);
+    assert!(body["refresh_at"].as_u64().unwrap() < claims.exp);
+
+    let with_nonce =
+        http::get(&url, "/token?nonce=abc-DEF_123", Some(site.secret("muxer"))).unwrap();
+    assert_eq!(with_nonce.status, 200);
+    let (claims, _) = verify_chain(&site, with_nonce.json().unwrap()["token"].as_str().unwrap());
+    assert_eq!(claims.nonce.as_deref(), Some("abc-DEF_123"));
+    assert_eq!(claims.aud, "muxer");
+
+    let status = http::get(&url, "/status", None).unwrap().json().unwrap();
+    assert_eq!(status["dongle"]["state"], "present");
+    assert_eq!(status["dongle"]["serial"], site.serial.as_str());
+    assert_eq!(status["tokens_issued"], 2);
+    let metrics = http::get(&url, "/metrics", None).unwrap();
+    assert!(metrics.body.contains("tether_tokens_issued_total 2\n"));
+    assert!(metrics.body.contains("tether_dongle_present 1\n"));
+    assert_eq!(http::get(&url, "/readyz", None).unwrap().status, 200);
+}
+
+#[test]
+fn credentials_and_licensing_are_enforced() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let none = http::get(&url, "/token", None).unwrap();
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json().unwrap()["code"], "unauthorized");
+    let wrong = http::get(
+        &url,
+        "/token",
+        Some("tsk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 401);
+    let unlicensed = http::get(&url, "/token", Some(site.secret("reports"))).unwrap();
+    assert_eq!(unlicensed.status, 403);
+    assert_eq!(unlicensed.json().unwrap()["code"], "service_not_licensed");
+    let bad_nonce = http::get(&url, "/token?nonce=%00%01", Some(site.secret("backend"))).unwrap();
+    assert_eq!(bad_nonce.status, 400);
+    let unknown = http::get(&url, "/nope", None).unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json().unwrap()["code"], "not_found");
+}
+
+#[test]
+fn unplug_stops_issuance_and_replug_resumes_under_a_new_session() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    let first = wait_for_token(&url, site.secret("backend"), T);
+    let (_, kid1) = verify_chain(&site, first["token"].as_str().unwrap());
+    let mut events = Events::open(&url).unwrap();
+    assert_eq!(events.next_state(T).unwrap()["state"], "present");
+
+    site.dongle(&["unplug"]);
+    let unplugged = Instant::now();
+    let refused = loop {
+        let r = http::get(&url, "/token", Some(site.secret("backend"))).unwrap();
+        if r.status != 200 {
+            break r;
+        }
+        assert!(
+            unplugged.elapsed() < Duration::from_secs(2),
+            "still issuing after unplug"
+        );
+    };
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json().unwrap()["code"], "dongle_absent");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let ev = events.next_state(T).unwrap();
+    assert_eq!(ev["state"], "absent", "{ev}");
+    assert_eq!(http::get(&url, "/readyz", None).unwrap().status, 503);
+
+    site.dongle(&["plug"]);
+    assert_eq!(events.next_state(T).unwrap()["state"], "present");
+    let again = wait_for_token(&url, site.secret("backend"), T);
+    let (_, kid2) = verify_chain(&site, again["token"].as_str().unwrap());
+    assert_ne!(kid1, kid2, "a re-plug must certify a fresh session key");
+}
+
+#[test]
+fn a_clone_is_refused() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&["--fault", "clone"]);
+    let (d, url) = site.start_tetherd(&[]);
+    wait_until(T, || {
+        http::get(&url, "/status", None).unwrap().json().unwrap()["dongle"]["refused_dongles"]
+            .as_u64()
+            .unwrap()
+            > 0
+    });
+    let r = http::get(&url, "/token", Some(site.secret("backend"))).unwrap();
+    assert_eq!(r.status, 503);
+    let status = http::get(&url, "/status", None).unwrap().json().unwrap();
+    assert_eq!(status["dongle"]["state"], "absent");
+    assert!(
+        status["dongle"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{status}"
+    );
+    assert!(d.log().contains("possible clone"));
+}
+
+#[test]
+fn a_counter_rollback_is_refused() {
+    let site = Site::new();
+    let emu = site.start_emulator(&[]);
+    let (d, url) = site.start_tetherd(&[]);
+    wait_for_token(&url, site.secret("backend"), T);
+    drop(d);
+    // The emulator now answers with a counter below what the authority has seen.
+    site.dongle(&["fault", "rollback"]);
+    let (d, url) = site.start_tetherd(&[]);
+    wait_until(T, || {
+        http::get(&url, "/status", None).unwrap().json().unwrap()["dongle"]["refused_dongles"]
+            .as_u64()
+            .unwrap()
+            > 0
+    });
+    assert_eq!(
+        http::get(&url, "/token", Some(site.secret("backend")))
+            .unwrap()
+            .status,
+        503
+    );
+    let status = http::get(&url, "/status", None).unwrap().json().unwrap();
+    assert!(
+        status["dongle"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("counter"),
+        "{status}"
+    );
+    drop((d, emu));
+}
+
+#[test]
+fn a_clock_behind_the_high_water_mark_is_refused() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    std::fs::create_dir_all(site.path("state")).unwrap();
+    let future = tether_keys::now_unix() + 86_400;
+    std::fs::write(
+        site.path("state/state.json"),
+        format!("{{\"clock\": {future}, \"counters\": {{}}}}"),
+    )
+    .unwrap();
+    let (_d, url) = site.start_tetherd(&[]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let r = http::get(&url, "/token", Some(site.secret("backend"))).unwrap();
+        assert_ne!(r.status, 200, "issued a token with the clock rolled back");
+        last = Some(r);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, 503);
+    let status = http::get(&url, "/status", None).unwrap().json().unwrap();
+    assert!(
+        last.json().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("behind")
+            || status["dongle"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("behind"),
+        "{status}"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero_under_load() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (mut d, url) = site.start_tetherd(&["--rate-limit", "1000000"]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, secret, stop) = (
+                url.clone(),
+                site.secret("backend").to_string(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let (mut ok, mut bad) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http::get(&url, "/token", Some(&secret)) {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        // A completed request must never be an error answer.
+                        Ok(r) => bad.push(r.status),
+                        // Refused connections after the listener closed are expected.
+                        Err(_) => {}
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    d.signal("TERM");
+    let code = d.wait_exit(Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (ok, bad) = w.join().unwrap();
+        assert!(bad.is_empty(), "error answers during shutdown: {bad:?}");
+        total += ok;
+    }
+    assert_eq!(code, Some(0), "tetherd log:\n{}", d.log());
+    assert!(total > 0);
+    assert!(d.log().contains("session key wiped"));
+}

@@ -1,0 +1,133 @@
+//! The reference services against the real authority: licensed at start,
+//! stopped at once by an unplug, back on re-plug, surviving an authority
+//! crash until their tokens expire, recovering when it returns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use tether_tests::http;
+use tether_tests::{Site, wait_until, works};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Polls until `cond` holds; returns how long it took.
+fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn services_follow_the_dongle() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, authority) = site.start_tetherd(&[]);
+    wait_until(T, || {
+        http::get(&authority, "/readyz", None).unwrap().status == 200
+    });
+    let (_b, backend) = site.start_service("backend", &authority, &[]);
+    let (_m, muxer) = site.start_service("muxer", &authority, &[]);
+    let took = within(Duration::from_secs(1), "licensed after start", || {
+        works(&backend) && works(&muxer)
+    });
+    eprintln!("licensed {took:?} after the services answered");
+
+    site.dongle(&["unplug"]);
+    let took = within(Duration::from_secs(1), "refusing after unplug", || {
+        !works(&backend) && !works(&muxer)
+    });
+    eprintln!("both refuse work {took:?} after the unplug");
+    let r = http::get(&backend, "/work", None).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json().unwrap()["code"], "unlicensed");
+
+    site.dongle(&["plug"]);
+    let took = within(T, "licensed after re-plug", || {
+        works(&backend) && works(&muxer)
+    });
+    eprintln!("both licensed again {took:?} after the re-plug");
+}
+
+#[test]
+fn the_muxer_needs_its_feature() {
+    // A license without `mux`: the backend works, the muxer refuses.
+    let site = Site::with_license(|t| t.features.clear());
+    let _emu = site.start_emulator(&[]);
+    let (_d, authority) = site.start_tetherd(&[]);
+    let (_b, backend) = site.start_service("backend", &authority, &[]);
+    let (_m, muxer) = site.start_service("muxer", &authority, &[]);
+    within(T, "backend licensed", || works(&backend));
+    let lic = http::get(&muxer, "/license", None).unwrap().json().unwrap();
+    assert_eq!(lic["licensed"], false, "{lic}");
+    assert!(!works(&muxer));
+    assert!(
+        lic["reason"].as_str().unwrap().contains("mux"),
+        "the reason names the missing feature: {lic}"
+    );
+}
+
+#[test]
+fn a_killed_authority_leaves_tokens_to_expire_and_a_restart_recovers() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (d, authority) = site.start_tetherd(&["--token-ttl", "4s", "--cert-lifetime", "30s"]);
+    let (_b, backend) = site.start_service("backend", &authority, &[]);
+    let (_m, muxer) = site.start_service("muxer", &authority, &[]);
+    within(T, "licensed", || works(&backend) && works(&muxer));
+
+    d.signal("KILL");
+    let killed = Instant::now();
+    drop(d);
+    // Still licensed on the tokens they hold...
+    assert!(
+        works(&backend) && works(&muxer),
+        "lost the license at once on a crash"
+    );
+    // ...until those expire (4 s tokens, refreshed at half-life).
+    let took = within(
+        Duration::from_secs(8),
+        "refusing after token expiry",
+        || !works(&backend) && !works(&muxer),
+    );
+    let since_kill = killed.elapsed();
+    eprintln!("refused {since_kill:?} after SIGKILL ({took:?} polling)");
+    assert!(
+        since_kill >= Duration::from_millis(1500),
+        "stopped before the tokens expired"
+    );
+
+    // The same port again, so the services find it without being told.
+    let port = authority.rsplit(':').next().unwrap();
+    let (_d2, _) = site.start_tetherd_on(port, &["--token-ttl", "4s", "--cert-lifetime", "30s"]);
+    let took = within(Duration::from_secs(15), "recovered after restart", || {
+        works(&backend) && works(&muxer)
+    });
+    eprintln!("recovered {took:?} after the authority came back");
+}
+
+#[test]
+fn a_service_that_misses_the_event_stops_at_token_expiry() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, authority) = site.start_tetherd(&["--token-ttl", "4s", "--cert-lifetime", "30s"]);
+    let (_b, deaf) = site.start_service("backend", &authority, &["--no-events"]);
+    within(T, "licensed", || works(&deaf));
+    site.dongle(&["unplug"]);
+    let unplugged = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        works(&deaf),
+        "a service without events keeps its current token"
+    );
+    within(Duration::from_secs(6), "refusing at token expiry", || {
+        !works(&deaf)
+    });
+    eprintln!(
+        "stopped {:?} after the unplug, by token expiry",
+        unplugged.elapsed()
+    );
+}
