@@ -326,18 +326,34 @@ fn start(dir: &Path) -> anyhow::Result<Stack> {
     Ok(stack)
 }
 
-/// Stops the demo on SIGINT/SIGTERM (its children are in their own groups).
-fn watch_signals(stop: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(tether_authority::shutdown_signal());
-        stop.store(true, Ordering::SeqCst);
-    });
+/// Stops the demo on SIGINT/SIGTERM (its children are in their own groups,
+/// so the demo must stop them itself). The handlers are registered before
+/// this returns: a Ctrl-C at any later moment cannot kill the demo with the
+/// default action and orphan its children.
+fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int) = {
+        let _context = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("demo-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            stop.store(true, Ordering::SeqCst);
+        })?;
+    Ok(())
 }
 
 /// Puts the terminal in single-key mode for the demo's lifetime.
@@ -473,6 +489,8 @@ fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone())?;
     let tmp = tempfile::Builder::new().prefix("tether-demo-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     println!("Tether demo with an EMULATED dongle (no hardware involved).");
@@ -481,8 +499,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!(
         "Provisioned: vendor key, dongle {SERIAL}, license (backend, muxer; feature mux), 2 service credentials."
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone());
+    if stop.load(Ordering::SeqCst) {
+        println!("Interrupted; nothing was started, everything removed.");
+        return Ok(ExitCode::from(130));
+    }
     let stack = start(&dir)?;
     let interactive_ok = !args.script && std::io::stdin().is_terminal();
     let result = if interactive_ok {
@@ -497,6 +517,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // Stop in reverse order of start: services first, the dongle last.
     for child in children.into_iter().rev() {
         drop(child);
+    }
+    if stop.load(Ordering::SeqCst) {
+        drop(tmp);
+        println!("Interrupted; everything stopped and removed.");
+        return Ok(ExitCode::from(130));
     }
     if args.keep {
         let kept = tmp.keep();
