@@ -271,3 +271,34 @@ fn sigterm_drains_and_exits_zero_under_load() {
     assert!(total > 0);
     assert!(d.log().contains("session key wiped"));
 }
+
+#[test]
+fn a_service_over_its_rate_limit_gets_429_and_others_do_not() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&["--rate-limit", "2"]);
+    wait_for_token(&url, site.secret("backend"), T);
+    // Polling for the first token spent from the bucket (the limit applies
+    // before the presence check); let both buckets fill up again.
+    std::thread::sleep(Duration::from_millis(1100));
+    // A burst of 2 a second: ten requests in a row cannot all pass.
+    let answers: Vec<_> = (0..10)
+        .map(|_| http::get(&url, "/token", Some(site.secret("backend"))).unwrap())
+        .collect();
+    let limited: Vec<_> = answers.iter().filter(|r| r.status == 429).collect();
+    assert!(answers.iter().any(|r| r.status == 200));
+    assert!(limited.len() >= 7, "{} of 10 limited", limited.len());
+    assert!(answers.iter().all(|r| r.status == 200 || r.status == 429));
+    let r = limited[0];
+    assert_eq!(r.json().unwrap()["code"], "rate_limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=5).contains(&retry), "Retry-After: {retry}");
+    // The limit is per service: the muxer's bucket is its own.
+    let other = http::get(&url, "/token", Some(site.secret("muxer"))).unwrap();
+    assert_eq!(other.status, 200);
+    let metrics = http::get(&url, "/metrics", None).unwrap().body;
+    assert!(
+        metrics.contains("reason=\"rate_limited\""),
+        "no rate_limited refusals in /metrics:\n{metrics}"
+    );
+}
