@@ -26,7 +26,8 @@ pub enum DongleCmd {
     /// Plug the running emulator back in (a power-up).
     Plug(SocketArg),
     /// Switch the running emulator's fault mode (none, clone, rollback,
-    /// garbage, silent, slow:MS, replay, wrong-nonce).
+    /// garbage, silent, slow:MS, replay, wrong-nonce, presence-as-delegate,
+    /// oversized).
     Fault {
         #[command(flatten)]
         socket: SocketArg,

@@ -140,9 +140,18 @@ impl LicenseWatch {
         LicenseWatch { rx, tasks }
     }
 
-    /// The current state.
+    /// The current state. A token whose monotonic deadline has passed is
+    /// reported as expired even before the background task notices, so this
+    /// agrees with [`Self::is_licensed`] at every instant.
     pub fn state(&self) -> LicenseState {
-        self.rx.borrow().clone()
+        match &*self.rx.borrow() {
+            LicenseState::Licensed { expires, .. } if *expires <= std::time::Instant::now() => {
+                LicenseState::Unlicensed {
+                    reason: "token expired; no new one yet".into(),
+                }
+            }
+            s => s.clone(),
+        }
     }
 
     /// Whether the service holds a token that has not run out (checked
@@ -279,7 +288,17 @@ async fn refresh_loop(
     loop {
         tokio::select! {
             () = sleep_until(next_fetch) => {
-                match fetch(&config).await {
+                // The deadline cannot fire while this branch awaits, so a fetch
+                // that hangs must not outlive the token it is meant to replace.
+                let fetched = match deadline {
+                    Some(end) => tokio::time::timeout_at(end, fetch(&config))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Fetch::Failed("the authority did not answer before the token expired".into())
+                        }),
+                    None => fetch(&config).await,
+                };
+                match fetched {
                     Fetch::Token(state, next) => {
                         if let LicenseState::Licensed { expires, .. } = &state {
                             deadline = Some(Instant::from_std(*expires));

@@ -160,6 +160,16 @@ fn b64(part: &str, what: &'static str) -> Result<Vec<u8>> {
         .map_err(|_| Error::Malformed(what))
 }
 
+/// A JSON object, and only an object: serde would also build a struct from
+/// an array of its fields (`["EdDSA"]`), which RFC 7515 and 7519 do not allow
+/// and other JWT libraries refuse. Repeated keys fail in the derive.
+fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(bytes).ok()
+}
+
 fn window(what: &'static str, nb: u64, na: u64, now: u64, leeway: u64) -> Result<()> {
     if now.saturating_add(leeway) < nb {
         Err(Error::NotYetValid(what))
@@ -222,17 +232,18 @@ impl Verifier {
         if claims_text.contains('.') {
             return Err(Error::Malformed("not a compact JWS"));
         }
-        let header: Header = serde_json::from_slice(&b64(header_text, "header is not base64url")?)
-            .map_err(|_| Error::Malformed("header is not a JSON object with alg"))?;
+        let header: Header = json_object(&b64(header_text, "header is not base64url")?)
+            .ok_or(Error::Malformed("header is not a JSON object with alg"))?;
         if header.alg.parse::<jsonwebtoken::Algorithm>() != Ok(jsonwebtoken::Algorithm::EdDSA) {
             return Err(Error::UnsupportedAlgorithm(header.alg));
         }
         let signature: [u8; 64] = b64(&token[signed_len + 1..], "signature is not base64url")?
             .try_into()
             .map_err(|_| Error::Malformed("signature is not 64 bytes"))?;
-        let claims: TokenClaims =
-            serde_json::from_slice(&b64(claims_text, "claims are not base64url")?)
-                .map_err(|_| Error::Malformed("claims missing, repeated or of the wrong type"))?;
+        let claims: TokenClaims = json_object(&b64(claims_text, "claims are not base64url")?)
+            .ok_or(Error::Malformed(
+                "claims missing, repeated or of the wrong type",
+            ))?;
 
         let license = self.license(&claims.lic)?;
         let cert = self.certificate(&claims.dcert, &claims.lic, &license)?;

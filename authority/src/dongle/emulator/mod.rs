@@ -78,12 +78,19 @@ pub enum Fault {
     Replay,
     /// Sign another nonce than the one asked (PRESENCE and DELEGATE).
     WrongNonce,
+    /// Answer DELEGATE with the certificate asked for, but carrying the
+    /// PRESENCE signature over its nonce instead of a delegation signature
+    /// (a presence proof offered as a certificate).
+    PresenceAsDelegate,
+    /// Answer every report with an init packet announcing more than the
+    /// largest message (`MAX_MESSAGE`), then continuation packets.
+    Oversized,
 }
 
 /// A fault name that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?}: none, clone, rollback, garbage, silent, slow[:MS], replay, wrong-nonce"
+    "unknown fault {0:?}: none, clone, rollback, garbage, silent, slow[:MS], replay, wrong-nonce, presence-as-delegate, oversized"
 )]
 pub struct FaultError(String);
 
@@ -99,6 +106,8 @@ impl FromStr for Fault {
             "slow" => Fault::Slow(Duration::from_secs(2)),
             "replay" => Fault::Replay,
             "wrong-nonce" => Fault::WrongNonce,
+            "presence-as-delegate" => Fault::PresenceAsDelegate,
+            "oversized" => Fault::Oversized,
             other => match other.strip_prefix("slow:").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Fault::Slow(Duration::from_millis(ms)),
                 None => return Err(FaultError(s.to_string())),
@@ -118,6 +127,8 @@ impl fmt::Display for Fault {
             Fault::Slow(d) => write!(f, "slow:{}", d.as_millis()),
             Fault::Replay => f.write_str("replay"),
             Fault::WrongNonce => f.write_str("wrong-nonce"),
+            Fault::PresenceAsDelegate => f.write_str("presence-as-delegate"),
+            Fault::Oversized => f.write_str("oversized"),
         }
     }
 }
@@ -349,6 +360,7 @@ impl Device {
         match self.fault {
             Fault::Silent => return Vec::new(),
             Fault::Garbage => return garbage(report),
+            Fault::Oversized => return oversized(report),
             _ => {}
         }
         let mut out = Vec::new();
@@ -567,9 +579,16 @@ impl Device {
         if self.fault == Fault::WrongNonce {
             signed.nonce = tether_keys::delegation::fresh_nonce();
         }
+        let nonce = signed.nonce;
         let cert = Certificate::sign(signed, &self.serial, counter, self.signing_key())
             .map_err(|_| ErrorCode::Internal)?;
-        let bytes = cert.encoded().to_vec();
+        let mut bytes = cert.encoded().to_vec();
+        if self.fault == Fault::PresenceAsDelegate {
+            // The body as asked, the signature a PRESENCE over its nonce gives.
+            let presence = self.signing_key().sign(&presence_message(&nonce));
+            let at = bytes.len() - presence.len();
+            bytes[at..].copy_from_slice(&presence);
+        }
         self.last_delegate = Some(bytes.clone());
         Ok(bytes)
     }
@@ -584,6 +603,23 @@ fn cid_of(report: &[u8]) -> u32 {
 
 fn error(cid: u32, code: ErrorCode) -> Vec<Report> {
     fragment(cid, Command::Error, &[code.code()]).unwrap_or_default()
+}
+
+/// An init packet announcing a 65535-byte message, then continuation
+/// packets, on the asker's channel and command.
+fn oversized(report: &[u8]) -> Vec<Report> {
+    let mut init = [0xA5u8; REPORT_LEN];
+    init[..4].copy_from_slice(&cid_of(report).to_be_bytes());
+    init[4] = report.get(4).copied().unwrap_or(0x80) | 0x80;
+    init[5..7].copy_from_slice(&u16::MAX.to_be_bytes());
+    let mut out = vec![init];
+    for seq in 0..2u8 {
+        let mut cont = [0x5Au8; REPORT_LEN];
+        cont[..4].copy_from_slice(&cid_of(report).to_be_bytes());
+        cont[4] = seq;
+        out.push(cont);
+    }
+    out
 }
 
 /// Random reports on the asker's channel.

@@ -311,10 +311,42 @@ fn fault_names_round_trip() {
         Fault::Slow(Duration::from_millis(250)),
         Fault::Replay,
         Fault::WrongNonce,
+        Fault::PresenceAsDelegate,
+        Fault::Oversized,
     ] {
         assert_eq!(f.to_string().parse::<Fault>().unwrap(), f);
     }
     assert!("melt".parse::<Fault>().is_err());
+}
+
+#[test]
+fn presence_as_delegate_and_oversized_are_what_the_host_sees() {
+    let dev = Arc::new(Mutex::new(device()));
+    let mut c = local(&dev);
+    let genuine = testkeys::dongle().public();
+    let now = tether_keys::now_unix();
+
+    // The certificate asked for, signed as a presence proof: the domain tag
+    // keeps it from verifying as a delegation, yet it is a genuine signature.
+    dev.lock().unwrap().set_fault(Fault::PresenceAsDelegate);
+    let req = request(now, 60);
+    let cert = c.delegate(&req).unwrap();
+    assert_eq!(cert.request, req);
+    assert!(cert.verify(&genuine).is_err());
+    let sig: [u8; 64] = cert.encoded()[cert.encoded().len() - 64..]
+        .try_into()
+        .unwrap();
+    assert!(genuine.verify(&presence_message(&req.nonce), &sig));
+
+    dev.lock().unwrap().set_fault(Fault::Oversized);
+    assert!(matches!(
+        c.presence(&[1; 32]),
+        Err(Error::Protocol(ProtocolError::Frame(
+            FrameError::Oversized(65535)
+        )))
+    ));
+    dev.lock().unwrap().set_fault(Fault::None);
+    c.presence(&[1; 32]).unwrap();
 }
 
 /// A device double that answers INIT by echoing the nonce on channel

@@ -1,0 +1,309 @@
+//! Key theft: what a customer with root can take from the authority, and
+//! what it buys. A copy of every file on its disk mints nothing; a session
+//! key dumped from memory dies with its certificate; and certificates
+//! pre-signed while the dongle was at hand are bounded by the dongle's
+//! DELEGATE rules (`docs/dongle-protocol.md`, section 6).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tether_authority::dongle::emulator::{Device, Rules};
+use tether_authority::dongle::frame::{BROADCAST, Command as Cmd, Progress, Reassembler, fragment};
+use tether_authority::dongle::message::{self, InitResponse, Request};
+use tether_keys::{DelegationRequest, Dongle, SecretKey, Session, Vendor, keyfile, testkeys};
+use tether_tests::{Proc, Site, bin, free_port, http, wait_for_token, wait_until, works};
+
+use crate::forged::Mint;
+use crate::rig::{T, never_issues, status};
+use crate::summary;
+
+const M: &str = module_path!();
+
+/// Copies a directory tree, skipping sockets (they are not data).
+fn copy_tree(from: &Path, to: &Path, skip: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut copied = Vec::new();
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let ty = e.file_type().unwrap();
+        if src == skip || ty.is_socket() {
+            continue;
+        }
+        if ty.is_dir() {
+            copied.extend(copy_tree(&src, &dst, skip));
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+            copied.push(dst);
+        }
+    }
+    copied
+}
+
+#[test]
+fn a_copy_of_the_authority_disk_mints_nothing() {
+    let _g = summary::test(M, "a_copy_of_the_authority_disk_mints_nothing");
+    let site = Site::new();
+    // The authority's whole configuration, as a deployment keeps it on disk.
+    let config = format!(
+        "license = {:?}\nvendor_pub = {:?}\ncredentials = {:?}\nstate_dir = {:?}\n",
+        site.license,
+        site.vendor_pub,
+        site.credentials,
+        site.path("state")
+    );
+    std::fs::write(site.path("authority.toml"), config).unwrap();
+    site.secret_file("backend");
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) =
+        site.start_tetherd(&["--config", site.path("authority.toml").to_str().unwrap()]);
+    wait_for_token(&url, site.secret("backend"), T);
+    // Let the state file hold both high-water marks.
+    wait_until(T, || site.path("state/state.json").exists());
+
+    // Everything on the disk but the dongle (which stands for the hardware).
+    let stolen = tempfile::tempdir().unwrap();
+    let files = copy_tree(site.dir.path(), stolen.path(), &site.identity);
+    assert!(files.len() >= 6, "{files:?}");
+    let mut signing_keys = 0;
+    for f in &files {
+        let text = std::fs::read(f).unwrap();
+        let holds_key = keyfile::read_secret_key::<Session>(f).is_ok()
+            || keyfile::read_secret_key::<Dongle>(f).is_ok()
+            || keyfile::read_secret_key::<Vendor>(f).is_ok()
+            || String::from_utf8_lossy(&text).contains("PRIVATE KEY");
+        signing_keys += usize::from(holds_key);
+    }
+    summary::attack(
+        M,
+        "stolen disk: look for a signing key",
+        signing_keys == 0,
+        &format!("{} files, {signing_keys} private keys", files.len()),
+    );
+    assert_eq!(signing_keys, 0);
+
+    // A second tetherd on the copies, with no dongle.
+    let s = stolen.path();
+    let rewritten = std::fs::read_to_string(s.join("authority.toml"))
+        .unwrap()
+        .replace(site.dir.path().to_str().unwrap(), s.to_str().unwrap());
+    std::fs::write(s.join("authority.toml"), rewritten).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(bin("tetherd"));
+    cmd.arg("--config")
+        .arg(s.join("authority.toml"))
+        .arg("--dongle")
+        .arg(format!("socket:{}", s.join("no-dongle.sock").display()))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    let _thief = Proc::spawn(cmd, "tetherd-stolen");
+    let thief = format!("http://127.0.0.1:{port}");
+    wait_until(T, || http::get(&thief, "/healthz", None).is_ok());
+    let (code, err) = never_issues(&site, &thief, Duration::from_secs(2));
+    let st = status(&thief);
+    let ok = code == 503 && err == "dongle_absent" && st["dongle"]["state"] == "absent";
+    summary::attack(
+        M,
+        "stolen disk: tetherd on the copies, no dongle",
+        ok,
+        &format!("{code} {err}"),
+    );
+    assert!(ok, "{st}");
+    // A consumer pointed at it stays unlicensed.
+    let (_b, backend) = site.start_service("backend", &thief, &[]);
+    let mut licensed = false;
+    for _ in 0..40 {
+        licensed |= works(&backend);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    summary::attack(
+        M,
+        "stolen disk: consumer of the copied authority",
+        !licensed,
+        "unlicensed",
+    );
+    assert!(!licensed);
+}
+
+#[test]
+fn a_dumped_session_key_dies_with_its_certificate() {
+    let _g = summary::test(M, "a_dumped_session_key_dies_with_its_certificate");
+    // What tetherd asks by default: 30 s backdate, 5 min lifetime.
+    let t0: u64 = 1_800_000_000;
+    let mut m = Mint::at(t0, testkeys::vendor(), testkeys::dongle(), "TD-1");
+    m.cert_window = (t0 - 30, t0 + 300);
+    let v = tether_verifier::Verifier::new(
+        testkeys::vendor().public(),
+        tether_verifier::Expectations::new("backend"),
+    );
+    let (nb, na) = m.cert_window;
+    let leeway = 5;
+    // Whatever times the thief writes into the token, at whatever moment
+    // the consumer checks it.
+    let mut latest_accepted = 0;
+    let mut tried = 0;
+    for now in (na - 30)..=(na + 120) {
+        let datings = [
+            (now, now + 60),
+            (na - 60, na),
+            (nb, nb + 60),
+            (now, na),
+            (now - 300, now),
+            (na, na + 60),
+        ];
+        for (iat, exp) in datings {
+            let mut c = m.claims("backend", iat);
+            c.exp = exp;
+            let ok = v.verify_at(&m.token(&c), None, now).is_ok();
+            if now > na + leeway {
+                tried += 1;
+                assert!(
+                    !ok,
+                    "accepted at {now} (cert ends {na}): iat {iat} exp {exp}"
+                );
+            }
+            if ok {
+                latest_accepted = latest_accepted.max(now);
+            }
+        }
+    }
+    summary::attack(
+        M,
+        "dumped session key after its certificate",
+        true,
+        &format!("{tried} tokens over 115 s after the end, none accepted"),
+    );
+    // The bound is exact: the certificate's end plus the verifier's leeway.
+    assert_eq!(latest_accepted, na + leeway);
+    // A certificate longer than consumers allow is worthless from the start.
+    let mut long = Mint::at(t0, testkeys::vendor(), testkeys::dongle(), "TD-1");
+    long.cert_window = (t0 - 30, t0 + 3600);
+    let r = v.verify_at(&long.token(&long.claims("backend", t0)), None, t0);
+    summary::attack(
+        M,
+        "session key certified for an hour",
+        r.is_err(),
+        &format!("{r:?}"),
+    );
+    assert_eq!(r, Err(tether_verifier::Error::CertificateTooLong(3630)));
+}
+
+/// Drives the device core as firmware: `at` is its uptime since power-up.
+struct Firmware {
+    dev: Device,
+    cid: u32,
+}
+
+impl Firmware {
+    fn exchange(&mut self, cid: u32, req: &Request, at: Duration) -> Result<Vec<u8>, u8> {
+        let (cmd, payload) = req.encode();
+        let mut out = Vec::new();
+        for r in fragment(cid, cmd, &payload).unwrap() {
+            out.extend(self.dev.handle_report_at(&r, at));
+        }
+        let mut asm = Reassembler::new(cid);
+        for r in out {
+            if let Progress::Done(m) = asm.push(&r).unwrap() {
+                if m.cmd == Cmd::Error {
+                    return Err(m.payload[0]);
+                }
+                return Ok(m.payload);
+            }
+        }
+        panic!("no complete answer");
+    }
+
+    fn power_up(&mut self) {
+        self.dev.power_up();
+        let nonce = [7u8; 8];
+        let answer = self
+            .exchange(BROADCAST, &Request::Init { nonce }, Duration::ZERO)
+            .unwrap();
+        self.cid = InitResponse::decode(&answer).unwrap().cid;
+    }
+
+    fn delegate(&mut self, not_before: u64, len: u64, at: Duration) -> Result<(u64, u64), u8> {
+        let req = DelegationRequest {
+            nonce: [1; 32],
+            session_key: SecretKey::<Session>::generate().public(),
+            not_before,
+            not_after: not_before + len,
+        };
+        let cid = self.cid;
+        let payload = self.exchange(cid, &Request::Delegate(req), at)?;
+        let cert = message::decode_delegate(&payload).unwrap();
+        cert.verify(&testkeys::dongle().public()).unwrap();
+        Ok((cert.request.not_before, cert.request.not_after))
+    }
+}
+
+#[test]
+fn an_hour_with_the_dongle_buys_at_most_the_documented_bound() {
+    let _g = summary::test(
+        M,
+        "an_hour_with_the_dongle_buys_at_most_the_documented_bound",
+    );
+    let rules = Rules::default();
+    let mut fw = Firmware {
+        dev: Device::new(testkeys::dongle(), "TD-1", rules),
+        cid: 0,
+    };
+    // The thief's best strategy: power-cycle before every DELEGATE (the
+    // first after power-up may date its window freely in the future), ask
+    // for the longest window, back to back, and keep the dongle powered
+    // only as long as the bucket needs to refill.
+    let hour = Duration::from_secs(3600);
+    let far = 1_900_000_000u64;
+    let max = rules.max_window.as_secs();
+    let (mut powered, mut next, mut certs) = (Duration::ZERO, far, 0u64);
+    while powered < hour {
+        fw.power_up();
+        let mut at = Duration::ZERO;
+        let signed = loop {
+            match fw.delegate(next, max, at) {
+                Ok(w) => break Some(w),
+                Err(0x10) if powered + at + rules.refill <= hour => at += rules.refill,
+                Err(0x10) => break None,
+                Err(e) => panic!("unexpected refusal {e:#04x}"),
+            }
+        };
+        powered += at;
+        let Some((nb, na)) = signed else { break };
+        assert_eq!((nb, na), (next, next + max));
+        next = na;
+        certs += 1;
+    }
+    let covered = next - far;
+    let bound_certs = u64::from(rules.burst) + hour.as_secs() / rules.refill.as_secs();
+    eprintln!(
+        "one hour with the dongle: {certs} certificates, {} min without it",
+        covered / 60
+    );
+    assert_eq!(certs, bound_certs, "3 + 60 certificates");
+    assert_eq!(covered, bound_certs * max, "630 minutes, as documented");
+    // And not one more: the next one needs another refill period of power.
+    fw.power_up();
+    let more = fw.delegate(next, max, rules.refill - Duration::from_secs(1));
+    summary::attack(
+        M,
+        "pre-sign certificates beyond the DELEGATE bound",
+        more == Err(0x10),
+        &format!(
+            "{certs} certificates ({} min) in one hour, then {more:?}",
+            covered / 60
+        ),
+    );
+    assert_eq!(more, Err(0x10));
+    // A window longer than the firmware signs.
+    fw.power_up();
+    let long = fw.delegate(next, max + 1, Duration::from_secs(3600));
+    summary::attack(
+        M,
+        "certificate window over 10 min",
+        long == Err(0x11),
+        &format!("{long:?}"),
+    );
+    assert_eq!(long, Err(0x11));
+}
