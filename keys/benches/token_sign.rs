@@ -17,20 +17,31 @@ use tether_keys::{
     Certificate, DelegationRequest, LicenseId, LicenseTerms, TokenClaims, TokenSigner, testkeys,
 };
 
-/// Runs `f` repeatedly for about `budget`; returns operations per second.
-fn rate(budget: Duration, mut f: impl FnMut()) -> f64 {
-    for _ in 0..200 {
-        f();
-    }
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < budget {
-        for _ in 0..100 {
+/// Ops per second of each contender, measured in interleaved 50 ms slices
+/// over `rounds` rounds, so a neighbour's load falls on all of them alike
+/// and the ratios stay meaningful on a busy machine.
+fn rates<const N: usize>(rounds: u32, mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
+    let slice = Duration::from_millis(50);
+    let mut ops = [0u64; N];
+    let mut spent = [Duration::ZERO; N];
+    for f in fs.iter_mut() {
+        for _ in 0..200 {
             f();
         }
-        n += 100;
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    for _ in 0..rounds {
+        for (i, f) in fs.iter_mut().enumerate() {
+            let start = Instant::now();
+            while start.elapsed() < slice {
+                for _ in 0..20 {
+                    f();
+                }
+                ops[i] += 20;
+            }
+            spent[i] += start.elapsed();
+        }
+    }
+    std::array::from_fn(|i| ops[i] as f64 / spent[i].as_secs_f64())
 }
 
 fn main() {
@@ -92,16 +103,20 @@ fn main() {
         token
     );
 
-    let budget = Duration::from_secs(2);
-    let raw_rate = rate(budget, || {
-        black_box(raw.sign(black_box(&message)));
-    });
-    let tether_rate = rate(budget, || {
-        black_box(signer.sign(black_box(&claims)).unwrap());
-    });
-    let jwt_rate = rate(budget, || {
-        black_box(jsonwebtoken::encode(&header, black_box(&claims), &jwt_key).unwrap());
-    });
+    let [raw_rate, tether_rate, jwt_rate] = rates(
+        40,
+        [
+            &mut || {
+                black_box(raw.sign(black_box(&message)));
+            },
+            &mut || {
+                black_box(signer.sign(black_box(&claims)).unwrap());
+            },
+            &mut || {
+                black_box(jsonwebtoken::encode(&header, black_box(&claims), &jwt_key).unwrap());
+            },
+        ],
+    );
     println!(
         "token signing, one core, token of {} bytes ({signed_len} signed)",
         token.len()
