@@ -32,6 +32,8 @@ pub enum Command {
     Dongle(crate::dongle::DongleCmd),
     /// Fetch a license token from tetherd (prints the JSON answer).
     Token(TokenArgs),
+    /// Verify a license token offline, with the vendor public key only.
+    Verify(VerifyArgs),
     /// Run the reference `backend` service (works only while licensed).
     Backend(crate::service::ServiceArgs),
     /// Run the reference `muxer` service (needs the `mux` feature).
@@ -77,6 +79,22 @@ pub struct TokenArgs {
     /// A nonce for tetherd to echo in the token.
     #[arg(long)]
     pub nonce: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The vendor public key (vendor.pub): the only thing trusted.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: PathBuf,
+    /// The service the token must be for (its `aud` and `sub`).
+    #[arg(long, env = "TETHER_SERVICE")]
+    pub service: String,
+    /// A nonce the token must echo.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// The token, or the JSON answer of `GET /token` (`tether token`); `-` reads stdin.
+    #[arg(default_value = "-")]
+    pub token: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,5 @@
-//! Commands that talk to a running tetherd or service: `token`, `health`.
+//! Commands that talk to a running tetherd or service (`token`, `health`),
+//! and `verify`, which checks a token offline as a consumer would.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,7 @@ use anyhow::{Context as _, bail};
 use tether_keys::ServiceSecret;
 use tether_tools::http;
 
-use crate::cli::{SecretArgs, TokenArgs};
+use crate::cli::{SecretArgs, TokenArgs, VerifyArgs};
 
 /// Reads the service secret from `--secret-file` or `--secret`/`TETHER_SECRET`.
 pub fn load_secret(args: &SecretArgs) -> anyhow::Result<ServiceSecret> {
@@ -52,4 +53,41 @@ pub fn health(url: &str) -> anyhow::Result<ExitCode> {
     } else {
         bail!("{url} answered {}", resp.status)
     }
+}
+
+/// Verifies a token down to the vendor root, as a consumer does: nothing but
+/// `vendor.pub` is trusted.
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    use tether_keys::{Vendor, keyfile};
+    use tether_verifier::{Expectations, Verifier};
+
+    let (vendor, _) = keyfile::read_public_key::<Vendor>(&args.vendor_pub)?;
+    let mut text = if args.token == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .take(tether_verifier::MAX_TOKEN_LEN as u64 * 2)
+            .read_to_string(&mut s)?;
+        s
+    } else {
+        args.token.clone()
+    };
+    text = text.trim().to_string();
+    if text.starts_with('{') {
+        let answer: serde_json::Value = serde_json::from_str(&text).context("not JSON")?;
+        text = answer["token"]
+            .as_str()
+            .context("the JSON answer has no \"token\"")?
+            .to_string();
+    }
+    let verifier = Verifier::new(vendor, Expectations::new(&args.service));
+    let verified = verifier
+        .verify_at(&text, args.nonce.as_deref(), tether_keys::now_unix())
+        .context("token refused")?;
+    let c = &verified.claims;
+    println!(
+        "valid token {} for {} from {}, expires {}, certificate until {}",
+        c.jti, c.aud, c.iss, c.exp, verified.cert_not_after
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,8 +2,11 @@
 //! and probe.
 //!
 //! The emulator speaks the exact protocol of `docs/dongle-protocol.md` on a
-//! Unix socket that tetherd opens like a device; its control socket
-//! (`SOCKET.ctl`) plugs, unplugs and switches fault modes while it runs.
+//! Unix socket that tetherd opens like a device, or (`--uhid`) as a real
+//! kernel HID device through Linux UHID, which tetherd finds with hidapi like
+//! the hardware. Its control socket (`SOCKET.ctl`) plugs, unplugs and switches
+//! fault modes while it runs. `replug-bench` (hidden, for tests/vm) times
+//! unplug-to-refusal over repeated plug cycles.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use tether_authority::dongle::emulator::socket::control;
+use tether_authority::dongle::emulator::uhid::{UhidConfig, UhidEmulator};
 use tether_authority::dongle::emulator::{Device, Fault, Rules, SocketEmulator};
 use tether_authority::dongle::{Client, Selector, hid};
 use tether_keys::delegation::{fresh_nonce, presence_message};
@@ -19,7 +23,8 @@ use tether_keys::delegation::{fresh_nonce, presence_message};
 /// Dongle subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DongleCmd {
-    /// Run an emulated dongle on a Unix socket until SIGTERM/SIGINT.
+    /// Run an emulated dongle on a Unix socket (or, with --uhid, as a kernel
+    /// HID device) until SIGTERM/SIGINT.
     Emulate(EmulateArgs),
     /// Unplug the running emulator (tetherd sees a hardware removal).
     Unplug(SocketArg),
@@ -36,6 +41,11 @@ pub enum DongleCmd {
     },
     /// Find a dongle, show its INFO, and time one PRESENCE round trip.
     Probe(ProbeArgs),
+    /// Unplug and re-plug the emulator N times, timing unplug to the first
+    /// refused GET /token, and checking each re-plug brings a fresh session
+    /// (prints one JSON line; for tests/vm).
+    #[command(hide = true)]
+    ReplugBench(ReplugBenchArgs),
 }
 
 /// The emulator's socket.
@@ -52,9 +62,30 @@ pub struct EmulateArgs {
     /// Directory holding dongle.key (from `tether keygen dongle`).
     #[arg(long, env = "TETHER_DONGLE_IDENTITY")]
     pub identity: PathBuf,
-    /// Socket to serve on.
+    /// Socket to serve on (with --uhid: only its control socket, SOCKET.ctl).
     #[arg(long, env = "TETHER_DONGLE_SOCKET")]
     pub socket: PathBuf,
+    /// Be a kernel HID device through /dev/uhid (Linux, needs the uhid module
+    /// and root) instead of serving the socket: tetherd then uses `--dongle hid`.
+    #[arg(long, env = "TETHER_DONGLE_UHID")]
+    pub uhid: bool,
+    /// With --uhid: the vendor/product id to present (hex VID:PID).
+    #[arg(
+        long,
+        env = "TETHER_DONGLE_VID_PID",
+        default_value = "1209:0001",
+        requires = "uhid"
+    )]
+    pub vid_pid: String,
+    /// With --uhid: the usage page of the report descriptor (hex). Another
+    /// page than the dongle's makes an unrelated device, which hosts ignore.
+    #[arg(
+        long,
+        env = "TETHER_DONGLE_USAGE_PAGE",
+        default_value = "ff54",
+        requires = "uhid"
+    )]
+    pub usage_page: String,
     /// Counter state file (default: IDENTITY/dongle.state).
     #[arg(long, env = "TETHER_DONGLE_STATE")]
     pub state: Option<PathBuf>,
@@ -83,6 +114,24 @@ pub struct ProbeArgs {
     pub hid: Option<String>,
 }
 
+/// Flags of `tether dongle replug-bench`.
+#[derive(Debug, Args)]
+pub struct ReplugBenchArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// tetherd's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7443")]
+    pub url: String,
+    #[command(flatten)]
+    pub secret: crate::cli::SecretArgs,
+    /// Unplug/re-plug cycles.
+    #[arg(long, default_value_t = 20)]
+    pub cycles: u32,
+    /// Longest wait for tokens after a plug, and for refusal after an unplug.
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+}
+
 /// Runs a dongle subcommand.
 pub fn run(cmd: DongleCmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -94,6 +143,7 @@ pub fn run(cmd: DongleCmd) -> anyhow::Result<ExitCode> {
             ctl(&socket, &format!("fault {mode}"))
         }
         DongleCmd::Probe(args) => probe(&args),
+        DongleCmd::ReplugBench(args) => replug_bench(&args),
     }
 }
 
@@ -117,14 +167,39 @@ fn emulate(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("dongle identity in {}", args.identity.display()))?;
     device.set_fault(fault);
     let serial = device.serial().to_string();
-    let emu = SocketEmulator::spawn(device, &args.socket)
-        .with_context(|| format!("cannot serve on {}", args.socket.display()))?;
-    tracing::info!(
-        %serial,
-        socket = %args.socket.display(),
-        ?fault,
-        "EMULATED dongle plugged in (not hardware)"
-    );
+    // Either emulator stops (and unplugs) when dropped at the end.
+    let emu: Box<dyn std::fmt::Debug> = if args.uhid {
+        let (vid, pid) = parse_vid_pid(&args.vid_pid)?;
+        let usage_page = u16::from_str_radix(args.usage_page.trim_start_matches("0x"), 16)
+            .context("--usage-page is not hex")?;
+        let config = UhidConfig {
+            vid,
+            pid,
+            usage_page,
+            ..UhidConfig::default()
+        };
+        let emu = UhidEmulator::spawn(device, config, &args.socket)
+            .context("cannot create the UHID device")?;
+        tracing::info!(
+            %serial,
+            uhid = format!("{vid:04x}:{pid:04x}"),
+            usage_page = format!("{usage_page:#06x}"),
+            control = %emu.control_path().display(),
+            ?fault,
+            "EMULATED dongle plugged in as a kernel HID device (not hardware)"
+        );
+        Box::new(emu)
+    } else {
+        let emu = SocketEmulator::spawn(device, &args.socket)
+            .with_context(|| format!("cannot serve on {}", args.socket.display()))?;
+        tracing::info!(
+            %serial,
+            socket = %args.socket.display(),
+            ?fault,
+            "EMULATED dongle plugged in (not hardware)"
+        );
+        Box::new(emu)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -203,4 +278,103 @@ fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// GET /token's status code (0 when tetherd cannot be reached).
+fn token_status(url: &str, secret: &str) -> u16 {
+    tether_tools::http::get(url, "/token", Some(secret)).map_or(0, |r| r.status)
+}
+
+/// The current session fingerprint in GET /status, if any.
+fn session_of(url: &str) -> Option<String> {
+    let status = tether_tools::http::get(url, "/status", None)
+        .ok()?
+        .json()
+        .ok()?;
+    status["dongle"]["session"].as_str().map(str::to_string)
+}
+
+/// Polls until GET /token answers 200 under a session not in `seen`.
+fn wait_fresh_tokens(
+    url: &str,
+    secret: &str,
+    seen: &[String],
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if token_status(url, secret) == 200
+            && let Some(s) = session_of(url)
+            && !seen.contains(&s)
+        {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("no tokens under a fresh session within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
+    let secret = crate::client::load_secret(&args.secret)?;
+    let secret = secret.expose();
+    let timeout = tether_keys::parse_duration(&args.timeout)?;
+    if args.cycles == 0 {
+        bail!("--cycles must be at least 1");
+    }
+    let mut sessions = vec![wait_fresh_tokens(&args.url, secret, &[], timeout)?];
+    let mut samples = Vec::new();
+    // How long the unplug command itself took (for UHID: the kernel's
+    // synchronous device removal), to read the totals against.
+    let mut unplug_cmd = Vec::new();
+    let mut polls_max = 0u32;
+    for cycle in 0..args.cycles {
+        // From just before the unplug command: an upper bound on destroy-to-refusal.
+        let started = Instant::now();
+        control(&args.socket.socket, "unplug").context("unplug")?;
+        unplug_cmd.push(started.elapsed());
+        let mut polls = 0u32;
+        loop {
+            polls += 1;
+            match token_status(&args.url, secret) {
+                200 => {}
+                503 => break,
+                other => bail!("cycle {cycle}: GET /token answered {other} after unplug"),
+            }
+            if started.elapsed() > timeout {
+                bail!("cycle {cycle}: tokens still issued {timeout:?} after unplug");
+            }
+        }
+        samples.push(started.elapsed());
+        polls_max = polls_max.max(polls);
+        control(&args.socket.socket, "plug").context("plug")?;
+        let s = wait_fresh_tokens(&args.url, secret, &sessions, timeout)
+            .with_context(|| format!("cycle {cycle}: after re-plug"))?;
+        sessions.push(s);
+    }
+    let result = serde_json::json!({
+        "cycles": samples.len(),
+        "unplug_to_refusal_ms": summary(&mut samples),
+        "unplug_command_ms": summary(&mut unplug_cmd),
+        "polls_max": polls_max,
+        "distinct_sessions": sessions.len(),
+    });
+    println!("{result}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median, p99 (nearest rank), max and min in milliseconds; `samples` is not empty.
+fn summary(samples: &mut [Duration]) -> serde_json::Value {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        (ms(samples[i]) * 100.0).round() / 100.0
+    };
+    serde_json::json!({
+        "median": at(0.5),
+        "p99": at(0.99),
+        "max": at(1.0),
+        "min": at(0.0),
+    })
 }

@@ -38,6 +38,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(cmd) => provision::inspect(cmd),
         Command::Dongle(cmd) => dongle::run(cmd),
         Command::Token(args) => client::token(&args),
+        Command::Verify(args) => client::verify(&args),
         Command::Health { url } => client::health(&url),
         Command::Backend(args) => service::run(service::Kind::Backend, args),
         Command::Muxer(args) => service::run(service::Kind::Muxer, args),

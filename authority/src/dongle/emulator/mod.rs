@@ -9,6 +9,7 @@
 //! socket with plug/unplug control.
 
 pub mod socket;
+pub mod uhid;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,203 @@
+#!/bin/busybox sh
+# /init of the VM test's guest (tests/vm/run.sh builds the initramfs).
+#
+# Runs the real kernel HID path end to end: the emulator creates the dongle
+# through /dev/uhid, the kernel makes /dev/hidrawN, and tetherd finds it with
+# hidapi (sysfs enumeration, open by VID:PID:SERIAL, reads with a timeout,
+# removal as the kernel reports it). No socket link carries dongle traffic:
+# the emulator's control socket only plugs and unplugs.
+#
+# Every check adds one JSON object; the last line on the console is
+#   TETHER-VM-RESULT {"ok":BOOL,"checks":[...],"bench":{...}}
+# which run.sh parses. Then the guest powers off.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+# Plain logs (tracing-subscriber honours NO_COLOR), so details stay readable.
+export NO_COLOR=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+
+T=/tmp/t
+mkdir -p "$T"
+URL=http://127.0.0.1:7443
+SERIAL=TD-VM-0001
+CHECKS=""
+BENCH=null
+FAILED=0
+PIDS=""
+
+log() { echo "vm: $*"; }
+
+# check NAME OK(0|1) DETAIL
+check() {
+    detail=$(printf '%s' "$3" | tr '\n\t' '  ' | tr -cd ' -~' | tr -d '"\\' | cut -c1-400)
+    if [ "$2" = 0 ]; then ok=true; log "PASS $1: $detail"; else ok=false; FAILED=1; log "FAIL $1: $detail"; fi
+    entry="{\"name\":\"$1\",\"ok\":$ok,\"detail\":\"$detail\"}"
+    if [ -z "$CHECKS" ]; then CHECKS="$entry"; else CHECKS="$CHECKS,$entry"; fi
+}
+
+finish() {
+    if [ "$FAILED" != 0 ]; then
+        for f in "$T"/*.log; do
+            [ -f "$f" ] || continue
+            echo "----- $f (last 40 lines) -----"
+            tail -n 40 "$f"
+        done
+    fi
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    sleep 0.5
+    if [ "$FAILED" = 0 ]; then ok=true; else ok=false; fi
+    echo "TETHER-VM-RESULT {\"ok\":$ok,\"kernel\":\"$(uname -r)\",\"checks\":[$CHECKS],\"bench\":$BENCH}"
+    sync
+    reboot -f
+    sleep 5
+    exit 1
+}
+
+# wait_for SECONDS COMMAND...: polls every 0.1 s until COMMAND succeeds.
+wait_for() {
+    n=$(($1 * 10)); shift
+    while [ "$n" -gt 0 ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
+
+status() { wget -q -O - "$URL/status" 2>/dev/null; }
+state_is() { status | grep -q "\"state\":\"$1\""; }
+session() { status | sed -n 's/.*"session":"\([^"]*\)".*/\1/p'; }
+refused() { status | sed -n 's/.*"refused_dongles":\([0-9]*\).*/\1/p'; }
+token() { tether token --url "$URL" --secret-file "$T/backend.secret"; }
+# token_verifies: a token now, accepted offline with vendor.pub only.
+token_verifies() {
+    token >"$T/token.json" 2>"$T/token.err" &&
+        tether verify --vendor-pub "$T/vendor/vendor.pub" --service backend <"$T/token.json"
+}
+ctl() { tether dongle "$1" --socket "$2" >/dev/null; }
+hidraw_count() { ls /sys/class/hidraw 2>/dev/null | wc -l; }
+
+# --- kernel HID stack -------------------------------------------------------
+# In dependency order, as run.sh resolved it from the modules' own depends=.
+for m in $(cat /lib/modules/order); do
+    insmod "/lib/modules/$m.ko" || { check "insmod-$m" 1 "insmod failed"; finish; }
+done
+[ -c /dev/uhid ]; check kernel-uhid $? "/dev/uhid on $(uname -r)"
+[ "$FAILED" = 0 ] || finish
+
+# --- provisioning, as a vendor and a site would ------------------------------
+{
+    tether keygen vendor --out "$T/vendor" &&
+        tether keygen vendor --out "$T/other-vendor" &&
+        tether keygen dongle --out "$T/dongle" --serial "$SERIAL" &&
+        tether keygen dongle --out "$T/clone" --serial "$SERIAL" &&
+        tether license issue --vendor-key "$T/vendor/vendor.key" \
+            --dongle-pub "$T/dongle/dongle.pub" --customer "VM test" \
+            --services backend --valid-for 1d --out "$T/license.tether" &&
+        tether service enroll backend --credentials "$T/credentials" \
+            --secret-out "$T/backend.secret"
+} >"$T/provision.log" 2>&1
+check provision $? "$(tail -n 1 "$T/provision.log")"
+[ "$FAILED" = 0 ] || finish
+
+# --- the dongle as a kernel HID device --------------------------------------
+# --refill 0: no DELEGATE rate limit, as every re-plug below certifies a session.
+tether dongle emulate --uhid --identity "$T/dongle" --socket "$T/dongle.sock" \
+    --refill 0 >"$T/emulator.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_for 10 test -e /dev/hidraw0
+check uhid-creates-hidraw $? "$(ls /dev/hidraw* 2>&1 | tr '\n' ' ')"
+grep -q "HID_ID=0003:00001209:00000001" /sys/class/hidraw/hidraw0/device/uevent &&
+    grep -q "HID_UNIQ=$SERIAL" /sys/class/hidraw/hidraw0/device/uevent
+check sysfs-ids $? "$(grep -E 'HID_ID|HID_UNIQ' /sys/class/hidraw/hidraw0/device/uevent 2>&1)"
+
+tether dongle probe --hid >"$T/probe.log" 2>&1
+rc=$?
+[ $rc = 0 ] && grep -q "^found /dev/hidraw0 serial $SERIAL" "$T/probe.log" &&
+    grep -q "presence: *ok" "$T/probe.log"
+check probe-hid-presence $? "$(cat "$T/probe.log")"
+
+# --- tetherd on the hid selector (VID:PID:SERIAL: open by serial) -----------
+TETHER_CONFIG=/dev/null tetherd --license "$T/license.tether" \
+    --vendor-pub "$T/vendor/vendor.pub" --credentials "$T/credentials" \
+    --dongle "hid:1209:0001:$SERIAL" --state-dir "$T/state" \
+    --listen 127.0.0.1:7443 >"$T/tetherd.log" 2>&1 &
+TETHERD=$!
+PIDS="$PIDS $TETHERD"
+wait_for 30 state_is present
+check tetherd-present $? "$(status)"
+token_verifies >"$T/verify.out" 2>&1
+check token-verifies $? "$(cat "$T/verify.out")"
+! tether verify --vendor-pub "$T/other-vendor/vendor.pub" --service backend \
+    <"$T/token.json" >"$T/verify-other.out" 2>&1
+check token-refused-under-other-vendor $? "$(cat "$T/verify-other.out")"
+[ "$FAILED" = 0 ] || finish
+
+# --- unplug (UHID_DESTROY) -> refusal, timed over many cycles ---------------
+tether dongle replug-bench --socket "$T/dongle.sock" --url "$URL" \
+    --secret-file "$T/backend.secret" --cycles 25 >"$T/bench.out" 2>"$T/bench.log"
+rc=$?
+[ $rc = 0 ] && BENCH=$(tail -n 1 "$T/bench.out")
+check unplug-refusal-25-cycles $rc "$(tail -n 1 "$T/bench.out") $(tail -n 2 "$T/bench.log")"
+[ "$FAILED" = 0 ] || finish
+
+# --- re-plug under another node number, next to an unrelated HID device -----
+S1=$(session)
+ctl unplug "$T/dongle.sock"
+wait_for 5 state_is absent && status | grep -q '"reason":"dongle lost: dongle unplugged"'
+check unplug-seen-as-removal $? "$(status)"
+! token >/dev/null 2>"$T/token.err"
+check unplugged-token-refused $? "$(cat "$T/token.err")"
+# Same VID/PID and serial, another usage page, and it never answers: were it
+# not filtered out, tetherd would open it (it takes hidraw0) and stall.
+tether dongle emulate --uhid --identity "$T/clone" --state "$T/unrelated.state" \
+    --socket "$T/unrelated.sock" --usage-page ff00 --fault silent --refill 0 \
+    >"$T/unrelated.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_for 10 test -e /dev/hidraw0
+check unrelated-device-created $? "$(grep -h HID_ID /sys/class/hidraw/*/device/uevent 2>&1)"
+sleep 2
+! tether dongle probe --hid >"$T/probe-unrelated.log" 2>&1 &&
+    grep -q "no dongle found" "$T/probe-unrelated.log" &&
+    state_is absent && [ "$(refused)" = 0 ]
+check unrelated-device-ignored $? "$(cat "$T/probe-unrelated.log") $(status)"
+ctl plug "$T/dongle.sock"
+wait_for 10 test -e /dev/hidraw1
+check replug-gets-hidraw1 $? "$(ls /dev/hidraw* 2>&1 | tr '\n' ' ')"
+tether dongle probe --hid >"$T/probe2.log" 2>&1 &&
+    [ "$(grep -c '^found ' "$T/probe2.log")" = 1 ] &&
+    grep -q "^found /dev/hidraw1 serial $SERIAL" "$T/probe2.log"
+check probe-finds-only-dongle $? "$(cat "$T/probe2.log")"
+wait_for 30 state_is present
+S2=$(session)
+[ -n "$S2" ] && [ "$S2" != "$S1" ] && token_verifies >"$T/verify2.out" 2>&1
+check replug-hidraw1-fresh-session-tokens $? "session $S1 -> $S2; $(cat "$T/verify2.out")"
+kill -0 "$TETHERD"
+check same-tetherd-process $? "pid $TETHERD, never restarted"
+
+# --- a clone: the licensed serial, another key ------------------------------
+ctl unplug "$T/dongle.sock"
+wait_for 5 state_is absent
+tether dongle emulate --uhid --identity "$T/clone" --state "$T/clone.state" \
+    --socket "$T/clone.sock" --refill 0 >"$T/clone.log" 2>&1 &
+CLONE=$!
+PIDS="$PIDS $CLONE"
+wait_for 30 sh -c "wget -q -O - $URL/status | grep -q '\"refused_dongles\":[1-9]'"
+rc=$?
+[ $rc = 0 ] && grep "possible clone" "$T/tetherd.log" | grep -q "has key" &&
+    ! token >/dev/null 2>"$T/token.err"
+check clone-refused $? "$(grep -m 1 'possible clone' "$T/tetherd.log") / $(cat "$T/token.err")"
+kill "$CLONE"
+wait_for 10 sh -c "[ \$(ls /sys/class/hidraw | wc -l) = 1 ]"
+ctl plug "$T/dongle.sock"
+wait_for 30 state_is present && token_verifies >"$T/verify3.out" 2>&1
+check genuine-after-clone $? "$(status) $(cat "$T/verify3.out")"
+kill -0 "$TETHERD"
+check same-tetherd-process-at-end $? "pid $TETHERD"
+
+finish
