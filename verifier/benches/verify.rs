@@ -21,16 +21,26 @@ use tether_keys::{
 };
 use tether_verifier::{Expectations, Verifier};
 
-fn rate(budget: Duration, mut f: impl FnMut(u64)) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < budget {
-        for _ in 0..64 {
-            f(n);
-            n += 1;
+/// Ops per second of each contender, measured in interleaved 50 ms slices
+/// over `rounds` rounds, so a neighbour's load falls on all of them alike
+/// and the ratios stay meaningful on a busy machine.
+fn rates<const N: usize>(rounds: u32, mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
+    let slice = Duration::from_millis(50);
+    let mut ops = [0u64; N];
+    let mut spent = [Duration::ZERO; N];
+    for _ in 0..rounds {
+        for (i, f) in fs.iter_mut().enumerate() {
+            let start = Instant::now();
+            while start.elapsed() < slice {
+                for _ in 0..16 {
+                    f();
+                }
+                ops[i] += 16;
+            }
+            spent[i] += start.elapsed();
         }
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    std::array::from_fn(|i| ops[i] as f64 / spent[i].as_secs_f64())
 }
 
 fn main() {
@@ -90,34 +100,37 @@ fn main() {
     let dalek =
         ed25519_dalek::VerifyingKey::from_bytes(testkeys::session().public().as_bytes()).unwrap();
 
-    let budget = Duration::from_secs(2);
-    let raw = rate(budget, |_| {
-        dalek
-            .verify_strict(black_box(&message), black_box(&sig))
-            .unwrap();
-    });
-    let cold = rate(budget, |i| {
-        let v = Verifier::new(vendor, expect());
-        black_box(v.verify(&tokens[(i % n_tokens) as usize]).unwrap());
-    });
-    let cached_cert = {
-        let v = Verifier::new(vendor, expect());
-        v.verify(&tokens[0]).unwrap();
-        let mut i = 1u64;
-        let start = Instant::now();
-        while start.elapsed() < budget && i < n_tokens {
-            black_box(v.verify(&tokens[i as usize]).unwrap());
-            i += 1;
-        }
-        (i - 1) as f64 / start.elapsed().as_secs_f64()
+    let mut next = 0usize;
+    let mut take = || {
+        next += 1;
+        assert!(next < tokens.len(), "bench ran out of distinct tokens");
+        &tokens[next]
     };
-    let reverify = {
-        let v = Verifier::new(vendor, expect());
-        v.verify(&tokens[0]).unwrap();
-        rate(budget, |_| {
-            black_box(v.verify(black_box(&tokens[0])).unwrap());
-        })
-    };
+    let cached = Verifier::new(vendor, expect());
+    cached.verify(&tokens[0]).unwrap();
+    let hit = Verifier::new(vendor, expect());
+    hit.verify(&tokens[0]).unwrap();
+    // Each contender gets 30 slices of 50 ms (1.5 s), interleaved.
+    let [raw, cold, cached_cert, reverify] = rates(
+        30,
+        [
+            &mut || {
+                dalek
+                    .verify_strict(black_box(&message), black_box(&sig))
+                    .unwrap();
+            },
+            &mut || {
+                let v = Verifier::new(vendor, expect());
+                black_box(v.verify(black_box(&tokens[0])).unwrap());
+            },
+            &mut || {
+                black_box(cached.verify(take()).unwrap());
+            },
+            &mut || {
+                black_box(hit.verify(black_box(&tokens[0])).unwrap());
+            },
+        ],
+    );
     println!(
         "token verification, one core, tokens of {} bytes ({} signed)",
         tokens[0].len(),
