@@ -820,3 +820,134 @@ fn a_service_pointed_at_a_rogue_authority_accepts_nothing_forged() {
     assert!(healthy(&mut svc), "the service must survive all of it");
     drop(real_dongle);
 }
+
+/// Runs `tether verify` on `token` (stdin when it is long); exit status and stderr.
+fn cli_verify(site: &Site, service: &str, nonce: Option<&str>, token: &str) -> (bool, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(tether_tests::bin("tether"));
+    cmd.args(["verify", "--vendor-pub"])
+        .arg(&site.vendor_pub)
+        .args(["--service", service]);
+    if let Some(n) = nonce {
+        cmd.args(["--nonce", n]);
+    }
+    cmd.arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The CLI reads a bounded prefix; it may close stdin before we finish.
+    let _ = stdin.write_all(token.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn the_verify_cli_refuses_forgeries_with_their_reason() {
+    let _g = summary::test(M, "the_verify_cli_refuses_forgeries_with_their_reason");
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, authority) = site.start_tetherd(&[]);
+    let genuine = wait_for_token(&authority, site.secret("backend"), T)["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, err) = cli_verify(&site, "backend", None, &genuine);
+    assert!(ok, "a genuine token must verify: {err}");
+
+    let real_dongle = keyfile::read_secret_key::<Dongle>(&site.identity.join("dongle.key"))
+        .unwrap()
+        .0;
+    let license = keyfile::read_license(&site.license).unwrap();
+    let now = tether_keys::now_unix();
+    let forge = |dongle: SecretKey<Dongle>, window: (u64, u64), times: (u64, u64)| {
+        let mut m = Mint::at(now, SecretKey::generate(), dongle, &site.serial);
+        m.cert_window = window;
+        let mut c = m.claims("backend", times.0);
+        c.exp = times.1;
+        c.lic = URL_SAFE_NO_PAD.encode(license.encoded());
+        m.token(&c)
+    };
+    let p: Vec<&str> = genuine.split('.').collect();
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        p[1]
+    );
+    let mut sig = URL_SAFE_NO_PAD.decode(p[2]).unwrap();
+    sig[0] ^= 1;
+    let tampered = format!("{}.{}.{}", p[0], p[1], URL_SAFE_NO_PAD.encode(sig));
+    let seed = *real_dongle.expose_seed();
+    let cases = [
+        (
+            "backend token for the muxer",
+            "muxer",
+            None,
+            genuine.clone(),
+            "token is for \"backend\"",
+        ),
+        (
+            "nonce not echoed",
+            "backend",
+            Some("mine"),
+            genuine.clone(),
+            "does not echo our nonce",
+        ),
+        ("alg none", "backend", None, none, "unsupported algorithm"),
+        (
+            "tampered signature",
+            "backend",
+            None,
+            tampered,
+            "bad token signature",
+        ),
+        (
+            "session key certified by another dongle key",
+            "backend",
+            None,
+            forge(
+                SecretKey::generate(),
+                (now - 30, now + 300),
+                (now, now + 60),
+            ),
+            "not signed by the licensed dongle",
+        ),
+        (
+            "dumped session key after its certificate",
+            "backend",
+            None,
+            forge(
+                SecretKey::from_seed(&seed),
+                (now - 400, now - 100),
+                (now - 200, now - 140),
+            ),
+            "expired",
+        ),
+        (
+            "1 MiB on stdin",
+            "backend",
+            None,
+            "A".repeat(1 << 20),
+            "token too large",
+        ),
+        (
+            "a JSON answer without a token",
+            "backend",
+            None,
+            "{\"tokens\":1}".into(),
+            "no \"token\"",
+        ),
+    ];
+    for (what, service, nonce, token, want) in cases {
+        let (ok, err) = cli_verify(&site, service, nonce, &token);
+        let rejected = !ok && err.contains(want);
+        summary::attack(M, &format!("tether verify: {what}"), rejected, err.trim());
+        assert!(rejected, "{what}: ok={ok} {err}");
+    }
+}
