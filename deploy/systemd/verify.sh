@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `systemd-analyze verify` of every unit in deploy/systemd/. verify also
+# checks that each ExecStart= program exists, so the programs the units run
+# (/usr/local/bin/tether and tetherd, /opt/tether/hidraw-env.sh) are put in
+# place inside a private mount namespace (unshare -m, tmpfs over
+# /usr/local/bin and /opt): nothing gets installed on this machine.
+# Needs root (for unshare) and systemd-analyze (Debian: apt-get install systemd).
+# TETHER_BIN_DIR=DIR uses static binaries already built there.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+if ! command -v systemd-analyze >/dev/null; then
+    echo "systemd/verify: installing systemd-analyze (Debian package systemd)" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi
+bin_dir="${TETHER_BIN_DIR:-}"
+[ -n "$bin_dir" ] || bin_dir="$("$root/scripts/build-static.sh")"
+units="$(mktemp -d)"
+trap 'rm -rf "$units"' EXIT
+cp "$here"/*.service "$here"/*.socket "$units/"
+[ -d /opt ] || mkdir /opt
+out="$(unshare -m --propagation private bash -euc '
+    mount -t tmpfs tmpfs /usr/local/bin
+    install -m 0755 "$1/tether" "$1/tetherd" /usr/local/bin/
+    mount -t tmpfs tmpfs /opt
+    install -d /opt/tether && install -m 0755 "$2/hidraw-env.sh" /opt/tether/
+    systemd-analyze verify --man=no "$3"/*.service "$3"/*.socket 2>&1
+' verify "$bin_dir" "$here/.." "$units")" || { echo "$out" >&2; echo "systemd/verify: FAILED" >&2; exit 1; }
+# verify exits 0 on some findings (e.g. unknown settings): any output is a finding.
+if [ -n "$out" ]; then
+    echo "$out" >&2
+    echo "systemd/verify: FAILED (findings above)" >&2
+    exit 1
+fi
+echo "systemd/verify: $(ls "$units" | wc -l) units pass systemd-analyze verify ($(ls "$units" | tr '\n' ' '))"
