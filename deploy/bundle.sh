@@ -69,7 +69,8 @@ install -m 0755 "$here/bundle/install.sh" "$dir/install.sh"
 install -m 0644 "$here"/systemd/*.service "$here"/systemd/*.socket "$dir/systemd/"
 install -m 0644 "$here"/udev/*.rules "$dir/udev/"
 install -m 0644 "$root/docs/deploy-vm.md" "$dir/docs/deploy-vm.md"
-(cd "$dir" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
+(cd "$dir" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum > "$stage/SHA256SUMS")
+mv "$stage/SHA256SUMS" "$dir/SHA256SUMS"
 
 mkdir -p "$(dirname "$out")"
 tar -C "$stage" -czf "$out.tmp" "$name"

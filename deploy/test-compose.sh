@@ -68,13 +68,9 @@ cleanup() {
         compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1
     fi
     # Whatever compose did not remove (e.g. a failure before compose.yaml).
-    local ids
-    ids="$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
-    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1
-    ids="$(docker volume ls -q --filter "label=com.docker.compose.project=$project")"
-    [ -z "$ids" ] || docker volume rm $ids >/dev/null 2>&1
-    ids="$(docker network ls -q --filter "label=com.docker.compose.project=$project")"
-    [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1
+    docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null 2>&1
+    docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null 2>&1
+    docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null 2>&1
     docker image rm "$tag" >/dev/null 2>&1
     rm -rf "$work"
     exit $rc
@@ -206,7 +202,8 @@ ok "image $tag removed from the engine (id gone too)"
 mkdir -p "$work/unpack"
 tar -C "$work/unpack" -xzf "$archive"
 t=$(date +%s%N)
-"$work"/unpack/tether-bundle-*/install.sh --prefix "$prefix" --etc "$etc" --bindir "$work/bin" \
+bundle_dir="$(find "$work/unpack" -mindepth 1 -maxdepth 1 -type d -name 'tether-bundle-*')"
+"$bundle_dir/install.sh" --prefix "$prefix" --etc "$etc" --bindir "$work/bin" \
     --no-udev --no-systemd --no-start > "$work/install.log" 2>&1 \
     || { cat "$work/install.log" >&2; fail "install.sh"; }
 [ "$(docker image inspect -f '{{.Id}}' "$tag")" = "$image_id" ] || fail "docker load did not bring back image $image_id"
@@ -306,7 +303,7 @@ probe hold 200 1 "${work_urls[@]}" || fail "services stopped at once when the au
 ok "authority killed ($kill_ms ms); both services still working 1 s later"
 took=$(probe wait 503 $((ttl + 5)) "${work_urls[@]}") || fail "services never refused after the authority died"
 since_kill=$(ms_since "$t_kill")
-[ "$since_kill" -ge $((ttl * 1000 / 2 * 85 / 100)) ] || fail "refused after $since_kill ms: before the tokens could have expired"
+[ "$since_kill" -ge $((ttl * 1000 * 85 / 200)) ] || fail "refused after $since_kill ms: before the tokens could have expired"
 ok "both refusing $since_kill ms after the kill (tokens of ${ttl}s, refreshed at half-life)"
 [ "$(docker inspect -f '{{.State.Running}}' "$auth_cid")" = false ] || fail "docker restarted the killed authority by itself"
 t=$(date +%s%N)

@@ -103,6 +103,7 @@ ExecStop=
 ExecStop=$(command -v docker-compose) down
 CONF
     fi
+    install -D -m 0644 "$bundle/docs/deploy-vm.md" /usr/share/doc/tether/deploy-vm.md
     systemctl daemon-reload
     # The compose stack starts at boot; tetherd.service (tetherd on the host
     # without Docker) is installed but left disabled.

@@ -19,6 +19,7 @@ units="$(mktemp -d)"
 trap 'rm -rf "$units"' EXIT
 cp "$here"/*.service "$here"/*.socket "$units/"
 [ -d /opt ] || mkdir /opt
+# shellcheck disable=SC2016 # the inner script expands its own arguments
 out="$(unshare -m --propagation private bash -euc '
     mount -t tmpfs tmpfs /usr/local/bin
     install -m 0755 "$1/tether" "$1/tetherd" /usr/local/bin/
@@ -32,4 +33,5 @@ if [ -n "$out" ]; then
     echo "systemd/verify: FAILED (findings above)" >&2
     exit 1
 fi
-echo "systemd/verify: $(ls "$units" | wc -l) units pass systemd-analyze verify ($(ls "$units" | tr '\n' ' '))"
+names=("$units"/*)
+echo "systemd/verify: ${#names[@]} units pass systemd-analyze verify (${names[*]##*/})"
