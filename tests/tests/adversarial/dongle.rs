@@ -12,7 +12,7 @@ use tether_keys::keyfile::{self, Overwrite, SERIAL_HEADER};
 use tether_keys::{Dongle, SecretKey};
 use tether_tests::{Proc, Site, bin, wait_for_token, wait_until};
 
-use crate::rig::{T, ctl, healthy, never_issues, reason, status, try_token, wait_status};
+use crate::rig::{T, ctl, healthy, never_issues, reason, replug, status, try_token, wait_status};
 use crate::summary;
 
 const M: &str = module_path!();
@@ -59,8 +59,7 @@ fn a_replayed_delegation_is_refused() {
     // The dongle (or a man in the middle on the USB link) answers the next
     // DELEGATE with the certificate it signed before.
     ctl(&site, "fault replay");
-    ctl(&site, "unplug");
-    ctl(&site, "plug");
+    replug(&site, &url);
     refused(&site, &url, "replayed old DELEGATE answer", "replayed");
     ctl(&site, "fault none");
     wait_for_token(&url, site.secret("backend"), T);
@@ -123,8 +122,7 @@ fn a_second_dongle_with_the_same_serial_is_refused() {
     wait_for_token(&url, site.secret("backend"), T);
     // Two re-plugs, so the authority has seen counter 3.
     for _ in 0..2 {
-        ctl(&site, "unplug");
-        ctl(&site, "plug");
+        replug(&site, &url);
         wait_for_token(&url, site.secret("backend"), T);
     }
     assert!(status(&url)["dongle"]["counter"].as_u64().unwrap() >= 3);

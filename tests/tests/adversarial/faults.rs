@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tether_tests::{Site, wait_for_token, wait_until, works};
 
 use crate::rig::{
-    Load, Proxy, T, ctl, healthy, never_issues, reason, status, verifier, wait_status,
+    Load, Proxy, T, ctl, healthy, never_issues, reason, replug, status, verifier, wait_status,
 };
 use crate::summary;
 
@@ -224,8 +224,7 @@ fn an_unwritable_state_dir_fails_closed_and_recovers() {
     std::fs::rename(&dir, &away).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
     // A re-plug needs a new counter persisted before the session is trusted.
-    ctl(&site, "unplug");
-    ctl(&site, "plug");
+    replug(&site, &url);
     let s = wait_status(&url, T, |s| {
         s["dongle"]["state"] == "absent" && reason(s).contains("state.json")
     });

@@ -51,6 +51,18 @@ pub fn never_issues(site: &Site, url: &str, dur: Duration) -> (u16, String) {
     last
 }
 
+/// Unplugs the emulator, waits until the authority has noticed (tokens
+/// refused), and plugs it back in.
+pub fn replug(site: &Site, url: &str) {
+    ctl(site, "unplug");
+    let end = Instant::now() + T;
+    while try_token(site, url, "backend").0 == 200 {
+        assert!(Instant::now() < end, "still issuing after the unplug");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ctl(site, "plug");
+}
+
 /// Polls `/status` until `pred` holds; returns that status.
 pub fn wait_status(
     url: &str,
