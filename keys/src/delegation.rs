@@ -217,4 +217,39 @@ mod tests {
             Err(Error::BadSignature(_))
         ));
     }
+
+    proptest::proptest! {
+        // Without cargo-fuzz (fuzz/cert_decode does more): bad bytes are
+        // refused, never a panic, and whatever decodes is canonical.
+        #[test]
+        fn decoder_never_panics_on_random_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)
+        ) {
+            if let Ok(c) = Certificate::decode(&bytes) {
+                proptest::prop_assert_eq!(c.encoded(), &bytes[..]);
+            }
+        }
+
+        #[test]
+        fn decoder_never_panics_on_mutated_certificates(
+            edits in proptest::collection::vec((0usize..256, proptest::num::u8::ANY), 0..6),
+            cut in 0usize..256,
+        ) {
+            let cert = Certificate::sign(request(), "TD-0001", 7, &testkeys::dongle()).unwrap();
+            let mut bytes = cert.encoded().to_vec();
+            let len = bytes.len();
+            for (at, b) in edits {
+                bytes[at % len] = b;
+            }
+            bytes.truncate(cut);
+            if let Ok(c) = Certificate::decode(&bytes) {
+                proptest::prop_assert_eq!(c.encoded(), &bytes[..]);
+                let again =
+                    Certificate::sign(c.request.clone(), &c.serial, c.counter, &testkeys::dongle())
+                        .unwrap();
+                let body = bytes.len() - 64;
+                proptest::prop_assert_eq!(&again.encoded()[..body], &bytes[..body]);
+            }
+        }
+    }
 }

@@ -375,4 +375,39 @@ pub(crate) mod tests {
             vec!["a".to_string(), "b".to_string()]
         );
     }
+
+    proptest::proptest! {
+        // Without cargo-fuzz (fuzz/license_decode does more): bad bytes are
+        // refused, never a panic, and whatever decodes is canonical.
+        #[test]
+        fn decoder_never_panics_on_random_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)
+        ) {
+            if let Ok(l) = License::decode(&bytes) {
+                proptest::prop_assert_eq!(l.encoded(), &bytes[..]);
+            }
+        }
+
+        #[test]
+        fn decoder_never_panics_on_mutated_licenses(
+            edits in proptest::collection::vec((0usize..512, proptest::num::u8::ANY), 0..6),
+            cut in 0usize..512,
+        ) {
+            let license = sample_terms().sign(&testkeys::vendor()).unwrap();
+            let mut bytes = license.encoded().to_vec();
+            let len = bytes.len();
+            for (at, b) in edits {
+                bytes[at % len] = b;
+            }
+            bytes.truncate(cut);
+            if let Ok(l) = License::decode(&bytes) {
+                proptest::prop_assert_eq!(l.encoded(), &bytes[..]);
+                let resigned = l.terms().clone().sign(&testkeys::vendor()).unwrap();
+                // Canonical: the same terms encode to the same body (the vendor field aside).
+                let body = bytes.len() - 64;
+                proptest::prop_assert_eq!(&resigned.encoded()[..17], &bytes[..17]);
+                proptest::prop_assert_eq!(&resigned.encoded()[49..body], &bytes[49..body]);
+            }
+        }
+    }
 }
