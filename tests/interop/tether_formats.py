@@ -1,0 +1,199 @@
+"""Tether's wire formats written again from docs/formats.md, independently of
+the Rust code: licenses, delegation certificates, key fingerprints, tokens.
+
+Used both to check what Tether issues (decode, verify every signature) and to
+build chains and tokens in Python that Tether must accept or refuse.
+"""
+
+import base64
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+LICENSE_TAG = b"tether/license/v1\x00"
+DELEGATION_TAG = b"tether/delegation/v1\x00"
+PRESENCE_TAG = b"tether/presence/v1\x00"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def raw_public(key) -> bytes:
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def fingerprint(public: bytes) -> bytes:
+    return hashlib.sha256(public).digest()
+
+
+def kid(public: bytes) -> str:
+    """The JWT `kid`: base64url of the first 12 bytes of the SHA-256 fingerprint."""
+    return b64url(fingerprint(public)[:12])
+
+
+def read_public_key(path) -> Ed25519PublicKey:
+    """A Tether public key file: `Tether-*:` lines, then a SubjectPublicKeyInfo PEM block."""
+    text = open(path).read()
+    pem = text[text.index("-----BEGIN PUBLIC KEY-----"):]
+    key = serialization.load_pem_public_key(pem.encode())
+    assert isinstance(key, Ed25519PublicKey)
+    return key
+
+
+def public_key_pem(key) -> bytes:
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def license_pem_body(path) -> bytes:
+    """The canonical license bytes of a `TETHER LICENSE` PEM file."""
+    lines = open(path).read().splitlines()
+    start = lines.index("-----BEGIN TETHER LICENSE-----")
+    end = lines.index("-----END TETHER LICENSE-----")
+    return base64.b64decode("".join(lines[start + 1:end]))
+
+
+class Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self):
+        return self.take(1)[0]
+
+    def u32(self):
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self):
+        return struct.unpack(">Q", self.take(8))[0]
+
+    def str8(self):
+        return self.take(self.u8()).decode()
+
+    def list8(self):
+        return [self.str8() for _ in range(self.u8())]
+
+
+def str8(s: str) -> bytes:
+    b = s.encode()
+    assert len(b) < 256
+    return bytes([len(b)]) + b
+
+
+def list8(items) -> bytes:
+    return bytes([len(items)]) + b"".join(str8(s) for s in items)
+
+
+@dataclass
+class License:
+    id: bytes
+    vendor: bytes
+    customer: str
+    serial: str
+    dongle_key: bytes
+    issued_at: int
+    not_before: int
+    not_after: int
+    max_ttl: int
+    features: list
+    services: list
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        return (bytes([1]) + self.id + self.vendor + str8(self.customer) + str8(self.serial)
+                + self.dongle_key
+                + struct.pack(">QQQI", self.issued_at, self.not_before, self.not_after,
+                              self.max_ttl)
+                + list8(sorted(self.features)) + list8(sorted(self.services)))
+
+    def encode(self) -> bytes:
+        return self.body() + self.signature
+
+    def signed(self, vendor: Ed25519PrivateKey) -> "License":
+        self.vendor = fingerprint(raw_public(vendor))
+        self.signature = vendor.sign(LICENSE_TAG + self.body())
+        return self
+
+    @staticmethod
+    def decode(data: bytes) -> "License":
+        r = Reader(data)
+        if r.u8() != 1:
+            raise ValueError("license version")
+        lic = License(id=r.take(16), vendor=r.take(32), customer=r.str8(), serial=r.str8(),
+                      dongle_key=r.take(32), issued_at=r.u64(), not_before=r.u64(),
+                      not_after=r.u64(), max_ttl=r.u32(), features=r.list8(),
+                      services=r.list8())
+        lic.signature = r.take(64)
+        if r.pos != len(data):
+            raise ValueError("trailing bytes")
+        if lic.encode() != data:
+            raise ValueError("not canonical")
+        return lic
+
+
+@dataclass
+class Certificate:
+    serial: str
+    nonce: bytes
+    session_key: bytes
+    not_before: int
+    not_after: int
+    counter: int
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        return (bytes([1]) + str8(self.serial) + self.nonce + self.session_key
+                + struct.pack(">QQI", self.not_before, self.not_after, self.counter))
+
+    def encode(self) -> bytes:
+        return self.body() + self.signature
+
+    def signed(self, dongle: Ed25519PrivateKey) -> "Certificate":
+        self.signature = dongle.sign(DELEGATION_TAG + self.body())
+        return self
+
+    @staticmethod
+    def decode(data: bytes) -> "Certificate":
+        r = Reader(data)
+        if r.u8() != 1:
+            raise ValueError("certificate version")
+        cert = Certificate(serial=r.str8(), nonce=r.take(32), session_key=r.take(32),
+                           not_before=r.u64(), not_after=r.u64(), counter=r.u32())
+        cert.signature = r.take(64)
+        if r.pos != len(data):
+            raise ValueError("trailing bytes")
+        return cert
+
+
+def token_parts(token: str):
+    """Header and claims as dicts, and the signature bytes, without verifying."""
+    h, c, s = token.split(".")
+    return json.loads(unb64url(h)), json.loads(unb64url(c)), unb64url(s)
+
+
+def sign_compact(header: dict | bytes, claims: dict | bytes, key: Ed25519PrivateKey) -> str:
+    """A compact JWS signed by hand (for inputs PyJWT will not produce, e.g.
+    duplicate claims): header and claims as given, raw JSON bytes allowed."""
+    h = header if isinstance(header, bytes) else json.dumps(header).encode()
+    c = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
+    signing_input = f"{b64url(h)}.{b64url(c)}"
+    return f"{signing_input}.{b64url(key.sign(signing_input.encode()))}"
