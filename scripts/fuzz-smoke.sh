@@ -40,8 +40,14 @@ fi
 cargo fuzz --version
 
 step "build (sanitizer: $SANITIZER)"
-# cargo fuzz has no --locked: check the lock file is current first.
-cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
+# cargo fuzz has no --locked: check the lock file is current first. It goes
+# stale when a workspace crate changes its dependencies.
+if ! cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null; then
+    echo "fuzz/Cargo.lock is out of date; update it with" >&2
+    echo "  cargo metadata --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null" >&2
+    echo "and commit it." >&2
+    exit 1
+fi
 start=$SECONDS
 cargo fuzz build -s "$SANITIZER"
 echo "built in $((SECONDS - start)) s"
