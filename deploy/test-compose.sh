@@ -235,6 +235,7 @@ ok "vendor key, dongle $serial, license (max token TTL ${ttl}s), 2 services: $(m
 
 auth_port=$(probe port); backend_port=$(probe port); muxer_port=$(probe port)
 cat >> "$prefix/.env" <<ENV
+COMPOSE_PROJECT_NAME=$project
 COMPOSE_PROFILES=emulated-dongle
 TETHER_DONGLE=socket:/run/tether-dongle/dongle.sock
 TETHER_TOKEN_TTL=${ttl}s
@@ -249,12 +250,18 @@ work_urls=("http://127.0.0.1:$backend_port/work" "http://127.0.0.1:$muxer_port/w
 compose config -q || fail "compose config"
 ok "compose config: valid"
 
-step "4. up (emulated-dongle profile)"
+step "4. up (emulated-dongle profile), started and checked by install.sh"
+# install.sh again, now with the site provisioned: the upgrade path (keeps
+# .env and the site files), then up and wait until all three are healthy.
 t=$(date +%s%N)
-compose up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "compose up"; }
-ok "compose up -d (authority healthy, then the services): $(ms_since "$t") ms"
+"$bundle_dir/install.sh" --prefix "$prefix" --etc "$etc" --bindir "$work/bin" \
+    --no-udev --no-systemd --timeout 60 > "$work/install.log" 2>&1 \
+    || { cat "$work/install.log" >&2; fail "install.sh (start)"; }
+grep -q 'muxer: healthy' "$work/install.log" || { cat "$work/install.log" >&2; fail "install.sh did not check the stack"; }
+ok "install.sh: up and authority, backend, muxer healthy: $(ms_since "$t") ms"
+[ -n "$(cid_of dongle-emulator)" ] || fail "the emulated-dongle profile did not start the emulator"
 took=$(probe wait 200 30 "${work_urls[@]}") || fail "services not licensed"
-ok "backend and muxer licensed: $took ms after up returned"
+ok "backend and muxer licensed: $took ms after install.sh returned"
 auth_cid=$(cid_of authority)
 emu_cid=$(cid_of dongle-emulator)
 auth_started=$(docker inspect -f '{{.State.StartedAt}}' "$auth_cid")

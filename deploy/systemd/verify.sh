@@ -4,7 +4,8 @@
 # (/usr/local/bin/tether and tetherd, /opt/tether/hidraw-env.sh) are put in
 # place inside a private mount namespace (unshare -m, tmpfs over
 # /usr/local/bin and /opt): nothing gets installed on this machine.
-# Needs root (for unshare) and systemd-analyze (Debian: apt-get install systemd).
+# Needs unshare (root, or unprivileged user namespaces) and systemd-analyze
+# (installed from Debian's package systemd when missing, as root).
 # TETHER_BIN_DIR=DIR uses static binaries already built there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,8 +20,12 @@ units="$(mktemp -d)"
 trap 'rm -rf "$units"' EXIT
 cp "$here"/*.service "$here"/*.socket "$units/"
 [ -d /opt ] || mkdir /opt
+# As root a private mount namespace; otherwise also a user namespace, in
+# which we may mount (where the kernel allows unprivileged user namespaces).
+ns=(unshare -m --propagation private)
+[ "$(id -u)" = 0 ] || ns=(unshare -r -m --propagation private)
 # shellcheck disable=SC2016 # the inner script expands its own arguments
-out="$(unshare -m --propagation private bash -euc '
+out="$("${ns[@]}" bash -euc '
     mount -t tmpfs tmpfs /usr/local/bin
     install -m 0755 "$1/tether" "$1/tetherd" /usr/local/bin/
     mount -t tmpfs tmpfs /opt
