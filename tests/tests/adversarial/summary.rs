@@ -166,7 +166,7 @@ fn render(s: &Summary, took: Duration) -> String {
     let mut out = String::new();
     out.push_str("\n=== adversarial suite: summary ===\n");
     out.push_str(&format!(
-        "{:<8} | {:>15} | {:>16} | {:>22}\n",
+        "{:<8} | {:^17} | {:^16} | {:^22}\n",
         "area", "attacks tried/rej", "faults inj/surv", "requests served/failed"
     ));
     out.push_str(&format!("{}\n", "-".repeat(71)));
