@@ -340,3 +340,49 @@ fn clock_steps_on_the_authority_are_judged_against_the_high_water_mark() {
         assert!(ok, "{what}: {detail}");
     }
 }
+
+#[test]
+fn a_corrupt_or_unusable_state_stops_the_daemon_at_start() {
+    let _g = summary::test(M, "a_corrupt_or_unusable_state_stops_the_daemon_at_start");
+    // Refusing to guess the high-water marks is the point: starting afresh
+    // would forget the counter a clone must exceed.
+    for (what, prepare, want) in [
+        (
+            "state.json corrupt",
+            (|site: &Site| {
+                std::fs::create_dir_all(site.path("state")).unwrap();
+                std::fs::write(site.path("state/state.json"), b"{\"clock\": 1, \"count").unwrap();
+            }) as fn(&Site),
+            "corrupt state file",
+        ),
+        (
+            "state directory is a file",
+            |site: &Site| std::fs::write(site.path("state"), b"x").unwrap(),
+            "state",
+        ),
+    ] {
+        let site = Site::new();
+        prepare(&site);
+        let port = tether_tests::free_port();
+        let mut cmd = std::process::Command::new(tether_tests::bin("tetherd"));
+        cmd.arg("--license")
+            .arg(&site.license)
+            .arg("--vendor-pub")
+            .arg(&site.vendor_pub)
+            .arg("--credentials")
+            .arg(&site.credentials)
+            .arg("--dongle")
+            .arg(format!("socket:{}", site.dongle_socket().display()))
+            .arg("--state-dir")
+            .arg(site.path("state"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("TETHER_CONFIG", "/dev/null");
+        let mut p = tether_tests::Proc::spawn(cmd, "tetherd");
+        let code = p.wait_exit(T);
+        let log = p.log();
+        let ok = code == Some(1) && log.contains(want) && !log.contains("panicked");
+        summary::fault(M, what, ok, log.lines().last().unwrap_or(""));
+        assert!(ok, "{what}: exit {code:?}: {log}");
+    }
+}
