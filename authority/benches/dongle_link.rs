@@ -81,7 +81,7 @@ fn presence(c: &mut Client) {
 fn delegate(c: &mut Client, session: &tether_keys::PublicKey<Session>, now: u64) {
     let req = DelegationRequest {
         nonce: fresh_nonce(),
-        session_key: session.clone(),
+        session_key: *session,
         not_before: now,
         not_after: now + 300,
     };
