@@ -328,12 +328,15 @@ fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
     // How long the unplug command itself took (for UHID: the kernel's
     // synchronous device removal), to read the totals against.
     let mut unplug_cmd = Vec::new();
+    // From the unplug command's answer (the device is gone) to the refusal.
+    let mut after_unplug = Vec::new();
     let mut polls_max = 0u32;
     for cycle in 0..args.cycles {
         // From just before the unplug command: an upper bound on destroy-to-refusal.
         let started = Instant::now();
         control(&args.socket.socket, "unplug").context("unplug")?;
-        unplug_cmd.push(started.elapsed());
+        let unplugged = Instant::now();
+        unplug_cmd.push(unplugged - started);
         let mut polls = 0u32;
         loop {
             polls += 1;
@@ -346,7 +349,9 @@ fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
                 bail!("cycle {cycle}: tokens still issued {timeout:?} after unplug");
             }
         }
-        samples.push(started.elapsed());
+        let refused = Instant::now();
+        samples.push(refused - started);
+        after_unplug.push(refused - unplugged);
         polls_max = polls_max.max(polls);
         control(&args.socket.socket, "plug").context("plug")?;
         let s = wait_fresh_tokens(&args.url, secret, &sessions, timeout)
@@ -357,6 +362,7 @@ fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
         "cycles": samples.len(),
         "unplug_to_refusal_ms": summary(&mut samples),
         "unplug_command_ms": summary(&mut unplug_cmd),
+        "after_unplug_returned_ms": summary(&mut after_unplug),
         "polls_max": polls_max,
         "distinct_sessions": sessions.len(),
     });
