@@ -386,3 +386,70 @@ fn a_corrupt_or_unusable_state_stops_the_daemon_at_start() {
         assert!(ok, "{what}: exit {code:?}: {log}");
     }
 }
+
+#[test]
+fn a_neighbour_holding_connections_or_sending_junk_does_not_stop_issuance() {
+    let _g = summary::test(
+        M,
+        "a_neighbour_holding_connections_or_sending_junk_does_not_stop_issuance",
+    );
+    use std::io::{Read as _, Write as _};
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (mut d, url) = site.start_tetherd(&[]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let addr = url.trim_start_matches("http://").to_string();
+    // 200 connections that start a request and never finish it.
+    let held: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /token HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let (code, _) = crate::rig::try_token(&site, &url, "backend");
+    let ok = code == 200;
+    summary::attack(
+        M,
+        "200 half-open requests held by a neighbour",
+        ok,
+        &format!("a token {:?} later", started.elapsed()),
+    );
+    assert!(ok);
+    // Junk on the wire: a 1 MiB header, a request line of binary, a huge nonce.
+    let mut junk = Vec::new();
+    for req in [
+        format!(
+            "GET /token HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        )
+        .into_bytes(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+        format!(
+            "GET /token?nonce={} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            "n".repeat(4096),
+            site.secret("backend")
+        )
+        .into_bytes(),
+    ] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let _ = s.write_all(&req);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(12)]).to_string();
+        junk.push(head);
+    }
+    let refused = junk.iter().all(|h| !h.contains(" 200"));
+    let (code, _) = crate::rig::try_token(&site, &url, "backend");
+    let ok = refused && code == 200 && healthy(&mut d);
+    summary::attack(
+        M,
+        "oversized header, binary request line, 4 KiB nonce",
+        ok,
+        &format!("answers {junk:?}; issuing still"),
+    );
+    assert!(ok, "{junk:?} then {code}");
+    drop(held);
+}
