@@ -2,14 +2,15 @@
 //! against the real binaries, faults injected into a running authority, and
 //! a bounded soak, with one summary table at the end.
 //!
-//! - `forged`: forged and malformed tokens against the verifier, and against
-//!   the real reference services through a rogue authority.
+//! - `forged`: forged and malformed tokens against the verifier, against
+//!   the real reference services through a rogue authority, and against the
+//!   `tether verify` CLI.
 //! - `dongle`: a misbehaving or foreign dongle (emulator faults) against the
 //!   real `tetherd`.
 //! - `theft`: a copy of the authority's disk, a session key dumped from
 //!   memory, certificates pre-signed while the dongle was at hand.
-//! - `faults`: unplug mid-request and mid-renewal, SIGKILL, an unwritable
-//!   state directory, an unreachable authority, clock steps.
+//! - `faults`: unplug mid-request and mid-renewal, SIGKILL, an unwritable or
+//!   corrupt state, an unreachable authority, clock steps, a noisy neighbour.
 //! - `soak`: steady load and unplug/replug cycles under load
 //!   (`TETHER_SOAK_SECS`, `TETHER_SOAK_CYCLES` lengthen it; short in CI).
 //!

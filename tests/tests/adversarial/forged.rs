@@ -4,7 +4,8 @@
 //! this adds what it lacks, each with the exact reason expected, and then
 //! attacks the real reference service through a rogue authority: a customer
 //! with root can point a service at any server, so everything the service
-//! accepts must verify down to the vendor key.
+//! accepts must verify down to the vendor key. The `tether verify` CLI gets
+//! the same forgeries.
 
 use std::time::{Duration, Instant};
 
