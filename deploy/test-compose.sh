@@ -266,6 +266,21 @@ auth_cid=$(cid_of authority)
 emu_cid=$(cid_of dongle-emulator)
 auth_started=$(docker inspect -f '{{.State.StartedAt}}' "$auth_cid")
 [ "$(docker inspect -f '{{.Config.User}}' "$auth_cid")" = "10001:10001" ] || fail "authority container not running as 10001"
+# The hardware path as far as a machine without USB can show it: the device
+# cgroup admits the hidraw major (and not everything), and enumeration
+# inside the running container works and finds no dongle.
+major="$(sed -n 's/^TETHER_HIDRAW_MAJOR=//p' "$prefix/.env")"
+devlist="/sys/fs/cgroup/devices/docker/$(docker inspect -f '{{.Id}}' "$auth_cid")/devices.list"
+if [ -r "$devlist" ]; then
+    grep -qx "c $major:\* rwm" "$devlist" || fail "device cgroup lacks c $major:* rwm: $(tr '\n' ' ' < "$devlist")"
+    ! grep -q '^a ' "$devlist" || fail "device cgroup admits all devices"
+    ok "authority's device cgroup admits c $major:* (hidraw), not all devices"
+else
+    echo "  note: no cgroup v1 devices.list for the container (cgroup v2 engine): rule not inspected"
+fi
+probe_out="$(docker exec "$auth_cid" tether dongle probe --hid 2>&1)" && fail "a dongle on a machine without one: $probe_out"
+[[ "$probe_out" == *"no dongle found"* ]] || fail "hid enumeration in the container: $probe_out"
+ok "hid enumeration inside the authority container works (no hardware here: \"no dongle found\")"
 read -r status body < <(probe get "$authority/token" "$backend_secret")
 [ "$status" = 200 ] || fail "GET /token with a credential: $status $body"
 echo "$body" | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["token"].count(".")==2 and j["expires_in"]<='"$ttl"', j' \
