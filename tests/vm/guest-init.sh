@@ -193,7 +193,9 @@ rc=$?
     ! token >/dev/null 2>"$T/token.err"
 check clone-refused $? "$(grep -m 1 'possible clone' "$T/tetherd.log") / $(cat "$T/token.err")"
 kill "$CLONE"
+# SIGTERM destroys the clone's device: only the unrelated one is left.
 wait_for 10 sh -c "[ \$(ls /sys/class/hidraw | wc -l) = 1 ]"
+check clone-gone-on-sigterm $? "$(ls /sys/class/hidraw 2>&1 | tr '\n' ' ')"
 ctl plug "$T/dongle.sock"
 wait_for 30 state_is present && token_verifies >"$T/verify3.out" 2>&1
 check genuine-after-clone $? "$(status) $(cat "$T/verify3.out")"

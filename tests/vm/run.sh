@@ -169,7 +169,7 @@ required = {
     "unplug-refusal-cycles", "unplug-seen-as-removal", "unplugged-token-refused",
     "unrelated-device-created", "unrelated-device-ignored", "replug-gets-hidraw1",
     "probe-finds-only-dongle", "replug-hidraw1-fresh-session-tokens", "same-tetherd-process",
-    "clone-refused", "genuine-after-clone", "same-tetherd-process-at-end",
+    "clone-refused", "clone-gone-on-sigterm", "genuine-after-clone", "same-tetherd-process-at-end",
 }
 missing = required - {c["name"] for c in r["checks"]}
 for name in sorted(missing):
