@@ -23,11 +23,29 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            eprintln!("tetherd: error: {}", chain.join(": "));
+            eprintln!("tetherd: error: {}", error_line(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, outermost first. A cause whose text
+/// its parent's message already contains (`"{path}: {source}"` errors that
+/// also expose the source) is not repeated.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut last = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        last = text;
+    }
+    line
 }
 
 fn init_logs(json: bool) {
@@ -78,5 +96,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn error_line_keeps_every_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+        let inner = tether_keys::Error::Io {
+            path: "state".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(inner).context("cannot open the state directory");
+        let line = error_line(&err);
+        assert_eq!(line.matches("entity already exists").count(), 1, "{line}");
+        assert!(
+            line.starts_with("cannot open the state directory: state: "),
+            "{line}"
+        );
+        let plain = anyhow::anyhow!("outer").context("top");
+        assert_eq!(error_line(&plain), "top: outer");
     }
 }

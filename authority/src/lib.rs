@@ -26,7 +26,7 @@ use tether_keys::{CredentialFile, Vendor, keyfile};
 
 pub use authority::Authority;
 pub use config::{Config, Listen};
-pub use daemon::{main, shutdown_signal};
+pub use daemon::{error_line, main, shutdown_signal};
 
 /// A bound listener, TCP or Unix.
 #[derive(Debug)]

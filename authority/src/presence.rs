@@ -155,13 +155,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                     renew_at: now + settings.cert_lifetime / 2,
                 }
             }
-            Err(lost) => {
-                fail(auth, &lost);
-                if matches!(lost, Lost::Refused(_) | Lost::State(_)) {
-                    stop.wait(PAUSE_REFUSED);
-                }
-                Link::Absent
-            }
+            Err(lost) => lose(auth, &lost, stop),
         },
         Link::Present {
             mut client,
@@ -174,10 +168,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                 // Idle until the next heartbeat, but learn of an unplug at once.
                 match client.wait_gone(wait) {
                     Ok(()) => {}
-                    Err(e) => {
-                        fail(auth, &Lost::Link(e));
-                        return Link::Absent;
-                    }
+                    Err(e) => return lose(auth, &Lost::Link(e), stop),
                 }
                 if stop.is_stopped() {
                     return Link::Present {
@@ -195,10 +186,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                         next_beat: now + settings.heartbeat,
                         renew_at,
                     },
-                    Err(lost) => {
-                        fail(auth, &lost);
-                        Link::Absent
-                    }
+                    Err(lost) => lose(auth, &lost, stop),
                 };
             }
             match certify(&mut client, auth, settings) {
@@ -220,13 +208,22 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                         renew_at: now + RETRY_RENEWAL,
                     }
                 }
-                Err(lost) => {
-                    fail(auth, &lost);
-                    Link::Absent
-                }
+                Err(lost) => lose(auth, &lost, stop),
             }
         }
     }
+}
+
+/// Drops the session for `lost` and, after a refusal or a state failure,
+/// pauses before looking again: whenever it was found (first challenge,
+/// heartbeat or renewal), a refused dongle is not re-challenged at once, and
+/// `/status` keeps showing why it was refused.
+fn lose(auth: &Authority, lost: &Lost, stop: &Stopper) -> Link {
+    fail(auth, lost);
+    if matches!(lost, Lost::Refused(_) | Lost::State(_)) {
+        stop.wait(PAUSE_REFUSED);
+    }
+    Link::Absent
 }
 
 fn fail(auth: &Authority, lost: &Lost) {

@@ -21,9 +21,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(err) => {
-            // One line: the error and its causes, outermost first.
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            eprintln!("tether: error: {}", chain.join(": "));
+            eprintln!("tether: error: {}", tether_authority::error_line(&err));
             ExitCode::from(1)
         }
     }
