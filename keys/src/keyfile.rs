@@ -124,13 +124,26 @@ fn dearmor(path: &Path, text: &str, label: &str) -> Result<(Headers, Zeroizing<V
     for line in text.lines().map(str::trim) {
         match state {
             0 if line == begin => state = 1,
-            0 if line.starts_with("-----BEGIN ") => {
+            0 if let Some(rest) = line.strip_prefix("-----BEGIN ") => {
+                // The label comes from an untrusted file: no slicing by byte
+                // offsets (short or non-ASCII lines), and nothing but
+                // printable ASCII reaches the terminal.
+                let found: String = rest
+                    .strip_suffix("-----")
+                    .unwrap_or(rest)
+                    .chars()
+                    .take(40)
+                    .map(|c| {
+                        if c.is_ascii_graphic() || c == ' ' {
+                            c
+                        } else {
+                            '?'
+                        }
+                    })
+                    .collect();
                 return Err(Error::bad_file(
                     path,
-                    format!(
-                        "holds a {} block, expected {label}",
-                        &line[11..line.len().saturating_sub(5)]
-                    ),
+                    format!("holds a {found} block, expected {label}"),
                 ));
             }
             0 => {
@@ -321,6 +334,31 @@ mod tests {
     use super::*;
     use crate::key::{Dongle, Vendor};
     use crate::testkeys;
+
+    /// Found by the `license_decode` fuzz target: a BEGIN line shorter than
+    /// its own markers, or with a non-ASCII label, panicked on a byte slice.
+    #[test]
+    fn odd_begin_lines_are_errors_not_panics() {
+        let p = Path::new("license.tether");
+        for text in [
+            "-----BEGIN X\n",
+            "-----BEGIN é-----\n",
+            "-----BEGIN \u{1b}[31mRED-----\n",
+            "-----BEGIN ééééééééééééééééééééééééééééééééééééééééééééééé\n",
+        ] {
+            let err = parse_license(p, text).unwrap_err().to_string();
+            assert!(err.contains("block, expected"), "{text:?}: {err}");
+            assert!(!err.contains('\u{1b}'), "control character echoed: {err:?}");
+        }
+        // Trimmed to "-----BEGIN": not a BEGIN line at all, so no block.
+        assert!(parse_license(p, "-----BEGIN \n").is_err());
+        let err = parse_license(p, "-----BEGIN PUBLIC KEY-----\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holds a PUBLIC KEY block, expected TETHER LICENSE"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn private_key_round_trip_is_0600_and_openssl_shaped() {
