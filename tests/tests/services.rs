@@ -61,7 +61,13 @@ fn the_muxer_needs_its_feature() {
     let (_b, backend) = site.start_service("backend", &authority, &[]);
     let (_m, muxer) = site.start_service("muxer", &authority, &[]);
     within(T, "backend licensed", || works(&backend));
-    let lic = http::get(&muxer, "/license", None).unwrap().json().unwrap();
+    // The muxer may not have fetched its first token yet: wait until it has
+    // judged one, then it must be refusing for the missing feature.
+    let license = || http::get(&muxer, "/license", None).unwrap().json().unwrap();
+    within(T, "muxer judged a token", || {
+        license()["reason"] != "no token yet"
+    });
+    let lic: serde_json::Value = license();
     assert_eq!(lic["licensed"], false, "{lic}");
     assert!(!works(&muxer));
     assert!(
