@@ -39,6 +39,8 @@ pub struct Site {
     pub credentials: PathBuf,
     pub identity: PathBuf,
     pub secrets: Vec<(String, String)>,
+    /// `TETHER_LOG` for every process this site starts (default `info`).
+    pub log: &'static str,
 }
 
 impl Site {
@@ -105,6 +107,7 @@ impl Site {
             credentials,
             identity,
             secrets,
+            log: "info",
         }
     }
 
@@ -128,7 +131,8 @@ impl Site {
             .arg(&self.identity)
             .arg("--socket")
             .arg(&sock)
-            .args(extra);
+            .args(extra)
+            .env("TETHER_LOG", self.log);
         let proc = Proc::spawn(cmd, "emulator");
         wait_until(Duration::from_secs(10), || sock.exists());
         proc
@@ -172,7 +176,8 @@ impl Site {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
-            .env("TETHER_CONFIG", "/dev/null");
+            .env("TETHER_CONFIG", "/dev/null")
+            .env("TETHER_LOG", self.log);
         let proc = Proc::spawn(cmd, "tetherd");
         let url = format!("http://127.0.0.1:{port}");
         wait_until(Duration::from_secs(10), || {
@@ -211,7 +216,8 @@ impl Site {
             .arg(&self.vendor_pub)
             .arg("--secret-file")
             .arg(self.secret_file(kind))
-            .args(extra);
+            .args(extra)
+            .env("TETHER_LOG", self.log);
         let proc = Proc::spawn(cmd, if kind == "muxer" { "muxer" } else { "backend" });
         let url = format!("http://127.0.0.1:{port}");
         wait_until(Duration::from_secs(10), || {
@@ -243,11 +249,13 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(mut cmd: Command, name: &'static str) -> Proc {
         let log = tempfile::NamedTempFile::new().unwrap();
+        if !cmd.get_envs().any(|(k, _)| k == "TETHER_LOG") {
+            cmd.env("TETHER_LOG", "info");
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
-            .env("TETHER_LOG", "info")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc { child, name, log }

@@ -302,3 +302,76 @@ fn a_service_over_its_rate_limit_gets_429_and_others_do_not() {
         "no rate_limited refusals in /metrics:\n{metrics}"
     );
 }
+
+/// Nothing secret reaches a log, even at the most verbose level: not a
+/// service secret (right, near-miss or unlicensed), not a token or any part
+/// of one, not the dongle's private key. Third-party crates log at trace too.
+#[test]
+fn no_secret_token_or_key_reaches_a_log_even_at_trace() {
+    let mut site = Site::new();
+    site.log = "trace";
+    let emu = site.start_emulator(&[]);
+    let (d, url) = site.start_tetherd(&[]);
+    let mut tokens = vec![wait_for_token(&url, site.secret("backend"), T)];
+    let secret = site.secret("backend").to_string();
+    let near_miss = format!("{}A", &secret[..secret.len() - 1]);
+    assert_eq!(
+        http::get(&url, "/token", Some(&near_miss)).unwrap().status,
+        401
+    );
+    assert_eq!(
+        http::get(&url, "/token", Some(site.secret("reports")))
+            .unwrap()
+            .status,
+        403
+    );
+    let (svc, _) = site.start_service("muxer", &url, &[]);
+    // A new session (key generated, old one wiped) and its first tokens.
+    site.dongle(&["unplug"]);
+    wait_until(T, || {
+        http::get(&url, "/readyz", None).is_ok_and(|r| r.status == 503)
+    });
+    site.dongle(&["plug"]);
+    tokens.push(wait_for_token(&url, site.secret("muxer"), T));
+
+    let key_pem = std::fs::read_to_string(site.identity.join("dongle.key")).unwrap();
+    let key_lines: Vec<&str> = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.contains(':') && l.len() >= 16)
+        .collect();
+    assert!(!key_lines.is_empty());
+    let mut forbidden: Vec<(String, &str)> = Vec::new();
+    for (_, s) in &site.secrets {
+        forbidden.push((s.clone(), "a service secret"));
+        forbidden.push((
+            s[s.len() - 16..].to_string(),
+            "the tail of a service secret",
+        ));
+    }
+    forbidden.push((near_miss.clone(), "a presented credential"));
+    for t in &tokens {
+        let jwt = t["token"].as_str().unwrap();
+        for part in jwt.split('.') {
+            forbidden.push((part[part.len() - 24..].to_string(), "part of a token"));
+        }
+    }
+    for l in key_lines {
+        forbidden.push((l.to_string(), "the dongle's private key"));
+    }
+    // The daemon and the service handle the secrets and tokens; they must
+    // show that verbose logging was on (the emulator has nothing below info).
+    for p in [&d, &svc] {
+        let log = p.log();
+        assert!(
+            log.contains("TRACE") || log.contains("DEBUG"),
+            "{}: verbose logging was not on:\n{log}",
+            p.name
+        );
+    }
+    for p in [&emu, &d, &svc] {
+        let log = p.log();
+        for (needle, what) in &forbidden {
+            assert!(!log.contains(needle.as_str()), "{} logged {what}", p.name);
+        }
+    }
+}
