@@ -39,6 +39,9 @@ if [[ "$(cargo fuzz --version 2>/dev/null || true)" != "cargo-fuzz $CARGO_FUZZ_V
 fi
 cargo fuzz --version
 
+# Its own target dir whatever the caller's CARGO_TARGET_DIR: the fuzz build's
+# flags differ from the workspace's, and the binaries are looked up there.
+export CARGO_TARGET_DIR="$PWD/fuzz/target"
 step "build (sanitizer: $SANITIZER)"
 # cargo fuzz has no --locked: check the lock file is current first. It goes
 # stale when a workspace crate changes its dependencies.
