@@ -89,28 +89,82 @@ impl Shared {
             d.counter()
         )
     }
+}
 
-    fn control_line(&self, line: &str) -> String {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("plug"), None, _) => {
-                self.plug();
-                self.status()
+impl ControlTarget for Shared {
+    fn plug(&self) -> std::io::Result<()> {
+        Shared::plug(self);
+        Ok(())
+    }
+    fn unplug(&self) -> std::io::Result<()> {
+        Shared::unplug(self);
+        Ok(())
+    }
+    fn status(&self) -> String {
+        Shared::status(self)
+    }
+    fn set_fault(&self, fault: Fault) {
+        lock(&self.device).set_fault(fault);
+    }
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// What the control socket drives: the socket link here, the UHID device in
+/// [`super::uhid`]. The control protocol is written once, over this.
+pub(super) trait ControlTarget {
+    /// Plugs the dongle in (a power-up).
+    fn plug(&self) -> std::io::Result<()>;
+    /// Unplugs it.
+    fn unplug(&self) -> std::io::Result<()>;
+    /// `ok plugged=... fault=... serial=... counter=...`.
+    fn status(&self) -> String;
+    /// Switches the fault mode.
+    fn set_fault(&self, fault: Fault);
+    /// Whether the emulator is shutting down.
+    fn stopped(&self) -> bool;
+}
+
+/// Answers one control line: `plug`, `unplug`, `status` or `fault MODE`.
+fn control_line(target: &impl ControlTarget, line: &str) -> String {
+    let done = |r: std::io::Result<()>| match r {
+        Ok(()) => target.status(),
+        Err(e) => format!("error: {e}"),
+    };
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("plug"), None, _) => done(target.plug()),
+        (Some("unplug"), None, _) => done(target.unplug()),
+        (Some("status"), None, _) => target.status(),
+        (Some("fault"), Some(mode), None) => match mode.parse::<Fault>() {
+            Ok(f) => {
+                target.set_fault(f);
+                target.status()
             }
-            (Some("unplug"), None, _) => {
-                self.unplug();
-                self.status()
-            }
-            (Some("status"), None, _) => self.status(),
-            (Some("fault"), Some(mode), None) => match mode.parse::<Fault>() {
-                Ok(f) => {
-                    lock(&self.device).set_fault(f);
-                    self.status()
-                }
-                Err(e) => format!("error: {e}"),
-            },
-            _ => format!("error: unknown command {line:?}: plug, unplug, fault MODE, status"),
+            Err(e) => format!("error: {e}"),
+        },
+        _ => format!("error: unknown command {line:?}: plug, unplug, fault MODE, status"),
+    }
+}
+
+/// Serves the control socket: one line in, one answer out, per connection,
+/// until the target stops.
+pub(super) fn control_loop(target: &impl ControlTarget, listener: &UnixListener) {
+    for stream in listener.incoming() {
+        if target.stopped() {
+            return;
         }
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+        let mut line = String::new();
+        let read = BufReader::new(&mut stream).take(256).read_line(&mut line);
+        let answer = match read {
+            Ok(_) => control_line(target, line.trim()),
+            Err(e) => format!("error: {e}"),
+        };
+        let _ = stream.write_all(answer.as_bytes());
+        let _ = stream.write_all(b"\n");
     }
 }
 
@@ -151,7 +205,7 @@ impl SocketEmulator {
         let s = shared.clone();
         let control = std::thread::Builder::new()
             .name("dongle-emu-control".into())
-            .spawn(move || control_loop(&s, &ctl_listener))?;
+            .spawn(move || control_loop(&*s, &ctl_listener))?;
         Ok(SocketEmulator {
             shared,
             path: path.to_path_buf(),
@@ -258,23 +312,5 @@ fn serve(shared: &Shared, mut stream: UnixStream) {
                 return;
             }
         }
-    }
-}
-
-fn control_loop(shared: &Shared, listener: &UnixListener) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-        let mut line = String::new();
-        let read = BufReader::new(&mut stream).take(256).read_line(&mut line);
-        let answer = match read {
-            Ok(_) => shared.control_line(line.trim()),
-            Err(e) => format!("error: {e}"),
-        };
-        let _ = stream.write_all(answer.as_bytes());
-        let _ = stream.write_all(b"\n");
     }
 }

@@ -24,14 +24,14 @@
 //! `std::fs::File`. A short write is zero-extended by the kernel.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::socket::control_path;
+use super::socket::{ControlTarget, control_loop, control_path};
 use super::{Device, Fault};
 use crate::dongle::frame::{REPORT_LEN, Report};
 use crate::dongle::hid;
@@ -352,26 +352,23 @@ impl Shared {
             self.config.usage_page,
         )
     }
+}
 
-    fn control_line(self: &Arc<Self>, line: &str) -> String {
-        let mut words = line.split_whitespace();
-        let done = |r: std::io::Result<()>| match r {
-            Ok(()) => self.status(),
-            Err(e) => format!("error: {e}"),
-        };
-        match (words.next(), words.next(), words.next()) {
-            (Some("plug"), None, _) => done(self.plug(true)),
-            (Some("unplug"), None, _) => done(self.unplug()),
-            (Some("status"), None, _) => self.status(),
-            (Some("fault"), Some(mode), None) => match mode.parse::<Fault>() {
-                Ok(f) => {
-                    lock(&self.device).set_fault(f);
-                    self.status()
-                }
-                Err(e) => format!("error: {e}"),
-            },
-            _ => format!("error: unknown command {line:?}: plug, unplug, fault MODE, status"),
-        }
+impl ControlTarget for Arc<Shared> {
+    fn plug(&self) -> std::io::Result<()> {
+        Shared::plug(self, true)
+    }
+    fn unplug(&self) -> std::io::Result<()> {
+        Shared::unplug(self)
+    }
+    fn status(&self) -> String {
+        Shared::status(self)
+    }
+    fn set_fault(&self, fault: Fault) {
+        lock(&self.device).set_fault(fault);
+    }
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 }
 
@@ -491,24 +488,6 @@ impl Drop for UhidEmulator {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.control);
-    }
-}
-
-fn control_loop(shared: &Arc<Shared>, listener: &UnixListener) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-        let mut line = String::new();
-        let read = BufReader::new(&mut stream).take(256).read_line(&mut line);
-        let answer = match read {
-            Ok(_) => shared.control_line(line.trim()),
-            Err(e) => format!("error: {e}"),
-        };
-        let _ = stream.write_all(answer.as_bytes());
-        let _ = stream.write_all(b"\n");
     }
 }
 
