@@ -55,11 +55,7 @@ fn unplug_mid_request_under_load_never_yields_a_stale_answer() {
     let seen = load.finish();
 
     let transport = seen.iter().filter(|s| s.status == 0).count();
-    let wrong: Vec<_> = seen
-        .iter()
-        .filter(|s| !(s.status == 200 || (s.status == 503 && s.body == "dongle_absent")))
-        .map(|s| (s.status, s.body.clone()))
-        .collect();
+    let wrong = crate::rig::unexpected(&seen);
     let first_refusal = seen
         .iter()
         .filter(|s| s.status == 503)

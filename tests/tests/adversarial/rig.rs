@@ -340,6 +340,15 @@ pub struct Seen {
     pub body: String,
 }
 
+/// The answers that are neither a token nor the documented refusal of an
+/// absent dongle (503 `dongle_absent`), as (status, body).
+pub fn unexpected(seen: &[Seen]) -> Vec<(u16, String)> {
+    seen.iter()
+        .filter(|s| !(s.status == 200 || (s.status == 503 && s.body == "dongle_absent")))
+        .map(|s| (s.status, s.body.clone()))
+        .collect()
+}
+
 impl Seen {
     /// Verifies the token of a 200 answer as of the moment it arrived (a
     /// long run would otherwise see its first tokens expire).

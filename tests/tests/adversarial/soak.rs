@@ -156,11 +156,7 @@ fn unplug_replug_cycles_under_load() {
     }
     let seen = load.finish();
     let served = seen.iter().filter(|s| s.status == 200).count();
-    let wrong: Vec<_> = seen
-        .iter()
-        .filter(|s| !(s.status == 200 || (s.status == 503 && s.body == "dongle_absent")))
-        .map(|s| (s.status, s.body.clone()))
-        .collect();
+    let wrong = crate::rig::unexpected(&seen);
     summary::requests(M, served as u64, wrong.len() as u64);
     summary::refusal_latency(&latencies);
     for (i, l) in latencies.iter().enumerate() {
