@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -147,7 +147,10 @@ pub struct Authority {
     issuer: String,
     credentials: CredentialFile,
     settings: IssueSettings,
-    session: RwLock<Option<Arc<Session>>>,
+    /// The only owner of the session: `/token` signs while holding the read
+    /// guard, so `set_absent`'s write lock waits for in-flight signatures and
+    /// then wipes the key itself; no token is signed after it returns.
+    session: RwLock<Option<Session>>,
     events: watch::Sender<PresenceEvent>,
     status: Mutex<DongleStatus>,
     buckets: HashMap<String, Mutex<Bucket>>,
@@ -209,16 +212,13 @@ impl Authority {
         &self.license
     }
 
-    fn current(&self) -> Option<Arc<Session>> {
-        self.session
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn session(&self) -> std::sync::RwLockReadGuard<'_, Option<Session>> {
+        self.session.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Time left on the current certificate (zero without one).
     pub fn cert_left(&self) -> Duration {
-        self.current().map_or(Duration::ZERO, |s| {
+        self.session().as_ref().map_or(Duration::ZERO, |s| {
             Duration::from_secs(
                 s.cert
                     .request
@@ -256,7 +256,7 @@ impl Authority {
         let fingerprint = session.fingerprint().to_string();
         let cert_not_after = session.cert().request.not_after;
         let serial = session.cert().serial.clone();
-        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(session));
+        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session);
         let was_present = {
             let mut st = self.status_mut();
             let was = st.state == "present";
@@ -281,8 +281,9 @@ impl Authority {
         }
     }
 
-    /// Removes the session at once (its key is wiped when the last in-flight
-    /// request using it finishes) and tells every subscriber.
+    /// Removes the session and wipes its key at once (after any signature
+    /// already under way), then tells every subscriber. No token is signed
+    /// with it after this returns.
     pub fn set_absent(&self, reason: &str) {
         let old = self
             .session
@@ -291,18 +292,19 @@ impl Authority {
             .take();
         drop(old);
         let now = tether_keys::now_unix();
-        let was_present = {
+        // Subscribers hear of a change of what they were last told: a failed
+        // verification (verifying -> absent) is not a new "absent" event.
+        let was_present = self.events.borrow().state != "absent";
+        {
             let mut st = self.status_mut();
-            let was = st.state != "absent";
-            if was || st.reason != reason {
+            if st.state != "absent" || st.reason != reason {
                 st.since = now;
             }
             st.state = "absent";
             st.reason = reason.to_string();
             st.session = None;
             st.cert_not_after = None;
-            was
-        };
+        }
         if was_present {
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
@@ -428,9 +430,22 @@ impl Authority {
                 ),
             ));
         }
-        let session = self
-            .current()
+        // Held until the token is signed (see the `session` field).
+        let guard = self.session();
+        let session = guard
+            .as_ref()
             .ok_or_else(|| Refused::new(Refusal::DongleAbsent, self.status().reason))?;
+        // A clock stepped back behind the certificate's start (which is
+        // already backdated): consumers would refuse the token, so say why.
+        if now < session.cert.request.not_before {
+            return Err(Refused::new(
+                Refusal::ClockRollback,
+                format!(
+                    "system clock ({now}) is behind the dongle certificate's start ({}); fix the clock",
+                    session.cert.request.not_before
+                ),
+            ));
+        }
         let cert_end = session.cert.request.not_after;
         let ttl = self
             .settings
@@ -471,5 +486,105 @@ impl Authority {
             expires_in: ttl,
             refresh_in,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use tether_keys::{DelegationRequest, LicenseId, LicenseTerms, testkeys};
+
+    use super::*;
+
+    const SERIAL: &str = "TD-UNIT";
+
+    fn authority(dir: &std::path::Path) -> (Authority, String) {
+        let now = tether_keys::now_unix();
+        let license = LicenseTerms {
+            id: LicenseId([1; 16]),
+            customer: "Unit".into(),
+            dongle_serial: SERIAL.into(),
+            dongle_key: testkeys::dongle().public(),
+            issued_at: now - 60,
+            not_before: now - 60,
+            not_after: now + 3600,
+            max_token_ttl: 300,
+            features: vec![],
+            services: vec!["backend".into()],
+        }
+        .sign(&testkeys::vendor())
+        .unwrap();
+        let mut credentials = CredentialFile::parse(&dir.join("credentials"), "").unwrap();
+        let secret = credentials.enroll("backend", false).unwrap();
+        let settings = IssueSettings {
+            token_ttl: Duration::from_secs(60),
+            clock_tolerance: Duration::from_secs(300),
+            rate_limit: 1000,
+        };
+        let store = crate::state::StateStore::open(&dir.join("state")).unwrap();
+        let auth = Authority::new(license, credentials, settings, store);
+        (auth, secret.expose().to_string())
+    }
+
+    fn session(not_before: u64) -> Session {
+        let cert = tether_keys::Certificate::sign(
+            DelegationRequest {
+                nonce: [7; 32],
+                session_key: testkeys::session().public(),
+                not_before,
+                not_after: not_before + 300,
+            },
+            SERIAL,
+            1,
+            &testkeys::dongle(),
+        )
+        .unwrap();
+        Session::new(testkeys::session(), cert).unwrap()
+    }
+
+    /// `set_absent` waits for a signature under way and wipes the key itself:
+    /// once it returns, no request can still be holding the session.
+    #[test]
+    fn set_absent_waits_for_in_flight_signers_and_then_nothing_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        let auth = Arc::new(auth);
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        assert!(auth.issue(Some(&secret), None).is_ok());
+
+        // An in-flight signer holds the session read guard, as try_issue does.
+        let in_flight = auth.session();
+        let unplug = {
+            let auth = auth.clone();
+            std::thread::spawn(move || auth.set_absent("unplugged"))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !unplug.is_finished(),
+            "set_absent returned while a signer still held the session"
+        );
+        drop(in_flight);
+        unplug.join().unwrap();
+        assert!(!auth.is_present());
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.why, Refusal::DongleAbsent);
+    }
+
+    #[test]
+    fn a_clock_behind_the_certificate_start_refuses_to_issue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        // A certificate that starts in 10 minutes: as if the clock stepped back.
+        auth.set_present(session(tether_keys::now_unix() + 600), 1);
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.why, Refusal::ClockRollback);
+        assert!(
+            refused.message.contains("certificate"),
+            "{}",
+            refused.message
+        );
     }
 }

@@ -214,13 +214,17 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
     }
 }
 
-/// Drops the session for `lost` and, after a refusal or a state failure,
-/// pauses before looking again: whenever it was found (first challenge,
-/// heartbeat or renewal), a refused dongle is not re-challenged at once, and
-/// `/status` keeps showing why it was refused.
+/// Drops the session for `lost` and pauses before looking again after a
+/// refusal, a state failure, or a request the dongle itself declined (rate
+/// limit, window rules): whenever it happened (first challenge, heartbeat or
+/// renewal), the dongle is not re-challenged in a tight loop, and `/status`
+/// keeps showing why. A link that dropped is looked for again at once.
 fn lose(auth: &Authority, lost: &Lost, stop: &Stopper) -> Link {
     fail(auth, lost);
-    if matches!(lost, Lost::Refused(_) | Lost::State(_)) {
+    if matches!(
+        lost,
+        Lost::Refused(_) | Lost::State(_) | Lost::Link(crate::dongle::Error::Device(_))
+    ) {
         stop.wait(PAUSE_REFUSED);
     }
     Link::Absent

@@ -379,3 +379,43 @@ fn no_secret_token_or_key_reaches_a_log_even_at_trace() {
         }
     }
 }
+
+/// A dongle that declines DELEGATE (here: its rate limit is spent) is not
+/// re-challenged in a tight loop, and subscribers are told "absent" once,
+/// not on every failed attempt.
+#[test]
+fn a_dongle_that_declines_delegation_is_not_hammered_and_events_stay_quiet() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&["--burst", "1"]);
+    let (d, url) = site.start_tetherd(&[]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let mut events = Events::open(&url).unwrap();
+    assert_eq!(events.next_state(T).unwrap()["state"], "present");
+    // Re-plug: a new session needs a DELEGATE, and the bucket is empty.
+    site.dongle(&["unplug"]);
+    site.dongle(&["plug"]);
+    let window = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while let Some(left) = window.checked_sub(started.elapsed()) {
+        match events.next_state(left.max(Duration::from_millis(1))) {
+            Ok(ev) => seen.push(ev["state"].as_str().unwrap_or("?").to_string()),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(seen, ["absent"], "events after the re-plug: {seen:?}");
+    let status = http::get(&url, "/status", None).unwrap().json().unwrap();
+    assert!(
+        status["dongle"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate limited"),
+        "{status}"
+    );
+    // One challenge a second at most, not thousands.
+    let challenges = d.log().matches("dongle found; challenging it").count();
+    assert!(
+        (2..=6).contains(&challenges),
+        "{challenges} challenges in about 3 s"
+    );
+}
