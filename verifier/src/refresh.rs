@@ -437,6 +437,10 @@ async fn stream_events(host_port: &str, tx: &mpsc::Sender<Presence>) -> Result<(
                 }
                 data.clear();
             } else if let Some(d) = line.strip_prefix("data:") {
+                // Each line is bounded above; so is an event of many lines.
+                if data.len() + d.len() > MAX_BODY {
+                    return Err("event too long".into());
+                }
                 data.push_str(d.trim_start());
             }
         }
@@ -460,5 +464,36 @@ mod tests {
         );
         assert_eq!(parse_event("not json"), None);
         assert_eq!(parse_event(r#"{"state":"weird"}"#), None);
+    }
+
+    /// A server streaming `data:` lines that never end an event must not
+    /// grow the consumer's memory without bound.
+    #[tokio::test]
+    async fn an_endless_event_is_cut_off() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+                .await
+                .unwrap();
+            let line = format!("data:{}\n", "A".repeat(1000));
+            // Far more than the bound, unless the client hangs up first.
+            for _ in 0..100_000 {
+                if s.write_all(line.as_bytes()).await.is_err() {
+                    return true;
+                }
+            }
+            false
+        });
+        let (tx, _rx) = mpsc::channel(4);
+        let result = timeout(Duration::from_secs(20), stream_events(&addr, &tx))
+            .await
+            .unwrap();
+        assert_eq!(result, Err("event too long".to_string()));
+        assert!(server.await.unwrap(), "the client read 100 MB of one event");
     }
 }
