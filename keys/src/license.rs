@@ -13,6 +13,11 @@ use crate::{Error, Result, domain};
 
 /// Version byte of the license body this crate writes and reads.
 pub const LICENSE_VERSION: u8 = 1;
+/// Largest encoded license (signature included). Every token carries the
+/// license, and verifiers refuse tokens over 8 KiB: a 3 KiB license keeps
+/// its tokens well inside that, so a license that signs is one whose tokens
+/// verify.
+pub const MAX_LICENSE_LEN: usize = 3 * 1024;
 
 /// A license's identifier: 16 random bytes, shown as 32 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -179,6 +184,15 @@ impl LicenseTerms {
         self.validate()?;
         let fingerprint = vendor.public().fingerprint();
         let mut encoded = self.encode_body(&fingerprint);
+        if encoded.len() + 64 > MAX_LICENSE_LEN {
+            return Err(Error::Invalid {
+                what: "license",
+                reason: format!(
+                    "{} bytes encoded, over the maximum of {MAX_LICENSE_LEN}: shorten the customer name or the feature and service lists",
+                    encoded.len() + 64
+                ),
+            });
+        }
         let signature = vendor.sign(&domain::tagged(domain::LICENSE, &encoded));
         encoded.extend_from_slice(&signature);
         Ok(License {
@@ -195,6 +209,9 @@ impl License {
     /// before trusting anything in it.
     pub fn decode(bytes: &[u8]) -> Result<License> {
         let mut r = Reader::new("license", bytes);
+        if bytes.len() > MAX_LICENSE_LEN {
+            return Err(r.malformed("longer than the maximum license size"));
+        }
         if r.u8()? != LICENSE_VERSION {
             return Err(r.malformed("unknown version"));
         }

@@ -446,3 +446,38 @@ fn jsonwebtoken_decode_accepts_the_same_tokens() {
     let data = jsonwebtoken::decode::<TokenClaims>(&t, &key, &val).unwrap();
     assert_eq!(data.claims, c);
 }
+
+/// A license that signs is one whose tokens verify: the license size cap
+/// keeps the largest license's tokens under the verifier's size limit.
+#[test]
+fn the_largest_license_that_signs_still_gives_tokens_that_verify() {
+    let mut m = Mint::new();
+    m.terms.customer = "C".repeat(255);
+    let mut largest = None;
+    for i in 0..64 {
+        let mut t = m.terms.clone();
+        t.features.push(format!("f{i:02}-{}", "x".repeat(58)));
+        t.features.sort();
+        match t.clone().sign(&m.vendor) {
+            Ok(_) => {
+                m.terms = t.clone();
+                largest = Some(t);
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("over the maximum"), "{e}");
+                break;
+            }
+        }
+    }
+    let terms = largest.expect("some license signs");
+    let license = terms.clone().sign(&m.vendor).unwrap();
+    assert!(license.encoded().len() > tether_keys::license::MAX_LICENSE_LEN - 100);
+    m.terms = terms;
+    let token = m.token("backend");
+    assert!(
+        token.len() <= tether_verifier::MAX_TOKEN_LEN,
+        "{}",
+        token.len()
+    );
+    check(&token).unwrap();
+}
