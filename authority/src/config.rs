@@ -195,8 +195,12 @@ impl Config {
         if heartbeat < Duration::from_millis(10) || heartbeat > Duration::from_secs(60) {
             bail!("heartbeat must be between 10ms and 60s");
         }
-        if cert_lifetime < Duration::from_secs(30) {
-            bail!("cert-lifetime must be at least 30s");
+        // The dongle signs windows of at most 10 min, and the watchdog
+        // backdates each certificate by 30 s for consumers whose clocks lag.
+        if cert_lifetime < Duration::from_secs(30) || cert_lifetime > Duration::from_secs(570) {
+            bail!(
+                "cert-lifetime must be between 30s and 570s (the dongle signs windows of at most 10 min, 30 s of which are backdated)"
+            );
         }
         if token_ttl * 2 > cert_lifetime {
             bail!(
@@ -288,6 +292,21 @@ mod tests {
         let mut a = args();
         a.license = None;
         assert!(format!("{:#}", Config::resolve(a).unwrap_err()).contains("license is required"));
+        for too_long in ["10m", "1000000000d"] {
+            let mut a = args();
+            a.cert_lifetime = Some(too_long.into());
+            let err = format!("{:#}", Config::resolve(a).unwrap_err());
+            assert!(
+                err.contains("cert-lifetime must be between"),
+                "{too_long}: {err}"
+            );
+        }
+        let mut a = args();
+        a.cert_lifetime = Some("570s".into());
+        assert_eq!(
+            Config::resolve(a).unwrap().cert_lifetime,
+            Duration::from_secs(570)
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.toml");
         std::fs::write(&path, "tokn_ttl = \"30s\"\n").unwrap();
