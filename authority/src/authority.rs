@@ -490,7 +490,7 @@ impl Authority {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::sync::Arc;
@@ -501,7 +501,7 @@ mod tests {
 
     const SERIAL: &str = "TD-UNIT";
 
-    fn authority(dir: &std::path::Path) -> (Authority, String) {
+    pub(crate) fn authority(dir: &std::path::Path) -> (Authority, String) {
         let now = tether_keys::now_unix();
         let license = LicenseTerms {
             id: LicenseId([1; 16]),
@@ -529,7 +529,7 @@ mod tests {
         (auth, secret.expose().to_string())
     }
 
-    fn session(not_before: u64) -> Session {
+    pub(crate) fn session(not_before: u64) -> Session {
         let cert = tether_keys::Certificate::sign(
             DelegationRequest {
                 nonce: [7; 32],

@@ -110,7 +110,23 @@ pub fn spawn(
         .spawn(move || run(&auth, &settings, &stop))
 }
 
+/// Drops the session whenever the watchdog ends, by shutdown or by a bug
+/// (unwinding): no session may outlive the thread that watches the dongle.
+struct AbsentOnExit<'a>(&'a Authority);
+
+impl Drop for AbsentOnExit<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .set_absent("presence watchdog failed; issuance stopped");
+        } else {
+            self.0.set_absent("authority shutting down");
+        }
+    }
+}
+
 fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
+    let _absent_on_exit = AbsentOnExit(auth);
     let mut link = Link::Absent;
     let mut last_persist = Instant::now() - CLOCK_PERSIST;
     while !stop.is_stopped() {
@@ -122,7 +138,6 @@ fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
         }
         link = step(link, auth, settings, stop);
     }
-    auth.set_absent("authority shutting down");
 }
 
 fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) -> Link {
@@ -347,5 +362,33 @@ fn heartbeat(client: &mut Client, auth: &Authority) -> Result<(), Lost> {
         Err(Lost::Refused(
             "presence signature does not verify with the licensed dongle key".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::authority::tests::{authority, session};
+
+    /// If the watchdog dies (a bug, unwinding), its session dies with it.
+    #[test]
+    fn a_dying_watchdog_takes_the_session_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = authority(dir.path());
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        assert!(auth.is_present());
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = AbsentOnExit(&auth);
+            panic!("a bug in the watchdog");
+        }));
+        assert!(died.is_err());
+        assert!(!auth.is_present());
+        assert!(
+            auth.status().reason.contains("watchdog failed"),
+            "{}",
+            auth.status().reason
+        );
     }
 }

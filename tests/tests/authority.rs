@@ -419,3 +419,23 @@ fn a_dongle_that_declines_delegation_is_not_hammered_and_events_stay_quiet() {
         "{challenges} challenges in about 3 s"
     );
 }
+
+/// Event streams are capped: a client cannot pile them up, and a closed one
+/// frees its place.
+#[test]
+fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    let mut open: Vec<Events> = (0..256).map(|_| Events::open(&url).unwrap()).collect();
+    let refused = http::get(&url, "/events", None).unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json().unwrap()["code"], "too_many_streams");
+    // Tokens are not affected.
+    wait_for_token(&url, site.secret("backend"), T);
+    // Close one: the server notices and the place is free again.
+    let mut closed = open.pop().unwrap();
+    closed.next_state(T).unwrap();
+    drop(closed);
+    wait_until(Duration::from_secs(20), || Events::open(&url).is_ok());
+}

@@ -24,10 +24,12 @@ pub fn routes(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<TokenQuery>())
         .and_then(handlers::token);
+    let streams = Arc::new(tokio::sync::Semaphore::new(handlers::MAX_EVENT_STREAMS));
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_auth.clone())
         .and(warp::any().map(move || shutdown.clone()))
+        .and(warp::any().map(move || streams.clone()))
         .and_then(handlers::events);
     let healthz = warp::path!("healthz")
         .and(warp::get())

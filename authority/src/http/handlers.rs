@@ -63,11 +63,24 @@ pub async fn token(
     })
 }
 
-/// `GET /events`: the current state at once, then every change, until shutdown.
+/// Most `/events` streams open at once; each is held until its client goes,
+/// so without a cap any client on the network could pile them up.
+pub const MAX_EVENT_STREAMS: usize = 256;
+
+/// `GET /events`: the current state at once, then every change, until
+/// shutdown; 503 `too_many_streams` beyond [`MAX_EVENT_STREAMS`].
 pub async fn events(
     auth: Arc<Authority>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    streams: Arc<tokio::sync::Semaphore>,
 ) -> Result<Response, Infallible> {
+    let Ok(permit) = streams.try_acquire_owned() else {
+        return Ok(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "too many event streams open; retry later",
+        ));
+    };
     let rx = auth.subscribe();
     let changes = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {
@@ -80,8 +93,12 @@ pub async fn events(
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
+    // The permit lives as long as the stream.
     let stream = changes
-        .map(|ev| Event::default().event("state").json_data(ev))
+        .map(move |ev| {
+            let _held = &permit;
+            Event::default().event("state").json_data(ev)
+        })
         .take_until(stop);
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
 }
