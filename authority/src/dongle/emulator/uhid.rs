@@ -28,10 +28,10 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::socket::{ControlTarget, control_loop, control_path};
+use super::socket::{ControlTarget, control_loop, control_path, lock};
 use super::{Device, Fault};
 use crate::dongle::frame::{REPORT_LEN, Report};
 use crate::dongle::hid;
@@ -281,10 +281,6 @@ struct Shared {
     node: Mutex<Option<Node>>,
     generation: Mutex<u64>,
     stop: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
