@@ -12,7 +12,6 @@
 
 use std::hint::black_box;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,27 +20,9 @@ use tether_keys::{
 };
 use tether_verifier::{Expectations, Verifier};
 
-/// Ops per second of each contender, measured in interleaved 50 ms slices
-/// over `rounds` rounds, so a neighbour's load falls on all of them alike
-/// and the ratios stay meaningful on a busy machine.
-fn rates<const N: usize>(rounds: u32, mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
-    let slice = Duration::from_millis(50);
-    let mut ops = [0u64; N];
-    let mut spent = [Duration::ZERO; N];
-    for _ in 0..rounds {
-        for (i, f) in fs.iter_mut().enumerate() {
-            let start = Instant::now();
-            while start.elapsed() < slice {
-                for _ in 0..16 {
-                    f();
-                }
-                ops[i] += 16;
-            }
-            spent[i] += start.elapsed();
-        }
-    }
-    std::array::from_fn(|i| ops[i] as f64 / spent[i].as_secs_f64())
-}
+#[path = "../../keys/benches/common/interleave.rs"]
+mod interleave;
+use interleave::rates;
 
 fn main() {
     let now = tether_keys::now_unix();
