@@ -230,10 +230,7 @@ impl Authority {
 
     /// Whether a certified session is installed.
     pub fn is_present(&self) -> bool {
-        self.session
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.session().is_some()
     }
 
     fn status_mut(&self) -> std::sync::MutexGuard<'_, DongleStatus> {
