@@ -70,10 +70,12 @@ fn the_scripted_demo_shows_unplug_and_replug_and_cleans_up() {
     assert_eq!(processes_using(&dir), Vec::<String>::new());
 }
 
-#[test]
-fn an_interrupted_demo_stops_its_children_and_removes_its_files() {
+/// Starts `tether demo --script EXTRA`, interrupts it once its children are
+/// being started; returns its working directory and stdout.
+fn interrupt_demo(extra: &[&str]) -> (PathBuf, String) {
     let mut demo = Command::new(bin("tether"))
         .args(["demo", "--script"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,6 +109,19 @@ fn an_interrupted_demo_stops_its_children_and_removes_its_files() {
     let stdout = format!("{seen}{}", rest.join("\n"));
     assert_eq!(code, Some(130), "{stdout}");
     assert!(stdout.contains("Interrupted;"), "{stdout}");
-    assert!(!dir.exists(), "{} left behind", dir.display());
     assert_eq!(processes_using(&dir), Vec::<String>::new());
+    (dir, stdout)
+}
+
+#[test]
+fn an_interrupted_demo_stops_its_children_and_removes_its_files() {
+    let (dir, _) = interrupt_demo(&[]);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
+fn an_interrupted_demo_with_keep_keeps_its_files() {
+    let (dir, stdout) = interrupt_demo(&["--keep"]);
+    assert!(dir.join("license.tether").exists(), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

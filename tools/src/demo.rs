@@ -500,7 +500,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         "Provisioned: vendor key, dongle {SERIAL}, license (backend, muxer; feature mux), 2 service credentials."
     );
     if stop.load(Ordering::SeqCst) {
-        println!("Interrupted; nothing was started, everything removed.");
+        if args.keep {
+            println!("Kept {} (keys, license).", tmp.keep().display());
+        }
+        println!("Interrupted; nothing was started.");
         return Ok(ExitCode::from(130));
     }
     let stack = start(&dir)?;
@@ -518,14 +521,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for child in children.into_iter().rev() {
         drop(child);
     }
-    if stop.load(Ordering::SeqCst) {
-        drop(tmp);
-        println!("Interrupted; everything stopped and removed.");
-        return Ok(ExitCode::from(130));
-    }
+    let interrupted = stop.load(Ordering::SeqCst);
     if args.keep {
         let kept = tmp.keep();
         println!("Kept {} (keys, license, logs).", kept.display());
+    } else if interrupted {
+        drop(tmp);
     } else if let Err(e) = &result {
         for name in ["emulator", "tetherd", "backend", "muxer"] {
             let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
@@ -536,6 +537,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             }
         }
         eprintln!("demo failed: {e:#}");
+    }
+    if interrupted {
+        println!("Interrupted; everything stopped.");
+        return Ok(ExitCode::from(130));
     }
     result?;
     println!("Demo finished; everything stopped and removed.");
