@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer as _;
-use tether_authority::dongle::emulator::{Device, Rules, SocketEmulator};
-use tether_authority::{Config, Listen, config, dongle, http, presence};
+use tether_authority::{Config, Listen, config, http, presence};
+use tether_dongle as dongle;
+use tether_emulator::{Device, Rules, SocketEmulator};
 use tether_keys::keyfile::{self, Overwrite};
 use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
 use warp::Filter as _;
@@ -189,7 +190,7 @@ fn main() {
     let _watchdog = presence::spawn(
         auth.clone(),
         presence::WatchSettings {
-            selector: config.dongle.clone(),
+            driver: std::sync::Arc::new(config.dongle.clone()),
             heartbeat: config.heartbeat,
             cert_lifetime: config.cert_lifetime,
         },

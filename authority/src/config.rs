@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::dongle::Selector;
+use tether_dongle::Selector;
 
 /// Default configuration file, read when it exists and `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/tether/authority.toml";

@@ -12,7 +12,6 @@
 pub mod authority;
 pub mod config;
 mod daemon;
-pub mod dongle;
 pub mod http;
 pub mod metrics;
 pub mod presence;
@@ -108,7 +107,7 @@ pub async fn run(
     let watchdog = presence::spawn(
         auth.clone(),
         presence::WatchSettings {
-            selector: config.dongle.clone(),
+            driver: Arc::new(config.dongle.clone()),
             heartbeat: config.heartbeat,
             cert_lifetime: config.cert_lifetime,
         },

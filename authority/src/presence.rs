@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use tether_keys::delegation::{fresh_nonce, presence_message};
 use tether_keys::{DelegationRequest, SecretKey, Session as SessionRole};
 
+use tether_dongle::{Dongle, Driver, LinkError, PresenceProof};
+
 use crate::authority::{Authority, Session};
-use crate::dongle::{Client, Selector};
 
 /// How often to look for a dongle while none is present.
 const POLL_ABSENT: Duration = Duration::from_millis(50);
@@ -34,8 +35,9 @@ const CLOCK_PERSIST: Duration = Duration::from_secs(10);
 /// Watchdog settings.
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
-    /// Which dongle.
-    pub selector: Selector,
+    /// Opens the dongle (the native protocol over a selected link, or any
+    /// other [`Driver`]).
+    pub driver: Arc<dyn Driver>,
     /// PRESENCE heartbeat interval.
     pub heartbeat: Duration,
     /// Lifetime of each delegation certificate; renewed at half-life.
@@ -76,10 +78,10 @@ enum Link {
     /// No dongle (or a refused one).
     Absent,
     /// A dongle answered; it must prove it is the licensed one.
-    Verifying(Client),
+    Verifying(Box<dyn Dongle>),
     /// Verified; a session is installed.
     Present {
-        client: Client,
+        client: Box<dyn Dongle>,
         next_beat: Instant,
         renew_at: Instant,
     },
@@ -90,7 +92,7 @@ enum Link {
 enum Lost {
     /// The link failed: unplugged, timed out, or garbled.
     #[error("dongle lost: {0}")]
-    Link(#[from] crate::dongle::Error),
+    Link(#[from] LinkError),
     /// The dongle is not the licensed one, or answered falsely.
     #[error("dongle refused: {0}")]
     Refused(String),
@@ -142,7 +144,7 @@ fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
 
 fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) -> Link {
     match link {
-        Link::Absent => match Client::connect(&settings.selector) {
+        Link::Absent => match settings.driver.open() {
             Ok(client) => {
                 tracing::info!("dongle found; challenging it");
                 auth.set_verifying(None);
@@ -156,7 +158,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                 Link::Absent
             }
         },
-        Link::Verifying(mut client) => match verify(&mut client, auth, settings) {
+        Link::Verifying(mut client) => match verify(client.as_mut(), auth, settings) {
             Ok(counter) => {
                 tracing::info!(
                     serial = %auth.license().terms().dongle_serial,
@@ -181,7 +183,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
             let wait = due.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 // Idle until the next heartbeat, but learn of an unplug at once.
-                match client.wait_gone(wait) {
+                match client.idle(wait) {
                     Ok(()) => {}
                     Err(e) => return lose(auth, &Lost::Link(e), stop),
                 }
@@ -195,7 +197,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
             }
             let now = Instant::now();
             if now < renew_at {
-                return match heartbeat(&mut client, auth) {
+                return match heartbeat(client.as_mut(), auth) {
                     Ok(()) => Link::Present {
                         client,
                         next_beat: now + settings.heartbeat,
@@ -204,7 +206,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                     Err(lost) => lose(auth, &lost, stop),
                 };
             }
-            match certify(&mut client, auth, settings) {
+            match certify(client.as_mut(), auth, settings) {
                 Ok(_) => Link::Present {
                     client,
                     next_beat: now + settings.heartbeat,
@@ -213,9 +215,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                 // The dongle is there but declined (rate limit, window rule): the
                 // current certificate still holds, so keep issuing under it and
                 // ask again later. Tokens never outlive it (their TTL is capped).
-                Err(Lost::Link(e @ crate::dongle::Error::Device(_)))
-                    if auth.cert_left() > RETRY_RENEWAL =>
-                {
+                Err(Lost::Link(e @ LinkError::Declined(_))) if auth.cert_left() > RETRY_RENEWAL => {
                     tracing::warn!(error = %e, "dongle declined to renew the certificate; retrying");
                     Link::Present {
                         client,
@@ -238,7 +238,7 @@ fn lose(auth: &Authority, lost: &Lost, stop: &Stopper) -> Link {
     fail(auth, lost);
     if matches!(
         lost,
-        Lost::Refused(_) | Lost::State(_) | Lost::Link(crate::dongle::Error::Device(_))
+        Lost::Refused(_) | Lost::State(_) | Lost::Link(LinkError::Declined(_))
     ) {
         stop.wait(PAUSE_REFUSED);
     }
@@ -264,8 +264,12 @@ fn fail(auth: &Authority, lost: &Lost) {
 }
 
 /// INFO must match the license; then a first certified session.
-fn verify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> Result<u32, Lost> {
-    let info = client.info()?;
+fn verify(
+    client: &mut dyn Dongle,
+    auth: &Authority,
+    settings: &WatchSettings,
+) -> Result<u32, Lost> {
+    let info = client.identify()?;
     let terms = auth.license().terms();
     auth.set_verifying(Some(&info.serial));
     if info.serial != terms.dongle_serial {
@@ -294,7 +298,11 @@ fn verify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> Re
 }
 
 /// A fresh session key, certified by the dongle, checked, installed.
-fn certify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> Result<u32, Lost> {
+fn certify(
+    client: &mut dyn Dongle,
+    auth: &Authority,
+    settings: &WatchSettings,
+) -> Result<u32, Lost> {
     let terms = auth.license().terms();
     let key = SecretKey::<SessionRole>::generate();
     let now = tether_keys::now_unix();
@@ -309,7 +317,7 @@ fn certify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> R
         not_before: now.saturating_sub(CERT_BACKDATE),
         not_after: now + settings.cert_lifetime.as_secs(),
     };
-    let cert = client.delegate(&request)?;
+    let cert = client.certify(&request)?;
     if cert.verify(&terms.dongle_key).is_err() {
         return Err(Lost::Refused(
             "delegation signature does not verify with the licensed dongle key".into(),
@@ -339,11 +347,17 @@ fn certify(client: &mut Client, auth: &Authority, settings: &WatchSettings) -> R
 }
 
 /// One PRESENCE round trip, its signature checked with the licensed key.
-fn heartbeat(client: &mut Client, auth: &Authority) -> Result<(), Lost> {
+fn heartbeat(client: &mut dyn Dongle, auth: &Authority) -> Result<(), Lost> {
     let nonce = fresh_nonce();
     let started = Instant::now();
-    let signature = match client.presence(&nonce) {
-        Ok(sig) => sig,
+    let signature = match client.prove_presence(&nonce) {
+        Ok(PresenceProof::Signature(sig)) => sig,
+        Ok(other) => {
+            auth.metrics.heartbeat_failed();
+            return Err(Lost::Refused(format!(
+                "the licensed dongle gave a presence proof of another kind: {other:?}"
+            )));
+        }
         Err(e) => {
             auth.metrics.heartbeat_failed();
             return Err(Lost::Link(e));

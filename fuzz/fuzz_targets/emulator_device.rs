@@ -16,9 +16,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tether_authority::dongle::emulator::Fault;
-use tether_authority::dongle::frame::{Command, Message, Packet, Progress, Reassembler};
-use tether_authority::dongle::message::{
+use tether_emulator::Fault;
+use tether_dongle::ctaphid::{Command, Message, Packet, Progress, Reassembler};
+use tether_dongle::native::message::{
     DongleInfo, InitResponse, decode_delegate, decode_error, decode_presence,
 };
 use tether_fuzz::{RECORD_LEN, clock_step, device, fault};

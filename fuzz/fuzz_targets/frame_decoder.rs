@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_authority::dongle::frame::{
+use tether_dongle::ctaphid::{
     FrameError, MAX_MESSAGE, Message, Packet, Progress, REPORT_LEN, Reassembler, fragment,
 };
 

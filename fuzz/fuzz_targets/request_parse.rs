@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether_authority::dongle::frame::Command;
-use tether_authority::dongle::message::Request;
+use tether_dongle::ctaphid::Command;
+use tether_dongle::native::message::Request;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cmd, payload)) = data.split_first() else {

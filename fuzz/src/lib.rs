@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tether_authority::dongle::emulator::{Device, Fault, Rules};
+use tether_emulator::{Device, Fault, Rules};
 use tether_keys::{
     Certificate, DelegationRequest, License, LicenseId, LicenseTerms, TokenClaims, TokenSigner,
     testkeys,

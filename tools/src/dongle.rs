@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use tether_authority::dongle::emulator::socket::control;
-use tether_authority::dongle::emulator::uhid::{UhidConfig, UhidEmulator};
-use tether_authority::dongle::emulator::{Device, Fault, Rules, SocketEmulator};
-use tether_authority::dongle::{Client, Selector, hid};
+use tether_dongle::native::Client;
+use tether_dongle::{Selector, hid};
+use tether_emulator::socket::control;
+use tether_emulator::uhid::{UhidConfig, UhidEmulator};
+use tether_emulator::{Device, Fault, Rules, SocketEmulator};
 use tether_keys::delegation::{fresh_nonce, presence_message};
 
 /// Dongle subcommands.
@@ -250,7 +251,7 @@ fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut client = Client::connect(&selector).map_err(|e| match e {
-        tether_authority::dongle::Error::NoDongle => anyhow::anyhow!("no dongle found"),
+        tether_dongle::LinkError::Absent => anyhow::anyhow!("no dongle found"),
         other => other.into(),
     })?;
     let info = client.info()?;

@@ -16,9 +16,9 @@ use libfuzzer_sys as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tether_authority::dongle::emulator::{Device, Rules};
-use tether_authority::dongle::frame::{BROADCAST, Command, MAX_MESSAGE, Report, fragment};
-use tether_authority::dongle::message::Request;
+use tether_emulator::{Device, Rules};
+use tether_dongle::ctaphid::{BROADCAST, Command, MAX_MESSAGE, Report, fragment};
+use tether_dongle::native::message::Request;
 use tether_fuzz::{NOW, SERIAL, SERVICE, certificate, claims, clock_step, license, token};
 use tether_keys::{DelegationRequest, keyfile, testkeys};
 use tether_verifier::{Expectations, Verifier};

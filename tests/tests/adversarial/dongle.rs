@@ -44,7 +44,7 @@ fn emulator_with(site: &Site, identity: &Path, extra: &[&str]) -> Proc {
         .args(extra);
     let p = Proc::spawn(cmd, "emulator-2");
     wait_until(T, || {
-        tether_authority::dongle::emulator::socket::control(&sock, "status").is_ok()
+        tether_emulator::socket::control(&sock, "status").is_ok()
     });
     p
 }

@@ -19,7 +19,7 @@ pub const T: Duration = Duration::from_secs(10);
 /// Sends one control line to the site's emulator without spawning a process
 /// (so the moment of an unplug is known to the millisecond).
 pub fn ctl(site: &Site, line: &str) -> String {
-    tether_authority::dongle::emulator::socket::control(&site.dongle_socket(), line)
+    tether_emulator::socket::control(&site.dongle_socket(), line)
         .unwrap_or_else(|e| panic!("emulator control {line:?}: {e}"))
 }
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tether_authority::dongle::emulator::{Device, Rules};
-use tether_authority::dongle::frame::{BROADCAST, Command as Cmd, Progress, Reassembler, fragment};
-use tether_authority::dongle::message::{self, InitResponse, Request};
+use tether_dongle::ctaphid::{BROADCAST, Command as Cmd, Progress, Reassembler, fragment};
+use tether_dongle::native::message::{self, InitResponse, Request};
+use tether_emulator::{Device, Rules};
 use tether_keys::{DelegationRequest, Dongle, SecretKey, Session, Vendor, keyfile, testkeys};
 use tether_tests::{Proc, Site, bin, free_port, http, wait_for_token, wait_until, works};
 

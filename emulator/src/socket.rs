@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::{Device, Fault};
-use crate::dongle::frame::REPORT_LEN;
+use crate::{Device, Fault};
+use tether_dongle::ctaphid::REPORT_LEN;
 
 /// The control socket of the emulator at `path`: `path` + `.ctl`.
 pub fn control_path(path: &Path) -> PathBuf {

@@ -1,33 +1,35 @@
 //! The one error type of the dongle link, and the device's error codes.
 //!
-//! [`Error`] tells tetherd what happened in the terms it acts on: no dongle,
-//! the dongle went away, it did not answer in time, it refused (with its
-//! [`ErrorCode`]), or it answered something that breaks the protocol
-//! ([`ProtocolError`], typed, never a string inside an `io::Error`).
+//! [`LinkError`] tells tetherd what happened in the terms it acts on, for
+//! every protocol alike: no dongle, the dongle went away, it did not answer
+//! in time, it declined (with its [`ErrorCode`]), or it answered something
+//! that breaks the protocol ([`ProtocolError`], typed, never a string inside
+//! an `io::Error`).
 
 use std::fmt;
 
-use super::frame::{Command, FrameError};
+use crate::ctaphid::{Command, FrameError};
 
-/// A `Result` with the dongle link's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// A `Result` with the dongle link's [`LinkError`].
+pub type Result<T, E = LinkError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong talking to a dongle.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum LinkError {
     /// No dongle is present (nothing to open, or nothing answered the channel allocation).
     #[error("no dongle found")]
-    NoDongle,
+    Absent,
     /// The dongle was removed (or the emulator unplugged) while open.
     #[error("dongle unplugged")]
-    Unplugged,
+    Removed,
     /// The dongle did not answer within the command's timeout.
     #[error("dongle did not answer in time")]
     Timeout,
-    /// The dongle answered with an ERROR response.
+    /// The dongle is there but its own rules declined the request (an
+    /// ERROR response: rate, window, ...).
     #[error("dongle refused: {0}")]
-    Device(ErrorCode),
+    Declined(ErrorCode),
     /// The dongle answered something that breaks the protocol.
     #[error("dongle protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
@@ -39,17 +41,17 @@ pub enum Error {
     Hid(#[source] hidapi::HidError),
 }
 
-impl Error {
+impl LinkError {
     /// True when the dongle is absent or was removed: tetherd drops the
     /// session and waits for a plug, rather than reporting a fault.
     pub fn is_gone(&self) -> bool {
-        matches!(self, Error::NoDongle | Error::Unplugged)
+        matches!(self, LinkError::Absent | LinkError::Removed)
     }
 }
 
-impl From<FrameError> for Error {
+impl From<FrameError> for LinkError {
     fn from(e: FrameError) -> Self {
-        Error::Protocol(ProtocolError::Frame(e))
+        LinkError::Protocol(ProtocolError::Frame(e))
     }
 }
 

@@ -19,9 +19,10 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tether_authority::dongle::emulator::{Device, Rules, SocketEmulator};
-use tether_authority::dongle::transport::LocalTransport;
-use tether_authority::dongle::{Client, Selector, Timeouts};
+use tether_dongle::Selector;
+use tether_dongle::native::{Client, Timeouts};
+use tether_emulator::LocalTransport;
+use tether_emulator::{Device, Rules, SocketEmulator};
 use tether_keys::delegation::{fresh_nonce, presence_message};
 use tether_keys::{DelegationRequest, SecretKey, Session, testkeys};
 

@@ -8,8 +8,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tether_authority::dongle::emulator::{Device, Fault, Rules, SocketEmulator, socket};
-use tether_authority::dongle::{Client, Error, ErrorCode, Selector};
+use tether_dongle::native::Client;
+use tether_dongle::{ErrorCode, LinkError, Selector};
+use tether_emulator::{Device, Fault, Rules, SocketEmulator, socket};
 use tether_keys::delegation::{fresh_nonce, presence_message};
 use tether_keys::{DelegationRequest, SecretKey, Session, testkeys};
 
@@ -101,13 +102,13 @@ fn unplug_during_a_request_fails_at_once_and_plug_brings_it_back() {
     let r = c.presence(&fresh_nonce());
     let took = started.elapsed();
     unplugger.join().unwrap();
-    assert!(matches!(r, Err(Error::Unplugged)), "{r:?}");
+    assert!(matches!(r, Err(LinkError::Removed)), "{r:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert!(r.unwrap_err().is_gone());
 
     // While unplugged, nothing connects.
     let err = Client::connect(&rig.selector()).unwrap_err();
-    assert!(matches!(err, Error::NoDongle), "{err:?}");
+    assert!(matches!(err, LinkError::Absent), "{err:?}");
 
     rig.emu.set_fault(Fault::None);
     rig.emu.plug();
@@ -136,14 +137,14 @@ fn wait_gone_returns_on_unplug_and_idles_otherwise() {
     };
     let r = c.wait_gone(Duration::from_secs(5));
     t.join().unwrap();
-    assert!(matches!(r, Err(Error::Unplugged)), "{r:?}");
+    assert!(matches!(r, Err(LinkError::Removed)), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[test]
 fn a_missing_socket_is_no_dongle() {
     let sel: Selector = "socket:/nonexistent/tether/dongle.sock".parse().unwrap();
-    assert!(matches!(Client::connect(&sel), Err(Error::NoDongle)));
+    assert!(matches!(Client::connect(&sel), Err(LinkError::Absent)));
 }
 
 /// What the host does with INFO and certificates (as tetherd's watchdog does).
@@ -219,11 +220,14 @@ fn garbage_and_silence_are_errors_not_panics() {
     rig.emu.set_fault(Fault::Garbage);
     let r = c.presence(&fresh_nonce());
     assert!(
-        matches!(r, Err(Error::Protocol(_) | Error::Timeout)),
+        matches!(r, Err(LinkError::Protocol(_) | LinkError::Timeout)),
         "{r:?}"
     );
     rig.emu.set_fault(Fault::Silent);
-    assert!(matches!(c.presence(&fresh_nonce()), Err(Error::Timeout)));
+    assert!(matches!(
+        c.presence(&fresh_nonce()),
+        Err(LinkError::Timeout)
+    ));
     rig.emu.set_fault(Fault::None);
     c.presence(&fresh_nonce()).unwrap();
 }
@@ -235,23 +239,23 @@ fn delegate_rules_are_refused_with_their_codes() {
     let now = tether_keys::now_unix();
     assert!(matches!(
         c.delegate(&request(now, 601)),
-        Err(Error::Device(ErrorCode::WindowTooLong))
+        Err(LinkError::Declined(ErrorCode::WindowTooLong))
     ));
     c.delegate(&request(now, 600)).unwrap();
     assert!(matches!(
         c.delegate(&request(now - 1, 60)),
-        Err(Error::Device(ErrorCode::NotBeforeBackwards))
+        Err(LinkError::Declined(ErrorCode::NotBeforeBackwards))
     ));
     assert!(matches!(
         c.delegate(&request(now + 3600, 60)),
-        Err(Error::Device(ErrorCode::NotBeforeAhead))
+        Err(LinkError::Declined(ErrorCode::NotBeforeAhead))
     ));
     c.delegate(&request(now, 60)).unwrap();
     c.delegate(&request(now, 60)).unwrap();
     // Burst of 3 spent.
     assert!(matches!(
         c.delegate(&request(now, 60)),
-        Err(Error::Device(ErrorCode::RateLimited))
+        Err(LinkError::Declined(ErrorCode::RateLimited))
     ));
 }
 
@@ -311,7 +315,7 @@ fn hidapi_with_no_device_is_no_dongle() {
     // A vendor/product id nothing uses (pid.codes test range end).
     let sel: Selector = "hid:1209:000f".parse().unwrap();
     let err = Client::connect(&sel).unwrap_err();
-    assert!(matches!(err, Error::NoDongle), "{err:?}");
+    assert!(matches!(err, LinkError::Absent), "{err:?}");
 }
 
 /// Drives a real dongle: `TETHER_TEST_HID=VID:PID cargo test -p tether-authority -- --ignored`.

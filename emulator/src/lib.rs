@@ -1,4 +1,6 @@
-//! The device end: the firmware's behaviour, byte for byte, as [`Device`].
+//! The device side of Tether's native dongle (`docs/dongle-protocol.md`):
+//! the firmware's behaviour, byte for byte, as [`Device`]. Used by the
+//! `tether` CLI and the tests, never by tetherd.
 //!
 //! [`Device::handle_report`] takes one 64-byte report and returns the reports
 //! the firmware would send back, including ERROR answers for malformed frames
@@ -6,8 +8,13 @@
 //! `tether keygen dongle`, keeps its signature counter in a state file written
 //! atomically, and enforces the DELEGATE rules of section 6 ([`Rules`]).
 //! [`Fault`]s make it misbehave for tests. [`socket`] serves it on a Unix
-//! socket with plug/unplug control.
+//! socket with plug/unplug control, [`uhid`] as a kernel HID device, and
+//! [`LocalTransport`] in-process for unit tests.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod local;
 pub mod socket;
 pub mod uhid;
 
@@ -20,10 +27,13 @@ use serde::{Deserialize, Serialize};
 use tether_keys::delegation::presence_message;
 use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey, SecretKey, keyfile};
 
-use super::error::ErrorCode;
-use super::frame::{BROADCAST, Command, FrameError, Packet, REPORT_LEN, Report, fragment};
-use super::message::{DongleInfo, InitResponse, PROTOCOL_VERSION, Request};
+use tether_dongle::ErrorCode;
+use tether_dongle::ctaphid::{
+    BROADCAST, Command, FrameError, Packet, REPORT_LEN, Report, fragment,
+};
+use tether_dongle::native::message::{DongleInfo, InitResponse, PROTOCOL_VERSION, Request};
 
+pub use local::LocalTransport;
 pub use socket::SocketEmulator;
 
 /// The firmware version the emulator reports.

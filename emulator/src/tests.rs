@@ -8,8 +8,9 @@ use tether_keys::delegation::presence_message;
 use tether_keys::{DelegationRequest, testkeys};
 
 use super::*;
-use crate::dongle::transport::{LocalTransport, Reply, Scripted};
-use crate::dongle::{Client, Error, ProtocolError, Timeouts};
+use tether_dongle::native::{Client, Timeouts};
+use tether_dongle::transport::{Reply, Scripted};
+use tether_dongle::{LinkError, ProtocolError};
 
 const SERIAL: &str = "TD-0001";
 const T0: u64 = 1_700_000_000;
@@ -157,7 +158,7 @@ fn client_round_trips_over_the_in_process_device() {
     assert_eq!(c.info().unwrap().counter, 1);
     assert!(matches!(
         c.delegate(&request(now, 3600)),
-        Err(Error::Device(ErrorCode::WindowTooLong))
+        Err(LinkError::Declined(ErrorCode::WindowTooLong))
     ));
 }
 
@@ -288,11 +289,11 @@ fn faults_are_what_the_host_sees() {
     dev.lock().unwrap().set_fault(Fault::Garbage);
     assert!(matches!(
         c.presence(&nonce),
-        Err(Error::Protocol(_) | Error::Timeout)
+        Err(LinkError::Protocol(_) | LinkError::Timeout)
     ));
 
     dev.lock().unwrap().set_fault(Fault::Silent);
-    assert!(matches!(c.presence(&nonce), Err(Error::Timeout)));
+    assert!(matches!(c.presence(&nonce), Err(LinkError::Timeout)));
 
     // Healthy again: the client resynchronises on a fresh channel.
     dev.lock().unwrap().set_fault(Fault::None);
@@ -341,7 +342,7 @@ fn presence_as_delegate_and_oversized_are_what_the_host_sees() {
     dev.lock().unwrap().set_fault(Fault::Oversized);
     assert!(matches!(
         c.presence(&[1; 32]),
-        Err(Error::Protocol(ProtocolError::Frame(
+        Err(LinkError::Protocol(ProtocolError::Frame(
             FrameError::Oversized(65535)
         )))
     ));
@@ -357,8 +358,8 @@ struct EchoInit {
     init_answer: Option<Report>,
 }
 
-impl crate::dongle::Transport for EchoInit {
-    fn write_report(&mut self, r: &Report) -> crate::dongle::Result<()> {
+impl tether_dongle::Transport for EchoInit {
+    fn write_report(&mut self, r: &Report) -> tether_dongle::Result<()> {
         if r[..5] == hex("ffffffff86")[..] {
             let nonce: [u8; 8] = r[7..15].try_into().unwrap();
             let p = InitResponse {
@@ -372,7 +373,7 @@ impl crate::dongle::Transport for EchoInit {
         }
         self.script.write_report(r)
     }
-    fn read_report(&mut self, t: Duration) -> crate::dongle::Result<Option<Report>> {
+    fn read_report(&mut self, t: Duration) -> tether_dongle::Result<Option<Report>> {
         match self.init_answer.take() {
             Some(a) => Ok(Some(a)),
             None => self.script.read_report(t),
@@ -424,17 +425,17 @@ fn client_errors_are_typed() {
     let (mut c, _) = scripted(vec![reply("11223344 bf 0001 10")]);
     assert!(matches!(
         c.info(),
-        Err(Error::Device(ErrorCode::RateLimited))
+        Err(LinkError::Declined(ErrorCode::RateLimited))
     ));
     let (mut c, _) = scripted(vec![reply("11223344 bf 0001 66")]);
     assert!(matches!(
         c.info(),
-        Err(Error::Device(ErrorCode::Other(0x66)))
+        Err(LinkError::Declined(ErrorCode::Other(0x66)))
     ));
     let (mut c, _) = scripted(vec![reply("11223344 c2 0000")]);
     assert!(matches!(
         c.info(),
-        Err(Error::Protocol(ProtocolError::UnexpectedCommand {
+        Err(LinkError::Protocol(ProtocolError::UnexpectedCommand {
             expected: 0xC1,
             got: 0xC2
         }))
@@ -442,7 +443,7 @@ fn client_errors_are_typed() {
     let (mut c, _) = scripted(vec![reply("11223344 c2 0041 00"), Reply::Silence]);
     assert!(matches!(
         c.presence(&[0; 32]),
-        Err(Error::Protocol(ProtocolError::Frame(
+        Err(LinkError::Protocol(ProtocolError::Frame(
             FrameError::Truncated {
                 expected: 65,
                 got: 57
@@ -452,11 +453,15 @@ fn client_errors_are_typed() {
     let (mut c, _) = scripted(vec![reply("11223344 c2 0003 000000")]);
     assert!(matches!(
         c.presence(&[0; 32]),
-        Err(Error::Protocol(ProtocolError::BadLength { .. }))
+        Err(LinkError::Protocol(ProtocolError::BadLength { .. }))
     ));
     let (mut c, _) = scripted(vec![Reply::Gone]);
-    assert!(matches!(c.info(), Err(Error::Unplugged)));
-    assert!(Error::Unplugged.is_gone() && Error::NoDongle.is_gone() && !Error::Timeout.is_gone());
+    assert!(matches!(c.info(), Err(LinkError::Removed)));
+    assert!(
+        LinkError::Removed.is_gone()
+            && LinkError::Absent.is_gone()
+            && !LinkError::Timeout.is_gone()
+    );
 }
 
 #[test]
@@ -480,7 +485,7 @@ fn init_checks_the_echoed_nonce() {
     );
     assert!(matches!(
         r,
-        Err(Error::Protocol(ProtocolError::NonceMismatch))
+        Err(LinkError::Protocol(ProtocolError::NonceMismatch))
     ));
 }
 

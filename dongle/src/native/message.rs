@@ -7,8 +7,8 @@
 
 use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey};
 
-use super::error::{ErrorCode, ProtocolError};
-use super::frame::Command;
+use crate::ctaphid::Command;
+use crate::error::{ErrorCode, ProtocolError};
 
 /// Version of this protocol, answered by INIT.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -4,15 +4,15 @@
 //! (by serial when asked), writes each report behind a report-id byte 0 (65
 //! bytes) and reads with a timeout. On Linux this uses hidapi's pure-Rust
 //! hidraw backend, so no system library is needed. Any I/O error on an open
-//! hidraw device means it is gone: it maps to [`Error::Unplugged`].
+//! hidraw device means it is gone: it maps to [`LinkError::Removed`].
 
 use std::time::Duration;
 
 use hidapi::{HidApi, HidDevice, HidError};
 
-use super::error::{Error, Result};
-use super::frame::{REPORT_LEN, Report};
-use super::transport::Transport;
+use crate::ctaphid::{REPORT_LEN, Report};
+use crate::error::{LinkError, Result};
+use crate::transport::Transport;
 
 /// Default vendor id: pid.codes, the open-source USB vendor id.
 pub const DEFAULT_VID: u16 = 0x1209;
@@ -36,9 +36,9 @@ fn context() -> Result<HidApi> {
     HidApi::new().map_err(|e| match e {
         // No hidraw subsystem at all (e.g. a container without /sys or /dev): no dongle.
         HidError::IoError { ref error } if error.kind() == std::io::ErrorKind::NotFound => {
-            Error::NoDongle
+            LinkError::Absent
         }
-        other => Error::Hid(other),
+        other => LinkError::Hid(other),
     })
 }
 
@@ -54,7 +54,7 @@ fn matching(api: &HidApi, vid: u16, pid: u16) -> impl Iterator<Item = &hidapi::D
 /// Lists the dongles present with this vendor/product id.
 pub fn list(vid: u16, pid: u16) -> Result<Vec<HidDongle>> {
     let api = match context() {
-        Err(Error::NoDongle) => return Ok(Vec::new()),
+        Err(LinkError::Absent) => return Ok(Vec::new()),
         other => other?,
     };
     Ok(matching(&api, vid, pid)
@@ -79,7 +79,7 @@ impl std::fmt::Debug for HidTransport {
 
 impl HidTransport {
     /// Opens the first matching device (or the one with `serial`);
-    /// [`Error::NoDongle`] when none is present.
+    /// [`LinkError::Absent`] when none is present.
     pub fn open(vid: u16, pid: u16, serial: Option<&str>) -> Result<HidTransport> {
         let api = context()?;
         let mut found: Vec<&hidapi::DeviceInfo> = matching(&api, vid, pid)
@@ -87,7 +87,7 @@ impl HidTransport {
             .collect();
         found.sort_by(|a, b| a.path().cmp(b.path()));
         let Some(info) = found.first() else {
-            return Err(Error::NoDongle);
+            return Err(LinkError::Absent);
         };
         if found.len() > 1 {
             tracing::warn!(
@@ -98,9 +98,9 @@ impl HidTransport {
         let device = info.open_device(&api).map_err(|e| match e {
             // Removed between enumeration and open.
             HidError::IoError { ref error } if error.kind() == std::io::ErrorKind::NotFound => {
-                Error::NoDongle
+                LinkError::Absent
             }
-            other => Error::Hid(other),
+            other => LinkError::Hid(other),
         })?;
         Ok(HidTransport { device })
     }
@@ -108,13 +108,13 @@ impl HidTransport {
 
 /// Errors on an open hidraw device: removal shows as ENODEV, EIO, EPIPE,
 /// ESHUTDOWN or a POLLHUP ("device disconnected"). Anything else is kept.
-fn gone_or(e: HidError) -> Error {
+fn gone_or(e: HidError) -> LinkError {
     match &e {
         HidError::IoError { error } if matches!(error.raw_os_error(), Some(5 | 19 | 32 | 108)) => {
-            Error::Unplugged
+            LinkError::Removed
         }
-        HidError::HidApiError { message } if message.contains("disconnected") => Error::Unplugged,
-        _ => Error::Hid(e),
+        HidError::HidApiError { message } if message.contains("disconnected") => LinkError::Removed,
+        _ => LinkError::Hid(e),
     }
 }
 
@@ -124,7 +124,7 @@ impl Transport for HidTransport {
         buf[1..].copy_from_slice(report);
         let n = self.device.write(&buf).map_err(gone_or)?;
         if n < REPORT_LEN {
-            return Err(Error::Io(std::io::Error::new(
+            return Err(LinkError::Io(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
                 "short HID write",
             )));
@@ -146,7 +146,7 @@ impl Transport for HidTransport {
                 r.copy_from_slice(&buf[..REPORT_LEN]);
                 Ok(Some(r))
             }
-            _ => Err(super::frame::FrameError::ReportSize(n).into()),
+            _ => Err(crate::ctaphid::FrameError::ReportSize(n).into()),
         }
     }
 }

@@ -3,90 +3,16 @@
 //! (`docs/dongle-protocol.md`, sections 3-5).
 
 use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use tether_keys::{Certificate, DelegationRequest};
 
-use super::error::{Error, ProtocolError, Result};
-use super::frame::{BROADCAST, Command, FrameError, Progress, Reassembler, fragment};
-use super::hid::{DEFAULT_PID, DEFAULT_VID, HidTransport};
 use super::message::{self, DongleInfo, INIT_NONCE_LEN, InitResponse, Request};
-use super::transport::{SocketTransport, Transport};
-
-/// Which dongle to talk to. Parses from `hid`, `hid:VID:PID`,
-/// `hid:VID:PID:SERIAL` (hex ids) or `socket:PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// A USB HID dongle.
-    Hid {
-        /// Vendor id.
-        vid: u16,
-        /// Product id.
-        pid: u16,
-        /// USB serial, when several are plugged.
-        serial: Option<String>,
-    },
-    /// The emulator's Unix socket.
-    Socket(PathBuf),
-}
-
-/// A selector that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}: expected hid, hid:VID:PID, hid:VID:PID:SERIAL or socket:PATH")]
-pub struct SelectorError(String);
-
-fn hex16(s: &str) -> Option<u16> {
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    u16::from_str_radix(s, 16).ok()
-}
-
-impl FromStr for Selector {
-    type Err = SelectorError;
-
-    fn from_str(s: &str) -> Result<Selector, SelectorError> {
-        let bad = || SelectorError(s.to_string());
-        if let Some(path) = s.strip_prefix("socket:") {
-            if path.is_empty() {
-                return Err(bad());
-            }
-            return Ok(Selector::Socket(PathBuf::from(path)));
-        }
-        if s == "hid" {
-            return Ok(Selector::Hid {
-                vid: DEFAULT_VID,
-                pid: DEFAULT_PID,
-                serial: None,
-            });
-        }
-        let rest = s.strip_prefix("hid:").ok_or_else(bad)?;
-        let mut parts = rest.splitn(3, ':');
-        let vid = parts.next().and_then(hex16).ok_or_else(bad)?;
-        let pid = parts.next().and_then(hex16).ok_or_else(bad)?;
-        let serial = match parts.next() {
-            None => None,
-            Some("") => return Err(bad()),
-            Some(s) => Some(s.to_string()),
-        };
-        Ok(Selector::Hid { vid, pid, serial })
-    }
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Selector::Hid { vid, pid, serial } => {
-                write!(f, "hid:{vid:04x}:{pid:04x}")?;
-                match serial {
-                    Some(s) => write!(f, ":{s}"),
-                    None => Ok(()),
-                }
-            }
-            Selector::Socket(p) => write!(f, "socket:{}", p.display()),
-        }
-    }
-}
+use crate::Selector;
+use crate::ctaphid::{BROADCAST, Command, FrameError, Progress, Reassembler, fragment};
+use crate::error::{LinkError, ProtocolError, Result};
+use crate::hid::HidTransport;
+use crate::transport::{SocketTransport, Transport};
 
 /// Per-command timeouts (section 5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +61,7 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Opens the selected dongle and allocates a channel.
-    /// [`Error::NoDongle`] when none is present (or it vanishes during INIT).
+    /// [`LinkError::Absent`] when none is present (or it vanishes during INIT).
     pub fn connect(sel: &Selector) -> Result<Client> {
         let transport: Box<dyn Transport> = match sel {
             Selector::Hid { vid, pid, serial } => {
@@ -144,7 +70,7 @@ impl Client {
             Selector::Socket(path) => Box::new(SocketTransport::connect(path)?),
         };
         match Client::open(transport, Timeouts::default()) {
-            Err(Error::Unplugged) => Err(Error::NoDongle),
+            Err(LinkError::Removed) => Err(LinkError::Absent),
             other => other,
         }
     }
@@ -193,7 +119,7 @@ impl Client {
         Ok(message::decode_delegate(&payload)?)
     }
 
-    /// Idles for `timeout`, returning early with [`Error::Unplugged`] the
+    /// Idles for `timeout`, returning early with [`LinkError::Removed`] the
     /// moment the link reports removal. Stray reports are discarded (and make
     /// the next command use a fresh channel).
     pub fn wait_gone(&mut self, timeout: Duration) -> Result<()> {
@@ -222,7 +148,7 @@ impl Client {
         let mut foreign_nonce = false;
         loop {
             let payload = match self.receive(BROADCAST, Command::Init, deadline) {
-                Err(Error::Timeout) if foreign_nonce => {
+                Err(LinkError::Timeout) if foreign_nonce => {
                     return Err(ProtocolError::NonceMismatch.into());
                 }
                 other => other?,
@@ -255,7 +181,7 @@ impl Client {
             }
             self.receive(self.cid, cmd, Instant::now() + timeout)
         })();
-        if matches!(&result, Err(e) if !matches!(e, Error::Device(_))) {
+        if matches!(&result, Err(e) if !matches!(e, LinkError::Declined(_))) {
             self.resync = true;
         }
         result
@@ -273,14 +199,14 @@ impl Client {
                 self.transport.read_report(left)?
             };
             let Some(report) = report else {
-                return Err(asm.finish().map_or(Error::Timeout, Error::from));
+                return Err(asm.finish().map_or(LinkError::Timeout, LinkError::from));
             };
             match asm.push(&report) {
                 Err(FrameError::WrongChannel { .. }) => continue,
                 Err(e) => return Err(e.into()),
                 Ok(Progress::NeedMore) => continue,
                 Ok(Progress::Done(m)) if m.cmd == Command::Error => {
-                    return Err(Error::Device(message::decode_error(&m.payload)?));
+                    return Err(LinkError::Declined(message::decode_error(&m.payload)?));
                 }
                 Ok(Progress::Done(m)) if m.cmd != cmd => {
                     return Err(ProtocolError::UnexpectedCommand {

@@ -31,10 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::socket::{ControlTarget, control_loop, control_path, lock};
-use super::{Device, Fault};
-use crate::dongle::frame::{REPORT_LEN, Report};
-use crate::dongle::hid;
+use crate::socket::{ControlTarget, control_loop, control_path, lock};
+use crate::{Device, Fault};
+use tether_dongle::ctaphid::{REPORT_LEN, Report};
+use tether_dongle::hid;
 
 /// The kernel's UHID character device.
 pub const UHID_PATH: &str = "/dev/uhid";

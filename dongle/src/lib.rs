@@ -1,0 +1,107 @@
+//! The host side of every Tether dongle protocol (`docs/dongle-protocol.md`).
+//!
+//! tetherd sees a dongle only through the [`Dongle`] trait, opened by a
+//! [`Driver`]; every protocol maps its faults into one [`LinkError`]. All
+//! I/O is blocking; tetherd runs it on a thread of its own.
+//!
+//! ```text
+//! Selector::from_str("hid" | "hid:VID:PID" | "hid:VID:PID:SERIAL" | "socket:PATH")
+//! Driver::open(&self) -> Result<Box<dyn Dongle>>       // Err(LinkError::Absent) when none
+//! Dongle::identify(&mut self) -> Result<DongleInfo>     // serial, firmware, public key, counter
+//! Dongle::prove_presence(&mut self, &[u8; 32]) -> Result<PresenceProof>  // caller verifies
+//! Dongle::certify(&mut self, &DelegationRequest) -> Result<Certificate>  // caller verifies
+//! Dongle::idle(&mut self, Duration) -> Result<()>      // Err(LinkError::Removed) at once on removal
+//! ```
+//!
+//! A dongle returns what it said; deciding whether to trust it (signature
+//! under the licensed key, the request echoed, a counter that only grows) is
+//! the caller's job, as in tetherd's presence watchdog.
+//!
+//! # Layout
+//!
+//! - [`ctaphid`]: 64-byte reports, init/continuation packets, channels and
+//!   reassembly in the style of CTAPHID (section 3; FIDO CTAP 2.1, section 11.2.4).
+//! - [`transport`]: the report trait and the emulator's socket link
+//!   (and, with the `test-util` feature, a scripted mock device).
+//! - [`hid`]: the hidapi link.
+//! - [`native`]: Tether's own INFO/PRESENCE/DELEGATE protocol (section 4),
+//!   its client and the [`Dongle`] it implements.
+//! - [`error`]: [`LinkError`], the protocol faults and the device's error codes.
+//!
+//! The device side (the emulator that firmware follows) is the
+//! `tether-emulator` crate; nothing here depends on it.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod ctaphid;
+pub mod error;
+pub mod hid;
+pub mod native;
+mod selector;
+pub mod transport;
+
+use std::fmt;
+use std::time::Duration;
+
+use tether_keys::{Certificate, DelegationRequest};
+
+pub use error::{ErrorCode, LinkError, ProtocolError, Result};
+pub use native::DongleInfo;
+pub use selector::{Selector, SelectorError};
+pub use transport::Transport;
+
+/// What a dongle gives as proof that it is still there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PresenceProof {
+    /// An Ed25519 signature (64 bytes) over
+    /// [`tether_keys::delegation::presence_message`]`(nonce)` by the dongle key
+    /// (native protocol, section 4.3). The caller verifies it.
+    Signature([u8; 64]),
+}
+
+/// One open dongle, whatever its protocol. Each call is one exchange with
+/// the device; none of them trusts what the device says.
+pub trait Dongle: Send + fmt::Debug {
+    /// Who the dongle says it is: serial, firmware, public key, counter.
+    ///
+    /// # Errors
+    /// Any [`LinkError`]: [`LinkError::Removed`] when it went away.
+    fn identify(&mut self) -> Result<DongleInfo>;
+
+    /// A cheap proof of liveness over a fresh 32-byte `nonce`.
+    ///
+    /// # Errors
+    /// Any [`LinkError`]; the proof itself is not checked here.
+    fn prove_presence(&mut self, nonce: &[u8; 32]) -> Result<PresenceProof>;
+
+    /// Asks the dongle to sign a delegation certificate for `request`.
+    ///
+    /// # Errors
+    /// [`LinkError::Declined`] when the dongle's own rules refuse it (rate,
+    /// window); any other [`LinkError`] on the link.
+    fn certify(&mut self, request: &DelegationRequest) -> Result<Certificate>;
+
+    /// Idles for `timeout`, returning early the moment the link reports
+    /// removal.
+    ///
+    /// # Errors
+    /// [`LinkError::Removed`] at once on removal; other link faults.
+    fn idle(&mut self, timeout: Duration) -> Result<()>;
+}
+
+/// Opens dongles: tetherd asks again after each loss.
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// Opens the dongle this driver selects.
+    ///
+    /// # Errors
+    /// [`LinkError::Absent`] when none is present; other link faults.
+    fn open(&self) -> Result<Box<dyn Dongle>>;
+}
+
+impl Driver for Selector {
+    fn open(&self) -> Result<Box<dyn Dongle>> {
+        Ok(Box::new(native::NativeDongle::connect(self)?))
+    }
+}
