@@ -177,7 +177,7 @@ fn main() {
     let (config, dongle_key, secret) = provision(dir.path());
     // No rate limit on the emulated dongle: the benchmark re-plugs it 100 times.
     let rules = Rules {
-        refill: Duration::ZERO,
+        reach_budget: Duration::ZERO,
         ..Rules::default()
     };
     let emu = SocketEmulator::spawn(

@@ -23,8 +23,11 @@ use crate::authority::{Authority, Session};
 
 /// How often to look for a dongle while none is present.
 const POLL_ABSENT: Duration = Duration::from_millis(50);
-/// Pause after refusing a dongle, so a wrong one is not hammered.
+/// Pause after refusing a dongle, so a wrong one is not hammered; doubled
+/// while the same refusal repeats, up to [`PAUSE_MAX`].
 const PAUSE_REFUSED: Duration = Duration::from_secs(1);
+/// The longest pause between challenges of a dongle that keeps being refused.
+const PAUSE_MAX: Duration = Duration::from_secs(8);
 /// Slack before "now" in a certificate's window, for consumers whose clocks lag.
 const CERT_BACKDATE: u64 = 30;
 /// When the dongle declines a renewal, ask again after this long.
@@ -127,9 +130,38 @@ impl Drop for AbsentOnExit<'_> {
     }
 }
 
+/// Remembers the last refusal, so one that repeats (a dongle that keeps
+/// declining, a foreign dongle left plugged in) is logged once at its level
+/// and then at debug, and challenged less and less often.
+#[derive(Debug, Default)]
+struct Backoff {
+    last: Option<String>,
+    pause: Duration,
+}
+
+impl Backoff {
+    /// Records `reason`; true when it repeats the previous one.
+    fn repeats(&mut self, reason: &str) -> bool {
+        let same = self.last.as_deref() == Some(reason);
+        self.pause = if same {
+            (self.pause * 2).min(PAUSE_MAX)
+        } else {
+            PAUSE_REFUSED
+        };
+        self.last = Some(reason.to_string());
+        same
+    }
+
+    /// A dongle verified: the next refusal is news again.
+    fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
 fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
     let _absent_on_exit = AbsentOnExit(auth);
     let mut link = Link::Absent;
+    let mut backoff = Backoff::default();
     let mut last_persist = Instant::now() - CLOCK_PERSIST;
     while !stop.is_stopped() {
         if last_persist.elapsed() >= CLOCK_PERSIST {
@@ -138,15 +170,25 @@ fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
                 tracing::warn!(error = %e, "cannot persist the clock high-water mark");
             }
         }
-        link = step(link, auth, settings, stop);
+        link = step(link, auth, settings, stop, &mut backoff);
     }
 }
 
-fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) -> Link {
+fn step(
+    link: Link,
+    auth: &Authority,
+    settings: &WatchSettings,
+    stop: &Stopper,
+    backoff: &mut Backoff,
+) -> Link {
     match link {
         Link::Absent => match settings.driver.open() {
             Ok(client) => {
-                tracing::info!("dongle found; challenging it");
+                if backoff.last.is_some() {
+                    tracing::debug!("dongle found; challenging it again");
+                } else {
+                    tracing::info!("dongle found; challenging it");
+                }
                 auth.set_verifying(None);
                 Link::Verifying(client)
             }
@@ -160,6 +202,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
         },
         Link::Verifying(mut client) => match verify(client.as_mut(), auth, settings) {
             Ok(counter) => {
+                backoff.reset();
                 tracing::info!(
                     serial = %auth.license().terms().dongle_serial,
                     counter,
@@ -172,7 +215,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                     renew_at: now + settings.cert_lifetime / 2,
                 }
             }
-            Err(lost) => lose(auth, &lost, stop),
+            Err(lost) => lose(auth, &lost, stop, backoff),
         },
         Link::Present {
             mut client,
@@ -185,7 +228,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                 // Idle until the next heartbeat, but learn of an unplug at once.
                 match client.idle(wait) {
                     Ok(()) => {}
-                    Err(e) => return lose(auth, &Lost::Link(e), stop),
+                    Err(e) => return lose(auth, &Lost::Link(e), stop, backoff),
                 }
                 if stop.is_stopped() {
                     return Link::Present {
@@ -203,7 +246,7 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                         next_beat: now + settings.heartbeat,
                         renew_at,
                     },
-                    Err(lost) => lose(auth, &lost, stop),
+                    Err(lost) => lose(auth, &lost, stop, backoff),
                 };
             }
             match certify(client.as_mut(), auth, settings) {
@@ -223,42 +266,55 @@ fn step(link: Link, auth: &Authority, settings: &WatchSettings, stop: &Stopper) 
                         renew_at: now + RETRY_RENEWAL,
                     }
                 }
-                Err(lost) => lose(auth, &lost, stop),
+                Err(lost) => lose(auth, &lost, stop, backoff),
             }
         }
     }
 }
 
 /// Drops the session for `lost` and pauses before looking again after a
-/// refusal, a state failure, or a request the dongle itself declined (rate
-/// limit, window rules): whenever it happened (first challenge, heartbeat or
-/// renewal), the dongle is not re-challenged in a tight loop, and `/status`
-/// keeps showing why. A link that dropped is looked for again at once.
-fn lose(auth: &Authority, lost: &Lost, stop: &Stopper) -> Link {
-    fail(auth, lost);
+/// refusal, a state failure, or a request the dongle itself declined (its
+/// reach budget, a window rule): whenever it happened (first challenge,
+/// heartbeat or renewal), the dongle is not re-challenged in a tight loop,
+/// `/status` keeps showing why, and a refusal that repeats is logged once.
+/// A link that dropped is looked for again at once.
+fn lose(auth: &Authority, lost: &Lost, stop: &Stopper, backoff: &mut Backoff) -> Link {
+    let reason = lost.to_string();
+    let repeated = backoff.repeats(&reason);
+    fail(auth, lost, &reason, repeated);
     if matches!(
         lost,
         Lost::Refused(_) | Lost::State(_) | Lost::Link(LinkError::Declined(_))
     ) {
-        stop.wait(PAUSE_REFUSED);
+        stop.wait(backoff.pause);
+    } else {
+        // The link dropped: news the next time it does, too.
+        backoff.reset();
     }
     Link::Absent
 }
 
-fn fail(auth: &Authority, lost: &Lost) {
-    let reason = lost.to_string();
+fn fail(auth: &Authority, lost: &Lost, reason: &str, repeated: bool) {
     match lost {
         Lost::Refused(_) => {
-            tracing::warn!(%reason, "possible clone or foreign dongle refused");
-            auth.refuse_dongle(&reason);
+            if repeated {
+                tracing::debug!(%reason, "dongle refused again");
+            } else {
+                tracing::warn!(%reason, "possible clone or foreign dongle refused");
+            }
+            auth.refuse_dongle(reason);
+        }
+        Lost::Link(LinkError::Declined(_)) if repeated => {
+            tracing::debug!(%reason, "dongle declined again");
+            auth.set_absent(reason);
         }
         Lost::Link(_) => {
             tracing::info!(%reason, "dongle gone; issuance stopped");
-            auth.set_absent(&reason);
+            auth.set_absent(reason);
         }
         Lost::State(_) => {
             tracing::error!(%reason, "cannot keep state; issuance stopped");
-            auth.set_absent(&reason);
+            auth.set_absent(reason);
         }
     }
 }

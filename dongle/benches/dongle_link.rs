@@ -31,7 +31,7 @@ const SERIAL: &str = "TD-BENCH";
 /// No rate limit: the bench measures the link, not the firmware's policy.
 fn rules() -> Rules {
     Rules {
-        refill: Duration::ZERO,
+        reach_budget: Duration::ZERO,
         ..Rules::default()
     }
 }

@@ -45,26 +45,50 @@ pub const KEY_FILE: &str = "dongle.key";
 /// Default name of the state file beside it.
 pub const STATE_FILE: &str = "dongle.state";
 
-/// The firmware's DELEGATE rules (section 6).
+/// The firmware's DELEGATE rules (section 6): a bound on how far ahead
+/// certificates reach, not on how many are signed, so re-plugs and restarts
+/// of a genuine host never lock it out.
+///
+/// The dongle keeps a *reach budget* in flash, in seconds of validity. A
+/// DELEGATE costs the seconds its window adds to what the dongle already
+/// covered (the run of windows it signed last), and never less than
+/// [`Rules::min_charge`]; the budget refills only while powered, at
+/// [`Rules::reach_rate`] seconds per second of uptime, up to
+/// [`Rules::reach_budget`]. So time `D` powered buys at most
+/// `reach_budget + reach_rate x D` seconds of validity in all, however the
+/// windows are dated and however often the dongle is power-cycled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
-    /// Longest validity window signed.
+    /// Longest validity window signed (`not_after - not_before`).
     pub max_window: Duration,
-    /// Token bucket size.
-    pub burst: u32,
-    /// One token per this much uptime (zero: no rate limit).
-    pub refill: Duration,
-    /// How far `not_before` may run ahead of the ticks since the last signature.
-    pub slack: Duration,
+    /// The reach budget's size (and its level when new); zero turns the
+    /// reach rule off (tests and benches only).
+    pub reach_budget: Duration,
+    /// Seconds of reach earned per second powered.
+    pub reach_rate: u32,
+    /// The least one DELEGATE costs, even when its window adds nothing new:
+    /// bounds how many certificates a budget buys.
+    pub min_charge: Duration,
 }
 
 impl Default for Rules {
     fn default() -> Self {
         Rules {
             max_window: Duration::from_secs(600),
-            burst: 3,
-            refill: Duration::from_secs(60),
-            slack: Duration::from_secs(60),
+            reach_budget: Duration::from_secs(3600),
+            reach_rate: 2,
+            min_charge: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Rules {
+    /// No reach rule at all (tests and benches that re-plug hundreds of
+    /// times); the window rule stays.
+    pub fn unlimited() -> Rules {
+        Rules {
+            reach_budget: Duration::ZERO,
+            ..Rules::default()
         }
     }
 }
@@ -174,15 +198,19 @@ pub enum EmulatorError {
     },
 }
 
-/// What survives power cycles (the firmware's flash).
+/// What survives power cycles (the firmware's flash). Files of firmware
+/// 0.1 (`last_not_before`, `bucket_milli`) still load: those fields are
+/// ignored and the reach budget starts full.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Persisted {
     /// DELEGATEs signed.
     counter: u32,
-    /// `not_before` of the last DELEGATE signed.
-    last_not_before: Option<u64>,
-    /// Token bucket level in thousandths of a token (absent: full).
-    bucket_milli: Option<u64>,
+    /// Reach budget level, in milliseconds of validity (absent: full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reach_milli: Option<u64>,
+    /// The run of validity last covered, `[start, end]` in Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run: Option<(u64, u64)>,
 }
 
 fn load_state(path: &Path) -> Result<Persisted, EmulatorError> {
@@ -233,10 +261,10 @@ pub struct Device {
     fault: Fault,
     rollback_counter: u32,
     powered_at: Instant,
-    /// Uptime at the last DELEGATE signed since power-up.
-    last_sign: Option<Duration>,
-    bucket_milli: u64,
-    bucket_at: Duration,
+    /// Reach budget level in milliseconds (mirrors flash).
+    reach_milli: u64,
+    /// Uptime at which the budget was last refilled.
+    reach_at: Duration,
     next_cid: u32,
     pending: Option<Pending>,
     last_delegate: Option<Vec<u8>>,
@@ -266,20 +294,19 @@ impl Device {
         state: Persisted,
         state_path: Option<PathBuf>,
     ) -> Device {
-        let full = u64::from(rules.burst) * 1000;
+        let full = duration_millis(rules.reach_budget);
         Device {
             key,
             clone_key: None,
             serial,
             rules,
-            bucket_milli: state.bucket_milli.unwrap_or(full).min(full),
+            reach_milli: state.reach_milli.unwrap_or(full).min(full),
             state,
             state_path,
             fault: Fault::None,
             rollback_counter: 0,
             powered_at: Instant::now(),
-            last_sign: None,
-            bucket_at: Duration::ZERO,
+            reach_at: Duration::ZERO,
             next_cid: 1,
             pending: None,
             last_delegate: None,
@@ -350,11 +377,10 @@ impl Device {
     }
 
     /// Power-up (plug): tick count restarts, channels and partial messages
-    /// are gone; the flash state (counter, last `not_before`, bucket) stays.
+    /// are gone; the flash state (counter, reach budget, covered run) stays.
     pub fn power_up(&mut self) {
         self.powered_at = Instant::now();
-        self.last_sign = None;
-        self.bucket_at = Duration::ZERO;
+        self.reach_at = Duration::ZERO;
         self.next_cid = 1;
         self.pending = None;
     }
@@ -519,24 +545,17 @@ impl Device {
         }
     }
 
+    /// Earns reach for the uptime since the last refill (section 6).
     fn refill(&mut self, uptime: Duration) {
-        let full = u64::from(self.rules.burst) * 1000;
-        let elapsed = uptime.saturating_sub(self.bucket_at).as_millis();
-        // A zero refill period means "no rate limit": the bucket is always full.
-        self.bucket_milli = match elapsed
-            .saturating_mul(1000)
-            .checked_div(self.rules.refill.as_millis())
-        {
-            None => full,
-            Some(add) => self
-                .bucket_milli
-                .saturating_add(u64::try_from(add).unwrap_or(u64::MAX))
-                .min(full),
-        };
-        self.bucket_at = uptime;
+        let full = duration_millis(self.rules.reach_budget);
+        let earned = duration_millis(uptime.saturating_sub(self.reach_at))
+            .saturating_mul(u64::from(self.rules.reach_rate));
+        self.reach_milli = self.reach_milli.saturating_add(earned).min(full);
+        self.reach_at = uptime;
     }
 
-    /// The DELEGATE rules of section 6, then the counter, then the signature.
+    /// The window rules and the reach rule of section 6, then the counter
+    /// (in flash before any signature carries it), then the signature.
     fn delegate(&mut self, req: DelegationRequest, uptime: Duration) -> Result<Vec<u8>, ErrorCode> {
         if self.fault == Fault::Replay
             && let Some(old) = &self.last_delegate
@@ -549,24 +568,20 @@ impl Device {
         if req.not_after - req.not_before > self.rules.max_window.as_secs() {
             return Err(ErrorCode::WindowTooLong);
         }
-        if let Some(last) = self.state.last_not_before {
-            if req.not_before < last {
-                return Err(ErrorCode::NotBeforeBackwards);
-            }
-            // The first DELEGATE after power-up is exempt: the dongle cannot
-            // know how long it was unpowered.
-            if let Some(at) = self.last_sign {
-                let ticks = uptime.saturating_sub(at) + self.rules.slack;
-                if req.not_before - last > ticks.as_secs() {
-                    return Err(ErrorCode::NotBeforeAhead);
-                }
-            }
-        }
-        self.refill(uptime);
-        if self.bucket_milli < 1000 {
-            return Err(ErrorCode::RateLimited);
-        }
         let mut next = self.state.clone();
+        let limited = !self.rules.reach_budget.is_zero();
+        if limited {
+            self.refill(uptime);
+            let window = (req.not_before, req.not_after);
+            let cost = reach_cost(window, self.state.run)
+                .max(self.rules.min_charge.as_secs())
+                .saturating_mul(1000);
+            if cost > self.reach_milli {
+                return Err(ErrorCode::RateLimited);
+            }
+            next.reach_milli = Some(self.reach_milli - cost);
+            next.run = Some(extend_run(window, self.state.run));
+        }
         let counter = if self.fault == Fault::Rollback {
             self.rollback_counter = self.rollback_counter.saturating_add(1);
             self.rollback_counter
@@ -574,18 +589,17 @@ impl Device {
             next.counter = next.counter.checked_add(1).ok_or(ErrorCode::Internal)?;
             next.counter
         };
-        next.last_not_before = Some(req.not_before);
-        next.bucket_milli = Some(self.bucket_milli - 1000);
-        // The counter reaches flash before any signature carries it.
+        // The counter and the budget reach flash before any signature carries them.
         if let Some(path) = &self.state_path
             && let Err(e) = save_state(path, &next)
         {
             tracing::error!(path = %path.display(), error = %e, "cannot persist the dongle state");
             return Err(ErrorCode::Internal);
         }
+        if let Some(level) = next.reach_milli {
+            self.reach_milli = level;
+        }
         self.state = next;
-        self.bucket_milli -= 1000;
-        self.last_sign = Some(uptime);
         let mut signed = req;
         if self.fault == Fault::WrongNonce {
             signed.nonce = tether_keys::delegation::fresh_nonce();
@@ -602,6 +616,37 @@ impl Device {
         }
         self.last_delegate = Some(bytes.clone());
         Ok(bytes)
+    }
+}
+
+fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Seconds of `window` (`[not_before, not_after]`) outside the covered
+/// `run`: what a DELEGATE adds to the validity already signed. Validity
+/// covered before the run was forgotten and is charged again, which only
+/// ever overcharges.
+pub fn reach_cost(window: (u64, u64), run: Option<(u64, u64)>) -> u64 {
+    let (nb, na) = window;
+    let len = na.saturating_sub(nb);
+    match run {
+        None => len,
+        Some((a, r)) => {
+            let overlap = na.min(r).saturating_sub(nb.max(a));
+            len - overlap.min(len)
+        }
+    }
+}
+
+/// The covered run after signing `window`: merged when they touch, else the
+/// later of the two.
+pub fn extend_run(window: (u64, u64), run: Option<(u64, u64)>) -> (u64, u64) {
+    let (nb, na) = window;
+    match run {
+        Some((a, r)) if nb <= r && na >= a => (a.min(nb), r.max(na)),
+        Some((a, r)) if na <= r => (a, r),
+        _ => (nb, na),
     }
 }
 

@@ -92,7 +92,7 @@ pub const RECORD_LEN: usize = 1 + 64;
 pub fn device(config: u8) -> Device {
     let mut rules = Rules::default();
     if config & 1 != 0 {
-        rules.refill = Duration::ZERO;
+        rules.reach_budget = Duration::ZERO;
     }
     let mut device = Device::new(testkeys::dongle(), SERIAL, rules);
     device.set_fault(fault(config));

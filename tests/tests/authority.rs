@@ -386,7 +386,7 @@ fn no_secret_token_or_key_reaches_a_log_even_at_trace() {
 #[test]
 fn a_dongle_that_declines_delegation_is_not_hammered_and_events_stay_quiet() {
     let site = Site::new();
-    let _emu = site.start_emulator(&["--burst", "1"]);
+    let _emu = site.start_emulator(&["--reach-budget", "350s"]);
     let (d, url) = site.start_tetherd(&[]);
     wait_for_token(&url, site.secret("backend"), T);
     let mut events = Events::open(&url).unwrap();

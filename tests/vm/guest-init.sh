@@ -106,9 +106,9 @@ check provision $? "$(tail -n 1 "$T/provision.log")"
 [ "$FAILED" = 0 ] || finish
 
 # --- the dongle as a kernel HID device --------------------------------------
-# --refill 0: no DELEGATE rate limit, as every re-plug below certifies a session.
+# --reach-budget 0: no reach rule, as every re-plug below certifies a session.
 tether dongle emulate --uhid --identity "$T/dongle" --socket "$T/dongle.sock" \
-    --refill 0 >"$T/emulator.log" 2>&1 &
+    --reach-budget 0 >"$T/emulator.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_for 10 test -e /dev/hidraw0
 check uhid-creates-hidraw $? "$(ls /dev/hidraw* 2>&1 | tr '\n' ' ')"
@@ -156,7 +156,7 @@ check unplugged-token-refused $? "$(cat "$T/token.err")"
 # Same VID/PID and serial, another usage page, and it never answers: were it
 # not filtered out, tetherd would open it (it takes hidraw0) and stall.
 tether dongle emulate --uhid --identity "$T/clone" --state "$T/unrelated.state" \
-    --socket "$T/unrelated.sock" --usage-page ff00 --fault silent --refill 0 \
+    --socket "$T/unrelated.sock" --usage-page ff00 --fault silent --reach-budget 0 \
     >"$T/unrelated.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_for 10 test -e /dev/hidraw0
@@ -184,7 +184,7 @@ check same-tetherd-process $? "pid $TETHERD, never restarted"
 ctl unplug "$T/dongle.sock"
 wait_for 5 state_is absent
 tether dongle emulate --uhid --identity "$T/clone" --state "$T/clone.state" \
-    --socket "$T/clone.sock" --refill 0 >"$T/clone.log" 2>&1 &
+    --socket "$T/clone.sock" --reach-budget 0 >"$T/clone.log" 2>&1 &
 CLONE=$!
 PIDS="$PIDS $CLONE"
 wait_for 30 sh -c "wget -q -O - $URL/status | grep -q '\"refused_dongles\":[1-9]'"

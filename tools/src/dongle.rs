@@ -96,12 +96,17 @@ pub struct EmulateArgs {
     /// Longest certificate window the dongle signs.
     #[arg(long, env = "TETHER_DONGLE_MAX_WINDOW", default_value = "10m")]
     pub max_window: String,
-    /// DELEGATE rate limit: one more per this much uptime (0 disables it).
-    #[arg(long, env = "TETHER_DONGLE_REFILL", default_value = "60s")]
-    pub refill: String,
-    /// DELEGATE burst.
-    #[arg(long, env = "TETHER_DONGLE_BURST", default_value_t = 3)]
-    pub burst: u32,
+    /// Reach budget: seconds of certificate validity the dongle may sign
+    /// beyond what it already covered, earned back while powered
+    /// (docs/dongle-protocol.md section 6; 0 turns the rule off, for tests).
+    #[arg(long, env = "TETHER_DONGLE_REACH_BUDGET", default_value = "1h")]
+    pub reach_budget: String,
+    /// Seconds of reach earned per second powered.
+    #[arg(long, env = "TETHER_DONGLE_REACH_RATE", default_value_t = 2)]
+    pub reach_rate: u32,
+    /// The least one DELEGATE costs from the reach budget.
+    #[arg(long, env = "TETHER_DONGLE_MIN_CHARGE", default_value = "60s")]
+    pub min_charge: String,
 }
 
 /// Flags of `tether dongle probe`.
@@ -159,9 +164,9 @@ fn emulate(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     crate::logs::init();
     let rules = Rules {
         max_window: tether_keys::parse_duration(&args.max_window)?,
-        burst: args.burst,
-        refill: tether_keys::parse_duration(&args.refill)?,
-        ..Rules::default()
+        reach_budget: tether_keys::parse_duration(&args.reach_budget)?,
+        reach_rate: args.reach_rate,
+        min_charge: tether_keys::parse_duration(&args.min_charge)?,
     };
     let fault: Fault = args.fault.parse()?;
     let mut device = Device::load(&args.identity, args.state.as_deref(), rules)

@@ -18,7 +18,7 @@ use crate::summary;
 const M: &str = module_path!();
 
 /// Emulator flags for tests that re-verify often: no DELEGATE rate limit.
-const NO_LIMIT: &[&str] = &["--refill", "0"];
+const NO_LIMIT: &[&str] = &["--reach-budget", "0"];
 
 /// Waits until the dongle was refused (not merely lost) and the reason
 /// contains `want`; then checks no token comes for a while. Records it.
@@ -70,7 +70,7 @@ fn a_replayed_delegation_is_refused() {
 fn answers_to_another_nonce_are_refused() {
     let _g = summary::test(M, "answers_to_another_nonce_are_refused");
     let site = Site::new();
-    let _emu = site.start_emulator(&["--fault", "wrong-nonce", "--refill", "0"]);
+    let _emu = site.start_emulator(&["--fault", "wrong-nonce", "--reach-budget", "0"]);
     let (mut d, url) = site.start_tetherd(&[]);
     refused(
         &site,
@@ -100,7 +100,7 @@ fn answers_to_another_nonce_are_refused() {
 fn a_presence_signature_offered_as_a_delegation_is_refused() {
     let _g = summary::test(M, "a_presence_signature_offered_as_a_delegation_is_refused");
     let site = Site::new();
-    let _emu = site.start_emulator(&["--fault", "presence-as-delegate", "--refill", "0"]);
+    let _emu = site.start_emulator(&["--fault", "presence-as-delegate", "--reach-budget", "0"]);
     let (mut d, url) = site.start_tetherd(&[]);
     refused(
         &site,
@@ -155,7 +155,7 @@ fn a_second_dongle_with_the_same_serial_is_refused() {
     let third = emulator_with(
         &site,
         &site.identity,
-        &["--state", state_arg, "--refill", "0"],
+        &["--state", state_arg, "--reach-budget", "0"],
     );
     let s = wait_status(&url, T, |s| {
         s["dongle"]["refused_dongles"].as_u64().unwrap() > before && reason(s).contains("counter")

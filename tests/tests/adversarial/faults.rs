@@ -113,7 +113,7 @@ fn unplug_mid_renewal_drops_the_session_and_replug_recovers() {
         "unplug_mid_renewal_drops_the_session_and_replug_recovers",
     );
     let site = Site::new();
-    let _emu = site.start_emulator(&["--refill", "0"]);
+    let _emu = site.start_emulator(&["--reach-budget", "0"]);
     // Renewal at half of 30 s.
     let (mut d, url) = site.start_tetherd(&["--cert-lifetime", "30s", "--token-ttl", "5s"]);
     let first = wait_for_token(&url, site.secret("backend"), T);
@@ -155,7 +155,7 @@ fn unplug_mid_renewal_drops_the_session_and_replug_recovers() {
 fn sigkill_under_load_then_restart_keeps_state_consistent() {
     let _g = summary::test(M, "sigkill_under_load_then_restart_keeps_state_consistent");
     let site = Site::new();
-    let _emu = site.start_emulator(&["--refill", "0"]);
+    let _emu = site.start_emulator(&["--reach-budget", "0"]);
     let port = tether_tests::free_port().to_string();
     let args = ["--rate-limit", "1000000"];
     let (mut d, url) = site.start_tetherd_on(&port, &args);
@@ -210,7 +210,7 @@ fn sigkill_under_load_then_restart_keeps_state_consistent() {
 fn an_unwritable_state_dir_fails_closed_and_recovers() {
     let _g = summary::test(M, "an_unwritable_state_dir_fails_closed_and_recovers");
     let site = Site::new();
-    let _emu = site.start_emulator(&["--refill", "0"]);
+    let _emu = site.start_emulator(&["--reach-budget", "0"]);
     let (mut d, url) = site.start_tetherd(&[]);
     wait_for_token(&url, site.secret("backend"), T);
     // The directory replaced by a file: no temporary file can be created

@@ -119,7 +119,7 @@ fn unplug_replug_cycles_under_load() {
     let cycles = env_u64("TETHER_SOAK_CYCLES", 20).clamp(1, 10_000);
     let site = Site::new();
     // Every plug certifies a new session key: no DELEGATE rate limit here.
-    let _emu = site.start_emulator(&["--refill", "0"]);
+    let _emu = site.start_emulator(&["--reach-budget", "0"]);
     let (mut d, url) = site.start_tetherd(&["--rate-limit", "1000000"]);
     let first = wait_for_token(&url, site.secret("backend"), T);
     let mut kids = BTreeSet::from([kid_of(first["token"].as_str().unwrap())]);

@@ -239,6 +239,34 @@ impl Firmware {
     }
 }
 
+/// The thief's best strategy against the reach rule (section 6): the longest
+/// windows, back to back, dated as far ahead as wished, power-cycling before
+/// every DELEGATE, and keeping the dongle powered only as long as the budget
+/// needs to refill. Returns (certificates, seconds covered, uptime spent).
+fn presign_ahead(fw: &mut Firmware, rules: Rules, hour: Duration, far: u64) -> (u64, u64, u64) {
+    let max = rules.max_window.as_secs();
+    let (mut powered, mut next, mut certs) = (Duration::ZERO, far, 0u64);
+    let step = Duration::from_secs(1);
+    loop {
+        fw.power_up();
+        let mut at = Duration::ZERO;
+        let signed = loop {
+            match fw.delegate(next, max, at) {
+                Ok(w) => break Some(w),
+                Err(0x10) if powered + at + step <= hour => at += step,
+                Err(0x10) => break None,
+                Err(e) => panic!("unexpected refusal {e:#04x}"),
+            }
+        };
+        powered += at;
+        let Some((nb, na)) = signed else { break };
+        assert_eq!((nb, na), (next, next + max));
+        next = na;
+        certs += 1;
+    }
+    (certs, next - far, powered.as_secs())
+}
+
 #[test]
 fn an_hour_with_the_dongle_buys_at_most_the_documented_bound() {
     let _g = summary::test(
@@ -250,45 +278,24 @@ fn an_hour_with_the_dongle_buys_at_most_the_documented_bound() {
         dev: Device::new(testkeys::dongle(), "TD-1", rules),
         cid: 0,
     };
-    // The thief's best strategy: power-cycle before every DELEGATE (the
-    // first after power-up may date its window freely in the future), ask
-    // for the longest window, back to back, and keep the dongle powered
-    // only as long as the bucket needs to refill.
     let hour = Duration::from_secs(3600);
     let far = 1_900_000_000u64;
     let max = rules.max_window.as_secs();
-    let (mut powered, mut next, mut certs) = (Duration::ZERO, far, 0u64);
-    while powered < hour {
-        fw.power_up();
-        let mut at = Duration::ZERO;
-        let signed = loop {
-            match fw.delegate(next, max, at) {
-                Ok(w) => break Some(w),
-                Err(0x10) if powered + at + rules.refill <= hour => at += rules.refill,
-                Err(0x10) => break None,
-                Err(e) => panic!("unexpected refusal {e:#04x}"),
-            }
-        };
-        powered += at;
-        let Some((nb, na)) = signed else { break };
-        assert_eq!((nb, na), (next, next + max));
-        next = na;
-        certs += 1;
-    }
-    let covered = next - far;
-    let bound_certs = u64::from(rules.burst) + hour.as_secs() / rules.refill.as_secs();
+    let (certs, covered, _) = presign_ahead(&mut fw, rules, hour, far);
+    // reach_budget + reach_rate x 1 h = 1 h + 2 h of validity, in 10 min windows.
+    let bound = rules.reach_budget.as_secs() + u64::from(rules.reach_rate) * hour.as_secs();
     eprintln!(
-        "one hour with the dongle: {certs} certificates, {} min without it",
+        "one hour with the dongle: {certs} certificates, {} min without it (was 630 min under the 0.1 bucket)",
         covered / 60
     );
-    assert_eq!(certs, bound_certs, "3 + 60 certificates");
-    assert_eq!(covered, bound_certs * max, "630 minutes, as documented");
-    // And not one more: the next one needs another refill period of power.
+    assert_eq!(covered, bound, "180 minutes, as documented");
+    assert_eq!(certs, bound / max);
+    // And not one more: the budget is spent and refills only while powered.
     fw.power_up();
-    let more = fw.delegate(next, max, rules.refill - Duration::from_secs(1));
+    let more = fw.delegate(far + covered, max, Duration::from_secs(299));
     summary::attack(
         M,
-        "pre-sign certificates beyond the DELEGATE bound",
+        "pre-sign certificates beyond the reach bound",
         more == Err(0x10),
         &format!(
             "{certs} certificates ({} min) in one hour, then {more:?}",
@@ -296,9 +303,30 @@ fn an_hour_with_the_dongle_buys_at_most_the_documented_bound() {
         ),
     );
     assert_eq!(more, Err(0x10));
+    // Many certificates for the same window (one per extra site) cost the
+    // minimum charge each: a fresh budget buys reach_budget / min_charge.
+    let mut fw = Firmware {
+        dev: Device::new(testkeys::dongle(), "TD-1", rules),
+        cid: 0,
+    };
+    fw.power_up();
+    let mut same = 0u64;
+    while fw.delegate(far, max, Duration::ZERO).is_ok() {
+        same += 1;
+        fw.power_up();
+    }
+    let first = max.max(rules.min_charge.as_secs());
+    let expected = 1 + (rules.reach_budget.as_secs() - first) / rules.min_charge.as_secs();
+    summary::attack(
+        M,
+        "many certificates for one window, power-cycling between them",
+        same == expected,
+        &format!("{same} certificates from a full budget"),
+    );
+    assert_eq!(same, expected, "first costs its window, the rest 60 s each");
     // A window longer than the firmware signs.
     fw.power_up();
-    let long = fw.delegate(next, max + 1, Duration::from_secs(3600));
+    let long = fw.delegate(far, max + 1, Duration::from_secs(3600));
     summary::attack(
         M,
         "certificate window over 10 min",
