@@ -83,11 +83,8 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
     let auth = Arc::new(Authority::new(license, credentials, settings, store));
     let now = tether_keys::now_unix();
     if let Some(mark) = auth.clock_rolled_back(now) {
-        tracing::error!(
-            now,
-            mark,
-            "system clock is behind its high-water mark; tokens will be refused until it is fixed"
-        );
+        let advice = state::clock_behind_advice(now, mark, auth.store.path());
+        tracing::error!(%advice, "tokens will be refused until the clock or its mark is set right");
     } else {
         auth.advance_clock(now)?;
     }

@@ -99,6 +99,10 @@ enum Lost {
     /// The dongle is not the licensed one, or answered falsely.
     #[error("dongle refused: {0}")]
     Refused(String),
+    /// The system clock is behind its high-water mark: no certificate is
+    /// dated until the operator sets it right (the message says how).
+    #[error("refusing to date certificates: {0}")]
+    Clock(String),
     /// The dongle is fine but our state cannot be kept.
     #[error("{0}")]
     State(#[from] crate::state::StateError),
@@ -284,7 +288,7 @@ fn lose(auth: &Authority, lost: &Lost, stop: &Stopper, backoff: &mut Backoff) ->
     fail(auth, lost, &reason, repeated);
     if matches!(
         lost,
-        Lost::Refused(_) | Lost::State(_) | Lost::Link(LinkError::Declined(_))
+        Lost::Refused(_) | Lost::State(_) | Lost::Clock(_) | Lost::Link(LinkError::Declined(_))
     ) {
         stop.wait(backoff.pause);
     } else {
@@ -310,6 +314,11 @@ fn fail(auth: &Authority, lost: &Lost, reason: &str, repeated: bool) {
         }
         Lost::Link(_) => {
             tracing::info!(%reason, "dongle gone; issuance stopped");
+            auth.set_absent(reason);
+        }
+        Lost::Clock(_) if repeated => auth.set_absent(reason),
+        Lost::Clock(_) => {
+            tracing::error!(%reason, "system clock behind its high-water mark; issuance stopped");
             auth.set_absent(reason);
         }
         Lost::State(_) => {
@@ -363,8 +372,10 @@ fn certify(
     let key = SecretKey::<SessionRole>::generate();
     let now = tether_keys::now_unix();
     if let Some(mark) = auth.clock_rolled_back(now) {
-        return Err(Lost::Refused(format!(
-            "system clock ({now}) is behind the time already seen ({mark}); refusing to date certificates"
+        return Err(Lost::Clock(crate::state::clock_behind_advice(
+            now,
+            mark,
+            auth.store.path(),
         )));
     }
     let request = DelegationRequest {

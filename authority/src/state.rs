@@ -5,6 +5,11 @@
 //! already issued. The counter mark defends against clones: a dongle whose
 //! signature counter is below the highest one seen is refused. Both are kept
 //! in `STATE_DIR/state.json`, replaced atomically (temp file, fsync, rename).
+//!
+//! One process owns a state directory at a time: [`StateStore::open`] takes
+//! an exclusive lock on `STATE_DIR/state.lock` for as long as the store
+//! lives, so a second `tetherd`, or `tether state reset-clock` while
+//! `tetherd` runs, is refused rather than racing it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,11 @@ pub struct Marks {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
+    /// Another process (a running `tetherd`) holds the state directory.
+    #[error(
+        "{0}: the state directory is in use by another process (a running tetherd?); stop it first"
+    )]
+    Busy(PathBuf),
     /// The state file exists but cannot be parsed.
     #[error("{0}: corrupt state file ({1}); refusing to guess the high-water marks")]
     Corrupt(PathBuf, String),
@@ -42,22 +52,70 @@ pub enum StateError {
     },
 }
 
+/// What an operator reads when the system clock is behind the clock mark:
+/// both instants, and what to do in either case (which of the two is wrong
+/// only the operator can tell).
+pub fn clock_behind_advice(now: u64, mark: u64, state_file: &Path) -> String {
+    let at = |t: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+    };
+    let behind =
+        humantime::format_duration(std::time::Duration::from_secs(mark.saturating_sub(now)));
+    let dir = state_file.parent().unwrap_or(Path::new("."));
+    format!(
+        "system clock {} is {behind} behind the latest time this authority has seen, {} (kept in {}). \
+         If the system clock is wrong, set it right (NTP, timedatectl). If it is right, the mark was \
+         written while the clock ran ahead: stop tetherd and run `tether state reset-clock --state-dir {}`",
+        at(now),
+        at(mark),
+        state_file.display(),
+        dir.display()
+    )
+}
+
 /// The state file and its in-memory copy.
 #[derive(Debug)]
 pub struct StateStore {
     path: PathBuf,
     marks: Mutex<Marks>,
+    /// Holds the directory's lock until the store is dropped.
+    _lock: std::fs::File,
 }
 
 impl StateStore {
-    /// Opens (or starts) the state file in `dir`, creating `dir` if needed.
+    /// Opens (or starts) the state file in `dir`, creating `dir` if needed,
+    /// and locks the directory for this process.
+    ///
+    /// # Errors
+    /// [`StateError::Busy`] when another process holds the directory,
+    /// [`StateError::Corrupt`] when `state.json` does not parse,
+    /// [`StateError::Io`] when the directory or file cannot be read.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        let io = |path: &Path, e: std::io::Error| {
             StateError::Io(tether_keys::Error::Io {
-                path: dir.to_path_buf(),
+                path: path.to_path_buf(),
                 source: e,
             })
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let lock_path = dir.join("state.lock");
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(|e| io(&lock_path, e))?
+        };
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Busy(dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+        }
         let path = dir.join("state.json");
         let marks = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -73,6 +131,7 @@ impl StateStore {
         Ok(StateStore {
             path,
             marks: Mutex::new(marks),
+            _lock: lock,
         })
     }
 
@@ -97,6 +156,29 @@ impl StateStore {
         self.persist(&next)?;
         *marks = next;
         Ok(())
+    }
+
+    /// Sets the clock mark to `now`, lowering it: the operator's way back
+    /// after the clock ran ahead by mistake (`docs/deploy-vm.md`). Returns
+    /// the mark it replaced. Safe to offer: the mark only keeps an honest
+    /// authority from dating tokens in the past; how far ahead certificates
+    /// reach is bounded by the dongle (`docs/dongle-protocol.md`, section 6).
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the state file cannot be written.
+    pub fn reset_clock(&self, now: u64) -> Result<u64, StateError> {
+        let mut marks = self.lock();
+        let old = marks.clock;
+        let mut next = marks.clone();
+        next.clock = now;
+        self.persist(&next)?;
+        *marks = next;
+        Ok(old)
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records a dongle's counter; refuses one that goes backwards (or repeats).
@@ -152,6 +234,21 @@ mod tests {
         let again = StateStore::open(dir.path()).unwrap();
         assert_eq!(again.marks().clock, 100);
         assert_eq!(again.counter("TD-1"), Some(6));
+    }
+
+    #[test]
+    fn one_process_at_a_time_and_the_clock_mark_can_be_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.advance_clock(5000).unwrap();
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StateError::Busy(_))
+        ));
+        assert_eq!(store.reset_clock(1000).unwrap(), 5000);
+        drop(store);
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.marks().clock, 1000);
     }
 
     #[test]

@@ -162,7 +162,24 @@ impl Site {
 
     /// Starts `tetherd` on a given loopback port.
     pub fn start_tetherd_on(&self, port: &str, extra: &[&str]) -> (Proc, String) {
-        let mut cmd = Command::new(bin("tetherd"));
+        self.start_tetherd_under(&[], port, extra)
+    }
+
+    /// Starts `tetherd` under a wrapper command (e.g. `faketime -f +1h`).
+    pub fn start_tetherd_under(
+        &self,
+        wrapper: &[&str],
+        port: &str,
+        extra: &[&str],
+    ) -> (Proc, String) {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin("tetherd")),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("tetherd"));
+                c
+            }
+        };
         cmd.arg("--license")
             .arg(&self.license)
             .arg("--vendor-pub")

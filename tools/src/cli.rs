@@ -47,6 +47,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The authority's state directory: high-water marks.
+    #[command(subcommand)]
+    State(StateCmd),
     /// Exit 0 when URL answers 200 (the container healthcheck; images carry no curl).
     Health {
         /// The URL to probe, e.g. http://127.0.0.1:7443/healthz.
@@ -198,4 +201,20 @@ pub struct InspectArgs {
     /// Machine-readable JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `tether state ...`
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Set the clock high-water mark to now, after the system clock ran ahead
+    /// by mistake and was set right (stop tetherd first; docs/deploy-vm.md).
+    ResetClock(StateDirArgs),
+}
+
+/// Which state directory.
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// tetherd's state directory.
+    #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
+    pub state_dir: PathBuf,
 }

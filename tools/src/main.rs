@@ -11,6 +11,7 @@ mod dongle;
 mod logs;
 mod provision;
 mod service;
+mod state;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => client::token(&args),
         Command::Verify(args) => client::verify(&args),
         Command::Health { url } => client::health(&url),
+        Command::State(cmd) => state::run(&cmd),
         Command::Backend(args) => service::run(service::Kind::Backend, args),
         Command::Muxer(args) => service::run(service::Kind::Muxer, args),
         Command::Demo(args) => demo::run(&args),
