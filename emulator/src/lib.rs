@@ -29,7 +29,7 @@ use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey, SecretKey, 
 
 use tether_dongle::ErrorCode;
 use tether_dongle::ctaphid::{
-    BROADCAST, Command, FrameError, Packet, REPORT_LEN, Report, fragment,
+    BROADCAST, Command, FrameError, Packet, Progress, REPORT_LEN, Reassembler, Report, fragment,
 };
 use tether_dongle::native::message::{DongleInfo, InitResponse, PROTOCOL_VERSION, Request};
 
@@ -240,13 +240,12 @@ fn save_state(path: &Path, state: &Persisted) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// A message being received: the host side's reassembler, written once
+/// (section 3.3), and when its init packet came (section 3.5).
 #[derive(Debug)]
 struct Pending {
     cid: u32,
-    cmd: Command,
-    len: usize,
-    payload: Vec<u8>,
-    next_seq: u8,
+    asm: Reassembler,
     since: Duration,
 }
 
@@ -417,61 +416,50 @@ impl Device {
             // Not a 64-byte report: the HID stack would not deliver it.
             Err(_) => return out,
         };
-        match packet {
-            Packet::Init(init) => {
-                let cid = init.cid;
-                if cid == 0 || (cid == BROADCAST && init.cmd != Command::Init) {
-                    out.extend(error(cid, ErrorCode::InvalidChannel));
+        let cid = packet.cid();
+        if let Packet::Init(init) = &packet {
+            if cid == 0 || (cid == BROADCAST && init.cmd != Command::Init) {
+                out.extend(error(cid, ErrorCode::InvalidChannel));
+                return out;
+            }
+            if cid != BROADCAST && !self.allocated(cid) {
+                out.extend(error(cid, ErrorCode::InvalidChannel));
+                return out;
+            }
+            if let Some(p) = &self.pending {
+                if p.cid != cid {
+                    out.extend(error(cid, ErrorCode::ChannelBusy));
                     return out;
                 }
-                if cid != BROADCAST && !self.allocated(cid) {
-                    out.extend(error(cid, ErrorCode::InvalidChannel));
+                // A new init packet on the busy channel: only INIT may cut
+                // the message short (a resync).
+                self.pending = None;
+                if init.cmd != Command::Init {
+                    out.extend(error(cid, ErrorCode::InvalidSequence));
                     return out;
-                }
-                if let Some(p) = &self.pending {
-                    if p.cid != cid {
-                        out.extend(error(cid, ErrorCode::ChannelBusy));
-                        return out;
-                    }
-                    self.pending = None;
-                    if init.cmd != Command::Init {
-                        out.extend(error(cid, ErrorCode::InvalidSequence));
-                        return out;
-                    }
-                }
-                let len = usize::from(init.len);
-                let first = &init.data[..len.min(init.data.len())];
-                if first.len() == len {
-                    out.extend(self.execute(cid, init.cmd, first, uptime));
-                } else {
-                    self.pending = Some(Pending {
-                        cid,
-                        cmd: init.cmd,
-                        len,
-                        payload: first.to_vec(),
-                        next_seq: 0,
-                        since: uptime,
-                    });
                 }
             }
-            Packet::Cont(cont) => {
-                // A continuation nobody is waiting for is ignored (section 3.5).
-                let Some(mut p) = self.pending.take_if(|p| p.cid == cont.cid) else {
-                    return out;
-                };
-                if cont.seq != p.next_seq {
-                    out.extend(error(cont.cid, ErrorCode::InvalidSequence));
-                    return out;
-                }
-                let take = (p.len - p.payload.len()).min(cont.data.len());
-                p.payload.extend_from_slice(&cont.data[..take]);
-                if p.payload.len() == p.len {
-                    out.extend(self.execute(p.cid, p.cmd, &p.payload, uptime));
-                } else {
-                    p.next_seq = p.next_seq.saturating_add(1);
-                    self.pending = Some(p);
-                }
+        }
+        let mut pending = match (self.pending.take(), &packet) {
+            (Some(p), _) if p.cid == cid => p,
+            // A continuation nobody is waiting for is ignored (section 3.5).
+            (Some(p), _) => {
+                self.pending = Some(p);
+                return out;
             }
+            (None, Packet::Cont(_)) => return out,
+            (None, Packet::Init(_)) => Pending {
+                cid,
+                asm: Reassembler::new(cid),
+                since: uptime,
+            },
+        };
+        match pending.asm.push(report) {
+            Ok(Progress::NeedMore) => self.pending = Some(pending),
+            Ok(Progress::Done(m)) => out.extend(self.respond(m.cid, m.cmd, &m.payload, uptime)),
+            // Out of order, duplicate, or anything else that breaks the
+            // message: it is dropped (section 3.5).
+            Err(_) => out.extend(error(cid, ErrorCode::InvalidSequence)),
         }
         out
     }
@@ -495,12 +483,31 @@ impl Device {
         }
     }
 
-    fn execute(&mut self, cid: u32, cmd: Command, payload: &[u8], uptime: Duration) -> Vec<Report> {
-        let req = match Request::parse(cmd, payload) {
-            Ok(r) => r,
-            Err(code) => return error(cid, code),
-        };
-        let answer = match req {
+    /// Frames the answer to one whole message.
+    fn respond(&mut self, cid: u32, cmd: Command, payload: &[u8], uptime: Duration) -> Vec<Report> {
+        match self.command(cid, cmd, payload, uptime) {
+            Ok(p) => fragment(cid, cmd, &p).unwrap_or_else(|_| error(cid, ErrorCode::Internal)),
+            Err(code) => error(cid, code),
+        }
+    }
+
+    /// The firmware's one call per command, with no framing: the payload of a
+    /// whole request on channel `cid` at `uptime` since power-up, and the
+    /// answer's payload or the error code to send (section 4).
+    ///
+    /// # Errors
+    /// The [`ErrorCode`] the dongle answers with: a request that does not
+    /// parse, a DELEGATE its rules refuse (section 6), or a failure to
+    /// persist its counter.
+    pub fn command(
+        &mut self,
+        cid: u32,
+        cmd: Command,
+        payload: &[u8],
+        uptime: Duration,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let req = Request::parse(cmd, payload)?;
+        match req {
             Request::Init { nonce } => {
                 // On the broadcast channel: a fresh channel. On our own: resync, same channel.
                 let new = if cid == BROADCAST {
@@ -538,10 +545,6 @@ impl Device {
                 Ok(self.signing_key().sign(&presence_message(&nonce)).to_vec())
             }
             Request::Delegate(req) => self.delegate(req, uptime),
-        };
-        match answer {
-            Ok(p) => fragment(cid, cmd, &p).unwrap_or_else(|_| error(cid, ErrorCode::Internal)),
-            Err(code) => error(cid, code),
         }
     }
 
