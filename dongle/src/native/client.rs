@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use tether_keys::{Certificate, DelegationRequest};
 
-use super::message::{self, DongleInfo, INIT_NONCE_LEN, InitResponse, Request};
+use super::message::{
+    self, Delegate, DongleInfo, INIT_NONCE_LEN, Info, Init, NativeCommand, Presence,
+};
 use crate::Selector;
 use crate::ctaphid::{BROADCAST, Command, FrameError, Progress, Reassembler, fragment};
 use crate::error::{LinkError, ProtocolError, Result};
@@ -100,23 +102,19 @@ impl Client {
 
     /// INFO: serial, firmware, public key, counter.
     pub fn info(&mut self) -> Result<DongleInfo> {
-        let payload = self.transact(&Request::Info, self.timeouts.info)?;
-        Ok(DongleInfo::decode(&payload)?)
+        self.transact(&Info, self.timeouts.info)
     }
 
     /// PRESENCE: the raw signature over
     /// [`tether_keys::delegation::presence_message`]`(nonce)`; the caller verifies it.
     pub fn presence(&mut self, nonce: &[u8; 32]) -> Result<[u8; 64]> {
-        let req = Request::Presence { nonce: *nonce };
-        let payload = self.transact(&req, self.timeouts.presence)?;
-        Ok(message::decode_presence(&payload)?)
+        self.transact(&Presence { nonce: *nonce }, self.timeouts.presence)
     }
 
     /// DELEGATE: the decoded certificate; the caller verifies signature,
     /// request, serial and counter.
     pub fn delegate(&mut self, req: &DelegationRequest) -> Result<Certificate> {
-        let payload = self.transact(&Request::Delegate(req.clone()), self.timeouts.delegate)?;
-        Ok(message::decode_delegate(&payload)?)
+        self.transact(&Delegate(req.clone()), self.timeouts.delegate)
     }
 
     /// Idles for `timeout`, returning early with [`LinkError::Removed`] the
@@ -140,7 +138,7 @@ impl Client {
     fn init(&mut self) -> Result<()> {
         let mut nonce = [0u8; INIT_NONCE_LEN];
         tether_keys::random_fill(&mut nonce);
-        let (cmd, payload) = Request::Init { nonce }.encode();
+        let (cmd, payload) = Init { nonce }.request().encode();
         for r in fragment(BROADCAST, cmd, &payload)? {
             self.transport.write_report(&r)?;
         }
@@ -153,7 +151,7 @@ impl Client {
                 }
                 other => other?,
             };
-            let answer = InitResponse::decode(&payload)?;
+            let answer = Init::decode_response(&payload)?;
             if answer.nonce != nonce {
                 // Another host's allocation on the shared broadcast channel.
                 foreign_nonce = true;
@@ -169,12 +167,32 @@ impl Client {
         }
     }
 
-    /// Sends one request on our channel and returns the answer's payload.
-    fn transact(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>> {
+    /// Runs one command on our channel (allocating a fresh one first after
+    /// a timeout or a garbled answer) and decodes its answer.
+    ///
+    /// # Errors
+    /// [`LinkError::Timeout`] with no whole answer within `timeout`,
+    /// [`LinkError::Declined`] for an ERROR answer, [`LinkError::Protocol`]
+    /// for an answer that does not frame or decode, and the transport's
+    /// errors ([`LinkError::Removed`] on removal).
+    pub fn transact<C: NativeCommand>(
+        &mut self,
+        command: &C,
+        timeout: Duration,
+    ) -> Result<C::Response> {
+        let payload = self.exchange(command, timeout)?;
+        let decoded = C::decode_response(&payload);
+        if decoded.is_err() {
+            self.resync = true;
+        }
+        Ok(decoded?)
+    }
+
+    fn exchange<C: NativeCommand>(&mut self, command: &C, timeout: Duration) -> Result<Vec<u8>> {
         if self.resync {
             self.init()?;
         }
-        let (cmd, payload) = req.encode();
+        let (cmd, payload) = command.request().encode();
         let result = (|| {
             for r in fragment(self.cid, cmd, &payload)? {
                 self.transport.write_report(&r)?;

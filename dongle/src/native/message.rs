@@ -251,6 +251,84 @@ pub fn decode_error(p: &[u8]) -> Result<ErrorCode, ProtocolError> {
     }
 }
 
+/// One host command: its wire format and its answer's decoder, together
+/// (section 4). The host runs any of them through
+/// [`super::Client::transact`]; the device parses them all as a [`Request`].
+pub trait NativeCommand {
+    /// The answer, decoded.
+    type Response;
+    /// The request as sent: command byte and payload.
+    fn request(&self) -> Request;
+    /// Decodes the answer's payload (not an ERROR answer: those are decoded
+    /// once, by the client).
+    ///
+    /// # Errors
+    /// A [`ProtocolError`] naming what does not decode.
+    fn decode_response(payload: &[u8]) -> Result<Self::Response, ProtocolError>;
+}
+
+/// INIT: allocate a channel (section 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Init {
+    /// The host's nonce, echoed so a stale reader cannot steal the answer.
+    pub nonce: [u8; INIT_NONCE_LEN],
+}
+
+impl NativeCommand for Init {
+    type Response = InitResponse;
+    fn request(&self) -> Request {
+        Request::Init { nonce: self.nonce }
+    }
+    fn decode_response(payload: &[u8]) -> Result<InitResponse, ProtocolError> {
+        InitResponse::decode(payload)
+    }
+}
+
+/// INFO: serial, firmware, public key, counter (section 4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info;
+
+impl NativeCommand for Info {
+    type Response = DongleInfo;
+    fn request(&self) -> Request {
+        Request::Info
+    }
+    fn decode_response(payload: &[u8]) -> Result<DongleInfo, ProtocolError> {
+        DongleInfo::decode(payload)
+    }
+}
+
+/// PRESENCE: a signature (64 bytes) over a 32-byte nonce (section 4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// The challenge.
+    pub nonce: [u8; 32],
+}
+
+impl NativeCommand for Presence {
+    type Response = [u8; 64];
+    fn request(&self) -> Request {
+        Request::Presence { nonce: self.nonce }
+    }
+    fn decode_response(payload: &[u8]) -> Result<[u8; 64], ProtocolError> {
+        decode_presence(payload)
+    }
+}
+
+/// DELEGATE: a delegation certificate for the request (section 4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegate(pub DelegationRequest);
+
+impl NativeCommand for Delegate {
+    type Response = Certificate;
+    fn request(&self) -> Request {
+        Request::Delegate(self.0.clone())
+    }
+    fn decode_response(payload: &[u8]) -> Result<Certificate, ProtocolError> {
+        decode_delegate(payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
