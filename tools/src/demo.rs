@@ -21,22 +21,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Args;
 use tether_tools::http;
 
-use crate::cli::LicenseIssueArgs;
+use crate::cli::{DemoArgs, LicenseIssueArgs};
 use crate::provision;
-
-/// Flags of `tether demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Run a fixed unplug/plug scenario without a terminal, then exit.
-    #[arg(long)]
-    pub script: bool,
-    /// Keep the temporary directory (keys, license, logs) after exit.
-    #[arg(long)]
-    pub keep: bool,
-}
 
 const SERIAL: &str = "TD-DEMO-0001";
 /// How long a scripted transition may take before the demo fails.
