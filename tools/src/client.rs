@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use tether_keys::ServiceSecret;
-use tether_tools::http;
+use tether_tools::{http, human};
 
 use crate::cli::{SecretArgs, TokenArgs, VerifyArgs};
 
@@ -85,9 +85,14 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .verify_at(&text, args.nonce.as_deref(), tether_keys::now_unix())
         .context("token refused")?;
     let c = &verified.claims;
+    let now = tether_keys::now_unix();
     println!(
         "valid token {} for {} from {}, expires {}, certificate until {}",
-        c.jti, c.aud, c.iss, c.exp, verified.cert_not_after
+        c.jti,
+        c.aud,
+        c.iss,
+        human::instant(c.exp, now),
+        human::instant(verified.cert_not_after, now)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! Provisioning: key pairs, licenses, service enrolment, inspection.
+//! Provisioning: key pairs, licenses, service enrolment.
 //!
 //! Every command refuses to overwrite an existing file unless `--force` is
 //! given, and every failure is one line naming the file and what is wrong.
@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
 use tether_keys::keyfile::{self, Overwrite, SERIAL_HEADER};
 use tether_keys::license::normalize_names;
 use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
 
-use crate::cli::{InspectArgs, KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
+use crate::cli::{KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
 
 /// File names inside a key directory.
 pub const VENDOR_KEY: &str = "vendor.key";
@@ -232,102 +231,6 @@ pub fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
                     println!("{}", secret.expose());
                 }
             }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What `inspect` found, as JSON (the human form is printed from it).
-fn describe(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    if text.contains("-----BEGIN TETHER LICENSE-----") {
-        let license = keyfile::parse_license(path, &text)?;
-        let t = license.terms();
-        return Ok(json!({
-            "kind": "license",
-            "id": t.id.to_string(),
-            "customer": t.customer,
-            "vendor": license.vendor().to_string(),
-            "dongle_serial": t.dongle_serial,
-            "dongle_key": t.dongle_key.fingerprint().to_string(),
-            "issued_at": t.issued_at,
-            "not_before": t.not_before,
-            "not_after": t.not_after,
-            "max_token_ttl": t.max_token_ttl,
-            "features": t.features,
-            "services": t.services,
-            "signature": "not verified (use tether license verify)",
-        }));
-    }
-    if text.contains("-----BEGIN PRIVATE KEY-----") {
-        let role = role_of(&text);
-        let (fingerprint, headers) = match role.as_str() {
-            "vendor" => keyfile::read_secret_key::<Vendor>(path)
-                .map(|(k, h)| (k.public().fingerprint(), h))?,
-            "dongle" => keyfile::read_secret_key::<Dongle>(path)
-                .map(|(k, h)| (k.public().fingerprint(), h))?,
-            other => bail!("{}: private key of unknown role {other:?}", path.display()),
-        };
-        return Ok(json!({
-            "kind": "private-key",
-            "role": role,
-            "fingerprint": fingerprint.to_string(),
-            "serial": headers.get(SERIAL_HEADER),
-        }));
-    }
-    if text.contains("-----BEGIN PUBLIC KEY-----") {
-        let role = role_of(&text);
-        let (fingerprint, headers) = match role.as_str() {
-            "dongle" => keyfile::parse_public_key::<Dongle>(path, &text)
-                .map(|(k, h)| (k.fingerprint(), h))?,
-            _ => keyfile::parse_public_key::<Vendor>(path, &text)
-                .map(|(k, h)| (k.fingerprint(), h))?,
-        };
-        return Ok(json!({
-            "kind": "public-key",
-            "role": role,
-            "fingerprint": fingerprint.to_string(),
-            "serial": headers.get(SERIAL_HEADER),
-        }));
-    }
-    if text.lines().any(|l| l.contains(" sha256:")) {
-        let creds = CredentialFile::parse(path, &text)?;
-        return Ok(json!({
-            "kind": "credentials",
-            "services": creds.services().collect::<Vec<_>>(),
-        }));
-    }
-    bail!(
-        "{}: not a Tether key, license or credential file",
-        path.display()
-    )
-}
-
-fn role_of(text: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(keyfile::ROLE_HEADER))
-        .and_then(|rest| rest.strip_prefix(':'))
-        .map_or_else(|| "unknown".to_string(), |r| r.trim().to_string())
-}
-
-pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let value = describe(&args.file)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else if let Some(map) = value.as_object() {
-        println!("{}", args.file.display());
-        for (k, v) in map {
-            let shown = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .map(|x| x.as_str().unwrap_or_default().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                serde_json::Value::Null => continue,
-                other => other.to_string(),
-            };
-            println!("  {k:<14} {shown}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde_json::json;
 use tether_keys::{Vendor, keyfile};
+use tether_tools::human;
 use tether_verifier::{Expectations, LicenseState, LicenseWatch, Verifier, WatchConfig};
 use warp::Filter as _;
 use warp::http::StatusCode;
@@ -127,7 +128,12 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 if was != Some(licensed) {
                     match &*states.borrow() {
                         LicenseState::Licensed { claims, .. } => {
-                            tracing::info!(service = %log_name, exp = claims.exp, "licensed");
+                            tracing::info!(
+                                service = %log_name,
+                                exp = claims.exp,
+                                expires = %human::instant(claims.exp, tether_keys::now_unix()),
+                                "licensed"
+                            );
                         }
                         LicenseState::Unlicensed { reason } => {
                             tracing::warn!(service = %log_name, %reason, "unlicensed: refusing work");
