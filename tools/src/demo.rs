@@ -500,6 +500,11 @@ fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
 }
 
 /// Runs the demo.
+///
+/// # Errors
+///
+/// When provisioning or starting a child fails, a scripted transition does
+/// not happen within its timeout, or the terminal cannot be driven.
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;

@@ -327,6 +327,12 @@ fn print_human(map: &serde_json::Map<String, Value>, indent: usize, now: u64) {
 }
 
 /// Runs `tether inspect`.
+///
+/// # Errors
+///
+/// When the vendor key cannot be read, the input cannot be read or is over
+/// 1 MiB, or it is none of a Tether key, license, credential file or token.
+/// A token whose signatures do not verify is shown, not an error.
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let vendor = match &args.vendor_pub {
         Some(path) => Some(keyfile::read_public_key::<Vendor>(path)?.0),

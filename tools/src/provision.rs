@@ -55,6 +55,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Writes a fresh vendor root pair into `out`; returns the two paths.
+///
+/// # Errors
+///
+/// When `out` cannot be created or written, or (without `force`) a key
+/// file already exists.
 pub fn keygen_vendor(out: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     ensure_dir(out)?;
     let (key_path, pub_path) = (out.join(VENDOR_KEY), out.join(VENDOR_PUB));
@@ -66,6 +71,11 @@ pub fn keygen_vendor(out: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBu
 }
 
 /// Writes a fresh dongle identity into `out`; returns the serial and the two paths.
+///
+/// # Errors
+///
+/// For a serial that is not 1-64 printable ASCII characters, and as
+/// [`keygen_vendor`].
 pub fn keygen_dongle(
     out: &Path,
     serial: Option<String>,
@@ -85,6 +95,11 @@ pub fn keygen_dongle(
     Ok((serial, key_path, pub_path))
 }
 
+/// `tether keygen vendor|dongle`.
+///
+/// # Errors
+///
+/// As [`keygen_vendor`] and [`keygen_dongle`].
 pub fn keygen(cmd: KeygenCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         KeygenCmd::Vendor { out, force } => {
@@ -111,7 +126,13 @@ pub fn keygen(cmd: KeygenCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Issues a license from the arguments; returns its path.
+/// Issues a license from the arguments, writes it to `--out`, returns it.
+///
+/// # Errors
+///
+/// When the output exists (without `--force`), a key file cannot be read or
+/// holds the wrong key, the serials disagree, a duration, name or the license
+/// size is out of bounds, or the file cannot be written.
 pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::License> {
     if !args.force && args.out.exists() {
         return Err(tether_keys::Error::Exists(args.out.clone()).into());
@@ -168,6 +189,12 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
     Ok(license)
 }
 
+/// `tether license issue|verify`.
+///
+/// # Errors
+///
+/// As [`license_issue`]; for `verify`, when the signature or the validity
+/// window does not hold now.
 pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         LicenseCmd::Issue(args) => {
@@ -200,6 +227,12 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tether service enroll`.
+///
+/// # Errors
+///
+/// When the credential file cannot be read or written, the name is invalid
+/// or already enrolled (without `--force`), or the secret file exists.
 pub fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ServiceCmd::Enroll {

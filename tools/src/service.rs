@@ -91,6 +91,11 @@ fn work(app: &App) -> warp::reply::Response {
 }
 
 /// Runs a reference service until SIGTERM/SIGINT.
+///
+/// # Errors
+///
+/// When the vendor key or the secret cannot be loaded, or the address
+/// cannot be bound.
 pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     let name = args.name.clone().unwrap_or_else(|| kind.name().to_string());
     let listen = args.listen.unwrap_or_else(|| match kind {
