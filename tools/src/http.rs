@@ -253,8 +253,148 @@ impl Events {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
     use super::*;
+
+    /// Serves one connection: reads the request head, sends `parts` with a
+    /// pause between them (so they arrive as separate reads), then holds the
+    /// connection open a while. Returns the base URL and the request head.
+    fn serve_once(parts: Vec<Vec<u8>>) -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            for part in parts {
+                if conn.write_all(&part).is_err() {
+                    return;
+                }
+                let _ = conn.flush();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        (url, rx)
+    }
+
+    fn chunked(chunks: usize, size: usize) -> Vec<u8> {
+        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..chunks {
+            out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+            out.extend(std::iter::repeat_n(b'a', size));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    #[test]
+    fn a_bearer_request_and_its_answer() {
+        let body = r#"{"code":"x"}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (url, head) = serve_once(vec![answer.into_bytes()]);
+        let r = get(&url, "/token?nonce=n1", Some("tsk_secret")).unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.json().unwrap()["code"], "x");
+        let head = head.recv().unwrap();
+        assert!(
+            head.starts_with("GET /token?nonce=n1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("authorization: Bearer tsk_secret\r\n")
+                || head.contains("Authorization: Bearer tsk_secret\r\n"),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn a_chunked_body_is_capped_in_total_not_per_chunk() {
+        let (url, _) = serve_once(vec![chunked(4, 1000)]);
+        assert_eq!(get(&url, "/", None).unwrap().body.len(), 4000);
+        // Each chunk small, the total over 1 MiB.
+        let (url, _) = serve_once(vec![chunked(1100, 1024)]);
+        let err = get(&url, "/", None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn a_long_body_is_refused() {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        )
+        .into_bytes();
+        answer.extend(std::iter::repeat_n(b'a', MAX_BODY as usize + 1));
+        let (url, _) = serve_once(vec![answer]);
+        assert_eq!(
+            get(&url, "/", None).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    const SSE_HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+
+    #[test]
+    fn events_parse_across_reads_and_line_endings() {
+        let (url, _) = serve_once(vec![
+            SSE_HEAD.to_vec(),
+            b": keep-alive\r\n\r\nevent: other\ndata: 1\n\n".to_vec(),
+            // CRLF endings, and a UTF-8 character split across two reads.
+            b"event: state\r\ndata: {\"state\":\"pr\xc3".to_vec(),
+            b"\xa9sent\"}\r\n\r\n".to_vec(),
+            // CR alone ends lines too.
+            b"event: state\rdata: {\"state\":\"absent\"}\r\r".to_vec(),
+            // eventsource-stream 0.2.3 holds a CR until it sees the next byte
+            // (it could start CRLF), so something must follow the last one.
+            b": more\n\n".to_vec(),
+        ]);
+        let mut events = Events::open(&url).unwrap();
+        let t = Duration::from_secs(5);
+        assert_eq!(events.next_state(t).unwrap()["state"], "pr\u{e9}sent");
+        assert_eq!(events.next_state(t).unwrap()["state"], "absent");
+        let quiet = events.next_state(Duration::from_millis(100)).unwrap_err();
+        assert_eq!(quiet.kind(), io::ErrorKind::TimedOut, "{quiet}");
+    }
+
+    #[test]
+    fn an_endless_event_is_refused_at_the_cap() {
+        let filler = vec![b'x'; 8 << 10];
+        let mut parts = vec![SSE_HEAD.to_vec(), b"event: state\ndata: ".to_vec()];
+        parts.extend(std::iter::repeat_n(filler, 10));
+        let (url, _) = serve_once(parts);
+        let mut events = Events::open(&url).unwrap();
+        let err = events.next_state(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn a_refused_stream_names_its_status() {
+        let (url, _) = serve_once(vec![
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ]);
+        let err = Events::open(&url).unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+    }
 
     #[test]
     fn only_plain_http_base_urls_are_accepted() {
