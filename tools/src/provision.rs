@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use tether_keys::keyfile::{self, Overwrite, SERIAL_HEADER};
 use tether_keys::license::normalize_names;
 use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
+use tether_tools::human;
 
 use crate::cli::{KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
 
@@ -216,11 +217,12 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
                 .check_time(tether_keys::now_unix(), 0)
                 .with_context(|| format!("{}", file.display()))?;
             println!(
-                "{}: valid license {} for {}, signed by {}",
+                "{}: valid license {} for {}, signed by {}, until {}",
                 file.display(),
                 license.terms().id,
                 license.terms().customer,
-                license.vendor()
+                license.vendor(),
+                human::instant(license.terms().not_after, tether_keys::now_unix())
             );
         }
     }

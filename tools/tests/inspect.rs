@@ -289,6 +289,20 @@ fn verify_prints_readable_times() {
 }
 
 #[test]
+fn license_verify_says_until_when() {
+    let site = Site::new();
+    let out = ok(&tether(&[
+        "license",
+        "verify",
+        "--vendor-pub",
+        s(&site.p("vendor/vendor.pub")),
+        s(&site.p("license.tether")),
+    ]));
+    assert!(out.contains("valid license"), "{out}");
+    assert!(out.trim_end().ends_with("Z, in 29 days"), "{out}");
+}
+
+#[test]
 fn malformed_tokens_are_refused_with_one_line() {
     let site = Site::new();
     fails_with(&tether(&["inspect", "abc.def.ghi"]), "not a token");
