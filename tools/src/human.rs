@@ -1,5 +1,5 @@
 //! Numbers a person reads: instants as RFC 3339 in UTC with the time left or
-//! passed ("2026-12-29T18:13:12Z, in 30 days"), durations with units
+//! passed ("2026-12-29T18:53:12Z, in 30 days"), durations with units
 //! ("5 minutes"), counts with the right plural ("1 token", "2 tokens").
 //!
 //! Only the human output uses these; `--json` keeps UNIX seconds. Calendar
@@ -55,19 +55,19 @@ pub fn seconds(secs: u64) -> String {
     }
 }
 
-/// A distance in time rounded down to its largest unit, for "in 30 days" and
-/// "3 hours ago": a person checking an expiry needs the order of magnitude.
+/// A distance in time cut to its two largest units, for "in 29 days 23
+/// hours" and "3 hours 5 minutes ago": a person checking an expiry needs the
+/// order of magnitude, not the seconds.
 fn approximately(secs: u64) -> String {
-    let (unit, one, many) = if secs >= DAY {
-        (DAY, "day", "days")
-    } else if secs >= HOUR {
-        (HOUR, "hour", "hours")
-    } else if secs >= MINUTE {
-        (MINUTE, "minute", "minutes")
-    } else {
-        (1, "second", "seconds")
-    };
-    plural(secs / unit, one, many)
+    const UNITS: [u64; 4] = [DAY, HOUR, MINUTE, 1];
+    let cut = UNITS
+        .iter()
+        .position(|u| secs >= *u)
+        .map_or(0, |i| match UNITS.get(i + 1) {
+            Some(next) => secs - secs % next,
+            None => secs,
+        });
+    seconds(cut)
 }
 
 /// A UNIX time as RFC 3339 in UTC, or `None` outside the range a calendar
@@ -78,7 +78,7 @@ pub fn rfc3339(unix: u64) -> Option<String> {
     Timestamp::from_second(secs).ok().map(|t| t.to_string())
 }
 
-/// An instant against `now` (both UNIX seconds): "2026-12-29T18:13:12Z, in
+/// An instant against `now` (both UNIX seconds): "2026-12-29T18:53:12Z, in
 /// 30 days", "2026-11-29T15:00:00Z, 3 hours ago", "…, now".
 #[must_use]
 pub fn instant(unix: u64, now: u64) -> String {
@@ -128,6 +128,14 @@ mod tests {
             "2026-12-29T15:52:13Z, 3 hours ago"
         );
         assert_eq!(instant(now, now), "2026-12-29T18:53:12Z, now");
+        assert_eq!(
+            instant(now + 30 * DAY - 61, now),
+            "2027-01-28T18:52:11Z, in 29 days 23 hours"
+        );
+        assert_eq!(
+            instant(now - 4 * MINUTE - 59, now),
+            "2026-12-29T18:48:13Z, 4 minutes 59 seconds ago"
+        );
         assert_eq!(instant(now + 1, now), "2026-12-29T18:53:13Z, in 1 second");
         assert!(instant(u64::MAX, now).contains("beyond the calendar"));
     }

@@ -314,15 +314,34 @@ fn shown(key: &str, value: &Value, now: u64) -> Option<String> {
     })
 }
 
+/// Sections of a token in the order an operator reads them.
+const SECTIONS: &[&str] = &["header", "claims", "certificate", "license"];
+
 fn print_human(map: &serde_json::Map<String, Value>, indent: usize, now: u64) {
     let pad = " ".repeat(indent);
+    // Plain values first (the kind only at the top), then the sections.
     for (k, v) in map {
-        if let Value::Object(inner) = v {
-            println!("{pad}{k}:");
-            print_human(inner, indent + 2, now);
-        } else if let Some(text) = shown(k, v, now) {
+        if v.is_object() || (k == "kind" && indent > 2) {
+            continue;
+        }
+        if let Some(text) = shown(k, v, now) {
             println!("{pad}{k:<14} {text}");
         }
+    }
+    let rank = |k: &str| {
+        SECTIONS
+            .iter()
+            .position(|s| *s == k)
+            .unwrap_or(SECTIONS.len())
+    };
+    let mut sections: Vec<(&String, &serde_json::Map<String, Value>)> = map
+        .iter()
+        .filter_map(|(k, v)| v.as_object().map(|inner| (k, inner)))
+        .collect();
+    sections.sort_by_key(|(k, _)| rank(k));
+    for (k, inner) in sections {
+        println!("{pad}{k}:");
+        print_human(inner, indent + 2, now);
     }
 }
 
