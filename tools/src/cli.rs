@@ -208,7 +208,7 @@ pub enum ServiceCmd {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A key, public key, license or credential file; a token (JWT) or a
-    /// file holding one, or the JSON answer of `GET /token`.
+    /// file holding one, or the JSON answer of `GET /token`; `-` reads stdin.
     pub file: PathBuf,
     /// Check a token's or license's signatures with this vendor public key;
     /// without it they are shown as not verified.
