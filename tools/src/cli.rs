@@ -1,7 +1,12 @@
 //! The command line, declared with clap derive. Every flag can also be set
 //! from a `TETHER_*` environment variable, so compose files and systemd units
 //! configure the same options.
+//!
+//! This module owns every argument type; the command modules (`provision`,
+//! `client`, `dongle`, `service`, `demo`) import from here and nothing here
+//! imports from them, so dependencies point one way.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,10 +15,12 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about, propagate_version = true)]
 pub struct Cli {
+    /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create key pairs (vendor root, dongle identity).
@@ -25,21 +32,21 @@ pub enum Command {
     /// Enroll services with the authority.
     #[command(subcommand)]
     Service(ServiceCmd),
-    /// Show what a key, license or credential file holds.
+    /// Show what a key, license, credential file or token holds.
     Inspect(InspectArgs),
     /// The dongle: emulator, plug/unplug, probe.
     #[command(subcommand)]
-    Dongle(crate::dongle::DongleCmd),
+    Dongle(DongleCmd),
     /// Fetch a license token from tetherd (prints the JSON answer).
     Token(TokenArgs),
     /// Verify a license token offline, with the vendor public key only.
     Verify(VerifyArgs),
     /// Run the reference `backend` service (works only while licensed).
-    Backend(crate::service::ServiceArgs),
+    Backend(ServiceArgs),
     /// Run the reference `muxer` service (needs the `mux` feature).
-    Muxer(crate::service::ServiceArgs),
+    Muxer(ServiceArgs),
     /// The whole product live, with an emulated dongle: the quick start.
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
     /// Run the authority daemon (the same as the `tetherd` binary).
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
     Tetherd {
@@ -68,6 +75,7 @@ pub struct SecretArgs {
     pub secret: Option<String>,
 }
 
+/// Flags of `tether token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// tetherd's base URL.
@@ -84,6 +92,7 @@ pub struct TokenArgs {
     pub nonce: Option<String>,
 }
 
+/// Flags of `tether verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The vendor public key (vendor.pub): the only thing trusted.
@@ -100,6 +109,7 @@ pub struct VerifyArgs {
     pub token: String,
 }
 
+/// `tether keygen ...`.
 #[derive(Debug, Subcommand)]
 pub enum KeygenCmd {
     /// The vendor root key pair: vendor.key (keep offline) and vendor.pub.
@@ -125,6 +135,7 @@ pub enum KeygenCmd {
     },
 }
 
+/// `tether license ...`.
 #[derive(Debug, Subcommand)]
 pub enum LicenseCmd {
     /// Sign a license binding a customer to one dongle.
@@ -139,6 +150,7 @@ pub enum LicenseCmd {
     },
 }
 
+/// Flags of `tether license issue`.
 #[derive(Debug, Args)]
 pub struct LicenseIssueArgs {
     /// The vendor private key (vendor.key).
@@ -176,6 +188,7 @@ pub struct LicenseIssueArgs {
     pub force: bool,
 }
 
+/// `tether service ...`.
 #[derive(Debug, Subcommand)]
 pub enum ServiceCmd {
     /// Enroll a service: print its one-time secret, store only the hash.
@@ -194,13 +207,181 @@ pub enum ServiceCmd {
     },
 }
 
+/// Flags of `tether inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A key, public key, license or credential file.
+    /// A key, public key, license or credential file; a token (JWT) or a
+    /// file holding one, or the JSON answer of `GET /token`; `-` reads stdin.
     pub file: PathBuf,
-    /// Machine-readable JSON output.
+    /// Check a token's or license's signatures with this vendor public key;
+    /// without it they are shown as not verified.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: Option<PathBuf>,
+    /// Machine-readable JSON output (times as UNIX seconds).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Dongle subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DongleCmd {
+    /// Run an emulated dongle on a Unix socket (or, with --uhid, as a kernel
+    /// HID device) until SIGTERM/SIGINT.
+    Emulate(EmulateArgs),
+    /// Unplug the running emulator (tetherd sees a hardware removal).
+    Unplug(SocketArg),
+    /// Plug the running emulator back in (a power-up).
+    Plug(SocketArg),
+    /// Switch the running emulator's fault mode (none, clone, rollback,
+    /// garbage, silent, slow:MS, replay, wrong-nonce, presence-as-delegate,
+    /// oversized).
+    Fault {
+        /// The emulator's socket.
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The mode.
+        mode: String,
+    },
+    /// Find a dongle, show its INFO, and time one PRESENCE round trip.
+    Probe(ProbeArgs),
+    /// Unplug and re-plug the emulator N times, timing unplug to the first
+    /// refused GET /token, and checking each re-plug brings a fresh session
+    /// (prints one JSON line; for tests/vm).
+    #[command(hide = true)]
+    ReplugBench(ReplugBenchArgs),
+}
+
+/// The emulator's socket.
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The emulator's socket (its control socket is this path + `.ctl`).
+    #[arg(long, env = "TETHER_DONGLE_SOCKET")]
+    pub socket: PathBuf,
+}
+
+/// Flags of `tether dongle emulate`.
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Directory holding dongle.key (from `tether keygen dongle`).
+    #[arg(long, env = "TETHER_DONGLE_IDENTITY")]
+    pub identity: PathBuf,
+    /// Socket to serve on (with --uhid: only its control socket, SOCKET.ctl).
+    #[arg(long, env = "TETHER_DONGLE_SOCKET")]
+    pub socket: PathBuf,
+    /// Be a kernel HID device through /dev/uhid (Linux, needs the uhid module
+    /// and root) instead of serving the socket: tetherd then uses `--dongle hid`.
+    #[arg(long, env = "TETHER_DONGLE_UHID")]
+    pub uhid: bool,
+    /// With --uhid: the vendor/product id to present (hex VID:PID).
+    #[arg(
+        long,
+        env = "TETHER_DONGLE_VID_PID",
+        default_value = "1209:0001",
+        requires = "uhid"
+    )]
+    pub vid_pid: String,
+    /// With --uhid: the usage page of the report descriptor (hex). Another
+    /// page than the dongle's makes an unrelated device, which hosts ignore.
+    #[arg(
+        long,
+        env = "TETHER_DONGLE_USAGE_PAGE",
+        default_value = "ff54",
+        requires = "uhid"
+    )]
+    pub usage_page: String,
+    /// Counter state file (default: IDENTITY/dongle.state).
+    #[arg(long, env = "TETHER_DONGLE_STATE")]
+    pub state: Option<PathBuf>,
+    /// Start in this fault mode.
+    #[arg(long, env = "TETHER_DONGLE_FAULT", default_value = "none")]
+    pub fault: String,
+    /// Longest certificate window the dongle signs.
+    #[arg(long, env = "TETHER_DONGLE_MAX_WINDOW", default_value = "10m")]
+    pub max_window: String,
+    /// Reach budget: seconds of certificate validity the dongle may sign
+    /// beyond what it already covered, earned back while powered
+    /// (docs/dongle-protocol.md section 6; 0 turns the rule off, for tests).
+    #[arg(long, env = "TETHER_DONGLE_REACH_BUDGET", default_value = "1h")]
+    pub reach_budget: String,
+    /// Seconds of reach earned per second powered.
+    #[arg(long, env = "TETHER_DONGLE_REACH_RATE", default_value_t = 2)]
+    pub reach_rate: u32,
+    /// The least one DELEGATE costs from the reach budget.
+    #[arg(long, env = "TETHER_DONGLE_MIN_CHARGE", default_value = "60s")]
+    pub min_charge: String,
+}
+
+/// Flags of `tether dongle probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Probe the emulator on this socket.
+    #[arg(long, conflicts_with = "hid")]
+    pub socket: Option<PathBuf>,
+    /// Probe a USB HID dongle (VID:PID in hex; default 1209:0001).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub hid: Option<String>,
+}
+
+/// Flags of `tether dongle replug-bench`.
+#[derive(Debug, Args)]
+pub struct ReplugBenchArgs {
+    /// The emulator's socket.
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// tetherd's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7443")]
+    pub url: String,
+    /// The service secret to fetch tokens with.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Unplug/re-plug cycles.
+    #[arg(long, default_value_t = 20)]
+    pub cycles: u32,
+    /// Longest wait for tokens after a plug, and for refusal after an unplug.
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+}
+
+/// Flags of `tether backend` and `tether muxer`.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Address to serve on (default 127.0.0.1:8080 for backend, :8081 for muxer).
+    #[arg(long, env = "TETHER_SERVICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// tetherd's base URL.
+    #[arg(
+        long,
+        env = "TETHER_AUTHORITY_URL",
+        default_value = "http://127.0.0.1:7443"
+    )]
+    pub authority: String,
+    /// The vendor root public key: the only key a token is verified with.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: PathBuf,
+    /// The service secret.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Service name, as enrolled and licensed (default: the command's name).
+    #[arg(long, env = "TETHER_SERVICE_NAME")]
+    pub name: Option<String>,
+    /// Features the license must grant (default: none for backend, `mux` for muxer).
+    #[arg(long, env = "TETHER_REQUIRE_FEATURES", value_delimiter = ',')]
+    pub require: Option<Vec<String>>,
+    /// Do not follow the authority's events: the license then ends at token
+    /// expiry at the latest, instead of at once (for tests and comparison).
+    #[arg(long, env = "TETHER_NO_EVENTS")]
+    pub no_events: bool,
+}
+
+/// Flags of `tether demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run a fixed unplug/plug scenario without a terminal, then exit.
+    #[arg(long)]
+    pub script: bool,
+    /// Keep the temporary directory (keys, license, logs) after exit.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `tether state ...`

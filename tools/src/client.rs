@@ -5,11 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use tether_keys::ServiceSecret;
-use tether_tools::http;
+use tether_tools::{http, human};
 
 use crate::cli::{SecretArgs, TokenArgs, VerifyArgs};
 
 /// Reads the service secret from `--secret-file` or `--secret`/`TETHER_SECRET`.
+///
+/// # Errors
+///
+/// When neither is given, the file cannot be read, or the text is not a
+/// service secret.
 pub fn load_secret(args: &SecretArgs) -> anyhow::Result<ServiceSecret> {
     let text = match (&args.secret_file, &args.secret) {
         (Some(path), _) => zeroize::Zeroizing::new(
@@ -21,6 +26,12 @@ pub fn load_secret(args: &SecretArgs) -> anyhow::Result<ServiceSecret> {
     Ok(ServiceSecret::parse(&text)?)
 }
 
+/// `tether token`: fetches a token and prints tetherd's JSON answer.
+///
+/// # Errors
+///
+/// When the secret cannot be loaded, tetherd cannot be reached, or it
+/// answers anything but 200 (its message is shown).
 pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     let secret = load_secret(&args.secret)?;
     let path = match &args.nonce {
@@ -42,8 +53,16 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tether health URL`: exit 0 when URL answers 200.
+///
+/// # Errors
+///
+/// For a URL that is not `http://`, no answer, or another status.
 pub fn health(url: &str) -> anyhow::Result<ExitCode> {
-    let (base, path) = match url.trim_start_matches("http://").split_once('/') {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let (base, path) = match rest.split_once('/') {
         Some((host, rest)) => (format!("http://{host}"), format!("/{rest}")),
         None => (url.to_string(), "/".to_string()),
     };
@@ -57,6 +76,11 @@ pub fn health(url: &str) -> anyhow::Result<ExitCode> {
 
 /// Verifies a token down to the vendor root, as a consumer does: nothing but
 /// `vendor.pub` is trusted.
+///
+/// # Errors
+///
+/// When the vendor key cannot be read, the input is not a token or the
+/// JSON answer of `GET /token`, or the token is refused (the reason is named).
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     use std::io::Read as _;
     use tether_keys::{Vendor, keyfile};
@@ -85,9 +109,14 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         .verify_at(&text, args.nonce.as_deref(), tether_keys::now_unix())
         .context("token refused")?;
     let c = &verified.claims;
+    let now = tether_keys::now_unix();
     println!(
         "valid token {} for {} from {}, expires {}, certificate until {}",
-        c.jti, c.aud, c.iss, c.exp, verified.cert_not_after
+        c.jti,
+        c.aud,
+        c.iss,
+        human::instant(c.exp, now),
+        human::instant(verified.cert_not_after, now)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -4,39 +4,29 @@
 //! tetherd, backend and muxer as real child processes on loopback; shows
 //! their state; and lets the user unplug and plug the emulated dongle.
 //!
-//! Keys: `u` unplug, `p` plug, `q` quit (Ctrl-C works too). `--script` runs
+//! Keys: `u` unplug, `p` plug, `q` quit (Ctrl-C works too). The terminal
+//! is driven with `crossterm` (single-key input, clearing the screen), and
+//! children are stopped with a SIGTERM sent through `rustix`, not by
+//! spawning `stty` or `kill`. `--script` runs
 //! a fixed scenario without a terminal (CI runs it) and fails if a
 //! transition does not happen in time. Everything is stopped and removed on
 //! exit.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Args;
-use tether_tools::http;
+use tether_tools::{http, human};
 
-use crate::cli::LicenseIssueArgs;
+use crate::cli::{DemoArgs, LicenseIssueArgs};
 use crate::provision;
-
-/// Flags of `tether demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Run a fixed unplug/plug scenario without a terminal, then exit.
-    #[arg(long)]
-    pub script: bool,
-    /// Keep the temporary directory (keys, license, logs) after exit.
-    #[arg(long)]
-    pub keep: bool,
-}
 
 const SERIAL: &str = "TD-DEMO-0001";
 /// How long a scripted transition may take before the demo fails.
@@ -50,10 +40,9 @@ struct Child_ {
 
 impl Drop for Child_ {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        use rustix::process::{Pid, Signal, kill_process};
+        // Fails only when the child is already gone, which the wait below sees.
+        let _ = kill_process(Pid::from_child(&self.child), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -224,7 +213,10 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> an
     let deadline = Instant::now() + timeout;
     while !cond() {
         if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
+            bail!(
+                "timed out after {} waiting for {what}",
+                human::duration(timeout)
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -356,69 +348,86 @@ fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Puts the terminal in single-key mode for the demo's lifetime.
+/// Puts the terminal in raw mode (single keys, no echo) for the demo's
+/// lifetime. Raw mode also turns Ctrl-C into a key, which `interactive`
+/// handles as the interrupt it is.
 struct RawTerminal {
-    saved: Option<String>,
+    enabled: bool,
 }
 
 impl RawTerminal {
     fn enable() -> RawTerminal {
-        let stty = |args: &[&str]| {
-            Command::new("stty")
-                .args(args)
-                .stdin(Stdio::inherit())
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-        };
-        let saved = stty(&["-g"]).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-        if saved.is_some() {
-            stty(&["-icanon", "-echo", "min", "1"]);
+        RawTerminal {
+            enabled: crossterm::terminal::enable_raw_mode().is_ok(),
         }
-        RawTerminal { saved }
     }
 }
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            let _ = Command::new("stty")
-                .arg(saved)
-                .stdin(Stdio::inherit())
-                .status();
+        if self.enabled {
+            let _ = crossterm::terminal::disable_raw_mode();
         }
     }
 }
 
+/// What a key press asks for.
+enum Key {
+    Unplug,
+    Plug,
+    Quit,
+    Interrupt,
+    Other,
+}
+
+/// The next key within `wait`, if any.
+fn next_key(wait: Duration) -> anyhow::Result<Option<Key>> {
+    use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    if !event::poll(wait)? {
+        return Ok(None);
+    }
+    let Event::Key(key) = event::read()? else {
+        return Ok(Some(Key::Other));
+    };
+    if key.kind == KeyEventKind::Release {
+        return Ok(Some(Key::Other));
+    }
+    Ok(Some(match key.code {
+        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Key::Interrupt,
+        KeyCode::Char('u') => Key::Unplug,
+        KeyCode::Char('p') => Key::Plug,
+        KeyCode::Char('q') => Key::Quit,
+        _ => Key::Other,
+    }))
+}
+
 fn interactive(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
+    use crossterm::cursor::MoveTo;
+    use crossterm::terminal::{Clear, ClearType};
     let _raw = RawTerminal::enable();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut byte = [0u8; 1];
-        let mut stdin = std::io::stdin();
-        while stdin.read_exact(&mut byte).is_ok() {
-            if tx.send(byte[0]).is_err() {
-                break;
-            }
-        }
-    });
     let started = Instant::now();
     let mut note = String::new();
     while !stop.load(Ordering::SeqCst) {
         let snap = stack.snapshot();
-        print!("\x1b[2J\x1b[H{}\n  {note}\n", snap.render(started));
-        let _ = std::io::stdout().flush();
-        match rx.recv_timeout(Duration::from_millis(400)) {
-            Ok(b'u') => {
+        let mut out = std::io::stdout().lock();
+        crossterm::queue!(out, Clear(ClearType::All), MoveTo(0, 0))?;
+        // Raw mode does not turn "\n" into a new line at column 0.
+        let screen = format!("{}\n  {note}\n", snap.render(started));
+        out.write_all(screen.replace('\n', "\r\n").as_bytes())?;
+        out.flush()?;
+        drop(out);
+        match next_key(Duration::from_millis(400))? {
+            Some(Key::Unplug) => {
                 stack.dongle("unplug")?;
                 note = "unplugged the emulated dongle".into();
             }
-            Ok(b'p') => {
+            Some(Key::Plug) => {
                 stack.dongle("plug")?;
                 note = "plugged the emulated dongle back in".into();
             }
-            Ok(b'q') | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            _ => {}
+            Some(Key::Quit) => break,
+            Some(Key::Interrupt) => stop.store(true, Ordering::SeqCst),
+            Some(Key::Other) | None => {}
         }
     }
     Ok(())
@@ -443,7 +452,10 @@ fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
                 return Ok(snap);
             }
             if Instant::now() > deadline {
-                bail!("{what} did not happen within {STEP_TIMEOUT:?}");
+                bail!(
+                    "{what} did not happen within {}",
+                    human::duration(STEP_TIMEOUT)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -452,9 +464,9 @@ fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
         s.dongle == "present" && s.all_licensed()
     })?;
     println!(
-        "[{:6.2}s] both services licensed; {} tokens issued",
+        "[{:6.2}s] both services licensed; {} issued",
         started.elapsed().as_secs_f64(),
-        s.issued
+        human::plural(s.issued, "token", "tokens")
     );
     println!(
         "[{:6.2}s] >>> unplugging the emulated dongle",
@@ -488,6 +500,11 @@ fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
 }
 
 /// Runs the demo.
+///
+/// # Errors
+///
+/// When provisioning or starting a child fails, a scripted transition does
+/// not happen within its timeout, or the terminal cannot be driven.
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;

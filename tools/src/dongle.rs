@@ -8,12 +8,10 @@
 //! fault modes while it runs. `replug-bench` (hidden, for tests/vm) times
 //! unplug-to-refusal over repeated plug cycles.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
 use tether_dongle::native::Client;
 use tether_dongle::{Selector, hid};
 use tether_emulator::socket::control;
@@ -21,122 +19,7 @@ use tether_emulator::uhid::{UhidConfig, UhidEmulator};
 use tether_emulator::{Device, Fault, Rules, SocketEmulator};
 use tether_keys::delegation::{fresh_nonce, presence_message};
 
-/// Dongle subcommands.
-#[derive(Debug, Subcommand)]
-pub enum DongleCmd {
-    /// Run an emulated dongle on a Unix socket (or, with --uhid, as a kernel
-    /// HID device) until SIGTERM/SIGINT.
-    Emulate(EmulateArgs),
-    /// Unplug the running emulator (tetherd sees a hardware removal).
-    Unplug(SocketArg),
-    /// Plug the running emulator back in (a power-up).
-    Plug(SocketArg),
-    /// Switch the running emulator's fault mode (none, clone, rollback,
-    /// garbage, silent, slow:MS, replay, wrong-nonce, presence-as-delegate,
-    /// oversized).
-    Fault {
-        #[command(flatten)]
-        socket: SocketArg,
-        /// The mode.
-        mode: String,
-    },
-    /// Find a dongle, show its INFO, and time one PRESENCE round trip.
-    Probe(ProbeArgs),
-    /// Unplug and re-plug the emulator N times, timing unplug to the first
-    /// refused GET /token, and checking each re-plug brings a fresh session
-    /// (prints one JSON line; for tests/vm).
-    #[command(hide = true)]
-    ReplugBench(ReplugBenchArgs),
-}
-
-/// The emulator's socket.
-#[derive(Debug, Args)]
-pub struct SocketArg {
-    /// The emulator's socket (its control socket is this path + `.ctl`).
-    #[arg(long, env = "TETHER_DONGLE_SOCKET")]
-    pub socket: PathBuf,
-}
-
-/// Flags of `tether dongle emulate`.
-#[derive(Debug, Args)]
-pub struct EmulateArgs {
-    /// Directory holding dongle.key (from `tether keygen dongle`).
-    #[arg(long, env = "TETHER_DONGLE_IDENTITY")]
-    pub identity: PathBuf,
-    /// Socket to serve on (with --uhid: only its control socket, SOCKET.ctl).
-    #[arg(long, env = "TETHER_DONGLE_SOCKET")]
-    pub socket: PathBuf,
-    /// Be a kernel HID device through /dev/uhid (Linux, needs the uhid module
-    /// and root) instead of serving the socket: tetherd then uses `--dongle hid`.
-    #[arg(long, env = "TETHER_DONGLE_UHID")]
-    pub uhid: bool,
-    /// With --uhid: the vendor/product id to present (hex VID:PID).
-    #[arg(
-        long,
-        env = "TETHER_DONGLE_VID_PID",
-        default_value = "1209:0001",
-        requires = "uhid"
-    )]
-    pub vid_pid: String,
-    /// With --uhid: the usage page of the report descriptor (hex). Another
-    /// page than the dongle's makes an unrelated device, which hosts ignore.
-    #[arg(
-        long,
-        env = "TETHER_DONGLE_USAGE_PAGE",
-        default_value = "ff54",
-        requires = "uhid"
-    )]
-    pub usage_page: String,
-    /// Counter state file (default: IDENTITY/dongle.state).
-    #[arg(long, env = "TETHER_DONGLE_STATE")]
-    pub state: Option<PathBuf>,
-    /// Start in this fault mode.
-    #[arg(long, env = "TETHER_DONGLE_FAULT", default_value = "none")]
-    pub fault: String,
-    /// Longest certificate window the dongle signs.
-    #[arg(long, env = "TETHER_DONGLE_MAX_WINDOW", default_value = "10m")]
-    pub max_window: String,
-    /// Reach budget: seconds of certificate validity the dongle may sign
-    /// beyond what it already covered, earned back while powered
-    /// (docs/dongle-protocol.md section 6; 0 turns the rule off, for tests).
-    #[arg(long, env = "TETHER_DONGLE_REACH_BUDGET", default_value = "1h")]
-    pub reach_budget: String,
-    /// Seconds of reach earned per second powered.
-    #[arg(long, env = "TETHER_DONGLE_REACH_RATE", default_value_t = 2)]
-    pub reach_rate: u32,
-    /// The least one DELEGATE costs from the reach budget.
-    #[arg(long, env = "TETHER_DONGLE_MIN_CHARGE", default_value = "60s")]
-    pub min_charge: String,
-}
-
-/// Flags of `tether dongle probe`.
-#[derive(Debug, Args)]
-pub struct ProbeArgs {
-    /// Probe the emulator on this socket.
-    #[arg(long, conflicts_with = "hid")]
-    pub socket: Option<PathBuf>,
-    /// Probe a USB HID dongle (VID:PID in hex; default 1209:0001).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub hid: Option<String>,
-}
-
-/// Flags of `tether dongle replug-bench`.
-#[derive(Debug, Args)]
-pub struct ReplugBenchArgs {
-    #[command(flatten)]
-    pub socket: SocketArg,
-    /// tetherd's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:7443")]
-    pub url: String,
-    #[command(flatten)]
-    pub secret: crate::cli::SecretArgs,
-    /// Unplug/re-plug cycles.
-    #[arg(long, default_value_t = 20)]
-    pub cycles: u32,
-    /// Longest wait for tokens after a plug, and for refusal after an unplug.
-    #[arg(long, default_value = "30s")]
-    pub timeout: String,
-}
+use crate::cli::{DongleCmd, EmulateArgs, ProbeArgs, ReplugBenchArgs, SocketArg};
 
 /// Runs a dongle subcommand.
 pub fn run(cmd: DongleCmd) -> anyhow::Result<ExitCode> {

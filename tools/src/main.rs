@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod demo;
 mod dongle;
+mod inspect;
 mod logs;
 mod provision;
 mod service;
@@ -34,7 +35,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(cmd) => provision::keygen(cmd),
         Command::License(cmd) => provision::license(cmd),
         Command::Service(cmd) => provision::service(cmd),
-        Command::Inspect(cmd) => provision::inspect(cmd),
+        Command::Inspect(args) => inspect::run(&args),
         Command::Dongle(cmd) => dongle::run(cmd),
         Command::Token(args) => client::token(&args),
         Command::Verify(args) => client::verify(&args),

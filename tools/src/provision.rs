@@ -1,4 +1,4 @@
-//! Provisioning: key pairs, licenses, service enrolment, inspection.
+//! Provisioning: key pairs, licenses, service enrolment.
 //!
 //! Every command refuses to overwrite an existing file unless `--force` is
 //! given, and every failure is one line naming the file and what is wrong.
@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
 use tether_keys::keyfile::{self, Overwrite, SERIAL_HEADER};
 use tether_keys::license::normalize_names;
 use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
+use tether_tools::human;
 
-use crate::cli::{InspectArgs, KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
+use crate::cli::{KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
 
 /// File names inside a key directory.
 pub const VENDOR_KEY: &str = "vendor.key";
@@ -56,6 +56,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Writes a fresh vendor root pair into `out`; returns the two paths.
+///
+/// # Errors
+///
+/// When `out` cannot be created or written, or (without `force`) a key
+/// file already exists.
 pub fn keygen_vendor(out: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     ensure_dir(out)?;
     let (key_path, pub_path) = (out.join(VENDOR_KEY), out.join(VENDOR_PUB));
@@ -67,6 +72,11 @@ pub fn keygen_vendor(out: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBu
 }
 
 /// Writes a fresh dongle identity into `out`; returns the serial and the two paths.
+///
+/// # Errors
+///
+/// For a serial that is not 1-64 printable ASCII characters, and as
+/// [`keygen_vendor`].
 pub fn keygen_dongle(
     out: &Path,
     serial: Option<String>,
@@ -86,6 +96,11 @@ pub fn keygen_dongle(
     Ok((serial, key_path, pub_path))
 }
 
+/// `tether keygen vendor|dongle`.
+///
+/// # Errors
+///
+/// As [`keygen_vendor`] and [`keygen_dongle`].
 pub fn keygen(cmd: KeygenCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         KeygenCmd::Vendor { out, force } => {
@@ -112,7 +127,13 @@ pub fn keygen(cmd: KeygenCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Issues a license from the arguments; returns its path.
+/// Issues a license from the arguments, writes it to `--out`, returns it.
+///
+/// # Errors
+///
+/// When the output exists (without `--force`), a key file cannot be read or
+/// holds the wrong key, the serials disagree, a duration, name or the license
+/// size is out of bounds, or the file cannot be written.
 pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::License> {
     if !args.force && args.out.exists() {
         return Err(tether_keys::Error::Exists(args.out.clone()).into());
@@ -169,6 +190,12 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
     Ok(license)
 }
 
+/// `tether license issue|verify`.
+///
+/// # Errors
+///
+/// As [`license_issue`]; for `verify`, when the signature or the validity
+/// window does not hold now.
 pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         LicenseCmd::Issue(args) => {
@@ -190,17 +217,24 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
                 .check_time(tether_keys::now_unix(), 0)
                 .with_context(|| format!("{}", file.display()))?;
             println!(
-                "{}: valid license {} for {}, signed by {}",
+                "{}: valid license {} for {}, signed by {}, until {}",
                 file.display(),
                 license.terms().id,
                 license.terms().customer,
-                license.vendor()
+                license.vendor(),
+                human::instant(license.terms().not_after, tether_keys::now_unix())
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tether service enroll`.
+///
+/// # Errors
+///
+/// When the credential file cannot be read or written, the name is invalid
+/// or already enrolled (without `--force`), or the secret file exists.
 pub fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ServiceCmd::Enroll {
@@ -232,102 +266,6 @@ pub fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
                     println!("{}", secret.expose());
                 }
             }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What `inspect` found, as JSON (the human form is printed from it).
-fn describe(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    if text.contains("-----BEGIN TETHER LICENSE-----") {
-        let license = keyfile::parse_license(path, &text)?;
-        let t = license.terms();
-        return Ok(json!({
-            "kind": "license",
-            "id": t.id.to_string(),
-            "customer": t.customer,
-            "vendor": license.vendor().to_string(),
-            "dongle_serial": t.dongle_serial,
-            "dongle_key": t.dongle_key.fingerprint().to_string(),
-            "issued_at": t.issued_at,
-            "not_before": t.not_before,
-            "not_after": t.not_after,
-            "max_token_ttl": t.max_token_ttl,
-            "features": t.features,
-            "services": t.services,
-            "signature": "not verified (use tether license verify)",
-        }));
-    }
-    if text.contains("-----BEGIN PRIVATE KEY-----") {
-        let role = role_of(&text);
-        let (fingerprint, headers) = match role.as_str() {
-            "vendor" => keyfile::read_secret_key::<Vendor>(path)
-                .map(|(k, h)| (k.public().fingerprint(), h))?,
-            "dongle" => keyfile::read_secret_key::<Dongle>(path)
-                .map(|(k, h)| (k.public().fingerprint(), h))?,
-            other => bail!("{}: private key of unknown role {other:?}", path.display()),
-        };
-        return Ok(json!({
-            "kind": "private-key",
-            "role": role,
-            "fingerprint": fingerprint.to_string(),
-            "serial": headers.get(SERIAL_HEADER),
-        }));
-    }
-    if text.contains("-----BEGIN PUBLIC KEY-----") {
-        let role = role_of(&text);
-        let (fingerprint, headers) = match role.as_str() {
-            "dongle" => keyfile::parse_public_key::<Dongle>(path, &text)
-                .map(|(k, h)| (k.fingerprint(), h))?,
-            _ => keyfile::parse_public_key::<Vendor>(path, &text)
-                .map(|(k, h)| (k.fingerprint(), h))?,
-        };
-        return Ok(json!({
-            "kind": "public-key",
-            "role": role,
-            "fingerprint": fingerprint.to_string(),
-            "serial": headers.get(SERIAL_HEADER),
-        }));
-    }
-    if text.lines().any(|l| l.contains(" sha256:")) {
-        let creds = CredentialFile::parse(path, &text)?;
-        return Ok(json!({
-            "kind": "credentials",
-            "services": creds.services().collect::<Vec<_>>(),
-        }));
-    }
-    bail!(
-        "{}: not a Tether key, license or credential file",
-        path.display()
-    )
-}
-
-fn role_of(text: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(keyfile::ROLE_HEADER))
-        .and_then(|rest| rest.strip_prefix(':'))
-        .map_or_else(|| "unknown".to_string(), |r| r.trim().to_string())
-}
-
-pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let value = describe(&args.file)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else if let Some(map) = value.as_object() {
-        println!("{}", args.file.display());
-        for (k, v) in map {
-            let shown = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .map(|x| x.as_str().unwrap_or_default().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                serde_json::Value::Null => continue,
-                other => other.to_string(),
-            };
-            println!("  {k:<14} {shown}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,20 +8,19 @@
 //! backend none, to show feature gating.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use clap::Args;
 use serde_json::json;
 use tether_keys::{Vendor, keyfile};
+use tether_tools::human;
 use tether_verifier::{Expectations, LicenseState, LicenseWatch, Verifier, WatchConfig};
 use warp::Filter as _;
 use warp::http::StatusCode;
 
-use crate::cli::SecretArgs;
+use crate::cli::ServiceArgs;
 
 /// Which reference service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,36 +44,6 @@ impl Kind {
             Kind::Muxer => vec!["mux".into()],
         }
     }
-}
-
-/// Flags of `tether backend` and `tether muxer`.
-#[derive(Debug, Args)]
-pub struct ServiceArgs {
-    /// Address to serve on (default 127.0.0.1:8080 for backend, :8081 for muxer).
-    #[arg(long, env = "TETHER_SERVICE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// tetherd's base URL.
-    #[arg(
-        long,
-        env = "TETHER_AUTHORITY_URL",
-        default_value = "http://127.0.0.1:7443"
-    )]
-    pub authority: String,
-    /// The vendor root public key: the only key a token is verified with.
-    #[arg(long, env = "TETHER_VENDOR_PUB")]
-    pub vendor_pub: PathBuf,
-    #[command(flatten)]
-    pub secret: SecretArgs,
-    /// Service name, as enrolled and licensed (default: the command's name).
-    #[arg(long, env = "TETHER_SERVICE_NAME")]
-    pub name: Option<String>,
-    /// Features the license must grant (default: none for backend, `mux` for muxer).
-    #[arg(long, env = "TETHER_REQUIRE_FEATURES", value_delimiter = ',')]
-    pub require: Option<Vec<String>>,
-    /// Do not follow the authority's events: the license then ends at token
-    /// expiry at the latest, instead of at once (for tests and comparison).
-    #[arg(long, env = "TETHER_NO_EVENTS")]
-    pub no_events: bool,
 }
 
 struct App {
@@ -122,6 +91,11 @@ fn work(app: &App) -> warp::reply::Response {
 }
 
 /// Runs a reference service until SIGTERM/SIGINT.
+///
+/// # Errors
+///
+/// When the vendor key or the secret cannot be loaded, or the address
+/// cannot be bound.
 pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     let name = args.name.clone().unwrap_or_else(|| kind.name().to_string());
     let listen = args.listen.unwrap_or_else(|| match kind {
@@ -159,7 +133,12 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                 if was != Some(licensed) {
                     match &*states.borrow() {
                         LicenseState::Licensed { claims, .. } => {
-                            tracing::info!(service = %log_name, exp = claims.exp, "licensed");
+                            tracing::info!(
+                                service = %log_name,
+                                exp = claims.exp,
+                                expires = %human::instant(claims.exp, tether_keys::now_unix()),
+                                "licensed"
+                            );
                         }
                         LicenseState::Unlicensed { reason } => {
                             tracing::warn!(service = %log_name, %reason, "unlicensed: refusing work");
