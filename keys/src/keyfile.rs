@@ -7,14 +7,13 @@
 //! OpenSSL) naming the key's role and, for dongles, the serial.
 //!
 //! Secret files are created with `create_new` and mode 0600 (or replaced
-//! atomically with `--force`), and refused on load when group or others may
+//! atomically with `--force`, see [`crate::fsutil`]), and refused on load when group or others may
 //! read them. Buffers that held a secret are wiped.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -22,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::key::{PublicKey, ROLE_NAMES, Role, SecretKey};
 use crate::license::License;
-use crate::{Error, Result};
+use crate::{Error, Result, fsutil};
 
 /// The `Tether-*` header lines of a file, by name.
 pub type Headers = BTreeMap<String, String>;
@@ -54,42 +53,19 @@ pub enum Overwrite {
     Replace,
 }
 
-/// Writes `contents` to `path` with `mode`: `create_new`, or an atomic
-/// replace through a temporary file in the same directory.
+/// Writes `contents` to `path` with permission bits `mode` (e.g. `0o600`):
+/// `create_new` ([`fsutil::write_new`]), or an atomic, durable replace
+/// ([`fsutil::write_atomic`]).
+///
+/// # Errors
+///
+/// [`Error::Exists`] if the file exists and `overwrite` is
+/// [`Overwrite::Never`]; [`Error::Io`] if it cannot be written.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: Overwrite) -> Result<()> {
-    let create = |target: &Path| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(target)?;
-        f.write_all(contents)?;
-        f.sync_all()
-    };
     match overwrite {
-        Overwrite::Never => create(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Exists(path.to_path_buf())
-            } else {
-                Error::io(path, e)
-            }
-        }),
-        Overwrite::Replace => {
-            let tmp = temp_sibling(path);
-            let _ = fs::remove_file(&tmp);
-            create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, path).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io(path, e)
-            })
-        }
+        Overwrite::Never => fsutil::write_new(path, contents, mode),
+        Overwrite::Replace => fsutil::write_atomic(path, contents, mode),
     }
-}
-
-fn temp_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 fn armor(headers: &[(&str, &str)], label: &str, der: &[u8]) -> Zeroizing<String> {

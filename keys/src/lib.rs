@@ -16,6 +16,7 @@ pub mod credential;
 pub mod delegation;
 pub mod domain;
 mod error;
+pub mod fsutil;
 pub mod key;
 pub mod keyfile;
 pub mod license;
