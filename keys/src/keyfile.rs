@@ -879,4 +879,101 @@ mod tests {
             "{err}"
         );
     }
+
+    mod round_trips {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn headers_of(serial: &str) -> Vec<(&str, &str)> {
+            if serial.is_empty() {
+                vec![]
+            } else {
+                vec![(SERIAL_HEADER, serial)]
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn secret_key_text_round_trips(
+                seed in proptest::array::uniform32(any::<u8>()),
+                serial in "[A-Za-z0-9-]{0,24}",
+            ) {
+                let key = SecretKey::<Dongle>::from_seed(&seed);
+                let pem = secret_key_pem(&key, &headers_of(&serial)).unwrap();
+                let (headers, der) = dearmor(Path::new("k"), &pem, PRIVATE_LABEL).unwrap();
+                prop_assert_eq!(der.len(), 48);
+                let read = decode_private::<Dongle>(Path::new("k"), &der).unwrap();
+                prop_assert_eq!(*read.expose_seed(), seed);
+                prop_assert_eq!(&headers[ROLE_HEADER], "dongle");
+                prop_assert_eq!(headers.get(SERIAL_HEADER).map(String::as_str),
+                    (!serial.is_empty()).then_some(serial.as_str()));
+            }
+
+            #[test]
+            fn public_key_text_round_trips(
+                seed in proptest::array::uniform32(any::<u8>()),
+                serial in "[A-Za-z0-9-]{0,24}",
+            ) {
+                let public = SecretKey::<Vendor>::from_seed(&seed).public();
+                let pem = public_key_pem(&public, &headers_of(&serial));
+                let (read, _) = parse_public_key::<Vendor>(Path::new("k"), &pem).unwrap();
+                prop_assert_eq!(read, public);
+                let b64 = STANDARD.encode(public.as_bytes());
+                let (read, _) = parse_public_key::<Vendor>(Path::new("k"), &b64).unwrap();
+                prop_assert_eq!(read, public);
+            }
+
+            /// Through the file system: mode, `create_new`, atomic replace.
+            #[test]
+            fn secret_key_files_round_trip(
+                seed in proptest::array::uniform32(any::<u8>()),
+                replace_with in proptest::array::uniform32(any::<u8>()),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("k");
+                let key = SecretKey::<Vendor>::from_seed(&seed);
+                write_secret_key(&path, &key, &[], Overwrite::Never).unwrap();
+                prop_assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+                prop_assert_eq!(*import_secret_key::<Vendor>(&path).unwrap().expose_seed(), seed);
+                let other = SecretKey::<Vendor>::from_seed(&replace_with);
+                prop_assert!(write_secret_key(&path, &other, &[], Overwrite::Never).is_err());
+                write_secret_key(&path, &other, &[], Overwrite::Replace).unwrap();
+                let (read, _) = read_secret_key::<Vendor>(&path).unwrap();
+                prop_assert_eq!(*read.expose_seed(), replace_with);
+                prop_assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+            }
+
+            /// Any text, and any one-character edit of a real file: an
+            /// answer, never a panic. (An edit inside the base64 may well be
+            /// another valid key: PEM has no checksum, the signatures are
+            /// what protect trust material.)
+            #[test]
+            fn parsers_never_panic_on_edits(
+                text in ".{0,200}",
+                at in 0usize..400,
+                ch in any::<char>(),
+            ) {
+                let p = Path::new("x");
+                let _ = parse_license(p, &text);
+                let _ = parse_public_key::<Vendor>(p, &text);
+                let _ = dearmor(p, &text, PRIVATE_LABEL);
+                let key = testkeys::dongle();
+                let edit = |text: &str| -> String {
+                    let mut chars: Vec<char> = text.chars().collect();
+                    let i = at % chars.len();
+                    chars[i] = ch;
+                    chars.into_iter().collect()
+                };
+                let edited = edit(&secret_key_pem(&key, &[]).unwrap());
+                if let Ok((_, der)) = dearmor(p, &edited, PRIVATE_LABEL) {
+                    let _ = decode_private::<Dongle>(p, &der);
+                }
+                let _ = parse_public_key::<Dongle>(p, &edit(&public_key_pem(&key.public(), &[])));
+                let _ = parse_license(p, &edit(&license_pem(
+                    &crate::license::tests::sample_terms().sign(&testkeys::vendor()).unwrap(),
+                )));
+            }
+        }
+    }
 }
