@@ -332,7 +332,9 @@ fn secret_key_pem<R: Role>(
 /// # Errors
 ///
 /// [`Error::Exists`] if the file exists and `overwrite` is
-/// [`Overwrite::Never`]; [`Error::Io`] if it cannot be written.
+/// [`Overwrite::Never`]; [`Error::Io`] if it cannot be written;
+/// [`Error::Invalid`] if the key cannot be encoded (which an Ed25519 seed
+/// always can: kept as an error rather than a panic).
 pub fn write_secret_key<R: Role>(
     path: &Path,
     key: &SecretKey<R>,
