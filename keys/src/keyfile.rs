@@ -83,6 +83,38 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: Overwrite)
     }
 }
 
+/// Checks the `extra` header lines a caller asks for: each must read back
+/// as written. A name is `Tether-` and letters, digits or `-` (the reader
+/// keeps only `Tether-*` lines), not the role header (the role is the type's;
+/// a second role line would override it on reading); a value is non-empty
+/// printable text without surrounding spaces (the reader trims) and without
+/// line breaks (which would inject lines).
+fn check_headers(extra: &[(&str, &str)]) -> Result<()> {
+    for (name, value) in extra {
+        let invalid = |reason: &str| Error::Invalid {
+            what: "key file header",
+            reason: format!("{name:?}: {reason}"),
+        };
+        let good_name = name.strip_prefix("Tether-").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if !good_name {
+            return Err(invalid(
+                "a header name is Tether- and letters, digits or '-'",
+            ));
+        }
+        if name.eq_ignore_ascii_case(ROLE_HEADER) {
+            return Err(invalid("the role comes from the key's type"));
+        }
+        if value.is_empty() || value.trim() != *value || value.chars().any(char::is_control) {
+            return Err(invalid(
+                "a header value is printable text, without line breaks or surrounding spaces",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The `Tether-*` header lines, one `Name: value` line each.
 fn header_lines(headers: &[(&str, &str)]) -> String {
     headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
@@ -331,16 +363,19 @@ fn secret_key_pem<R: Role>(
 ///
 /// # Errors
 ///
-/// [`Error::Exists`] if the file exists and `overwrite` is
-/// [`Overwrite::Never`]; [`Error::Io`] if it cannot be written;
-/// [`Error::Invalid`] if the key cannot be encoded (which an Ed25519 seed
-/// always can: kept as an error rather than a panic).
+/// [`Error::Invalid`] if an `extra` header would not read back as written
+/// (a name other than `Tether-` and letters, digits or `-`, the role header,
+/// or a value that is empty, padded or holds a line break) or the key cannot
+/// be encoded (which an Ed25519 seed always can); [`Error::Exists`] if the
+/// file exists and `overwrite` is [`Overwrite::Never`]; [`Error::Io`] if it
+/// cannot be written.
 pub fn write_secret_key<R: Role>(
     path: &Path,
     key: &SecretKey<R>,
     extra: &[(&str, &str)],
     overwrite: Overwrite,
 ) -> Result<()> {
+    check_headers(extra)?;
     let pem = secret_key_pem(key, extra)?;
     write_file(path, pem.as_bytes(), 0o600, overwrite)
 }
@@ -431,7 +466,8 @@ pub fn public_key_pem<R: Role>(key: &PublicKey<R>, extra: &[(&str, &str)]) -> St
 ///
 /// # Errors
 ///
-/// [`Error::Exists`] if the file exists and `overwrite` is
+/// [`Error::Invalid`] if an `extra` header would not read back as written
+/// (as for [`write_secret_key`]); [`Error::Exists`] if the file exists and `overwrite` is
 /// [`Overwrite::Never`]; [`Error::Io`] if it cannot be written.
 pub fn write_public_key<R: Role>(
     path: &Path,
@@ -439,6 +475,7 @@ pub fn write_public_key<R: Role>(
     extra: &[(&str, &str)],
     overwrite: Overwrite,
 ) -> Result<()> {
+    check_headers(extra)?;
     write_file(
         path,
         public_key_pem(key, extra).as_bytes(),
@@ -880,6 +917,36 @@ mod tests {
             err.to_string().contains("not an Ed25519 public key"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn headers_that_would_not_read_back_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let key = testkeys::dongle();
+        for extra in [
+            [(SERIAL_HEADER, "TD-1\nTether-Key-Role: vendor")],
+            [(SERIAL_HEADER, "TD-1\r")],
+            [(SERIAL_HEADER, " TD-1")],
+            [(SERIAL_HEADER, "")],
+            [(ROLE_HEADER, "vendor")],
+            [("Tether-Key-role", "vendor")],
+            [("Serial", "TD-1")],
+            [("Tether-A: b", "c")],
+        ] {
+            let err = write_secret_key(&path, &key, &extra, Overwrite::Never).unwrap_err();
+            assert!(matches!(err, Error::Invalid { .. }), "{extra:?}: {err}");
+            let err = write_public_key(&path, &key.public(), &extra, Overwrite::Never);
+            assert!(matches!(err, Err(Error::Invalid { .. })), "{extra:?}");
+            assert!(!path.exists());
+        }
+        write_secret_key(
+            &path,
+            &key,
+            &[(SERIAL_HEADER, "TD-3F2A9C01")],
+            Overwrite::Never,
+        )
+        .unwrap();
     }
 
     mod round_trips {
