@@ -1,7 +1,8 @@
 //! Service credentials: a one-time secret per service, stored only as a hash.
 //!
-//! `tether service enroll NAME` prints a secret `tsk_` + base64url(32 random
-//! bytes) once; the authority's credential file keeps `NAME sha256:HASH`.
+//! Format: `docs/formats.md`, "Service credentials". `tether service enroll
+//! NAME` prints a secret `tsk_` + base64url (RFC 4648 section 5, no padding)
+//! of 32 random bytes once; the authority's credential file keeps `NAME sha256:HASH`.
 //! Presented secrets are hashed and compared in constant time against every
 //! entry, so the time taken says nothing about which entry, if any, matched.
 
@@ -33,7 +34,13 @@ impl ServiceSecret {
         ServiceSecret(s)
     }
 
-    /// Parses a secret as given on a command line, in a file or a header.
+    /// Parses a secret as given on a command line, in a file or a header
+    /// (surrounding whitespace is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] unless the text is `tsk_` and 43 base64url
+    /// characters (32 bytes).
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
         let ok = text.len() == SECRET_PREFIX.len() + 43
@@ -93,6 +100,13 @@ pub struct CredentialFile {
 
 impl CredentialFile {
     /// Parses the text form: one `NAME sha256:HASH` a line, `#` comments.
+    /// `path` only names the source in errors.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] naming the line (counted from 1) that is not
+    /// `NAME sha256:HASH`, has an invalid service name, a hash that is not 43
+    /// base64url characters (32 bytes), or repeats a service.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let mut entries: Vec<(String, CredentialHash)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -120,6 +134,11 @@ impl CredentialFile {
     }
 
     /// Reads the file; a missing file is an empty list only if `missing_ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if it cannot be read (or is missing and `missing_ok` is
+    /// false); otherwise as [`CredentialFile::parse`].
     pub fn load(path: &Path, missing_ok: bool) -> Result<Self> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(path, &text),
@@ -138,12 +157,23 @@ impl CredentialFile {
         out
     }
 
-    /// Writes the file atomically (mode 0600: it tells who may ask for tokens).
+    /// Writes the file atomically and durably ([`crate::fsutil::write_atomic`];
+    /// mode 0600: it tells who may ask for tokens).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if it cannot be written.
     pub fn save(&self, path: &Path) -> Result<()> {
         write_file(path, self.render().as_bytes(), 0o600, Overwrite::Replace)
     }
 
     /// Enrolls `name` with a fresh secret; re-enrolling (rotation) needs `replace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `name` is not a valid service name
+    /// ([`crate::license::check_name`]), or is enrolled already and `replace`
+    /// is false.
     pub fn enroll(&mut self, name: &str, replace: bool) -> Result<ServiceSecret> {
         check_name("service", name)?;
         let secret = ServiceSecret::generate();

@@ -13,7 +13,7 @@ use crate::{Error, Result, domain};
 /// Version byte of the certificate body.
 pub const CERT_VERSION: u8 = 1;
 
-/// Size of every challenge nonce.
+/// Size of every challenge nonce, in bytes.
 pub const NONCE_LEN: usize = 32;
 
 /// A fresh 32-byte challenge from the CSPRNG.
@@ -39,11 +39,12 @@ pub struct DelegationRequest {
 /// A dongle-signed delegation certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
-    /// The dongle's serial.
+    /// The dongle's serial (1 to 255 bytes).
     pub serial: String,
     /// What was asked.
     pub request: DelegationRequest,
-    /// The dongle's signature counter after this signature.
+    /// The dongle's signature counter after this signature (a count of
+    /// signatures, not a time).
     pub counter: u32,
     signature: [u8; 64],
     encoded: Vec<u8>,
@@ -62,7 +63,14 @@ fn encode_body(serial: &str, req: &DelegationRequest, counter: u32) -> Vec<u8> {
 }
 
 impl Certificate {
-    /// The device side: signs `req` as dongle `serial` at signature `counter`.
+    /// The device side: signs `req` as dongle `serial` at signature `counter`
+    /// (`docs/formats.md`, "Delegation certificate"; Ed25519 per RFC 8032 over
+    /// `domain::DELEGATION || body`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `serial` is not 1 to 255 bytes, or the request's
+    /// `not_after` is not later than its `not_before`.
     pub fn sign(
         req: DelegationRequest,
         serial: &str,
@@ -93,7 +101,14 @@ impl Certificate {
         })
     }
 
-    /// Decodes canonical bytes; call [`Certificate::verify`] before trusting them.
+    /// Decodes canonical bytes (`docs/formats.md`, "Delegation certificate");
+    /// call [`Certificate::verify`] before trusting them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] for an unknown version, bytes too short or too
+    /// long (trailing bytes are refused), an invalid session key, an empty
+    /// serial or an empty validity window.
     pub fn decode(bytes: &[u8]) -> Result<Certificate> {
         let mut r = Reader::new("delegation certificate", bytes);
         if r.u8()? != CERT_VERSION {
@@ -126,7 +141,12 @@ impl Certificate {
         })
     }
 
-    /// Checks the dongle's signature with `verify_strict`.
+    /// Checks the dongle's signature with `verify_strict` (RFC 8032 section
+    /// 5.1.7, with ed25519-dalek's strict checks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadSignature`] if it does not verify under `dongle`.
     pub fn verify(&self, dongle: &PublicKey<Dongle>) -> Result<()> {
         let body = &self.encoded[..self.encoded.len() - 64];
         if dongle.verify(&domain::tagged(domain::DELEGATION, body), &self.signature) {
@@ -136,7 +156,12 @@ impl Certificate {
         }
     }
 
-    /// Checks that `now` lies in the validity window, widened by `leeway`.
+    /// Checks that `now` (UNIX seconds) lies in the validity window, widened
+    /// by `leeway` (seconds) on both ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotYetValid`] or [`Error::Expired`].
     pub fn check_time(&self, now: u64, leeway: u64) -> Result<()> {
         crate::check_window(
             "delegation certificate",
@@ -152,13 +177,14 @@ impl Certificate {
         &self.encoded
     }
 
-    /// The dongle's signature.
+    /// The dongle's 64-byte Ed25519 signature.
     pub fn signature(&self) -> &[u8; 64] {
         &self.signature
     }
 }
 
-/// The message a dongle signs to prove presence: `domain::PRESENCE || nonce`.
+/// The message a dongle signs to prove presence: `domain::PRESENCE || nonce`
+/// (`docs/formats.md`, "Presence proof").
 pub fn presence_message(nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
     domain::tagged(domain::PRESENCE, nonce)
 }

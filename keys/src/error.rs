@@ -32,7 +32,7 @@ pub enum Error {
     InsecurePermissions {
         /// The file.
         path: PathBuf,
-        /// Its permission bits.
+        /// Its permission bits (e.g. `0o644`).
         mode: u32,
     },
     /// A file is not in the expected format.
@@ -87,7 +87,7 @@ pub enum Error {
         what: &'static str,
         /// End of its validity (UNIX seconds).
         not_after: u64,
-        /// Time of the check.
+        /// Time of the check (UNIX seconds).
         now: u64,
     },
     /// A validity window starts after the time of the check.
@@ -97,7 +97,7 @@ pub enum Error {
         what: &'static str,
         /// Start of its validity (UNIX seconds).
         not_before: u64,
-        /// Time of the check.
+        /// Time of the check (UNIX seconds).
         now: u64,
     },
 }

@@ -57,7 +57,8 @@ role!(
 /// Names every role, for error messages about keys of an unknown role.
 pub const ROLE_NAMES: [&str; 3] = [Vendor::NAME, Dongle::NAME, Session::NAME];
 
-/// SHA-256 of a public key: its stable, printable identity.
+/// SHA-256 of a public key: its stable, printable identity (`docs/formats.md`,
+/// "Fingerprints").
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 32]);
 
@@ -93,7 +94,12 @@ pub struct PublicKey<R: Role> {
 }
 
 impl<R: Role> PublicKey<R> {
-    /// Parses 32 raw bytes; refuses points that are not valid or are of small order.
+    /// Parses the 32-byte encoding of RFC 8032 section 5.1.2; refuses points
+    /// that are not valid or are of small order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] for an invalid or small-order point.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self> {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| Error::Malformed {
             what: "Ed25519 public key",
@@ -111,7 +117,7 @@ impl<R: Role> PublicKey<R> {
         })
     }
 
-    /// The 32 raw bytes.
+    /// The 32 raw bytes (RFC 8032 section 5.1.2 encoding).
     pub fn to_bytes(&self) -> [u8; 32] {
         self.key.to_bytes()
     }
@@ -126,8 +132,9 @@ impl<R: Role> PublicKey<R> {
         Fingerprint::of(self.as_bytes())
     }
 
-    /// Verifies `signature` over `message` with the strict rules of
-    /// `verify_strict` (no small-order components, canonical `S`).
+    /// Verifies the 64-byte `signature` over `message` (RFC 8032 section
+    /// 5.1.7) with the strict rules of `verify_strict` (no small-order
+    /// components, canonical `S`).
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         let sig = Signature::from_bytes(signature);
         self.key.verify_strict(message, &sig).is_ok()
@@ -191,12 +198,14 @@ impl<R: Role> SecretKey<R> {
         }
     }
 
-    /// Signs `message`. Callers prefix their own domain tag (see [`crate::domain`]).
+    /// Signs `message` (RFC 8032 section 5.1.6), returning the 64-byte
+    /// signature. Callers prefix their own domain tag (see [`crate::domain`]).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
 
-    /// The seed, for writing a key file. The only way the secret leaves this type.
+    /// The 32-byte seed, for writing a key file. The only way the secret
+    /// leaves this type.
     pub fn expose_seed(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.key.to_bytes())
     }

@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Issue 12: every public fallible item says when it fails (and panics, if it can).
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 pub mod claims;
 mod codec;
@@ -16,6 +18,7 @@ pub mod credential;
 pub mod delegation;
 pub mod domain;
 mod error;
+pub mod fsutil;
 pub mod key;
 pub mod keyfile;
 pub mod license;
@@ -32,6 +35,11 @@ pub use token::TokenSigner;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Fills `buf` from a CSPRNG seeded by the operating system.
+///
+/// # Panics
+///
+/// If the operating system's random source fails (`rand::rng()` panics
+/// then): without randomness no key or nonce can be made safely.
 pub fn random_fill(buf: &mut [u8]) {
     use rand::RngCore as _;
     rand::rng().fill_bytes(buf);
@@ -44,7 +52,13 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Checks `not_before - leeway <= now <= not_after + leeway`.
+/// Checks `not_before - leeway <= now <= not_after + leeway`, all in UNIX
+/// seconds (`leeway` in seconds); the arithmetic saturates.
+///
+/// # Errors
+///
+/// [`Error::NotYetValid`] if `now` is before the widened window,
+/// [`Error::Expired`] if after it; both name `what`.
 pub fn check_window(
     what: &'static str,
     not_before: u64,
@@ -70,6 +84,11 @@ pub fn check_window(
 }
 
 /// Parses a duration such as `90s`, `5m`, `12h`, `365d`, `250ms` or `60` (seconds).
+///
+/// # Errors
+///
+/// [`Error::Invalid`] unless the text is a whole number followed by nothing
+/// (seconds) or one of `ms`, `s`, `m`, `h`, `d`, or if it overflows.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
     let split = text

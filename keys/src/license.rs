@@ -13,7 +13,7 @@ use crate::{Error, Result, domain};
 
 /// Version byte of the license body this crate writes and reads.
 pub const LICENSE_VERSION: u8 = 1;
-/// Largest encoded license (signature included). Every token carries the
+/// Largest encoded license in bytes (3 KiB, signature included). Every token carries the
 /// license, and verifiers refuse tokens over 8 KiB: a 3 KiB license keeps
 /// its tokens well inside that, so a license that signs is one whose tokens
 /// verify.
@@ -81,7 +81,12 @@ pub struct License {
     encoded: Vec<u8>,
 }
 
-/// Checks a feature or service name: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or digit.
+/// Checks a feature or service name: 1 to 63 of `a-z 0-9 _ -` (ASCII, so
+/// bytes and characters alike), starting with a letter or digit.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] naming `what` and the refused name.
 pub fn check_name(what: &'static str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -102,7 +107,13 @@ pub fn check_name(what: &'static str, name: &str) -> Result<()> {
     }
 }
 
-/// Sorts, deduplicates and checks a list of names.
+/// Sorts, deduplicates and checks a list of names (surrounding whitespace is
+/// trimmed): at most 64 names after deduplication.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for an invalid name ([`check_name`]) or more than 64
+/// names.
 pub fn normalize_names(what: &'static str, names: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = names.iter().map(|s| s.trim().to_string()).collect();
     for n in &out {
@@ -179,7 +190,16 @@ impl LicenseTerms {
         w.buf
     }
 
-    /// Signs these terms with the vendor root key.
+    /// Signs these terms with the vendor root key (`docs/formats.md`,
+    /// "License"; Ed25519 per RFC 8032 over `domain::LICENSE || body`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the customer or dongle serial is not 1 to 255
+    /// bytes of printable UTF-8, `not_after` is not later than `not_before`,
+    /// `max_token_ttl` is 0 seconds, the feature or service lists are not
+    /// sorted, unique and valid names, no service is listed, or the encoded
+    /// license would exceed [`MAX_LICENSE_LEN`] bytes.
     pub fn sign(self, vendor: &SecretKey<Vendor>) -> Result<License> {
         self.validate()?;
         let fingerprint = vendor.public().fingerprint();
@@ -205,8 +225,14 @@ impl LicenseTerms {
 }
 
 impl License {
-    /// Decodes canonical bytes. Checks structure only: call [`License::verify`]
-    /// before trusting anything in it.
+    /// Decodes canonical bytes (`docs/formats.md`, "License"). Checks
+    /// structure only: call [`License::verify`] before trusting anything in it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] for more than [`MAX_LICENSE_LEN`] bytes, an
+    /// unknown version, bytes too short or too long (trailing bytes are
+    /// refused), an invalid dongle key, or terms not in canonical form.
     pub fn decode(bytes: &[u8]) -> Result<License> {
         let mut r = Reader::new("license", bytes);
         if bytes.len() > MAX_LICENSE_LEN {
@@ -251,8 +277,13 @@ impl License {
         })
     }
 
-    /// Checks the vendor's signature with `verify_strict`. Says "another vendor
-    /// key" when the license names a different root, "bad signature" otherwise.
+    /// Checks the vendor's signature with `verify_strict` (RFC 8032 section
+    /// 5.1.7, with ed25519-dalek's strict checks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongVendor`] when the license names a different vendor key,
+    /// [`Error::BadSignature`] when the signature does not verify.
     pub fn verify(&self, vendor: &PublicKey<Vendor>) -> Result<()> {
         let expected = vendor.fingerprint();
         if self.vendor != expected {
@@ -269,7 +300,12 @@ impl License {
         }
     }
 
-    /// Checks that `now` (UNIX seconds) lies in the validity window, widened by `leeway`.
+    /// Checks that `now` (UNIX seconds) lies in the validity window, widened
+    /// by `leeway` (seconds) on both ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotYetValid`] or [`Error::Expired`].
     pub fn check_time(&self, now: u64, leeway: u64) -> Result<()> {
         crate::check_window(
             "license",

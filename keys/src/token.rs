@@ -30,7 +30,12 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
-    /// Prepares a signer: encodes the header once.
+    /// Prepares a signer: encodes the JOSE header (RFC 7515 section 4) once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] if the header cannot be serialized (it always
+    /// can: the error is kept rather than a panic).
     pub fn new(key: SecretKey<Session>) -> Result<Self> {
         let header = token_header(&key.public().fingerprint().short());
         let json = serde_json::to_vec(&header).map_err(|_| Error::Malformed {
@@ -48,7 +53,12 @@ impl TokenSigner {
         self.key.public()
     }
 
-    /// Encodes and signs `claims` as a compact JWS.
+    /// Encodes and signs `claims` as a compact JWS (RFC 7515 section 7.1;
+    /// `alg` EdDSA per RFC 8037 section 3.1).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] if the claims cannot be serialized as JSON.
     pub fn sign(&self, claims: &TokenClaims) -> Result<String> {
         let json = serde_json::to_vec(claims).map_err(|_| Error::Malformed {
             what: "token claims",

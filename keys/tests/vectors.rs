@@ -189,6 +189,24 @@ fn fail_vectors_fail_for_their_own_reason() {
     ));
 }
 
+/// An OpenSSL key encrypted with a passphrase (`openssl pkey -aes256`): refused,
+/// with the reason, by both the reader and the importer.
+#[test]
+fn fail_key_vectors_fail_for_their_own_reason() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("k.pem");
+    std::fs::copy(dir().join("fail_openssl_encrypted_test_key.pem"), &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for err in [
+        keyfile::read_secret_key::<Vendor>(&path).map(|_| ()),
+        keyfile::import_secret_key::<Vendor>(&path).map(|_| ()),
+    ] {
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("ENCRYPTED PRIVATE KEY"), "{err}");
+    }
+}
+
 #[test]
 fn every_fail_vector_is_checked() {
     let checked = [
@@ -200,6 +218,7 @@ fn every_fail_vector_is_checked() {
         "fail_cert_wrong_signer.hex",
         "fail_cert_wrong_domain.hex",
         "fail_cert_expired.hex",
+        "fail_openssl_encrypted_test_key.pem",
     ];
     for entry in std::fs::read_dir(dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
