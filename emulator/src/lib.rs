@@ -227,17 +227,11 @@ fn load_state(path: &Path) -> Result<Persisted, EmulatorError> {
     }
 }
 
-/// Temp file in the same directory, fsync, rename: a crash leaves the old or the new state.
-fn save_state(path: &Path, state: &Persisted) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// The flash write: temp file, fsync, rename, fsync the directory
+/// ([`tether_keys::fsutil::write_atomic`]); a crash leaves the old or the new state.
+fn save_state(path: &Path, state: &Persisted) -> tether_keys::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+    tether_keys::fsutil::write_atomic(path, &bytes, 0o600)
 }
 
 /// A message being received: the host side's reassembler, written once
