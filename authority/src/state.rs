@@ -6,9 +6,9 @@
 //! signature counter is below the highest one seen is refused. Both are kept
 //! in `STATE_DIR/state.json`, replaced atomically (temp file, fsync, rename).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tether_keys::keyfile::{Overwrite, write_file};
@@ -51,6 +51,11 @@ pub struct StateStore {
 
 impl StateStore {
     /// Opens (or starts) the state file in `dir`, creating `dir` if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when `dir` cannot be created or the state file cannot
+    /// be read or parsed.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StateError::Io(tether_keys::Error::Io {
@@ -81,12 +86,19 @@ impl StateStore {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
-        // A poisoned lock only means a panic elsewhere; the marks stay usable.
-        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Marks> {
+        // parking_lot does not poison: a panic elsewhere leaves the marks
+        // usable, as they are only replaced whole after a successful write.
+        self.marks.lock()
     }
 
-    /// Raises the clock mark to `now` (never lowers it) and persists.
+    /// Raises the clock mark to `now`, in UNIX seconds (never lowers it),
+    /// and persists.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the state file cannot be written; the mark is
+    /// then not raised.
     pub fn advance_clock(&self, now: u64) -> Result<(), StateError> {
         let mut marks = self.lock();
         if now <= marks.clock {
@@ -102,6 +114,11 @@ impl StateStore {
     /// Records a dongle's counter; refuses one that goes backwards (or repeats).
     /// Fails closed: a counter that cannot be persisted is not accepted, since
     /// after a restart the clone check would no longer know it.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::CounterRollback`] for a counter not above the one seen;
+    /// [`StateError`] when the state file cannot be written.
     pub fn record_counter(&self, serial: &str, counter: u32) -> Result<(), StateError> {
         let mut marks = self.lock();
         if let Some(seen) = marks.counters.get(serial).copied()

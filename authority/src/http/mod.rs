@@ -19,3 +19,6 @@ pub mod handlers;
 pub mod models;
 pub mod server;
 pub mod streams;
+
+#[cfg(test)]
+mod tests;
