@@ -344,3 +344,38 @@ async fn a_peer_closing_mid_request_is_counted_in_metrics() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The accept loop serves Unix sockets as it serves TCP, and stops on the
+/// signal with nothing left accepted.
+#[tokio::test]
+async fn a_unix_listener_is_served_and_stops_on_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = authority(dir.path());
+    let auth = Arc::new(auth);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let routes = super::filters::routes(auth.clone(), stop_rx.clone());
+    let path = dir.path().join("t.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let conns = Arc::new(ConnMetrics {
+        auth,
+        log: ConnLog::default(),
+    });
+    let server = tokio::spawn(serve(
+        routes,
+        crate::Listener::Unix(listener),
+        conns,
+        stop_rx,
+    ));
+    let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+}
