@@ -174,7 +174,12 @@ where
     F::Extract: warp::Reply,
 {
     match io {
-        Io::Tcp(s) => spawn_io(s, routes, graceful, metrics),
+        Io::Tcp(s) => {
+            // Answers and events are small single writes: send each at once
+            // rather than waiting on the peer's delayed ACK (Nagle).
+            let _ = s.set_nodelay(true);
+            spawn_io(s, routes, graceful, metrics)
+        }
         Io::Unix(s) => spawn_io(s, routes, graceful, metrics),
     }
 }
