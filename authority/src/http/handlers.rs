@@ -33,6 +33,11 @@ pub fn error(refusal: &Refusal) -> Response {
 }
 
 /// `GET /token`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn token(
     auth: Arc<Authority>,
     headers: HeaderMap,
@@ -60,6 +65,11 @@ pub async fn token(
 /// shutdown. Anonymous, or with an enrolled service's Bearer credential for
 /// a place of its own ([`super::streams`]); 503 `too_many_streams` when the
 /// class is full, 401 for a credential that is presented but not enrolled.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn events(
     auth: Arc<Authority>,
     headers: HeaderMap,
@@ -106,6 +116,11 @@ pub async fn events(
 }
 
 /// `GET /healthz`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn healthz() -> Result<Response, Infallible> {
     Ok(warp::reply::json(&serde_json::json!({"status": "ok"})).into_response())
 }
@@ -113,6 +128,11 @@ pub async fn healthz() -> Result<Response, Infallible> {
 /// `GET /readyz`: 200 when a token would be issued now, else 503 with the
 /// refusal `/token` would give (its own code, whatever its usual status:
 /// for a load balancer every "no" is "not ready").
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
     Ok(match auth.ready() {
         Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
@@ -127,6 +147,11 @@ pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
 }
 
 /// `GET /status`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let t = auth.license().terms();
     let not_ready = auth.ready().err().map(|r| r.body());
@@ -151,6 +176,11 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
 }
 
 /// `GET /metrics`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let text = auth.metrics.render(auth.is_present());
     Ok(
@@ -160,6 +190,11 @@ pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
 }
 
 /// Maps every rejection to JSON `{code, message}`; internals never leak.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
     Ok(if rejection.is_not_found() {
         error(&Refusal::new(RefusalCode::NotFound, "no such endpoint"))
