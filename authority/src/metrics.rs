@@ -62,6 +62,26 @@ struct ConnLabel {
     kind: ConnError,
 }
 
+/// The two classes of `/events` streams (`http::streams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the variant names are the label values
+pub enum StreamClass {
+    /// Streams without a credential.
+    anonymous,
+    /// Streams of an enrolled service.
+    credentialed,
+}
+
+impl StreamClass {
+    /// Both classes.
+    pub const ALL: [StreamClass; 2] = [StreamClass::anonymous, StreamClass::credentialed];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabel {
+    class: StreamClass,
+}
+
 /// The daemon's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,6 +93,8 @@ pub struct Metrics {
     heartbeat_failures: Counter,
     heartbeat: Histogram,
     conn_errors: Family<ConnLabel, Counter>,
+    streams_open: Family<ClassLabel, Gauge>,
+    streams_refused: Family<ClassLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -125,8 +147,26 @@ impl Default for Metrics {
             "HTTP connections that ended in an error, by kind (mostly peers closing mid-request)",
             conn_errors.clone(),
         );
+        let streams_open = Family::<ClassLabel, Gauge>::default();
+        let streams_refused = Family::<ClassLabel, Counter>::default();
+        for class in StreamClass::ALL {
+            let _ = streams_open.get_or_create(&ClassLabel { class });
+            let _ = streams_refused.get_or_create(&ClassLabel { class });
+        }
+        registry.register(
+            "tether_event_streams",
+            "GET /events streams open now, by class",
+            streams_open.clone(),
+        );
+        registry.register(
+            "tether_event_streams_refused",
+            "GET /events streams refused because their class (or service) was full",
+            streams_refused.clone(),
+        );
         Metrics {
             registry,
+            streams_open,
+            streams_refused,
             issued,
             refused,
             present,
@@ -178,6 +218,21 @@ impl Metrics {
     pub fn connection_error(&self, kind: ConnError) -> u64 {
         let counter = self.conn_errors.get_or_create(&ConnLabel { kind });
         counter.inc() + 1
+    }
+
+    /// The gauge of open `/events` streams of `class` (a handle: the stream
+    /// increments it when it opens and decrements it when it ends).
+    pub fn event_streams(&self, class: StreamClass) -> Gauge {
+        self.streams_open
+            .get_or_create(&ClassLabel { class })
+            .clone()
+    }
+
+    /// One `/events` stream of `class` refused for want of a place.
+    pub fn event_stream_refused(&self, class: StreamClass) {
+        self.streams_refused
+            .get_or_create(&ClassLabel { class })
+            .inc();
     }
 
     /// OpenMetrics text exposition ([`CONTENT_TYPE`]); `present` is the

@@ -89,7 +89,7 @@ pub async fn events(
         },
         Err(refused) => return Ok(error(&refused)),
     };
-    let place = match places.take(service) {
+    let place = match places.take(service, &auth.metrics) {
         Ok(place) => place,
         Err(refused) => return Ok(error(&refused)),
     };

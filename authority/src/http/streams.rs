@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::models::{Refusal, RefusalCode};
+use crate::metrics::{Metrics, StreamClass};
 
 /// Most anonymous `/events` streams open at once.
 pub const ANONYMOUS_STREAMS: usize = 256;
@@ -29,11 +31,34 @@ pub struct StreamPlaces {
     per_service: HashMap<String, Arc<Semaphore>>,
 }
 
-/// A taken place; the stream holds it until it ends.
+/// A taken place; the stream holds it until it ends, and it counts itself
+/// in `tether_event_streams{class}` meanwhile.
 #[derive(Debug)]
 pub struct Place {
     _class: OwnedSemaphorePermit,
     _service: Option<OwnedSemaphorePermit>,
+    open: Gauge,
+}
+
+impl Place {
+    fn new(
+        class: OwnedSemaphorePermit,
+        service: Option<OwnedSemaphorePermit>,
+        open: Gauge,
+    ) -> Self {
+        open.inc();
+        Place {
+            _class: class,
+            _service: service,
+            open,
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl StreamPlaces {
@@ -50,12 +75,24 @@ impl StreamPlaces {
     }
 
     /// Takes a place for a stream of `service` (an authenticated one), or an
-    /// anonymous place with `None`.
+    /// anonymous place with `None`; counts it, or its refusal, in `metrics`.
     ///
     /// # Errors
     ///
     /// [`RefusalCode::TooManyStreams`] when the class (or the service) is full.
-    pub fn take(&self, service: Option<&str>) -> Result<Place, Refusal> {
+    pub fn take(&self, service: Option<&str>, metrics: &Metrics) -> Result<Place, Refusal> {
+        let class = match service {
+            None => StreamClass::anonymous,
+            Some(_) => StreamClass::credentialed,
+        };
+        let taken = self.try_take(service, metrics.event_streams(class));
+        if taken.is_err() {
+            metrics.event_stream_refused(class);
+        }
+        taken
+    }
+
+    fn try_take(&self, service: Option<&str>, open: Gauge) -> Result<Place, Refusal> {
         let full = |what: &str| {
             Refusal::new(
                 RefusalCode::TooManyStreams,
@@ -69,10 +106,7 @@ impl StreamPlaces {
                     .clone()
                     .try_acquire_owned()
                     .map_err(|_| full("anonymous"))?;
-                Ok(Place {
-                    _class: class,
-                    _service: None,
-                })
+                Ok(Place::new(class, None, open))
             }
             Some(service) => {
                 let own = self
@@ -87,10 +121,7 @@ impl StreamPlaces {
                     .clone()
                     .try_acquire_owned()
                     .map_err(|_| full("credentialed"))?;
-                Ok(Place {
-                    _class: class,
-                    _service: Some(own),
-                })
+                Ok(Place::new(class, Some(own), open))
             }
         }
     }
@@ -105,23 +136,34 @@ mod tests {
     #[test]
     fn classes_and_services_have_their_own_caps() {
         let places = StreamPlaces::new(["a", "b"]);
+        let m = Metrics::default();
         let anon: Vec<_> = (0..ANONYMOUS_STREAMS)
-            .map(|_| places.take(None).unwrap())
+            .map(|_| places.take(None, &m).unwrap())
             .collect();
         assert_eq!(
-            places.take(None).unwrap_err().kind(),
+            places.take(None, &m).unwrap_err().kind(),
             RefusalCode::TooManyStreams
         );
+        let text = m.render(false);
+        assert!(
+            text.contains("tether_event_streams{class=\"anonymous\"} 256\n"),
+            "{text}"
+        );
+        assert!(text.contains("tether_event_streams_refused_total{class=\"anonymous\"} 1\n"));
         // Anonymous streams took nothing from the services.
         let a: Vec<_> = (0..STREAMS_PER_SERVICE)
-            .map(|_| places.take(Some("a")).unwrap())
+            .map(|_| places.take(Some("a"), &m).unwrap())
             .collect();
-        assert!(places.take(Some("a")).is_err());
+        assert!(places.take(Some("a"), &m).is_err());
         // One service's full share leaves the other's.
-        let b = places.take(Some("b")).unwrap();
+        let b = places.take(Some("b"), &m).unwrap();
         drop((anon, a, b));
-        assert!(places.take(None).is_ok());
-        assert!(places.take(Some("a")).is_ok());
-        assert!(places.take(Some("unknown")).is_err());
+        assert!(
+            m.render(false)
+                .contains("tether_event_streams{class=\"anonymous\"} 0\n")
+        );
+        assert!(places.take(None, &m).is_ok());
+        assert!(places.take(Some("a"), &m).is_ok());
+        assert!(places.take(Some("unknown"), &m).is_err());
     }
 }

@@ -177,6 +177,19 @@ async fn anonymous_streams_cannot_starve_a_credentialed_consumer() {
     let ev = consumer.next_event(Duration::from_secs(1)).await;
     assert_eq!(ev.state, PresenceState::Absent);
     assert!(unplugged.elapsed() < Duration::from_secs(1));
+    let m = get(rig.addr, "/metrics", &[]).await.body;
+    assert!(
+        m.contains("tether_event_streams{class=\"anonymous\"} 256\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tether_event_streams{class=\"credentialed\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tether_event_streams_refused_total{class=\"anonymous\"} 2\n"),
+        "{m}"
+    );
     // The anonymous ones hear it too.
     assert_eq!(
         held[0].next_event(Duration::from_secs(5)).await.state,
