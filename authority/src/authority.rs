@@ -7,21 +7,32 @@
 //! key to sign with, so issuance stops at once, whatever else happens.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Serialize;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use tether_keys::wire::{
+    DongleStatus, PresenceEvent, PresenceState, Refusal, RefusalCode, TokenResponse,
+};
 use tether_keys::{
     Certificate, CredentialFile, Fingerprint, License, SecretKey, Session as SessionRole,
     TokenClaims, TokenSigner,
 };
 use tokio::sync::watch;
 
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::Metrics;
 use crate::state::StateStore;
+
+/// How far before its issue time a token's `nbf` lies, in seconds, so that
+/// consumers whose clocks run a little behind the authority's accept it (the
+/// certificates are backdated by as much). Never before the certificate's
+/// own `not_before` or the license's, and `exp` is not moved: a token is
+/// usable no longer than before.
+pub const TOKEN_BACKDATE_SECS: u64 = 30;
 
 /// A certified session: the in-memory key that signs tokens and its certificate.
 /// Dropping it wipes the key (`SecretKey` is `ZeroizeOnDrop`).
@@ -35,6 +46,10 @@ pub struct Session {
 
 impl Session {
     /// Pairs a session key with the certificate the dongle signed for it.
+    ///
+    /// # Errors
+    ///
+    /// [`tether_keys::Error`] when the key cannot be set up for signing tokens.
     pub fn new(key: SecretKey<SessionRole>, cert: Certificate) -> tether_keys::Result<Self> {
         let fingerprint = key.public().fingerprint();
         Ok(Session {
@@ -56,38 +71,6 @@ impl Session {
     }
 }
 
-/// The license state pushed on `GET /events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PresenceEvent {
-    /// `present` or `absent`.
-    pub state: &'static str,
-    /// Why, in words.
-    pub reason: String,
-    /// When this state began (UNIX seconds).
-    pub since: u64,
-}
-
-/// What `GET /status` shows.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DongleStatus {
-    /// `absent`, `verifying` or `present`.
-    pub state: &'static str,
-    /// When this state began (UNIX seconds).
-    pub since: u64,
-    /// Why the dongle is in this state.
-    pub reason: String,
-    /// Serial of the dongle last seen.
-    pub serial: Option<String>,
-    /// Its signature counter.
-    pub counter: Option<u32>,
-    /// Fingerprint of the current session key.
-    pub session: Option<String>,
-    /// End of the current certificate (UNIX seconds).
-    pub cert_not_after: Option<u64>,
-    /// Refusals of a dongle that is not the licensed one (clone, wrong serial, bad signature).
-    pub refused_dongles: u64,
-}
-
 /// Settings of issuance.
 #[derive(Debug, Clone)]
 pub struct IssueSettings {
@@ -95,48 +78,8 @@ pub struct IssueSettings {
     pub token_ttl: Duration,
     /// How far behind its high-water mark the clock may be.
     pub clock_tolerance: Duration,
-    /// Tokens per second per service.
+    /// Tokens per second per service (also the burst).
     pub rate_limit: u32,
-}
-
-/// A successful `GET /token`.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenResponse {
-    /// The JWT.
-    pub token: String,
-    /// `exp` of the token (UNIX seconds).
-    pub expires_at: u64,
-    /// When the consumer should fetch the next one (UNIX seconds).
-    pub refresh_at: u64,
-    /// Seconds until `expires_at`.
-    pub expires_in: u64,
-    /// Seconds until `refresh_at`.
-    pub refresh_in: u64,
-}
-
-/// A refused token request: the reason and a message safe to show the caller.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    /// Why.
-    pub why: Refusal,
-    /// Details for the caller (never a secret).
-    pub message: String,
-}
-
-impl Refused {
-    fn new(why: Refusal, message: impl Into<String>) -> Self {
-        Refused {
-            why,
-            message: message.into(),
-        }
-    }
-}
-
-/// A token bucket per service: `rate` tokens a second, a burst of `rate`.
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
 }
 
 /// The authority.
@@ -153,7 +96,9 @@ pub struct Authority {
     session: RwLock<Option<Session>>,
     events: watch::Sender<PresenceEvent>,
     status: Mutex<DongleStatus>,
-    buckets: HashMap<String, Mutex<Bucket>>,
+    /// One GCRA limiter per enrolled service: `rate_limit` a second, a burst
+    /// of as many. The set of services is fixed at start, so nothing grows.
+    limiters: HashMap<String, DefaultDirectRateLimiter>,
     clock_mark: AtomicU64,
     /// Persisted high-water marks.
     pub store: StateStore,
@@ -171,19 +116,16 @@ impl Authority {
     ) -> Self {
         let now = tether_keys::now_unix();
         let absent = PresenceEvent {
-            state: "absent",
+            state: PresenceState::Absent,
             reason: "starting: no dongle verified yet".into(),
             since: now,
         };
-        let buckets = credentials
+        // The configuration refuses 0; should one get here anyway, 1 a second
+        // is the closest limit that still limits.
+        let rate = NonZeroU32::new(settings.rate_limit).unwrap_or(NonZeroU32::MIN);
+        let limiters = credentials
             .services()
-            .map(|s| {
-                let b = Bucket {
-                    tokens: f64::from(settings.rate_limit),
-                    last: Instant::now(),
-                };
-                (s.to_string(), Mutex::new(b))
-            })
+            .map(|s| (s.to_string(), RateLimiter::direct(Quota::per_second(rate))))
             .collect();
         let clock_mark = AtomicU64::new(store.marks().clock);
         Authority {
@@ -195,12 +137,12 @@ impl Authority {
             session: RwLock::new(None),
             events: watch::channel(absent.clone()).0,
             status: Mutex::new(DongleStatus {
-                state: "absent",
+                state: PresenceState::Absent,
                 since: now,
                 reason: absent.reason,
                 ..DongleStatus::default()
             }),
-            buckets,
+            limiters,
             clock_mark,
             store,
             metrics: Metrics::default(),
@@ -212,8 +154,8 @@ impl Authority {
         &self.license
     }
 
-    fn session(&self) -> std::sync::RwLockReadGuard<'_, Option<Session>> {
-        self.session.read().unwrap_or_else(|p| p.into_inner())
+    fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {
+        self.session.read()
     }
 
     /// Time left on the current certificate (zero without one).
@@ -233,18 +175,25 @@ impl Authority {
         self.session().is_some()
     }
 
-    fn status_mut(&self) -> std::sync::MutexGuard<'_, DongleStatus> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A copy of the dongle status.
     pub fn status(&self) -> DongleStatus {
-        self.status_mut().clone()
+        self.status.lock().clone()
     }
 
     /// Subscribes to presence events (the current one is seen first).
     pub fn subscribe(&self) -> watch::Receiver<PresenceEvent> {
         self.events.subscribe()
+    }
+
+    /// The service a credential belongs to, if it is an enrolled one
+    /// (constant time over all entries, like `/token`).
+    pub fn authenticate(&self, presented: &str) -> Option<&str> {
+        self.credentials.authenticate(presented.as_bytes())
+    }
+
+    /// The enrolled services.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.credentials.services()
     }
 
     /// Installs a freshly certified session (first one, or a rotation).
@@ -253,15 +202,15 @@ impl Authority {
         let fingerprint = session.fingerprint().to_string();
         let cert_not_after = session.cert().request.not_after;
         let serial = session.cert().serial.clone();
-        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session);
+        *self.session.write() = Some(session);
         let was_present = {
-            let mut st = self.status_mut();
-            let was = st.state == "present";
+            let mut st = self.status.lock();
+            let was = st.state == PresenceState::Present;
             if !was {
                 st.since = now;
                 st.reason = "dongle verified".into();
             }
-            st.state = "present";
+            st.state = PresenceState::Present;
             st.serial = Some(serial);
             st.counter = Some(counter);
             st.session = Some(fingerprint);
@@ -271,7 +220,7 @@ impl Authority {
         if !was_present {
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
-                state: "present",
+                state: PresenceState::Present,
                 reason: "dongle verified".into(),
                 since: now,
             });
@@ -282,22 +231,18 @@ impl Authority {
     /// already under way), then tells every subscriber. No token is signed
     /// with it after this returns.
     pub fn set_absent(&self, reason: &str) {
-        let old = self
-            .session
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let old = self.session.write().take();
         drop(old);
         let now = tether_keys::now_unix();
         // Subscribers hear of a change of what they were last told: a failed
-        // verification (verifying -> absent) is not a new "absent" event.
-        let was_present = self.events.borrow().state != "absent";
+        // verification (verifying -> absent) is not a new absent event.
+        let was_present = self.events.borrow().state != PresenceState::Absent;
         {
-            let mut st = self.status_mut();
-            if st.state != "absent" || st.reason != reason {
+            let mut st = self.status.lock();
+            if st.state != PresenceState::Absent || st.reason != reason {
                 st.since = now;
             }
-            st.state = "absent";
+            st.state = PresenceState::Absent;
             st.reason = reason.to_string();
             st.session = None;
             st.cert_not_after = None;
@@ -305,7 +250,7 @@ impl Authority {
         if was_present {
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
-                state: "absent",
+                state: PresenceState::Absent,
                 reason: reason.to_string(),
                 since: now,
             });
@@ -314,8 +259,8 @@ impl Authority {
 
     /// Marks that a dongle is being verified (status only; issuance is off).
     pub fn set_verifying(&self, serial: Option<&str>) {
-        let mut st = self.status_mut();
-        st.state = "verifying";
+        let mut st = self.status.lock();
+        st.state = PresenceState::Verifying;
         st.since = tether_keys::now_unix();
         st.reason = "challenging the dongle".into();
         st.serial = serial.map(str::to_string);
@@ -323,11 +268,17 @@ impl Authority {
 
     /// Counts a refused dongle (clone, wrong serial, bad signature) with its reason.
     pub fn refuse_dongle(&self, reason: &str) {
-        self.status_mut().refused_dongles += 1;
+        self.status.lock().refused_dongles += 1;
         self.set_absent(reason);
     }
 
-    /// Raises the persisted clock mark to `now` (called by the watchdog).
+    /// Raises the persisted clock mark to `now`, in UNIX seconds (called by
+    /// the watchdog).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::state::StateError`] when the state file cannot be written;
+    /// the mark in memory is then left as it was.
     pub fn advance_clock(&self, now: u64) -> Result<(), crate::state::StateError> {
         if now > self.clock_mark.load(Ordering::Relaxed) {
             self.store.advance_clock(now)?;
@@ -336,58 +287,134 @@ impl Authority {
         Ok(())
     }
 
-    /// Whether the clock is behind its high-water mark by more than the tolerance.
+    /// The high-water mark (UNIX seconds) when `now` (UNIX seconds) is behind
+    /// it by more than the tolerance.
     pub fn clock_rolled_back(&self, now: u64) -> Option<u64> {
         let mark = self.clock_mark.load(Ordering::Relaxed);
         (now.saturating_add(self.settings.clock_tolerance.as_secs()) < mark).then_some(mark)
     }
 
     fn take_rate(&self, service: &str) -> bool {
-        let Some(bucket) = self.buckets.get(service) else {
-            return false;
-        };
-        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let rate = f64::from(self.settings.rate_limit);
-        let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.limiters
+            .get(service)
+            .is_some_and(|limiter| limiter.check().is_ok())
     }
 
     /// Handles `GET /token`: authenticates, checks, signs. Counts the outcome.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] naming the first check that failed, in the order of
+    /// `docs/api.md`: credential, nonce, service licensed, rate, license
+    /// window, clock, dongle and certificate.
     pub fn issue(
         &self,
         bearer: Option<&str>,
         nonce: Option<&str>,
-    ) -> Result<TokenResponse, Refused> {
+    ) -> Result<TokenResponse, Refusal> {
         let result = self.try_issue(bearer, nonce);
         match &result {
             Ok(_) => self.metrics.issued(),
-            Err(r) => self.metrics.refused(r.why),
+            Err(r) => self.metrics.refused(r.kind()),
         }
         result
+    }
+
+    /// Whether `/token` would issue a token to a licensed service right now
+    /// (what `/readyz` answers): the license in its window, the clock not
+    /// rolled back, a verified dongle and a certificate that covers now.
+    /// Neither counts nor spends anything.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`] `/token` would give.
+    pub fn ready(&self) -> Result<(), Refusal> {
+        let now = tether_keys::now_unix();
+        let guard = self.session();
+        self.issuable(now, guard.as_ref()).map(|_| ())
+    }
+
+    /// The checks after the caller's own (credential, service, rate): the
+    /// token's lifetime in seconds when one can be signed at `now`.
+    fn issuable<'s>(
+        &self,
+        now: u64,
+        session: Option<&'s Session>,
+    ) -> Result<(u64, &'s Session), Refusal> {
+        let terms = self.license.terms();
+        self.license
+            .check_time(now, 0)
+            .map_err(|e| Refusal::new(RefusalCode::LicenseNotValid, e.to_string()))?;
+        // The window is inclusive, but a token could live 0 s at its last second.
+        if now >= terms.not_after {
+            return Err(Refusal::new(
+                RefusalCode::LicenseNotValid,
+                format!(
+                    "license expired at {} (now {})",
+                    crate::state::rfc3339(terms.not_after),
+                    crate::state::rfc3339(now)
+                ),
+            ));
+        }
+        if let Some(mark) = self.clock_rolled_back(now) {
+            return Err(Refusal::new(
+                RefusalCode::ClockRollback,
+                crate::state::clock_behind_advice(now, mark, self.store.path()),
+            ));
+        }
+        let Some(session) = session else {
+            let st = self.status();
+            let reason = match st.state {
+                PresenceState::Verifying => format!("dongle not verified yet: {}", st.reason),
+                _ => st.reason,
+            };
+            return Err(Refusal::new(RefusalCode::DongleAbsent, reason));
+        };
+        let cert = &session.cert.request;
+        // A clock stepped back behind the certificate's start (which is
+        // already backdated): consumers would refuse the token, so say why.
+        if now < cert.not_before {
+            return Err(Refusal::new(
+                RefusalCode::ClockRollback,
+                format!(
+                    "system clock ({now}) is behind the dongle certificate's start ({}); fix the clock",
+                    cert.not_before
+                ),
+            ));
+        }
+        if now >= cert.not_after {
+            return Err(Refusal::new(
+                RefusalCode::DongleAbsent,
+                format!(
+                    "the dongle certificate ended at {} (now {now}) and no renewed one is installed yet; retry",
+                    cert.not_after
+                ),
+            ));
+        }
+        let ttl = self
+            .settings
+            .token_ttl
+            .as_secs()
+            .min(u64::from(terms.max_token_ttl))
+            .min(terms.not_after - now)
+            .min(cert.not_after - now);
+        Ok((ttl, session))
     }
 
     fn try_issue(
         &self,
         bearer: Option<&str>,
         nonce: Option<&str>,
-    ) -> Result<TokenResponse, Refused> {
+    ) -> Result<TokenResponse, Refusal> {
         let presented = bearer.ok_or_else(|| {
-            Refused::new(
-                Refusal::Unauthorized,
+            Refusal::new(
+                RefusalCode::Unauthorized,
                 "missing Authorization: Bearer credential",
             )
         })?;
         let service = self
-            .credentials
-            .authenticate(presented.as_bytes())
-            .ok_or_else(|| Refused::new(Refusal::Unauthorized, "unknown service credential"))?;
+            .authenticate(presented)
+            .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))?;
         if let Some(n) = nonce
             && (n.is_empty()
                 || n.len() > 128
@@ -395,20 +422,20 @@ impl Authority {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         {
-            return Err(Refused::new(
-                Refusal::BadRequest,
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
                 "nonce must be 1-128 base64url characters",
             ));
         }
         if !self.license.allows_service(service) {
-            return Err(Refused::new(
-                Refusal::ServiceNotLicensed,
+            return Err(Refusal::new(
+                RefusalCode::ServiceNotLicensed,
                 format!("service {service} is not licensed"),
             ));
         }
         if !self.take_rate(service) {
-            return Err(Refused::new(
-                Refusal::RateLimited,
+            return Err(Refusal::new(
+                RefusalCode::RateLimited,
                 format!(
                     "service {service} is over {} tokens per second",
                     self.settings.rate_limit
@@ -416,47 +443,13 @@ impl Authority {
             ));
         }
         let now = tether_keys::now_unix();
-        self.license
-            .check_time(now, 0)
-            .map_err(|e| Refused::new(Refusal::LicenseNotValid, e.to_string()))?;
-        if let Some(mark) = self.clock_rolled_back(now) {
-            return Err(Refused::new(
-                Refusal::ClockRollback,
-                format!(
-                    "system clock ({now}) is behind the time already seen ({mark}); fix the clock"
-                ),
-            ));
-        }
         // Held until the token is signed (see the `session` field).
         let guard = self.session();
-        let session = guard
-            .as_ref()
-            .ok_or_else(|| Refused::new(Refusal::DongleAbsent, self.status().reason))?;
-        // A clock stepped back behind the certificate's start (which is
-        // already backdated): consumers would refuse the token, so say why.
-        if now < session.cert.request.not_before {
-            return Err(Refused::new(
-                Refusal::ClockRollback,
-                format!(
-                    "system clock ({now}) is behind the dongle certificate's start ({}); fix the clock",
-                    session.cert.request.not_before
-                ),
-            ));
-        }
-        let cert_end = session.cert.request.not_after;
-        let ttl = self
-            .settings
-            .token_ttl
-            .as_secs()
-            .min(u64::from(self.license.terms().max_token_ttl))
-            .min(self.license.terms().not_after.saturating_sub(now))
-            .min(cert_end.saturating_sub(now));
-        if ttl == 0 {
-            return Err(Refused::new(
-                Refusal::DongleAbsent,
-                "certificate is being renewed; retry",
-            ));
-        }
+        let (ttl, session) = self.issuable(now, guard.as_ref())?;
+        let nbf = now
+            .saturating_sub(TOKEN_BACKDATE_SECS)
+            .max(session.cert.request.not_before)
+            .max(self.license.terms().not_before);
         let mut jti = [0u8; 16];
         tether_keys::random_fill(&mut jti);
         let claims = TokenClaims {
@@ -464,17 +457,17 @@ impl Authority {
             sub: service.to_string(),
             aud: service.to_string(),
             iat: now,
-            nbf: now,
+            nbf,
             exp: now + ttl,
             jti: URL_SAFE_NO_PAD.encode(jti),
             lic: self.lic_b64.clone(),
             dcert: session.cert_b64.clone(),
             nonce: nonce.map(str::to_string),
         };
-        let token = session
-            .signer
-            .sign(&claims)
-            .map_err(|e| Refused::new(Refusal::BadRequest, e.to_string()))?;
+        let token = session.signer.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a token");
+            Refusal::new(RefusalCode::Internal, "the token could not be signed")
+        })?;
         let refresh_in = ttl / 2;
         Ok(TokenResponse {
             token,
@@ -499,8 +492,16 @@ pub(crate) mod tests {
     const SERIAL: &str = "TD-UNIT";
 
     pub(crate) fn authority(dir: &std::path::Path) -> (Authority, String) {
+        authority_with(dir, |_| {})
+    }
+
+    /// An authority whose license `edit` changed first.
+    pub(crate) fn authority_with(
+        dir: &std::path::Path,
+        edit: impl FnOnce(&mut LicenseTerms),
+    ) -> (Authority, String) {
         let now = tether_keys::now_unix();
-        let license = LicenseTerms {
+        let mut terms = LicenseTerms {
             id: LicenseId([1; 16]),
             customer: "Unit".into(),
             dongle_serial: SERIAL.into(),
@@ -511,9 +512,9 @@ pub(crate) mod tests {
             max_token_ttl: 300,
             features: vec![],
             services: vec!["backend".into()],
-        }
-        .sign(&testkeys::vendor())
-        .unwrap();
+        };
+        edit(&mut terms);
+        let license = terms.sign(&testkeys::vendor()).unwrap();
         let mut credentials = CredentialFile::parse(&dir.join("credentials"), "").unwrap();
         let secret = credentials.enroll("backend", false).unwrap();
         let settings = IssueSettings {
@@ -567,7 +568,7 @@ pub(crate) mod tests {
         unplug.join().unwrap();
         assert!(!auth.is_present());
         let refused = auth.issue(Some(&secret), None).unwrap_err();
-        assert_eq!(refused.why, Refusal::DongleAbsent);
+        assert_eq!(refused.kind(), RefusalCode::DongleAbsent);
     }
 
     #[test]
@@ -577,11 +578,150 @@ pub(crate) mod tests {
         // A certificate that starts in 10 minutes: as if the clock stepped back.
         auth.set_present(session(tether_keys::now_unix() + 600), 1);
         let refused = auth.issue(Some(&secret), None).unwrap_err();
-        assert_eq!(refused.why, Refusal::ClockRollback);
+        assert_eq!(refused.kind(), RefusalCode::ClockRollback);
         assert!(
-            refused.message.contains("certificate"),
+            refused.message().contains("certificate"),
             "{}",
-            refused.message
+            refused.message()
         );
+    }
+
+    fn claims_of(token: &str) -> TokenClaims {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    /// Item 8 of issue 13: `nbf` lies up to 30 s before issue, never before
+    /// the certificate's start; `iat` and `exp` do not move.
+    #[test]
+    fn tokens_are_backdated_but_never_before_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        let now = tether_keys::now_unix();
+        auth.set_present(session(now - 100), 1);
+        let c = claims_of(&auth.issue(Some(&secret), None).unwrap().token);
+        assert!(c.iat >= now && c.iat <= now + 2, "{c:?}");
+        assert_eq!(c.nbf, c.iat - TOKEN_BACKDATE_SECS);
+        assert_eq!(c.exp, c.iat + 60);
+        // A certificate that began 10 s ago: the token starts with it.
+        auth.set_present(session(now - 10), 2);
+        let c = claims_of(&auth.issue(Some(&secret), None).unwrap().token);
+        assert_eq!(c.nbf, now - 10);
+        assert_eq!(c.exp, c.iat + 60);
+    }
+
+    /// Item 10: at the second a license ends, and after, the refusal names
+    /// the license's expiry, not the dongle or a renewal.
+    #[test]
+    fn an_expired_license_is_refused_for_its_expiry() {
+        for ago in [0, 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let (auth, secret) = authority_with(dir.path(), |t| {
+                t.not_after = tether_keys::now_unix() - ago;
+            });
+            auth.set_present(session(tether_keys::now_unix() - 30), 1);
+            let refused = auth.issue(Some(&secret), None).unwrap_err();
+            assert_eq!(refused.kind(), RefusalCode::LicenseNotValid, "{refused}");
+            assert_eq!(refused.http_status(), 403);
+            assert!(refused.message().contains("expired"), "{refused}");
+            assert!(!refused.message().contains("renew"), "{refused}");
+            assert_eq!(
+                auth.ready().unwrap_err().kind(),
+                RefusalCode::LicenseNotValid
+            );
+        }
+    }
+
+    /// Item 10: a license not yet valid says so.
+    #[test]
+    fn a_license_not_yet_valid_is_refused_for_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority_with(dir.path(), |t| {
+            t.not_before = tether_keys::now_unix() + 600;
+        });
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::LicenseNotValid);
+        assert!(refused.message().contains("not valid before"), "{refused}");
+    }
+
+    /// Item 10: a certificate that ran out without a renewal says so, instead
+    /// of "being renewed".
+    #[test]
+    fn an_ended_certificate_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        auth.set_present(session(tether_keys::now_unix() - 400), 1);
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::DongleAbsent);
+        assert!(refused.message().contains("certificate ended"), "{refused}");
+        assert_eq!(auth.ready().unwrap_err(), refused);
+    }
+
+    /// Item 10: the absent and verifying refusals carry the watchdog's reason.
+    #[test]
+    fn absent_and_verifying_refusals_give_the_watchdogs_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_absent("dongle lost: dongle unplugged");
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::DongleAbsent);
+        assert_eq!(refused.message(), "dongle lost: dongle unplugged");
+        auth.set_verifying(Some(SERIAL));
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert!(
+            refused.message().starts_with("dongle not verified yet"),
+            "{refused}"
+        );
+    }
+
+    /// Item 10: a clock behind the stored mark names both the clock and the
+    /// mark, since either may be the wrong one.
+    #[test]
+    fn a_rolled_back_clock_names_the_clock_and_the_stored_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.advance_clock(tether_keys::now_unix() + 86_400)
+            .unwrap();
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::ClockRollback);
+        assert!(refused.message().contains("behind"), "{refused}");
+        assert!(refused.message().contains("stored mark"), "{refused}");
+        assert_eq!(auth.ready().unwrap_err().kind(), RefusalCode::ClockRollback);
+    }
+
+    /// Item 5: ready means a token would be issued now, and spends nothing.
+    #[test]
+    fn ready_follows_issuance_and_spends_no_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        assert_eq!(auth.ready().unwrap_err().kind(), RefusalCode::DongleAbsent);
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        for _ in 0..5000 {
+            auth.ready().unwrap();
+        }
+        assert!(auth.issue(Some(&secret), None).is_ok());
+        assert_eq!(auth.metrics.issued_total(), 1);
+    }
+
+    /// The per-service limiter keeps its behaviour: a burst of `rate`, then
+    /// 429 `rate_limited`, per service.
+    #[test]
+    fn a_service_over_its_rate_is_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut auth, secret) = authority(dir.path());
+        let rate = NonZeroU32::new(3).unwrap();
+        for l in auth.limiters.values_mut() {
+            *l = RateLimiter::direct(Quota::per_second(rate));
+        }
+        auth.settings.rate_limit = 3;
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        let answers: Vec<_> = (0..10).map(|_| auth.issue(Some(&secret), None)).collect();
+        assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 3);
+        let refused = answers.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(refused.kind(), RefusalCode::RateLimited);
+        assert_eq!(refused.http_status(), 429);
     }
 }

@@ -140,6 +140,11 @@ fn duration(name: &str, value: Option<String>, default: &str) -> anyhow::Result<
 
 impl Config {
     /// Resolves flags, environment (already folded into `args` by clap) and the file.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or parsed, a required setting is
+    /// missing, or a value is invalid (a duration, an address, a rate of 0).
     pub fn resolve(args: Args) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => read_file(path)?,

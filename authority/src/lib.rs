@@ -38,6 +38,10 @@ pub enum Listener {
 
 impl Listener {
     /// Binds `listen` (removing a stale Unix socket file first).
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound (in use, no permission).
     pub async fn bind(listen: &Listen) -> anyhow::Result<Listener> {
         match listen {
             Listen::Tcp(addr) => Ok(Listener::Tcp(
@@ -59,6 +63,11 @@ impl Listener {
 /// Loads and checks everything the configuration names: the license must
 /// verify under the vendor key and the credential file must parse. Returns
 /// the authority, ready for [`run`].
+///
+/// # Errors
+///
+/// When a file cannot be read or parsed, the license does not verify under
+/// the vendor key, or the state directory cannot be opened.
 pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
     let (vendor, _) = keyfile::read_public_key::<Vendor>(&config.vendor_pub)?;
     let license = keyfile::read_license(&config.license)?;
@@ -94,6 +103,10 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
 /// Runs the authority until `shutdown` completes: the watchdog on its thread,
 /// the HTTP API on every listener. Then drains in-flight requests, ends event
 /// streams, stops the watchdog and wipes the session key.
+///
+/// # Errors
+///
+/// When the watchdog thread cannot be started.
 pub async fn run(
     auth: Arc<Authority>,
     config: &Config,
@@ -114,17 +127,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let routes = http::filters::routes(auth.clone(), stop_rx.clone());
+    let conns = Arc::new(http::server::ConnMetrics {
+        auth: auth.clone(),
+        log: http::server::ConnLog::default(),
+    });
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
-        let mut stop = stop_rx.clone();
-        let graceful = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let server = warp::serve(routes.clone());
-        match listener {
-            Listener::Tcp(l) => servers.spawn(server.incoming(l).graceful(graceful).run()),
-            Listener::Unix(l) => servers.spawn(server.incoming(l).graceful(graceful).run()),
-        };
+        servers.spawn(http::server::serve(
+            routes.clone(),
+            listener,
+            conns.clone(),
+            stop_rx.clone(),
+        ));
     }
     shutdown.await;
     tracing::info!("shutting down: draining requests");

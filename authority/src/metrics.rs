@@ -1,182 +1,247 @@
-//! Counters and a histogram, rendered as Prometheus text at `GET /metrics`.
+//! The daemon's metrics, rendered at `GET /metrics` by `prometheus-client`
+//! (OpenMetrics text).
 //!
-//! Plain atomics: recording is a relaxed increment on the hot path, and the
-//! set of series is fixed, so nothing grows with traffic.
+//! Every series is registered at start and every label value is listed
+//! there, so nothing grows with traffic and a new [`RefusalCode`] or
+//! [`ConnError`] gets its own series (the exhaustive `ALL` lists) instead of
+//! being counted as something else.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Why a token request was refused (one series each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// 401: missing or unknown credential.
-    Unauthorized,
-    /// 403: service not in the license.
-    ServiceNotLicensed,
-    /// 403: license outside its validity window.
-    LicenseNotValid,
-    /// 503: no dongle, or not yet verified.
-    DongleAbsent,
-    /// 503: clock behind its high-water mark.
-    ClockRollback,
-    /// 429: over the per-service rate.
-    RateLimited,
-    /// 400: malformed request.
-    BadRequest,
-}
-
-impl Refusal {
-    const ALL: [Refusal; 7] = [
-        Refusal::Unauthorized,
-        Refusal::ServiceNotLicensed,
-        Refusal::LicenseNotValid,
-        Refusal::DongleAbsent,
-        Refusal::ClockRollback,
-        Refusal::RateLimited,
-        Refusal::BadRequest,
-    ];
-
-    /// The snake_case code used in JSON errors and metric labels.
-    pub fn code(self) -> &'static str {
-        match self {
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::ServiceNotLicensed => "service_not_licensed",
-            Refusal::LicenseNotValid => "license_not_valid",
-            Refusal::DongleAbsent => "dongle_absent",
-            Refusal::ClockRollback => "clock_rollback",
-            Refusal::RateLimited => "rate_limited",
-            Refusal::BadRequest => "bad_request",
-        }
-    }
-}
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tether_keys::wire::RefusalCode;
 
 /// Upper bounds of the heartbeat latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// How an HTTP connection ended in error. A peer's doing, nearly always:
+/// counted here and logged at debug, never at error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the variant names are the label values
+pub enum ConnError {
+    /// The peer closed the connection in the middle of a request.
+    incomplete_message,
+    /// The peer sent something that is not HTTP/1.1.
+    parse,
+    /// The peer was too slow (header read timeout).
+    timeout,
+    /// The socket failed (reset, broken pipe).
+    io,
+    /// Anything else hyper reports.
+    other,
+}
+
+impl ConnError {
+    /// Every kind, each a series of `tether_http_connection_errors_total`.
+    pub const ALL: [ConnError; 5] = [
+        ConnError::incomplete_message,
+        ConnError::parse,
+        ConnError::timeout,
+        ConnError::io,
+        ConnError::other,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnLabel {
+    kind: ConnError,
+}
+
+/// The two classes of `/events` streams (`http::streams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the variant names are the label values
+pub enum StreamClass {
+    /// Streams without a credential.
+    anonymous,
+    /// Streams of an enrolled service.
+    credentialed,
+}
+
+impl StreamClass {
+    /// Both classes.
+    pub const ALL: [StreamClass; 2] = [StreamClass::anonymous, StreamClass::credentialed];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabel {
+    class: StreamClass,
+}
+
 /// The daemon's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    issued: AtomicU64,
-    refused: [AtomicU64; 7],
-    transitions: AtomicU64,
-    heartbeat_buckets: [AtomicU64; 10],
-    heartbeat_count: AtomicU64,
-    heartbeat_sum_us: AtomicU64,
-    heartbeat_failures: AtomicU64,
+    registry: Registry,
+    issued: Counter,
+    refused: Family<ReasonLabel, Counter>,
+    present: Gauge,
+    transitions: Counter,
+    heartbeat_failures: Counter,
+    heartbeat: Histogram,
+    conn_errors: Family<ConnLabel, Counter>,
+    streams_open: Family<ClassLabel, Gauge>,
+    streams_refused: Family<ClassLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let issued = Counter::default();
+        registry.register("tether_tokens_issued", "Tokens issued", issued.clone());
+        let refused = Family::<ReasonLabel, Counter>::default();
+        for code in RefusalCode::ALL {
+            // Listed from the start, at 0, so every reason has its series.
+            let _ = refused.get_or_create(&ReasonLabel {
+                reason: code.as_str(),
+            });
+        }
+        registry.register(
+            "tether_tokens_refused",
+            "Token requests refused, by reason",
+            refused.clone(),
+        );
+        let present = Gauge::default();
+        registry.register(
+            "tether_dongle_present",
+            "1 while a verified dongle is present",
+            present.clone(),
+        );
+        let transitions = Counter::default();
+        registry.register(
+            "tether_presence_transitions",
+            "Changes of presence state",
+            transitions.clone(),
+        );
+        let heartbeat_failures = Counter::default();
+        registry.register(
+            "tether_heartbeat_failures",
+            "Heartbeats that failed",
+            heartbeat_failures.clone(),
+        );
+        let heartbeat = Histogram::new(BUCKETS);
+        registry.register(
+            "tether_heartbeat_seconds",
+            "PRESENCE round-trip latency in seconds",
+            heartbeat.clone(),
+        );
+        let conn_errors = Family::<ConnLabel, Counter>::default();
+        for kind in ConnError::ALL {
+            let _ = conn_errors.get_or_create(&ConnLabel { kind });
+        }
+        registry.register(
+            "tether_http_connection_errors",
+            "HTTP connections that ended in an error, by kind (mostly peers closing mid-request)",
+            conn_errors.clone(),
+        );
+        let streams_open = Family::<ClassLabel, Gauge>::default();
+        let streams_refused = Family::<ClassLabel, Counter>::default();
+        for class in StreamClass::ALL {
+            let _ = streams_open.get_or_create(&ClassLabel { class });
+            let _ = streams_refused.get_or_create(&ClassLabel { class });
+        }
+        registry.register(
+            "tether_event_streams",
+            "GET /events streams open now, by class",
+            streams_open.clone(),
+        );
+        registry.register(
+            "tether_event_streams_refused",
+            "GET /events streams refused because their class (or service) was full",
+            streams_refused.clone(),
+        );
+        Metrics {
+            registry,
+            streams_open,
+            streams_refused,
+            issued,
+            refused,
+            present,
+            transitions,
+            heartbeat_failures,
+            heartbeat,
+            conn_errors,
+        }
+    }
 }
 
 impl Metrics {
     /// One token issued.
     pub fn issued(&self) {
-        self.issued.fetch_add(1, Relaxed);
+        self.issued.inc();
     }
 
     /// Tokens issued so far.
     pub fn issued_total(&self) -> u64 {
-        self.issued.load(Relaxed)
+        self.issued.get()
     }
 
     /// One request refused.
-    pub fn refused(&self, why: Refusal) {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.refused[i].fetch_add(1, Relaxed);
+    pub fn refused(&self, why: RefusalCode) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     /// One change of presence state.
     pub fn transition(&self) {
-        self.transitions.fetch_add(1, Relaxed);
+        self.transitions.inc();
     }
 
     /// One heartbeat round trip.
     pub fn heartbeat(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.heartbeat_buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.heartbeat_count.fetch_add(1, Relaxed);
-        self.heartbeat_sum_us
-            .fetch_add(latency.as_micros() as u64, Relaxed);
+        self.heartbeat.observe(latency.as_secs_f64());
     }
 
     /// One failed heartbeat.
     pub fn heartbeat_failed(&self) {
-        self.heartbeat_failures.fetch_add(1, Relaxed);
+        self.heartbeat_failures.inc();
     }
 
-    /// Prometheus text exposition; `present` is the current state.
+    /// One HTTP connection that ended in an error; returns the count of that
+    /// kind so far.
+    pub fn connection_error(&self, kind: ConnError) -> u64 {
+        let counter = self.conn_errors.get_or_create(&ConnLabel { kind });
+        counter.inc() + 1
+    }
+
+    /// The gauge of open `/events` streams of `class` (a handle: the stream
+    /// increments it when it opens and decrements it when it ends).
+    pub fn event_streams(&self, class: StreamClass) -> Gauge {
+        self.streams_open
+            .get_or_create(&ClassLabel { class })
+            .clone()
+    }
+
+    /// One `/events` stream of `class` refused for want of a place.
+    pub fn event_stream_refused(&self, class: StreamClass) {
+        self.streams_refused
+            .get_or_create(&ClassLabel { class })
+            .inc();
+    }
+
+    /// OpenMetrics text exposition ([`CONTENT_TYPE`]); `present` is the
+    /// current state.
     pub fn render(&self, present: bool) -> String {
-        let mut out = String::with_capacity(2048);
-        let _ = writeln!(out, "# HELP tether_tokens_issued_total Tokens issued.");
-        let _ = writeln!(out, "# TYPE tether_tokens_issued_total counter");
-        let _ = writeln!(
-            out,
-            "tether_tokens_issued_total {}",
-            self.issued.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tether_tokens_refused_total Token requests refused, by reason."
-        );
-        let _ = writeln!(out, "# TYPE tether_tokens_refused_total counter");
-        for (r, n) in Refusal::ALL.iter().zip(&self.refused) {
-            let _ = writeln!(
-                out,
-                "tether_tokens_refused_total{{reason=\"{}\"}} {}",
-                r.code(),
-                n.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tether_dongle_present 1 while a verified dongle is present."
-        );
-        let _ = writeln!(out, "# TYPE tether_dongle_present gauge");
-        let _ = writeln!(out, "tether_dongle_present {}", u8::from(present));
-        let _ = writeln!(
-            out,
-            "# HELP tether_presence_transitions_total Changes of presence state."
-        );
-        let _ = writeln!(out, "# TYPE tether_presence_transitions_total counter");
-        let _ = writeln!(
-            out,
-            "tether_presence_transitions_total {}",
-            self.transitions.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tether_heartbeat_failures_total Heartbeats that failed."
-        );
-        let _ = writeln!(out, "# TYPE tether_heartbeat_failures_total counter");
-        let _ = writeln!(
-            out,
-            "tether_heartbeat_failures_total {}",
-            self.heartbeat_failures.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tether_heartbeat_seconds PRESENCE round-trip latency."
-        );
-        let _ = writeln!(out, "# TYPE tether_heartbeat_seconds histogram");
-        for (bound, n) in BUCKETS.iter().zip(&self.heartbeat_buckets) {
-            let _ = writeln!(
-                out,
-                "tether_heartbeat_seconds_bucket{{le=\"{bound}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        let count = self.heartbeat_count.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "tether_heartbeat_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = self.heartbeat_sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "tether_heartbeat_seconds_sum {sum}");
-        let _ = writeln!(out, "tether_heartbeat_seconds_count {count}");
+        self.present.set(i64::from(present));
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -189,8 +254,8 @@ mod tests {
     fn render_counts_and_buckets() {
         let m = Metrics::default();
         m.issued();
-        m.refused(Refusal::DongleAbsent);
-        m.refused(Refusal::DongleAbsent);
+        m.refused(RefusalCode::DongleAbsent);
+        m.refused(RefusalCode::DongleAbsent);
         m.heartbeat(Duration::from_micros(1500));
         let text = m.render(true);
         assert!(text.contains("tether_tokens_issued_total 1\n"));
@@ -198,5 +263,34 @@ mod tests {
         assert!(text.contains("tether_heartbeat_seconds_bucket{le=\"0.001\"} 0\n"));
         assert!(text.contains("tether_heartbeat_seconds_bucket{le=\"0.002\"} 1\n"));
         assert!(text.contains("tether_dongle_present 1\n"));
+    }
+
+    /// Every refusal code and connection-error kind has its own series from
+    /// the start: nothing falls through into another label.
+    #[test]
+    fn every_reason_and_kind_has_its_own_series() {
+        let m = Metrics::default();
+        let text = m.render(false);
+        for code in RefusalCode::ALL {
+            let line = format!(
+                "tether_tokens_refused_total{{reason=\"{}\"}} 0\n",
+                code.as_str()
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        for kind in ConnError::ALL {
+            assert_eq!(m.connection_error(kind), 1);
+        }
+        let text = m.render(false);
+        assert!(
+            text.contains("tether_http_connection_errors_total{kind=\"incomplete_message\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("tether_dongle_present 0\n"));
+        m.refused(RefusalCode::Internal);
+        assert!(
+            m.render(false)
+                .contains("tether_tokens_refused_total{reason=\"internal\"} 1\n")
+        );
     }
 }

@@ -11,9 +11,9 @@
 //! lives, so a second `tetherd`, or `tether state reset-clock` while
 //! `tetherd` runs, is refused rather than racing it.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tether_keys::keyfile::{Overwrite, write_file};
@@ -52,20 +52,23 @@ pub enum StateError {
     },
 }
 
+/// `t` (UNIX seconds) as RFC 3339 in UTC, for messages a person reads.
+pub fn rfc3339(t: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+}
+
 /// What an operator reads when the system clock is behind the clock mark:
 /// both instants, and what to do in either case (which of the two is wrong
 /// only the operator can tell).
 pub fn clock_behind_advice(now: u64, mark: u64, state_file: &Path) -> String {
-    let at = |t: u64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
-    };
+    let at = rfc3339;
     let behind =
         humantime::format_duration(std::time::Duration::from_secs(mark.saturating_sub(now)));
     let dir = state_file.parent().unwrap_or(Path::new("."));
     format!(
         "system clock {} is {behind} behind the latest time this authority has seen, {} (kept in {}). \
-         If the system clock is wrong, set it right (NTP, timedatectl). If it is right, the mark was \
-         written while the clock ran ahead: stop tetherd and run `tether state reset-clock --state-dir {}`",
+         If the system clock is wrong, set it right (NTP, timedatectl). If it is right, the stored mark is \
+         wrong (written while the clock ran ahead): stop tetherd and run `tether state reset-clock --state-dir {}`",
         at(now),
         at(mark),
         state_file.display(),
@@ -140,12 +143,19 @@ impl StateStore {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
-        // A poisoned lock only means a panic elsewhere; the marks stay usable.
-        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Marks> {
+        // parking_lot does not poison: a panic elsewhere leaves the marks
+        // usable, as they are only replaced whole after a successful write.
+        self.marks.lock()
     }
 
-    /// Raises the clock mark to `now` (never lowers it) and persists.
+    /// Raises the clock mark to `now`, in UNIX seconds (never lowers it),
+    /// and persists.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the state file cannot be written; the mark is
+    /// then not raised.
     pub fn advance_clock(&self, now: u64) -> Result<(), StateError> {
         let mut marks = self.lock();
         if now <= marks.clock {
@@ -184,6 +194,11 @@ impl StateStore {
     /// Records a dongle's counter; refuses one that goes backwards (or repeats).
     /// Fails closed: a counter that cannot be persisted is not accepted, since
     /// after a restart the clone check would no longer know it.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::CounterRollback`] for a counter not above the one seen;
+    /// [`StateError`] when the state file cannot be written.
     pub fn record_counter(&self, serial: &str, counter: u32) -> Result<(), StateError> {
         let mut marks = self.lock();
         if let Some(seen) = marks.counters.get(serial).copied()

@@ -23,6 +23,7 @@ pub mod key;
 pub mod keyfile;
 pub mod license;
 pub mod token;
+pub mod wire;
 
 pub use claims::TokenClaims;
 pub use credential::{CredentialFile, ServiceSecret};

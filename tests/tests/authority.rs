@@ -270,6 +270,8 @@ fn sigterm_drains_and_exits_zero_under_load() {
     assert_eq!(code, Some(0), "tetherd log:\n{}", d.log());
     assert!(total > 0);
     assert!(d.log().contains("session key wiped"));
+    // Issue 13, item 6: a clean shutdown under load is not an error.
+    assert!(!d.log().contains("ERROR"), "tetherd log:\n{}", d.log());
 }
 
 #[test]
@@ -438,4 +440,109 @@ fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
     closed.next_state(T).unwrap();
     drop(closed);
     wait_until(Duration::from_secs(20), || Events::open(&url).is_ok());
+}
+
+/// A raw `GET /events` with a credential (the shared client sends none),
+/// read line by line.
+struct RawEvents(std::io::BufReader<std::net::TcpStream>);
+
+impl RawEvents {
+    fn open(url: &str, authorization: &str) -> RawEvents {
+        use std::io::{BufRead as _, Write as _};
+        let host = url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET /events HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        RawEvents(r)
+    }
+
+    fn next_state(&mut self, timeout: Duration) -> serde_json::Value {
+        use std::io::BufRead as _;
+        self.0.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.0.read_line(&mut line).unwrap() > 0, "stream ended");
+            if let Some(data) = line.trim_end().strip_prefix("data:") {
+                return serde_json::from_str(data.trim()).unwrap();
+            }
+        }
+    }
+}
+
+/// Issue 13, item 3: with 256 anonymous `/events` streams held, a consumer
+/// that presents its credential still gets a stream and hears the unplug of
+/// the real emulator within a second.
+#[test]
+fn a_credentialed_stream_hears_an_unplug_within_1s_with_256_anonymous_streams_held() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let _hostile: Vec<Events> = (0..256).map(|_| Events::open(&url).unwrap()).collect();
+    assert_eq!(http::get(&url, "/events", None).unwrap().status, 503);
+    let mut consumer = RawEvents::open(&url, &format!("Bearer {}", site.secret("backend")));
+    assert_eq!(consumer.next_state(T)["state"], "present");
+    site.dongle(&["unplug"]);
+    let unplugged = Instant::now();
+    let ev = consumer.next_state(Duration::from_secs(1));
+    assert_eq!(ev["state"], "absent", "{ev}");
+    let took = unplugged.elapsed();
+    assert!(took < Duration::from_secs(1), "absent after {took:?}");
+    eprintln!("unplug -> absent on a credentialed stream, 256 anonymous streams held: {took:?}");
+}
+
+/// Issue 13, item 6: clients closing mid-request are counted, and none of
+/// it reaches the log at ERROR (or at all, at the default level).
+#[test]
+fn peers_closing_mid_request_are_counted_and_not_logged_as_errors() {
+    use std::io::Write as _;
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (d, url) = site.start_tetherd(&[]);
+    let host = url.trim_start_matches("http://");
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        s.write_all(b"GET /token HTTP/1.1\r\nHost: x\r\nAuthoriz")
+            .unwrap();
+    }
+    wait_until(T, || {
+        http::get(&url, "/metrics", None)
+            .unwrap()
+            .body
+            .contains("tether_http_connection_errors_total{kind=\"incomplete_message\"} 20\n")
+    });
+    let log = d.log();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(!log.contains("connection error"), "{log}");
+}
+
+/// Issue 13, item 7: `bearer` and `BEARER` are Bearer (RFC 9110 11.1).
+#[test]
+fn the_auth_scheme_is_case_insensitive() {
+    use std::io::{Read as _, Write as _};
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let host = url.trim_start_matches("http://");
+    for scheme in ["bearer", "BEARER"] {
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET /token HTTP/1.1\r\nHost: {host}\r\nAuthorization: {scheme} {}\r\nConnection: close\r\n\r\n",
+            site.secret("backend")
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
+    }
 }

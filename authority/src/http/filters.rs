@@ -1,5 +1,6 @@
 //! Routes. No route reads a request body, so none is parsed; every route is
-//! GET only.
+//! GET only. Headers are read by the handlers (`super::auth`), so that a
+//! malformed `Authorization` gets the same JSON refusal as a wrong one.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use warp::Filter;
 
 use super::handlers;
 use super::models::TokenQuery;
+use super::streams::StreamPlaces;
 use crate::authority::Authority;
 
 /// All routes, with the JSON `recover`.
@@ -21,15 +23,16 @@ pub fn routes(
     let token = warp::path!("token")
         .and(warp::get())
         .and(with_auth.clone())
-        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::headers_cloned())
         .and(warp::query::<TokenQuery>())
         .and_then(handlers::token);
-    let streams = Arc::new(tokio::sync::Semaphore::new(handlers::MAX_EVENT_STREAMS));
+    let places = Arc::new(StreamPlaces::new(auth.services()));
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_auth.clone())
+        .and(warp::header::headers_cloned())
         .and(warp::any().map(move || shutdown.clone()))
-        .and(warp::any().map(move || streams.clone()))
+        .and(warp::any().map(move || places.clone()))
         .and_then(handlers::events);
     let healthz = warp::path!("healthz")
         .and(warp::get())

@@ -1,85 +1,97 @@
 //! Request handlers. Each returns a complete response; errors are JSON
-//! `{code, message}` with the right status and, for 503/429, `Retry-After`.
+//! `{code, message}` ([`ErrorBody`](super::models::ErrorBody)) with the
+//! status of their [`RefusalCode`] and, for 503/429, `Retry-After`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
-use super::models::{ErrorBody, LicenseSummary, Status, TokenQuery};
+use super::auth;
+use super::models::{LicenseSummary, Refusal, RefusalCode, StatusBody, TokenQuery};
+use super::streams::StreamPlaces;
 use crate::authority::Authority;
-use crate::metrics::Refusal;
 
-/// A JSON error response.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+/// The JSON error response of `refusal`.
+pub fn error(refusal: &Refusal) -> Response {
+    let status =
+        StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp =
-        warp::reply::with_status(warp::reply::json(&ErrorBody { code, message }), status)
-            .into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        warp::reply::with_status(warp::reply::json(&refusal.body()), status).into_response();
+    if let Some(secs) = refusal.retry_after_secs() {
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if refusal.kind() == RefusalCode::Unauthorized {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp
 }
 
-fn status_of(why: Refusal) -> StatusCode {
-    match why {
-        Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
-        Refusal::ServiceNotLicensed | Refusal::LicenseNotValid => StatusCode::FORBIDDEN,
-        Refusal::DongleAbsent | Refusal::ClockRollback => StatusCode::SERVICE_UNAVAILABLE,
-        Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::BadRequest => StatusCode::BAD_REQUEST,
-    }
-}
-
 /// `GET /token`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn token(
     auth: Arc<Authority>,
-    authorization: Option<String>,
+    headers: HeaderMap,
     query: TokenQuery,
 ) -> Result<Response, Infallible> {
-    let bearer = authorization
-        .as_deref()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim);
-    Ok(match auth.issue(bearer, query.nonce.as_deref()) {
+    let issued = match auth::bearer(&headers) {
+        Ok(bearer) => auth.issue(bearer, query.nonce.as_deref()),
+        Err(refused) => {
+            auth.metrics.refused(refused.kind());
+            Err(refused)
+        }
+    };
+    Ok(match issued {
         Ok(body) => {
             let mut resp = warp::reply::json(&body).into_response();
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Err(refused) => {
-            let mut resp = error(status_of(refused.why), refused.why.code(), &refused.message);
-            if refused.why == Refusal::Unauthorized {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            resp
-        }
+        Err(refused) => error(&refused),
     })
 }
 
-/// Most `/events` streams open at once; each is held until its client goes,
-/// so without a cap any client on the network could pile them up.
-pub const MAX_EVENT_STREAMS: usize = 256;
-
 /// `GET /events`: the current state at once, then every change, until
-/// shutdown; 503 `too_many_streams` beyond [`MAX_EVENT_STREAMS`].
+/// shutdown. Anonymous, or with an enrolled service's Bearer credential for
+/// a place of its own ([`super::streams`]); 503 `too_many_streams` when the
+/// class is full, 401 for a credential that is presented but not enrolled.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn events(
     auth: Arc<Authority>,
+    headers: HeaderMap,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    streams: Arc<tokio::sync::Semaphore>,
+    places: Arc<StreamPlaces>,
 ) -> Result<Response, Infallible> {
-    let Ok(permit) = streams.try_acquire_owned() else {
-        return Ok(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_streams",
-            "too many event streams open; retry later",
-        ));
+    let service = match auth::bearer(&headers) {
+        Ok(None) => None,
+        Ok(Some(presented)) => match auth.authenticate(presented) {
+            Some(service) => Some(service),
+            None => {
+                return Ok(error(&Refusal::new(
+                    RefusalCode::Unauthorized,
+                    "unknown service credential",
+                )));
+            }
+        },
+        Err(refused) => return Ok(error(&refused)),
+    };
+    let place = match places.take(service, &auth.metrics) {
+        Ok(place) => place,
+        Err(refused) => return Ok(error(&refused)),
     };
     let rx = auth.subscribe();
     let changes = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
@@ -93,10 +105,10 @@ pub async fn events(
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    // The permit lives as long as the stream.
+    // The place is held as long as the stream.
     let stream = changes
         .map(move |ev| {
-            let _held = &permit;
+            let _held = &place;
             Event::default().event("state").json_data(ev)
         })
         .take_until(stop);
@@ -104,27 +116,46 @@ pub async fn events(
 }
 
 /// `GET /healthz`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn healthz() -> Result<Response, Infallible> {
     Ok(warp::reply::json(&serde_json::json!({"status": "ok"})).into_response())
 }
 
-/// `GET /readyz`.
+/// `GET /readyz`: 200 when a token would be issued now, else 503 with the
+/// refusal `/token` would give (its own code, whatever its usual status:
+/// for a load balancer every "no" is "not ready").
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
-    Ok(if auth.is_present() {
-        warp::reply::json(&serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "dongle_absent",
-            &auth.status().reason,
-        )
+    Ok(match auth.ready() {
+        Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
+        Err(refused) => {
+            let mut resp = error(&refused);
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
     })
 }
 
 /// `GET /status`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let t = auth.license().terms();
-    let body = Status {
+    let not_ready = auth.ready().err().map(|r| r.body());
+    let body = StatusBody {
         dongle: auth.status(),
         license: LicenseSummary {
             id: t.id.to_string(),
@@ -138,42 +169,55 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
         },
         tokens_issued: auth.metrics.issued_total(),
         now: tether_keys::now_unix(),
+        ready: not_ready.is_none(),
+        not_ready,
     };
     Ok(warp::reply::json(&body).into_response())
 }
 
 /// `GET /metrics`.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let text = auth.metrics.render(auth.is_present());
     Ok(
-        warp::reply::with_header(text, header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        warp::reply::with_header(text, header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
             .into_response(),
     )
 }
 
 /// Maps every rejection to JSON `{code, message}`; internals never leak.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
     Ok(if rejection.is_not_found() {
-        error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        error(&Refusal::new(RefusalCode::NotFound, "no such endpoint"))
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        let mut resp = error(&Refusal::new(
+            RefusalCode::MethodNotAllowed,
             "only GET is served",
-        )
+        ));
+        // RFC 9110 section 15.5.6: a 405 lists the methods that are served.
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        resp
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+        error(&Refusal::new(
+            RefusalCode::BadRequest,
             "invalid query string",
-        )
+        ))
     } else if rejection.find::<warp::reject::InvalidHeader>().is_some() {
-        error(StatusCode::BAD_REQUEST, "bad_request", "invalid header")
+        error(&Refusal::new(RefusalCode::BadRequest, "invalid header"))
     } else {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+        error(&Refusal::new(
+            RefusalCode::BadRequest,
             "request not understood",
-        )
+        ))
     })
 }

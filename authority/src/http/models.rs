@@ -1,56 +1,17 @@
-//! JSON shapes of the HTTP API.
+//! JSON shapes of the HTTP API. The bodies themselves are the shared wire
+//! types of [`tether_keys::wire`]; only what the daemon alone reads is here.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::authority::DongleStatus;
+pub use tether_keys::wire::{
+    DongleStatus, ErrorBody, LicenseSummary, PresenceEvent, PresenceState, Refusal, RefusalCode,
+    StatusBody, TokenResponse,
+};
 
-/// Query of `GET /token`.
+/// Query of `GET /token`. Unknown and repeated parameters are refused (400).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenQuery {
     /// The consumer's nonce, echoed into the token.
     pub nonce: Option<String>,
-}
-
-/// Every error body.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
-    /// Stable snake_case code.
-    pub code: &'a str,
-    /// Human-readable message.
-    pub message: &'a str,
-}
-
-/// The license as shown by `/status`.
-#[derive(Debug, Serialize)]
-pub struct LicenseSummary {
-    /// License id.
-    pub id: String,
-    /// Customer.
-    pub customer: String,
-    /// Licensed dongle serial.
-    pub dongle_serial: String,
-    /// Validity start.
-    pub not_before: u64,
-    /// Validity end.
-    pub not_after: u64,
-    /// Features.
-    pub features: Vec<String>,
-    /// Services.
-    pub services: Vec<String>,
-    /// Longest token lifetime allowed.
-    pub max_token_ttl: u32,
-}
-
-/// `GET /status`.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// The dongle and its session.
-    pub dongle: DongleStatus,
-    /// The license.
-    pub license: LicenseSummary,
-    /// Tokens issued since start.
-    pub tokens_issued: u64,
-    /// Current time (UNIX seconds).
-    pub now: u64,
 }
