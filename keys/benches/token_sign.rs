@@ -32,6 +32,10 @@ fn main() {
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "muxer".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
     .sign(&testkeys::vendor())
     .unwrap();

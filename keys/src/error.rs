@@ -61,6 +61,16 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A structure in a format version this build does not read.
+    #[error("{what} format version {version} is not supported (this build reads versions {supported}); upgrade Tether to read it")]
+    UnsupportedVersion {
+        /// The structure being decoded.
+        what: &'static str,
+        /// The version byte found.
+        version: u8,
+        /// The versions this build reads.
+        supported: &'static str,
+    },
     /// A value given to build a structure is out of range.
     #[error("invalid {what}: {reason}")]
     Invalid {

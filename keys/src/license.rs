@@ -4,15 +4,29 @@
 //! vendor's 64-byte Ed25519 signature over `domain::LICENSE || body`.
 //! Features and services are sorted and unique, so every license has exactly
 //! one encoding; the decoder refuses any other order.
+//!
+//! Version 2 (written since seats) adds the sequence of the license's
+//! versions, a seat count per service, a grace period after expiry, the
+//! period at which consumers must present fresh nonces, and the dongle's
+//! kind. Version 1 files still decode, as a license with no seat limit,
+//! sequence 0, no grace and no freshness requirement; any other version is
+//! refused with a message naming it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::codec::{Reader, Writer};
 use crate::key::{Dongle, Fingerprint, PublicKey, SecretKey, Vendor};
 use crate::{Error, Result, domain};
 
-/// Version byte of the license body this crate writes and reads.
-pub const LICENSE_VERSION: u8 = 1;
+/// Version byte of the license body this crate writes.
+pub const LICENSE_VERSION: u8 = 2;
+/// The oldest license version this crate still reads.
+pub const LICENSE_VERSION_V1: u8 = 1;
+/// Dongle kind byte (license v2): Tether's native protocol, an Ed25519 key.
+pub const DONGLE_KIND_NATIVE: u8 = 1;
+/// Longest grace period after expiry a license may grant: 90 days, in seconds.
+pub const MAX_GRACE: u32 = 90 * 86_400;
 /// Largest encoded license in bytes (3 KiB, signature included). Every token carries the
 /// license, and verifiers refuse tokens over 8 KiB: a 3 KiB license keeps
 /// its tokens well inside that, so a license that signs is one whose tokens
@@ -70,11 +84,26 @@ pub struct LicenseTerms {
     pub features: Vec<String>,
     /// Services allowed to hold tokens, sorted and unique.
     pub services: Vec<String>,
+    /// Seats: how many instances of a service may hold tokens at once, for
+    /// the services that have a limit (absent: unlimited). Each key is one
+    /// of `services`; each count is at least 1.
+    pub seats: BTreeMap<String, u32>,
+    /// Which version of this license (same `id`) this is: 1 for the first
+    /// issue, higher for each update; an authority never goes back to a
+    /// lower one. 0 only for version-1 files, which had no sequence.
+    pub sequence: u64,
+    /// Seconds after `not_after` during which tokens are still issued,
+    /// with warnings (0: none; at most [`MAX_GRACE`]).
+    pub grace: u32,
+    /// How often, in seconds, each consumer must present a fresh nonce that
+    /// the dongle commits to (0: freshness not required).
+    pub nonce_period: u32,
 }
 
 /// A vendor-signed license, as decoded from its canonical bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct License {
+    version: u8,
     terms: LicenseTerms,
     vendor: Fingerprint,
     signature: [u8; 64],
@@ -170,24 +199,64 @@ impl LicenseTerms {
                 reason: "a license allows at least one service".into(),
             });
         }
+        for (service, &count) in &self.seats {
+            if !self.services.contains(service) {
+                return Err(Error::Invalid {
+                    what: "seats",
+                    reason: format!("{service:?} has seats but is not a licensed service"),
+                });
+            }
+            if count == 0 {
+                return Err(Error::Invalid {
+                    what: "seats",
+                    reason: format!("{service:?}: a seat count is at least 1 (leave it out for unlimited)"),
+                });
+            }
+        }
+        if self.grace > MAX_GRACE {
+            return Err(Error::Invalid {
+                what: "grace",
+                reason: format!("at most {MAX_GRACE} s (90 days)"),
+            });
+        }
+        if self.nonce_period != 0 && !(60..=3600).contains(&self.nonce_period) {
+            return Err(Error::Invalid {
+                what: "nonce period",
+                reason: "0 (off) or 60 to 3600 seconds".into(),
+            });
+        }
         Ok(())
     }
 
+    /// The version 2 body (`docs/formats.md`, "License").
     fn encode_body(&self, vendor: &Fingerprint) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(LICENSE_VERSION);
         w.bytes(&self.id.0);
         w.bytes(&vendor.0);
+        w.u64(self.sequence);
         w.str8(&self.customer);
+        w.u8(DONGLE_KIND_NATIVE);
         w.str8(&self.dongle_serial);
         w.bytes(self.dongle_key.as_bytes());
         w.u64(self.issued_at);
         w.u64(self.not_before);
         w.u64(self.not_after);
+        w.u32(self.grace);
         w.u32(self.max_token_ttl);
+        w.u32(self.nonce_period);
         w.list8(&self.features);
-        w.list8(&self.services);
+        w.u8(self.services.len() as u8);
+        for service in &self.services {
+            w.str8(service);
+            w.u32(self.seats.get(service).copied().unwrap_or(0));
+        }
         w.buf
+    }
+
+    /// The seat count of `service`, or `None` when unlimited.
+    pub fn seats_for(&self, service: &str) -> Option<u32> {
+        self.seats.get(service).copied()
     }
 
     /// Signs these terms with the vendor root key (`docs/formats.md`,
@@ -202,6 +271,12 @@ impl LicenseTerms {
     /// license would exceed [`MAX_LICENSE_LEN`] bytes.
     pub fn sign(self, vendor: &SecretKey<Vendor>) -> Result<License> {
         self.validate()?;
+        if self.sequence == 0 {
+            return Err(Error::Invalid {
+                what: "sequence",
+                reason: "a license's sequence starts at 1".into(),
+            });
+        }
         let fingerprint = vendor.public().fingerprint();
         let mut encoded = self.encode_body(&fingerprint);
         if encoded.len() + 64 > MAX_LICENSE_LEN {
@@ -216,6 +291,7 @@ impl LicenseTerms {
         let signature = vendor.sign(&domain::tagged(domain::LICENSE, &encoded));
         encoded.extend_from_slice(&signature);
         Ok(License {
+            version: LICENSE_VERSION,
             terms: self,
             vendor: fingerprint,
             signature,
@@ -238,38 +314,27 @@ impl License {
         if bytes.len() > MAX_LICENSE_LEN {
             return Err(r.malformed("longer than the maximum license size"));
         }
-        if r.u8()? != LICENSE_VERSION {
-            return Err(r.malformed("unknown version"));
-        }
-        let id = LicenseId(r.array()?);
-        let vendor = Fingerprint(r.array()?);
-        let customer = r.str8()?;
-        let dongle_serial = r.str8()?;
-        let dongle_key = PublicKey::from_bytes(&r.array()?)?;
-        let issued_at = r.u64()?;
-        let not_before = r.u64()?;
-        let not_after = r.u64()?;
-        let max_token_ttl = r.u32()?;
-        let features = r.list8()?;
-        let services = r.list8()?;
-        let signature = r.finish::<64>()?;
-        let terms = LicenseTerms {
-            id,
-            customer,
-            dongle_serial,
-            dongle_key,
-            issued_at,
-            not_before,
-            not_after,
-            max_token_ttl,
-            features,
-            services,
+        let version = r.u8()?;
+        let terms = match version {
+            LICENSE_VERSION => decode_v2(&mut r)?,
+            LICENSE_VERSION_V1 => decode_v1(&mut r)?,
+            other => {
+                return Err(Error::UnsupportedVersion {
+                    what: "license",
+                    version: other,
+                    supported: "1 and 2",
+                });
+            }
         };
+        let vendor = terms.1;
+        let terms = terms.0;
+        let signature = r.finish::<64>()?;
         terms.validate().map_err(|_| Error::Malformed {
             what: "license",
             reason: "terms are not in canonical form",
         })?;
         Ok(License {
+            version,
             terms,
             vendor,
             signature,
@@ -321,6 +386,11 @@ impl License {
         &self.terms
     }
 
+    /// The format version it was encoded in (1 or 2).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
     /// Fingerprint of the vendor key that signed it.
     pub fn vendor(&self) -> Fingerprint {
         self.vendor
@@ -342,6 +412,91 @@ impl License {
     }
 }
 
+/// Version 1 body after the version byte: no sequence, seats, grace or
+/// freshness, and a native dongle.
+fn decode_v1(r: &mut Reader<'_>) -> Result<(LicenseTerms, Fingerprint)> {
+    let id = LicenseId(r.array()?);
+    let vendor = Fingerprint(r.array()?);
+    let customer = r.str8()?;
+    let dongle_serial = r.str8()?;
+    let dongle_key = PublicKey::from_bytes(&r.array()?)?;
+    let issued_at = r.u64()?;
+    let not_before = r.u64()?;
+    let not_after = r.u64()?;
+    let max_token_ttl = r.u32()?;
+    let features = r.list8()?;
+    let services = r.list8()?;
+    let terms = LicenseTerms {
+        id,
+        customer,
+        dongle_serial,
+        dongle_key,
+        issued_at,
+        not_before,
+        not_after,
+        max_token_ttl,
+        features,
+        services,
+        seats: BTreeMap::new(),
+        sequence: 0,
+        grace: 0,
+        nonce_period: 0,
+    };
+    Ok((terms, vendor))
+}
+
+/// Version 2 body after the version byte (`docs/formats.md`, "License").
+fn decode_v2(r: &mut Reader<'_>) -> Result<(LicenseTerms, Fingerprint)> {
+    let id = LicenseId(r.array()?);
+    let vendor = Fingerprint(r.array()?);
+    let sequence = r.u64()?;
+    let customer = r.str8()?;
+    match r.u8()? {
+        DONGLE_KIND_NATIVE => {}
+        _ => return Err(r.malformed("unknown dongle kind")),
+    }
+    let dongle_serial = r.str8()?;
+    let dongle_key = PublicKey::from_bytes(&r.array()?)?;
+    let issued_at = r.u64()?;
+    let not_before = r.u64()?;
+    let not_after = r.u64()?;
+    let grace = r.u32()?;
+    let max_token_ttl = r.u32()?;
+    let nonce_period = r.u32()?;
+    let features = r.list8()?;
+    let count = r.u8()?;
+    let mut services = Vec::with_capacity(usize::from(count));
+    let mut seats = BTreeMap::new();
+    for _ in 0..count {
+        let service = r.str8()?;
+        let n = r.u32()?;
+        if n > 0 {
+            seats.insert(service.clone(), n);
+        }
+        services.push(service);
+    }
+    if sequence == 0 {
+        return Err(r.malformed("sequence 0 in a version 2 license"));
+    }
+    let terms = LicenseTerms {
+        id,
+        customer,
+        dongle_serial,
+        dongle_key,
+        issued_at,
+        not_before,
+        not_after,
+        max_token_ttl,
+        features,
+        services,
+        seats,
+        sequence,
+        grace,
+        nonce_period,
+    };
+    Ok((terms, vendor))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -359,6 +514,10 @@ pub(crate) mod tests {
             max_token_ttl: 300,
             features: vec!["mux".into(), "record".into()],
             services: vec!["backend".into(), "muxer".into()],
+            seats: BTreeMap::from([("backend".into(), 4)]),
+            sequence: 1,
+            grace: 0,
+            nonce_period: 0,
         }
     }
 

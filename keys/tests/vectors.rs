@@ -34,6 +34,10 @@ fn terms(not_before: u64, not_after: u64) -> LicenseTerms {
         max_token_ttl: 300,
         features: vec!["mux".into(), "record".into()],
         services: vec!["backend".into(), "muxer".into()],
+        seats: [("backend".to_string(), 4)].into(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
 }
 
@@ -76,7 +80,7 @@ fn vectors() -> Vec<(&'static str, String)> {
     let raw_lic = |bytes: Vec<u8>| keyfile::license_pem(&License::decode(&bytes).unwrap());
 
     let mut tampered = valid.encoded().to_vec();
-    tampered[1 + 16 + 32 + 1] ^= 0x20; // first byte of the customer name
+    tampered[1 + 16 + 32 + 8 + 1] ^= 0x20; // first byte of the customer name (v2)
     let tampered_pem = {
         // The armor is just base64 of the bytes; build it without decoding (it no longer verifies).
         use base64::Engine as _;
@@ -159,6 +163,36 @@ fn check_cert(name: &str) -> tether_keys::Result<()> {
 fn valid_vectors_pass() {
     check_license("license_valid.tether").unwrap();
     check_cert("cert_valid.hex").unwrap();
+}
+
+/// Files of license format version 1 (written before seats) still read, as
+/// a license with no seat limit, sequence 0, no grace and no freshness.
+#[test]
+fn version_1_license_files_still_read() {
+    let license = keyfile::read_license(&dir().join("license_v1_valid.tether")).unwrap();
+    license.verify(&testkeys::vendor().public()).unwrap();
+    license.check_time(NOW, 0).unwrap();
+    assert_eq!(license.version(), 1);
+    let terms = license.terms();
+    assert_eq!(terms.sequence, 0);
+    assert!(terms.seats.is_empty());
+    assert_eq!((terms.grace, terms.nonce_period), (0, 0));
+    assert_eq!(terms.services, ["backend", "muxer"]);
+}
+
+/// A version this build does not know is refused with a message naming it.
+#[test]
+fn an_unknown_license_version_is_refused_by_name() {
+    let license = keyfile::read_license(&dir().join("license_valid.tether")).unwrap();
+    assert_eq!(license.version(), 2);
+    let mut bytes = license.encoded().to_vec();
+    bytes[0] = 3;
+    let err = License::decode(&bytes).unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedVersion { version: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("license format version 3"), "{err}");
 }
 
 #[test]
