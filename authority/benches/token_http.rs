@@ -137,6 +137,10 @@ fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String) {
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
     .sign(&vendor)
     .unwrap();

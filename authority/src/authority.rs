@@ -24,6 +24,7 @@ use tether_keys::{
 };
 use tokio::sync::watch;
 
+use crate::leases::{self, Acquired, Leases};
 use crate::metrics::Metrics;
 use crate::state::StateStore;
 
@@ -33,6 +34,22 @@ use crate::state::StateStore;
 /// own `not_before` or the license's, and `exp` is not moved: a token is
 /// usable no longer than before.
 pub const TOKEN_BACKDATE_SECS: u64 = 30;
+/// A lease outlives its token by this much (seconds): the consumers' default
+/// leeway, during which they may still accept the token.
+pub const LEASE_LEEWAY_SECS: u64 = 5;
+
+/// What `GET /token` asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenRequest<'a> {
+    /// The presented Bearer credential.
+    pub bearer: Option<&'a str>,
+    /// The consumer's nonce, echoed in the token.
+    pub nonce: Option<&'a str>,
+    /// The consumer instance (`?instance=`), which holds a lease.
+    pub instance: Option<&'a str>,
+    /// The peer's address, shown with its lease.
+    pub peer: Option<std::net::SocketAddr>,
+}
 
 /// A certified session: the in-memory key that signs tokens and its certificate.
 /// Dropping it wipes the key (`SecretKey` is `ZeroizeOnDrop`).
@@ -100,6 +117,8 @@ pub struct Authority {
     /// of as many. The set of services is fixed at start, so nothing grows.
     limiters: HashMap<String, DefaultDirectRateLimiter>,
     clock_mark: AtomicU64,
+    /// Seats: one lease per (service, instance).
+    pub leases: Leases,
     /// Persisted high-water marks.
     pub store: StateStore,
     /// Counters for `/metrics`.
@@ -128,6 +147,23 @@ impl Authority {
             .map(|s| (s.to_string(), RateLimiter::direct(Quota::per_second(rate))))
             .collect();
         let clock_mark = AtomicU64::new(store.marks().clock);
+        let terms = license.terms();
+        let leases = Leases::new(
+            terms
+                .services
+                .iter()
+                .map(|s| (s.as_str(), terms.seats_for(s))),
+        );
+        // Tokens issued before a restart live at most one lifetime more.
+        let lifetime = settings
+            .token_ttl
+            .as_secs()
+            .min(u64::from(terms.max_token_ttl));
+        leases.restore(
+            &store.marks().leases,
+            now,
+            now + lifetime + LEASE_LEEWAY_SECS,
+        );
         Authority {
             lic_b64: URL_SAFE_NO_PAD.encode(license.encoded()),
             issuer: tether_keys::claims::issuer_for(&license.terms().dongle_serial),
@@ -144,6 +180,7 @@ impl Authority {
             }),
             limiters,
             clock_mark,
+            leases,
             store,
             metrics: Metrics::default(),
         }
@@ -294,6 +331,78 @@ impl Authority {
         (now.saturating_add(self.settings.clock_tolerance.as_secs()) < mark).then_some(mark)
     }
 
+    /// Renews `instance`'s lease or takes a free seat; a new holder of a
+    /// seat-limited service is persisted before the token is signed.
+    fn hold_seat(
+        &self,
+        service: &str,
+        instance: &str,
+        now: u64,
+        expires: u64,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), Refusal> {
+        match self.leases.acquire(service, instance, now, expires, peer) {
+            Ok(Acquired::Renewed) => Ok(()),
+            Ok(Acquired::New) if !self.leases.is_limited(service) => Ok(()),
+            Ok(Acquired::New) => {
+                if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
+                    // Fail closed: a seat nobody would remember after a
+                    // restart could be handed out twice.
+                    self.leases.release(service, instance);
+                    tracing::error!(error = %e, "cannot persist a lease");
+                    return Err(Refusal::new(
+                        RefusalCode::Internal,
+                        "the lease could not be recorded",
+                    ));
+                }
+                Ok(())
+            }
+            Err(no) => Err(Refusal::new(
+                RefusalCode::NoSeatFree,
+                format!(
+                    "all {} seats of {service} are held; the earliest lease can lapse in {} s",
+                    no.seats, no.retry_after
+                ),
+            )
+            .retry_after(u32::try_from(no.retry_after).unwrap_or(u32::MAX))),
+        }
+    }
+
+    /// `DELETE /lease?instance=ID`: releases the instance's seat at once.
+    ///
+    /// # Errors
+    ///
+    /// `unauthorized` for a missing or unknown credential, `bad_request` for
+    /// a malformed instance, `no_lease` when it holds none.
+    pub fn release_lease(&self, bearer: Option<&str>, instance: &str) -> Result<(), Refusal> {
+        let presented = bearer.ok_or_else(|| {
+            Refusal::new(
+                RefusalCode::Unauthorized,
+                "missing Authorization: Bearer credential",
+            )
+        })?;
+        let service = self
+            .authenticate(presented)
+            .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))?;
+        leases::check_instance(instance).map_err(|m| Refusal::new(RefusalCode::BadRequest, m))?;
+        if !self.leases.release(service, instance) {
+            return Err(Refusal::new(
+                RefusalCode::NoLease,
+                format!("instance {instance} holds no lease of {service}"),
+            ));
+        }
+        if self.leases.is_limited(service) {
+            let now = tether_keys::now_unix();
+            if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
+                // The seat is free now; after a restart it would only be
+                // held a little longer than needed.
+                tracing::warn!(error = %e, "cannot persist a released lease");
+            }
+        }
+        tracing::debug!(service, instance, "lease released");
+        Ok(())
+    }
+
     fn take_rate(&self, service: &str) -> bool {
         self.limiters
             .get(service)
@@ -312,7 +421,22 @@ impl Authority {
         bearer: Option<&str>,
         nonce: Option<&str>,
     ) -> Result<TokenResponse, Refusal> {
-        let result = self.try_issue(bearer, nonce);
+        self.issue_for(&TokenRequest {
+            bearer,
+            nonce,
+            ..TokenRequest::default()
+        })
+    }
+
+    /// [`Authority::issue`] for an instance, which holds a lease on a seat.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authority::issue`], and `no_seat_free` (409, with `Retry-After`)
+    /// when every seat of the service is held; `bad_request` for a malformed
+    /// instance, or none for a seat-limited service.
+    pub fn issue_for(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
+        let result = self.try_issue(req);
         match &result {
             Ok(_) => self.metrics.issued(),
             Err(r) => self.metrics.refused(r.kind()),
@@ -401,11 +525,8 @@ impl Authority {
         Ok((ttl, session))
     }
 
-    fn try_issue(
-        &self,
-        bearer: Option<&str>,
-        nonce: Option<&str>,
-    ) -> Result<TokenResponse, Refusal> {
+    fn try_issue(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
+        let (bearer, nonce) = (req.bearer, req.nonce);
         let presented = bearer.ok_or_else(|| {
             Refusal::new(
                 RefusalCode::Unauthorized,
@@ -427,10 +548,24 @@ impl Authority {
                 "nonce must be 1-128 base64url characters",
             ));
         }
+        if let Some(instance) = req.instance {
+            leases::check_instance(instance)
+                .map_err(|m| Refusal::new(RefusalCode::BadRequest, m))?;
+        }
         if !self.license.allows_service(service) {
             return Err(Refusal::new(
                 RefusalCode::ServiceNotLicensed,
                 format!("service {service} is not licensed"),
+            ));
+        }
+        if req.instance.is_none()
+            && let Some(seats) = self.license.terms().seats_for(service)
+        {
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                format!(
+                    "service {service} has {seats} seats: each instance must name itself with ?instance=ID"
+                ),
             ));
         }
         if !self.take_rate(service) {
@@ -446,6 +581,15 @@ impl Authority {
         // Held until the token is signed (see the `session` field).
         let guard = self.session();
         let (ttl, session) = self.issuable(now, guard.as_ref())?;
+        if let Some(instance) = req.instance {
+            self.hold_seat(
+                service,
+                instance,
+                now,
+                now + ttl + LEASE_LEEWAY_SECS,
+                req.peer,
+            )?;
+        }
         let nbf = now
             .saturating_sub(TOKEN_BACKDATE_SECS)
             .max(session.cert.request.not_before)
@@ -463,6 +607,7 @@ impl Authority {
             lic: self.lic_b64.clone(),
             dcert: session.cert_b64.clone(),
             nonce: nonce.map(str::to_string),
+            ins: req.instance.map(str::to_string),
         };
         let token = session.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");
@@ -512,6 +657,10 @@ pub(crate) mod tests {
             max_token_ttl: 300,
             features: vec![],
             services: vec!["backend".into()],
+            seats: Default::default(),
+            sequence: 1,
+            grace: 0,
+            nonce_period: 0,
         };
         edit(&mut terms);
         let license = terms.sign(&testkeys::vendor()).unwrap();

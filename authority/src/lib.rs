@@ -13,6 +13,7 @@ pub mod authority;
 pub mod config;
 mod daemon;
 pub mod http;
+pub mod leases;
 pub mod metrics;
 pub mod presence;
 pub mod state;

@@ -25,6 +25,11 @@ pub struct Marks {
     pub clock: u64,
     /// The highest signature counter seen, by dongle serial.
     pub counters: BTreeMap<String, u32>,
+    /// Instances holding a seat of a seat-limited service, by service
+    /// (`leases.rs`): after a restart each keeps its seat for one token
+    /// lifetime plus leeway.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leases: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Errors reading or writing the state file.
@@ -184,6 +189,25 @@ impl StateStore {
         self.persist(&next)?;
         *marks = next;
         Ok(old)
+    }
+
+    /// Persists the holders of seat-limited services' seats.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the state file cannot be written.
+    pub fn record_leases(
+        &self,
+        leases: BTreeMap<String, std::collections::BTreeSet<String>>,
+    ) -> Result<(), StateError> {
+        let mut marks = self.lock();
+        if marks.leases == leases {
+            return Ok(());
+        }
+        let mut next = marks.clone();
+        next.leases = leases;
+        self.persist(&next)?;
+        *marks = next;
+        Ok(())
     }
 
     /// The state file's path.

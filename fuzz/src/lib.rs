@@ -36,6 +36,10 @@ pub fn license() -> License {
         max_token_ttl: 300,
         features: vec!["mux".into(), "record".into()],
         services: vec!["backend".into(), "muxer".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
     .sign(&testkeys::vendor())
     .unwrap()
@@ -72,6 +76,7 @@ pub fn claims(license: &License, cert: &Certificate) -> TokenClaims {
         lic: b64(license.encoded()),
         dcert: b64(cert.encoded()),
         nonce: None,
+        ins: None,
     }
 }
 

@@ -62,6 +62,7 @@ fn main() {
         lic: URL_SAFE_NO_PAD.encode(license.encoded()),
         dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
         nonce: Some("q9Xw2".into()),
+        ins: None,
     };
     let signer = TokenSigner::new(testkeys::session()).unwrap();
     let token = signer.sign(&claims).unwrap();

@@ -32,6 +32,11 @@ pub struct TokenClaims {
     /// The consumer's nonce, echoed when it asked with `?nonce=`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// Private claim: the consumer instance the token was issued to, which
+    /// holds a seat (`GET /token?instance=`); a verifier that knows its own
+    /// instance refuses a token issued to another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ins: Option<String>,
 }
 
 /// The issuer string for a dongle serial.

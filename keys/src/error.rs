@@ -62,7 +62,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A structure in a format version this build does not read.
-    #[error("{what} format version {version} is not supported (this build reads versions {supported}); upgrade Tether to read it")]
+    #[error(
+        "{what} format version {version} is not supported (this build reads versions {supported}); upgrade Tether to read it"
+    )]
     UnsupportedVersion {
         /// The structure being decoded.
         what: &'static str,

@@ -209,7 +209,9 @@ impl LicenseTerms {
             if count == 0 {
                 return Err(Error::Invalid {
                     what: "seats",
-                    reason: format!("{service:?}: a seat count is at least 1 (leave it out for unlimited)"),
+                    reason: format!(
+                        "{service:?}: a seat count is at least 1 (leave it out for unlimited)"
+                    ),
                 });
             }
         }

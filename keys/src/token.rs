@@ -93,6 +93,7 @@ mod tests {
             lic: "bGlj".into(),
             dcert: "Y2VydA".into(),
             nonce: None,
+            ins: None,
         }
     }
 

@@ -117,6 +117,12 @@ pub struct LicenseSummary {
     pub features: Vec<String>,
     /// Licensed services.
     pub services: Vec<String>,
+    /// Seat count per seat-limited service (others are unlimited).
+    #[serde(default)]
+    pub seats: std::collections::BTreeMap<String, u32>,
+    /// Which version of the license (same id) this is.
+    #[serde(default)]
+    pub sequence: u64,
     /// Longest token lifetime allowed, in seconds.
     pub max_token_ttl: u32,
 }
@@ -137,6 +143,38 @@ pub struct StatusBody {
     /// Why not, when `ready` is false: the refusal `/token` would give a
     /// licensed service right now. `null` when ready.
     pub not_ready: Option<ErrorBody>,
+    /// Seats in use per licensed service.
+    #[serde(default)]
+    pub seats: Vec<SeatUsage>,
+    /// Every live lease.
+    #[serde(default)]
+    pub leases: Vec<LeaseInfo>,
+}
+
+/// Seats of one service in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatUsage {
+    /// The service.
+    pub service: String,
+    /// Live leases.
+    pub in_use: u64,
+    /// The license's seat count; `null` for unlimited.
+    pub seats: Option<u32>,
+}
+
+/// One lease in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// The service.
+    pub service: String,
+    /// The instance id.
+    pub instance: String,
+    /// When the instance took its seat (UNIX seconds).
+    pub since: u64,
+    /// When the lease lapses unless renewed (UNIX seconds).
+    pub expires: u64,
+    /// The peer that last renewed it, when known.
+    pub peer: Option<String>,
 }
 
 /// Stable codes of every refusal the API gives, one per cause.
@@ -166,11 +204,16 @@ pub enum RefusalCode {
     MethodNotAllowed,
     /// 500: the authority failed; details stay in its log.
     Internal,
+    /// 409: every seat of the service is held by another instance's lease;
+    /// `Retry-After` says when the earliest can lapse.
+    NoSeatFree,
+    /// 404: no lease for this instance (`DELETE /lease`).
+    NoLease,
 }
 
 impl RefusalCode {
     /// Every code, in the order `/metrics` lists them.
-    pub const ALL: [RefusalCode; 11] = [
+    pub const ALL: [RefusalCode; 13] = [
         RefusalCode::Unauthorized,
         RefusalCode::ServiceNotLicensed,
         RefusalCode::LicenseNotValid,
@@ -182,6 +225,8 @@ impl RefusalCode {
         RefusalCode::NotFound,
         RefusalCode::MethodNotAllowed,
         RefusalCode::Internal,
+        RefusalCode::NoSeatFree,
+        RefusalCode::NoLease,
     ];
 
     /// The snake_case code of JSON errors and metric labels.
@@ -198,6 +243,8 @@ impl RefusalCode {
             RefusalCode::NotFound => "not_found",
             RefusalCode::MethodNotAllowed => "method_not_allowed",
             RefusalCode::Internal => "internal",
+            RefusalCode::NoSeatFree => "no_seat_free",
+            RefusalCode::NoLease => "no_lease",
         }
     }
 
@@ -207,8 +254,9 @@ impl RefusalCode {
             RefusalCode::BadRequest => 400,
             RefusalCode::Unauthorized => 401,
             RefusalCode::ServiceNotLicensed | RefusalCode::LicenseNotValid => 403,
-            RefusalCode::NotFound => 404,
+            RefusalCode::NotFound | RefusalCode::NoLease => 404,
             RefusalCode::MethodNotAllowed => 405,
+            RefusalCode::NoSeatFree => 409,
             RefusalCode::RateLimited => 429,
             RefusalCode::Internal => 500,
             RefusalCode::DongleAbsent
@@ -236,6 +284,7 @@ impl fmt::Display for RefusalCode {
 pub struct Refusal {
     code: RefusalCode,
     message: String,
+    retry_after: Option<u32>,
 }
 
 impl Refusal {
@@ -244,7 +293,14 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same refusal with `Retry-After: secs` (seconds).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The typed code.
@@ -262,10 +318,11 @@ impl Refusal {
         self.code.http_status()
     }
 
-    /// `Retry-After`, in seconds, for refusals worth retrying soon (429 and
-    /// 503): the condition may clear within a second.
+    /// `Retry-After`, in seconds: the one the refusal was given, else 1 s for
+    /// refusals worth retrying soon (429 and 503).
     pub fn retry_after_secs(&self) -> Option<u32> {
-        matches!(self.http_status(), 429 | 503).then_some(1)
+        self.retry_after
+            .or_else(|| matches!(self.http_status(), 429 | 503).then_some(1))
     }
 
     /// The message for the caller.

@@ -192,7 +192,10 @@ fn an_unknown_license_version_is_refused_by_name() {
         matches!(err, Error::UnsupportedVersion { version: 3, .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("license format version 3"), "{err}");
+    assert!(
+        err.to_string().contains("license format version 3"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -80,6 +80,10 @@ impl Site {
             max_token_ttl: 300,
             features: vec!["mux".into()],
             services: vec!["backend".into(), "muxer".into()],
+            seats: Default::default(),
+            sequence: 1,
+            grace: 0,
+            nonce_period: 0,
         };
         edit(&mut terms);
         let license_path = root.join("license.tether");

@@ -179,6 +179,10 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         max_token_ttl,
         features: normalize_names("feature", &features)?,
         services: normalize_names("service", &args.services)?,
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     };
     let license = terms.sign(&vendor)?;
     keyfile::write_file(

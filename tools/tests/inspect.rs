@@ -126,6 +126,7 @@ impl Site {
             lic: URL_SAFE_NO_PAD.encode(license.encoded()),
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
             nonce: None,
+            ins: None,
         };
         TokenSigner::new(session).unwrap().sign(&claims).unwrap()
     }

@@ -37,6 +37,10 @@ fn main() {
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "muxer".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
     .sign(&testkeys::vendor())
     .unwrap();
@@ -66,6 +70,7 @@ fn main() {
                 lic: URL_SAFE_NO_PAD.encode(license.encoded()),
                 dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
                 nonce: None,
+                ins: None,
             })
             .unwrap()
     };

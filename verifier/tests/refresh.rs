@@ -46,6 +46,10 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
         max_token_ttl: 300,
         features: vec![],
         services: vec!["backend".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
     .sign(&testkeys::vendor())
     .unwrap();
@@ -119,6 +123,7 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         lic: URL_SAFE_NO_PAD.encode(f.license.encoded()),
         dcert: URL_SAFE_NO_PAD.encode(f.cert.encoded()),
         nonce,
+        ins: None,
     };
     let token = f.signer.sign(&claims).unwrap();
     warp::reply::json(&serde_json::json!({"token": token, "expires_at": now + f.ttl}))

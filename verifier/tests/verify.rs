@@ -36,6 +36,10 @@ fn terms(dongle: &SecretKey<Dongle>) -> LicenseTerms {
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "muxer".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
     }
 }
 
@@ -78,6 +82,7 @@ impl Mint {
             lic: URL_SAFE_NO_PAD.encode(license.encoded()),
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
             nonce: Some("n0nce".into()),
+            ins: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use warp::Filter;
 
 use super::handlers;
-use super::models::TokenQuery;
+use super::models::{LeaseQuery, TokenQuery};
 use super::streams::StreamPlaces;
 use crate::authority::Authority;
 
@@ -26,6 +26,12 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::query::<TokenQuery>())
         .and_then(handlers::token);
+    let lease = warp::path!("lease")
+        .and(warp::delete())
+        .and(with_auth.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<LeaseQuery>())
+        .and_then(handlers::release_lease);
     let places = Arc::new(StreamPlaces::new(auth.services()));
     let events = warp::path!("events")
         .and(warp::get())
@@ -50,6 +56,8 @@ pub fn routes(
         .and(with_auth)
         .and_then(handlers::metrics);
     token
+        .or(lease)
+        .unify()
         .or(events)
         .unify()
         .or(healthz)

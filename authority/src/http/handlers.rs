@@ -11,7 +11,9 @@ use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
 use super::auth;
-use super::models::{LicenseSummary, Refusal, RefusalCode, StatusBody, TokenQuery};
+use super::models::{
+    LeaseInfo, LeaseQuery, LicenseSummary, Refusal, RefusalCode, SeatUsage, StatusBody, TokenQuery,
+};
 use super::streams::StreamPlaces;
 use crate::authority::Authority;
 
@@ -44,7 +46,12 @@ pub async fn token(
     query: TokenQuery,
 ) -> Result<Response, Infallible> {
     let issued = match auth::bearer(&headers) {
-        Ok(bearer) => auth.issue(bearer, query.nonce.as_deref()),
+        Ok(bearer) => auth.issue_for(&crate::authority::TokenRequest {
+            bearer,
+            nonce: query.nonce.as_deref(),
+            instance: query.instance.as_deref(),
+            peer: None,
+        }),
         Err(refused) => {
             auth.metrics.refused(refused.kind());
             Err(refused)
@@ -155,6 +162,29 @@ pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
 pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let t = auth.license().terms();
     let not_ready = auth.ready().err().map(|r| r.body());
+    let now = tether_keys::now_unix();
+    let seats = auth
+        .leases
+        .usage(now)
+        .into_iter()
+        .map(|(service, in_use, seats)| SeatUsage {
+            service,
+            in_use: in_use as u64,
+            seats,
+        })
+        .collect();
+    let leases = auth
+        .leases
+        .rows(now)
+        .into_iter()
+        .map(|r| LeaseInfo {
+            service: r.service,
+            instance: r.instance,
+            since: r.lease.since,
+            expires: r.lease.expires,
+            peer: r.lease.peer.map(|p| p.to_string()),
+        })
+        .collect();
     let body = StatusBody {
         dongle: auth.status(),
         license: LicenseSummary {
@@ -165,14 +195,37 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             not_after: t.not_after,
             features: t.features.clone(),
             services: t.services.clone(),
+            seats: t.seats.clone(),
+            sequence: t.sequence,
             max_token_ttl: t.max_token_ttl,
         },
         tokens_issued: auth.metrics.issued_total(),
         now: tether_keys::now_unix(),
         ready: not_ready.is_none(),
         not_ready,
+        seats,
+        leases,
     };
     Ok(warp::reply::json(&body).into_response())
+}
+
+/// `DELETE /lease?instance=ID`: releases the instance's seat at once
+/// (204), with the service's own credential.
+///
+/// # Errors
+///
+/// Never: every outcome, refusals included, is a response (`Infallible`
+/// is what warp's `and_then` asks for).
+pub async fn release_lease(
+    auth: Arc<Authority>,
+    headers: HeaderMap,
+    query: LeaseQuery,
+) -> Result<Response, Infallible> {
+    let released = auth::bearer(&headers).and_then(|b| auth.release_lease(b, &query.instance));
+    Ok(match released {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => error(&refused),
+    })
 }
 
 /// `GET /metrics`.

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 pub use tether_keys::wire::{
-    DongleStatus, ErrorBody, LicenseSummary, PresenceEvent, PresenceState, Refusal, RefusalCode,
-    StatusBody, TokenResponse,
+    DongleStatus, ErrorBody, LeaseInfo, LicenseSummary, PresenceEvent, PresenceState, Refusal,
+    RefusalCode, SeatUsage, StatusBody, TokenResponse,
 };
 
 /// Query of `GET /token`. Unknown and repeated parameters are refused (400).
@@ -14,4 +14,14 @@ pub use tether_keys::wire::{
 pub struct TokenQuery {
     /// The consumer's nonce, echoed into the token.
     pub nonce: Option<String>,
+    /// The consumer instance, which holds a lease on a seat.
+    pub instance: Option<String>,
+}
+
+/// Query of `DELETE /lease`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseQuery {
+    /// The instance whose lease to release.
+    pub instance: String,
 }

@@ -57,6 +57,10 @@ impl Mint {
                 max_token_ttl: 300,
                 features: vec!["mux".into()],
                 services: vec!["backend".into(), "muxer".into()],
+                seats: Default::default(),
+                sequence: 1,
+                grace: 0,
+                nonce_period: 0,
             },
             vendor,
             dongle,
@@ -102,6 +106,7 @@ impl Mint {
             lic: URL_SAFE_NO_PAD.encode(self.license_bytes()),
             dcert: URL_SAFE_NO_PAD.encode(self.cert().encoded()),
             nonce: None,
+            ins: None,
         }
     }
 

@@ -1,0 +1,384 @@
+//! Seats and leases (`docs/api.md`, "Seats").
+//!
+//! The license may cap how many instances of a service hold tokens at once
+//! (its seats). Each instance that asks `GET /token?instance=ID` holds a
+//! *lease* on one seat; the lease lives as long as the last token it was
+//! given plus the consumers' leeway, and each new token renews it. A new
+//! instance finds a seat only while fewer leases than seats are live; else
+//! it is refused with `no_seat_free` and the seconds until the earliest
+//! lease can lapse. `DELETE /lease?instance=ID` releases one at once.
+//!
+//! Restarts: the holders of seat-limited services are persisted (in the
+//! state file, on every acquisition and release, never on a renewal), and
+//! after a restart each is taken to hold its seat until one token lifetime
+//! plus leeway has passed: tokens issued before the restart live that long
+//! at most, so a restart never lets more instances in than the license
+//! allows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use parking_lot::Mutex;
+
+/// An instance id: 1-64 characters of `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// The message for a 400 answer when `id` is not one.
+pub fn check_instance(id: &str) -> Result<(), &'static str> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err("instance must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    }
+}
+
+/// One instance's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// When the instance first got its seat (UNIX seconds).
+    pub since: u64,
+    /// When the lease lapses unless renewed (UNIX seconds).
+    pub expires: u64,
+    /// The peer that last renewed it, when known.
+    pub peer: Option<SocketAddr>,
+}
+
+/// What [`Leases::acquire`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// A known instance renewed its lease.
+    Renewed,
+    /// A new instance took a seat (persist the holders).
+    New,
+}
+
+/// Every seat is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSeat {
+    /// The service's seat count.
+    pub seats: u32,
+    /// Seconds until the earliest live lease can lapse (at least 1).
+    pub retry_after: u64,
+}
+
+/// A lease as `/status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// The service.
+    pub service: String,
+    /// The instance id.
+    pub instance: String,
+    /// The lease.
+    pub lease: Lease,
+}
+
+#[derive(Debug, Default)]
+struct ServiceLeases {
+    /// `None`: unlimited.
+    seats: Option<u32>,
+    holders: HashMap<String, Lease>,
+}
+
+impl ServiceLeases {
+    fn live(&self, now: u64) -> usize {
+        self.holders.values().filter(|l| l.expires > now).count()
+    }
+}
+
+/// The lease table of every service.
+#[derive(Debug, Default)]
+pub struct Leases {
+    services: Mutex<HashMap<String, ServiceLeases>>,
+}
+
+impl Leases {
+    /// A table for the license's services and their seat counts (`None`:
+    /// unlimited).
+    pub fn new<'a>(services: impl IntoIterator<Item = (&'a str, Option<u32>)>) -> Leases {
+        let services = services
+            .into_iter()
+            .map(|(name, seats)| {
+                (
+                    name.to_string(),
+                    ServiceLeases {
+                        seats,
+                        holders: HashMap::new(),
+                    },
+                )
+            })
+            .collect();
+        Leases {
+            services: Mutex::new(services),
+        }
+    }
+
+    /// Restores holders persisted before a restart: each holds its seat
+    /// until `until` (UNIX seconds), unless it renews.
+    pub fn restore(&self, holders: &BTreeMap<String, BTreeSet<String>>, now: u64, until: u64) {
+        let mut services = self.services.lock();
+        for (service, instances) in holders {
+            let Some(s) = services.get_mut(service) else {
+                continue;
+            };
+            for instance in instances {
+                s.holders.insert(
+                    instance.clone(),
+                    Lease {
+                        since: now,
+                        expires: until,
+                        peer: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Renews `instance`'s lease of `service`, or gives it a free seat, so
+    /// that it lasts until `expires` (UNIX seconds).
+    ///
+    /// # Errors
+    /// [`NoSeat`] when the instance holds no lease and every seat is held by
+    /// a live one.
+    pub fn acquire(
+        &self,
+        service: &str,
+        instance: &str,
+        now: u64,
+        expires: u64,
+        peer: Option<SocketAddr>,
+    ) -> Result<Acquired, NoSeat> {
+        let mut services = self.services.lock();
+        let s = services.entry(service.to_string()).or_default();
+        if let Some(lease) = s.holders.get_mut(instance) {
+            let lapsed = lease.expires <= now;
+            lease.expires = lease.expires.max(expires);
+            lease.peer = peer.or(lease.peer);
+            if !lapsed {
+                return Ok(Acquired::Renewed);
+            }
+            // A lapsed lease is a new acquisition: its seat may have gone.
+            let mut lease = s.holders.remove(instance).unwrap_or(Lease {
+                since: now,
+                expires,
+                peer,
+            });
+            lease.since = now;
+            return Self::take(s, instance, lease, now);
+        }
+        Self::take(
+            s,
+            instance,
+            Lease {
+                since: now,
+                expires,
+                peer,
+            },
+            now,
+        )
+    }
+
+    fn take(
+        s: &mut ServiceLeases,
+        instance: &str,
+        lease: Lease,
+        now: u64,
+    ) -> Result<Acquired, NoSeat> {
+        if let Some(seats) = s.seats
+            && s.live(now) >= seats as usize
+        {
+            s.holders.retain(|_, l| l.expires > now);
+            let earliest = s.holders.values().map(|l| l.expires).min().unwrap_or(now);
+            return Err(NoSeat {
+                seats,
+                retry_after: earliest.saturating_sub(now).max(1),
+            });
+        }
+        // Lapsed leases are dropped as new ones come, so the table stays
+        // the size of the live instances.
+        if s.holders.len() >= 64 && s.holders.len().is_power_of_two() {
+            s.holders.retain(|_, l| l.expires > now);
+        }
+        s.holders.insert(instance.to_string(), lease);
+        Ok(Acquired::New)
+    }
+
+    /// Releases `instance`'s lease of `service`; true when it held one.
+    pub fn release(&self, service: &str, instance: &str) -> bool {
+        self.services
+            .lock()
+            .get_mut(service)
+            .and_then(|s| s.holders.remove(instance))
+            .is_some()
+    }
+
+    /// Live leases and seat count per service: `(service, in use, seats)`.
+    pub fn usage(&self, now: u64) -> Vec<(String, usize, Option<u32>)> {
+        let services = self.services.lock();
+        let mut out: Vec<_> = services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.live(now), s.seats))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every live lease, by service then instance.
+    pub fn rows(&self, now: u64) -> Vec<LeaseRow> {
+        let services = self.services.lock();
+        let mut out: Vec<LeaseRow> = services
+            .iter()
+            .flat_map(|(service, s)| {
+                s.holders
+                    .iter()
+                    .filter(|(_, l)| l.expires > now)
+                    .map(|(instance, lease)| LeaseRow {
+                        service: service.clone(),
+                        instance: instance.clone(),
+                        lease: lease.clone(),
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.instance).cmp(&(&b.service, &b.instance)));
+        out
+    }
+
+    /// The holders to persist: instances with a live lease of a
+    /// seat-limited service.
+    pub fn holders(&self, now: u64) -> BTreeMap<String, BTreeSet<String>> {
+        let services = self.services.lock();
+        services
+            .iter()
+            .filter(|(_, s)| s.seats.is_some())
+            .map(|(name, s)| {
+                let live = s
+                    .holders
+                    .iter()
+                    .filter(|(_, l)| l.expires > now)
+                    .map(|(i, _)| i.clone())
+                    .collect();
+                (name.clone(), live)
+            })
+            .filter(|(_, set): &(String, BTreeSet<String>)| !set.is_empty())
+            .collect()
+    }
+
+    /// Whether `service` has a seat limit.
+    pub fn is_limited(&self, service: &str) -> bool {
+        self.services
+            .lock()
+            .get(service)
+            .is_some_and(|s| s.seats.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn table(seats: u32) -> Leases {
+        Leases::new([("backend", Some(seats)), ("muxer", None)])
+    }
+
+    #[test]
+    fn seats_are_counted_renewed_released_and_lapse() {
+        let t = table(2);
+        assert_eq!(t.acquire("backend", "a", 100, 165, None), Ok(Acquired::New));
+        assert_eq!(t.acquire("backend", "b", 101, 166, None), Ok(Acquired::New));
+        assert_eq!(
+            t.acquire("backend", "c", 102, 167, None),
+            Err(NoSeat {
+                seats: 2,
+                retry_after: 63
+            })
+        );
+        // A holder renews; an unlimited service never refuses.
+        assert_eq!(
+            t.acquire("backend", "a", 110, 175, None),
+            Ok(Acquired::Renewed)
+        );
+        for i in 0..100 {
+            assert!(t.acquire("muxer", &format!("m{i}"), 110, 175, None).is_ok());
+        }
+        // Release frees the seat at once.
+        assert!(t.release("backend", "b"));
+        assert!(!t.release("backend", "b"));
+        assert_eq!(t.acquire("backend", "c", 111, 176, None), Ok(Acquired::New));
+        // A crashed holder's seat comes back when its lease lapses.
+        assert!(t.acquire("backend", "d", 175, 240, None).is_err());
+        assert_eq!(t.acquire("backend", "d", 176, 241, None), Ok(Acquired::New));
+        assert_eq!(t.usage(176)[0], ("backend".to_string(), 2, Some(2)));
+    }
+
+    #[test]
+    fn a_restart_keeps_restored_seats_until_one_lifetime_has_passed() {
+        let t = table(2);
+        t.acquire("backend", "a", 100, 165, None).unwrap();
+        t.acquire("backend", "b", 100, 165, None).unwrap();
+        let persisted = t.holders(100);
+        let after = table(2);
+        after.restore(&persisted, 120, 185);
+        assert!(after.acquire("backend", "c", 120, 185, None).is_err());
+        assert_eq!(
+            after.acquire("backend", "a", 121, 186, None),
+            Ok(Acquired::Renewed)
+        );
+        assert_eq!(
+            after.acquire("backend", "c", 185, 250, None),
+            Ok(Acquired::New)
+        );
+    }
+
+    #[test]
+    fn instance_ids_are_checked() {
+        assert!(check_instance("web-1.example_A").is_ok());
+        for bad in ["", "a b", "ä", "a/b", &"x".repeat(65)] {
+            assert!(check_instance(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire(u8, u8),
+        Release(u8),
+        Tick(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12, 1u8..90).prop_map(|(i, ttl)| Op::Acquire(i, ttl)),
+            (0u8..12).prop_map(Op::Release),
+            (0u8..40).prop_map(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Random acquire/renew/release/expire sequences never let more
+        /// live leases exist than seats.
+        #[test]
+        fn live_leases_never_exceed_the_seats(seats in 1u32..5, ops in proptest::collection::vec(op(), 1..200)) {
+            let t = table(seats);
+            let mut now = 1000u64;
+            for op in ops {
+                match op {
+                    Op::Acquire(i, ttl) => {
+                        let _ = t.acquire("backend", &format!("i{i}"), now, now + u64::from(ttl), None);
+                    }
+                    Op::Release(i) => {
+                        t.release("backend", &format!("i{i}"));
+                    }
+                    Op::Tick(d) => now += u64::from(d),
+                }
+                let live = t.rows(now).iter().filter(|r| r.service == "backend").count();
+                prop_assert!(live <= seats as usize, "{live} live leases, {seats} seats");
+            }
+        }
+    }
+}
