@@ -20,9 +20,11 @@
 mod error;
 #[cfg(feature = "refresh")]
 pub mod refresh;
+#[cfg(feature = "refresh")]
+mod sse;
 mod verify;
 
 pub use error::{Error, Result};
 #[cfg(feature = "refresh")]
-pub use refresh::{LicenseState, LicenseWatch, WatchConfig};
+pub use refresh::{LicenseState, LicenseWatch, WatchConfig, WatchHealth};
 pub use verify::{Expectations, MAX_TOKEN_LEN, Verified, Verifier};

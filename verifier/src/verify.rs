@@ -71,6 +71,11 @@ impl Expectations {
         self
     }
 
+    /// The clock leeway, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway
+    }
+
     /// The service name.
     pub fn service(&self) -> &str {
         &self.service
