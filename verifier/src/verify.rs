@@ -91,11 +91,105 @@ pub struct Verified {
     pub cert_not_after: u64,
 }
 
-#[derive(Deserialize)]
+/// The `alg` values accepted, both meaning Ed25519 (RFC 8037; RFC 9864
+/// section 2.2): `EdDSA` is what Tether emits, `Ed25519` its
+/// fully-specified name. Compared exactly: `alg` is case-sensitive.
+const ACCEPTED_ALGS: [&str; 2] = ["EdDSA", "Ed25519"];
+
+/// Parameters of JWE (RFC 7516 section 4.1) and of nested tokens (`cty`,
+/// RFC 7519 section 5.2): a signed Tether token has none of them.
+const FOREIGN_PARAMETERS: [&str; 3] = ["enc", "zip", "cty"];
+
+/// The JOSE header, checked parameter by parameter (RFC 7515 section 4.1,
+/// RFC 8725; `docs/formats.md`, "Token header"): what is left to use.
+#[derive(Debug)]
 struct Header {
-    alg: String,
-    #[serde(default)]
     kid: Option<String>,
+}
+
+/// A JSON object whose member names are unique: RFC 7515 section 4 lets a
+/// parser refuse duplicates or keep the last; refusing leaves no doubt about
+/// which `alg` or `kid` was meant. (`serde_json::Map` keeps the last.)
+struct UniqueObject(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object with unique member names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<UniqueObject, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    let value: serde_json::Value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueObject(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// Parses and checks the JOSE header. Parameters not named here are
+/// ignored, as RFC 7515 section 4 requires of parameters not listed in
+/// `crit`.
+fn parse_header(bytes: &[u8]) -> Result<Header> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Error::Malformed("header is not a JSON object with alg"));
+    }
+    // A repeated member is malformed JSON for a JOSE header, like any other.
+    let UniqueObject(h) = serde_json::from_slice(bytes)
+        .map_err(|_| Error::Malformed("header is not a JSON object with alg"))?;
+    match h.get("alg") {
+        Some(serde_json::Value::String(alg)) if ACCEPTED_ALGS.contains(&alg.as_str()) => {}
+        Some(serde_json::Value::String(alg)) => {
+            return Err(Error::UnsupportedAlgorithm(alg.clone()));
+        }
+        _ => return Err(Error::Malformed("header is not a JSON object with alg")),
+    }
+    if h.contains_key("crit") {
+        return Err(Error::BadHeader(
+            "crit names extensions, and this verifier understands none",
+        ));
+    }
+    // jku, jwk, x5u, x5c, x5t and x5t#S256 (RFC 7515 sections 4.1.2 to
+    // 4.1.8) are ignored: they are never read, fetched or used to pick a
+    // key. The only key is the certified session key, found through the
+    // chain in the claims and named by `kid` (RFC 8725 section 3.10).
+    if FOREIGN_PARAMETERS.iter().any(|p| h.contains_key(*p)) {
+        return Err(Error::BadHeader(
+            "cty, enc or zip: not a signed Tether token",
+        ));
+    }
+    match h.get("b64") {
+        None | Some(serde_json::Value::Bool(true)) => {}
+        Some(_) => {
+            return Err(Error::BadHeader(
+                "b64 other than true (RFC 7797 unencoded payload) is not accepted",
+            ));
+        }
+    }
+    match h.get("typ") {
+        None => {}
+        Some(serde_json::Value::String(t))
+            if t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt") => {}
+        Some(_) => return Err(Error::BadHeader("typ is not JWT")),
+    }
+    let kid = match h.get("kid") {
+        None => None,
+        Some(serde_json::Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(Error::Malformed("kid is not a string")),
+    };
+    Ok(Header { kid })
 }
 
 /// A small bounded map: when full, an arbitrary entry makes room.
@@ -237,11 +331,7 @@ impl Verifier {
         if claims_text.contains('.') {
             return Err(Error::Malformed("not a compact JWS"));
         }
-        let header: Header = json_object(&b64(header_text, "header is not base64url")?)
-            .ok_or(Error::Malformed("header is not a JSON object with alg"))?;
-        if header.alg.parse::<jsonwebtoken::Algorithm>() != Ok(jsonwebtoken::Algorithm::EdDSA) {
-            return Err(Error::UnsupportedAlgorithm(header.alg));
-        }
+        let header = parse_header(&b64(header_text, "header is not base64url")?)?;
         let signature: [u8; 64] = b64(&token[signed_len + 1..], "signature is not base64url")?
             .try_into()
             .map_err(|_| Error::Malformed("signature is not 64 bytes"))?;
