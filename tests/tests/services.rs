@@ -137,3 +137,38 @@ fn a_service_that_misses_the_event_stops_at_token_expiry() {
         unplugged.elapsed()
     );
 }
+
+/// Issue 13 item 8, consumer side: `--leeway` sets the verifier's leeway,
+/// `/status` reports it with the clock skew measured at the last token and
+/// whether the event stream is followed; a leeway past 5m is refused.
+#[test]
+fn services_take_a_leeway_and_report_their_clocks() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let (_d, authority) = site.start_tetherd(&[]);
+    let (_b, backend) = site.start_service("backend", &authority, &["--leeway", "20s"]);
+    within(T, "backend licensed", || works(&backend));
+    let status = || -> serde_json::Value {
+        http::get(&backend, "/status", None)
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    within(T, "following events", || {
+        status()["events"]["following"] == true
+    });
+    let s = status();
+    eprintln!("backend /status: {s}");
+    assert_eq!(s["licensed"], true, "{s}");
+    assert_eq!(s["clock"]["leeway_s"], 20, "{s}");
+    let skew = s["clock"]["authority_ahead_s"].as_i64().unwrap();
+    assert!(skew.abs() <= 1, "one host, one clock: {s}");
+    assert_eq!(s["clock"]["disagree"], false, "{s}");
+    let out = std::process::Command::new(tether_tests::bin("tether"))
+        .args(["backend", "--vendor-pub", "/nonexistent", "--leeway", "1h"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--leeway") && err.contains("5m"), "{err}");
+}

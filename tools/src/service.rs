@@ -5,13 +5,15 @@
 //! (tokens fetched from tetherd, verified offline, refreshed at half-life,
 //! dropped at once on an `absent` event), and answers `GET /work` with 503
 //! and the reason while unlicensed. The muxer needs the `mux` feature, the
-//! backend none, to show feature gating.
+//! backend none, to show feature gating. `GET /status` (alias `/license`)
+//! shows the license, whether the event stream is followed, and the clock
+//! skew against the authority next to `--leeway`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -75,16 +77,66 @@ pub struct ServiceArgs {
     /// expiry at the latest, instead of at once (for tests and comparison).
     #[arg(long, env = "TETHER_NO_EVENTS")]
     pub no_events: bool,
+    /// Clock leeway for every time check of a token, its certificate and
+    /// its license (e.g. 5s, 30s; at most 5m): how far this host's clock may
+    /// disagree with the authority's. `/status` reports the measured skew.
+    #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    pub leeway: Duration,
+    /// After the authority reports the dongle back, wait a random delay of up
+    /// to this long before fetching, so replicas of one service do not
+    /// stampede its rate limit (about replicas / rate-limit seconds).
+    #[arg(long, env = "TETHER_EVENT_SPREAD", default_value = "1s", value_parser = parse_spread)]
+    pub event_spread: Duration,
+}
+
+/// The largest leeway accepted: it widens every window, the certificate's
+/// included, so it adds to what a session key dumped from memory is worth.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+fn parse_leeway(text: &str) -> Result<Duration, String> {
+    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > MAX_LEEWAY {
+        return Err(format!(
+            "{text:?} is longer than the 5m allowed: fix the clocks (NTP) instead"
+        ));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{text:?}: use whole seconds"));
+    }
+    Ok(d)
+}
+
+fn parse_spread(text: &str) -> Result<Duration, String> {
+    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(600) {
+        return Err(format!("{text:?} is longer than the 10m allowed"));
+    }
+    Ok(d)
 }
 
 struct App {
     name: String,
+    leeway: Duration,
     watch: LicenseWatch,
     started: Instant,
 }
 
-/// The license as the service sees it, for `/license` and the demo.
+/// The license as the service sees it, for `/license`, `/status` and the
+/// demo, with how well the service follows the authority: its event stream
+/// and the clock skew measured at the last token's receipt.
 fn license_json(app: &App) -> serde_json::Value {
+    let mut v = license_state_json(app);
+    let h = app.watch.health();
+    v["events"] = json!({"following": h.following_events, "problem": h.events_problem});
+    v["clock"] = json!({
+        "authority_ahead_s": h.clock_skew_secs,
+        "leeway_s": app.leeway.as_secs(),
+        "disagree": h.clocks_disagree,
+    });
+    v
+}
+
+fn license_state_json(app: &App) -> serde_json::Value {
     match app.watch.state() {
         LicenseState::Licensed { claims, expires } => json!({
             "service": app.name,
@@ -131,7 +183,9 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     let (vendor, _) = keyfile::read_public_key::<Vendor>(&args.vendor_pub)?;
     let secret = crate::client::load_secret(&args.secret)?;
     let features = args.require.unwrap_or_else(|| kind.default_features());
-    let expectations = Expectations::new(&name).require_features(features);
+    let expectations = Expectations::new(&name)
+        .require_features(features)
+        .leeway(args.leeway.as_secs());
     let verifier = Verifier::new(vendor, expectations);
     crate::logs::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -143,10 +197,12 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let config = WatchConfig::new(&args.authority, &name, secret, verifier)
-            .follow_events(!args.no_events);
+            .follow_events(!args.no_events)
+            .event_spread(args.event_spread);
         let watch = LicenseWatch::spawn(config);
         let app = Arc::new(App {
             name: name.clone(),
+            leeway: args.leeway,
             watch,
             started: Instant::now(),
         });
@@ -181,6 +237,8 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             .and(with_app.clone())
             .map(|app: Arc<App>| work(&app));
         let license_route = warp::path!("license")
+            .or(warp::path!("status"))
+            .unify()
             .and(warp::get())
             .and(with_app)
             .map(|app: Arc<App>| warp::reply::json(&license_json(&app)));

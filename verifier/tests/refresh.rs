@@ -551,3 +551,48 @@ async fn replicas_spread_their_fetches_and_honour_retry_after() {
         "last licensed after {last:?}"
     );
 }
+
+/// Issue 13 item 8, consumer side: the refresher compares each token's
+/// `iat` with its own clock at receipt, reports the skew in its health, and
+/// warns once it passes half the leeway (here 20 s against 30 s).
+#[tokio::test(flavor = "current_thread")]
+async fn clock_skew_is_measured_and_reported() {
+    fn behind() -> u64 {
+        tether_keys::now_unix() - 20
+    }
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (f, secret) = fake(60);
+    let (url, _stop) = serve(f.clone()).await;
+    let lenient = || {
+        Verifier::new(
+            testkeys::vendor().public(),
+            Expectations::new("backend").leeway(30),
+        )
+    };
+    let skewed = LicenseWatch::spawn(
+        WatchConfig::new(&url, "backend", secret, lenient()).wall_clock(behind),
+    );
+    until(&skewed, Duration::from_secs(2), true).await;
+    let h = skewed.health();
+    let skew = h.clock_skew_secs.unwrap();
+    eprintln!("measured skew {skew} s with our clock set 20 s behind");
+    assert!((19..=20).contains(&skew), "{h:?}");
+    assert!(h.clocks_disagree, "{h:?}");
+    let text = logs.text();
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("disagree")
+            && l.contains("authority_ahead_s")),
+        "{text}"
+    );
+    // Another authority, our clock right: no disagreement.
+    drop(skewed);
+    let (f2, secret2) = fake(60);
+    let (url2, _stop2) = serve(f2).await;
+    let right = LicenseWatch::spawn(WatchConfig::new(&url2, "backend", secret2, lenient()));
+    until(&right, Duration::from_secs(2), true).await;
+    let h = right.health();
+    assert!((-1..=0).contains(&h.clock_skew_secs.unwrap()), "{h:?}");
+    assert!(!h.clocks_disagree, "{h:?}");
+}
