@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Every public fallible item says how it fails (issue 12).
+#![deny(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 mod error;
 #[cfg(feature = "refresh")]

@@ -25,7 +25,7 @@ use tether_keys::{Certificate, License, PublicKey, TokenClaims, Vendor};
 
 use crate::error::{Error, Result};
 
-/// Tokens larger than this are refused before any parsing.
+/// Tokens larger than this many bytes are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// What a service expects of its tokens.
@@ -58,7 +58,9 @@ impl Expectations {
         self
     }
 
-    /// Clock leeway in seconds for every time check.
+    /// Clock leeway in seconds for every time check (default 5 s): how far
+    /// this host's clock may disagree with the authority's. It widens every
+    /// window, the certificate's included.
     pub fn leeway(mut self, seconds: u64) -> Self {
         self.leeway = seconds;
         self
@@ -87,7 +89,7 @@ impl Expectations {
 pub struct Verified {
     /// The claims.
     pub claims: Arc<TokenClaims>,
-    /// End of the certificate that vouches for the token.
+    /// End of the certificate that vouches for the token, UNIX seconds.
     pub cert_not_after: u64,
 }
 
@@ -296,12 +298,39 @@ impl Verifier {
         &self.expect
     }
 
-    /// Verifies `token` now.
+    /// Verifies `token` now (the system clock, UNIX seconds).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::verify_at`], with no nonce to echo.
     pub fn verify(&self, token: &str) -> Result<Verified> {
         self.verify_at(token, None, tether_keys::now_unix())
     }
 
     /// Verifies `token` at `now` (UNIX seconds), requiring it to echo `nonce` if given.
+    ///
+    /// # Errors
+    ///
+    /// Why the token is refused, checked in this order so that a forged
+    /// token is reported as forged:
+    /// - [`Error::Malformed`]: over [`MAX_TOKEN_LEN`] bytes, not a compact
+    ///   JWS, bad base64url, JSON that is not an object of the expected
+    ///   members (a repeated member included), a `lic` or `dcert` that does
+    ///   not decode;
+    /// - [`Error::UnsupportedAlgorithm`]: `alg` other than `EdDSA`/`Ed25519`;
+    /// - [`Error::BadHeader`]: a header parameter refused (`crit`, `b64`
+    ///   other than true, `typ` other than JWT, `cty`, `enc`, `zip`);
+    /// - [`Error::UntrustedChain`]: the license is not signed by the vendor
+    ///   key, the certificate not by the licensed dongle, or `kid` does not
+    ///   name the certified session key;
+    /// - [`Error::BadSignature`]: the token's signature does not verify;
+    /// - [`Error::WrongAudience`], [`Error::WrongIssuer`],
+    ///   [`Error::ServiceNotLicensed`], [`Error::MissingFeature`],
+    ///   [`Error::NonceMismatch`]: an authentic token that is not for us;
+    /// - [`Error::CertificateTooLong`], [`Error::LifetimeTooLong`]: windows
+    ///   longer than allowed;
+    /// - [`Error::Expired`], [`Error::NotYetValid`]: the license, the
+    ///   certificate or the token at `now`, give or take the leeway.
     pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: u64) -> Result<Verified> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Malformed("token too large"));
