@@ -385,6 +385,55 @@ mod tests {
         assert_eq!((got.len(), err), (5000, None));
     }
 
+    /// Pieces that make streams interesting: every line ending, field
+    /// names, comments, a BOM, multi-byte and invalid UTF-8.
+    const PIECES: &[&[u8]] = &[
+        b"data:",
+        b"data: ",
+        b"event:",
+        b"event: state",
+        b": c",
+        b"id: 1",
+        b"retry: 5",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"x",
+        b" ",
+        b"\xef\xbb\xbf",
+        b"\xc3\xa9",
+        b"\xf0\x9f\x98\x80",
+        b"\xff",
+        b"\xe2\x82",
+        b"{\"state\":\"present\"}",
+    ];
+
+    proptest::proptest! {
+        /// Whatever the bytes and wherever the chunks split, the events
+        /// (and the error, if any) are the same as for one chunk, and
+        /// nothing panics.
+        #[test]
+        fn any_split_gives_the_same_events(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..60),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let bytes: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            at.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for &to in &at {
+                chunks.push(&bytes[from..to]);
+                from = to;
+            }
+            chunks.push(&bytes[from..]);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let whole = rt.block_on(parse(&[&bytes]));
+            let split = rt.block_on(parse(&chunks));
+            proptest::prop_assert_eq!(whole, split);
+        }
+    }
+
     #[tokio::test]
     async fn a_transport_error_ends_the_stream() {
         let chunks: Vec<Result<Bytes, &str>> = vec![
