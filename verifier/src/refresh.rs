@@ -518,7 +518,10 @@ async fn refresh_loop(
                     log_change(&tx, &reason);
                     tx.send_replace(LicenseState::Unlicensed { reason });
                     // The next fetch follows `present`, or the usual retry.
-                    next_fetch = next_fetch.max(Instant::now() + Duration::from_secs(1));
+                    next_fetch = Instant::now() + Duration::from_secs(1);
+                    if let Some(until) = rate_limited_until {
+                        next_fetch = next_fetch.max(until);
+                    }
                 }
                 Some(Presence::Present) => {
                     if !matches!(&*tx.borrow(), LicenseState::Licensed { .. }) {
