@@ -26,6 +26,9 @@ use warp::Filter as _;
 const NORMAL: u8 = 0;
 const FAIL_500: u8 = 1;
 const WRONG_NONCE: u8 = 2;
+/// Answer the next request 429 with `Retry-After` as an HTTP-date 3 s
+/// ahead, then serve normally.
+const LIMIT_BY_DATE: u8 = 3;
 
 struct Fake {
     license: License,
@@ -173,6 +176,18 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
             return with_retry(StatusCode::SERVICE_UNAVAILABLE, "dongle absent");
         }
         _ => {}
+    }
+    if f.mode
+        .compare_exchange(LIMIT_BY_DATE, NORMAL, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        let at = std::time::SystemTime::now() + Duration::from_secs(3);
+        let mut r = err(StatusCode::TOO_MANY_REQUESTS, "rate limited");
+        r.headers_mut().insert(
+            "retry-after",
+            warp::http::HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap(),
+        );
+        return logged(StatusCode::TOO_MANY_REQUESTS, r);
     }
     if !take_rate(f) {
         return with_retry(StatusCode::TOO_MANY_REQUESTS, "rate limited");
@@ -605,4 +620,21 @@ async fn clock_skew_is_measured_and_reported() {
     let h = right.health();
     assert!((-1..=0).contains(&h.clock_skew_secs.unwrap()), "{h:?}");
     assert!(!h.clocks_disagree, "{h:?}");
+}
+
+/// `Retry-After` as an HTTP-date (RFC 9110 section 10.2.3): the retry waits
+/// until that date (whole seconds, so at least 2 s of a date 3 s ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let (f, secret) = fake(60);
+    f.mode.store(LIMIT_BY_DATE, Ordering::SeqCst);
+    let (url, _stop) = serve(f.clone()).await;
+    let watch = LicenseWatch::spawn(WatchConfig::new(&url, "backend", secret, verifier()));
+    until(&watch, Duration::from_secs(8), true).await;
+    let log = f.log.lock().unwrap().clone();
+    assert_eq!(log[0].2, 429, "{log:?}");
+    assert_eq!(log[1].2, 200, "{log:?}");
+    let waited = log[1].1.duration_since(log[0].1);
+    eprintln!("retried {waited:?} after a 429 with an HTTP-date 3 s ahead");
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
 }
