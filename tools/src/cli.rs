@@ -3,6 +3,7 @@
 //! configure the same options.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -92,6 +93,9 @@ pub struct VerifyArgs {
     /// A nonce the token must echo.
     #[arg(long)]
     pub nonce: Option<String>,
+    /// Clock leeway for the time checks (e.g. 5s; at most 5m).
+    #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    pub leeway: Duration,
     /// The token, or the JSON answer of `GET /token` (`tether token`); `-` reads stdin.
     #[arg(default_value = "-")]
     pub token: String,
@@ -198,4 +202,31 @@ pub struct InspectArgs {
     /// Machine-readable JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The largest leeway accepted: it widens every window, the certificate's
+/// included, so it adds to what a session key dumped from memory is worth.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// Parses `--leeway`: whole seconds, at most 5 minutes.
+pub fn parse_leeway(text: &str) -> Result<Duration, String> {
+    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > MAX_LEEWAY {
+        return Err(format!(
+            "{text:?} is longer than the 5m allowed: fix the clocks (NTP) instead"
+        ));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{text:?}: use whole seconds"));
+    }
+    Ok(d)
+}
+
+/// Parses `--event-spread`: at most 10 minutes.
+pub fn parse_spread(text: &str) -> Result<Duration, String> {
+    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(600) {
+        return Err(format!("{text:?} is longer than the 10m allowed"));
+    }
+    Ok(d)
 }

@@ -80,38 +80,13 @@ pub struct ServiceArgs {
     /// Clock leeway for every time check of a token, its certificate and
     /// its license (e.g. 5s, 30s; at most 5m): how far this host's clock may
     /// disagree with the authority's. `/status` reports the measured skew.
-    #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = crate::cli::parse_leeway)]
     pub leeway: Duration,
     /// After the authority reports the dongle back, wait a random delay of up
     /// to this long before fetching, so replicas of one service do not
     /// stampede its rate limit (about replicas / rate-limit seconds).
-    #[arg(long, env = "TETHER_EVENT_SPREAD", default_value = "1s", value_parser = parse_spread)]
+    #[arg(long, env = "TETHER_EVENT_SPREAD", default_value = "1s", value_parser = crate::cli::parse_spread)]
     pub event_spread: Duration,
-}
-
-/// The largest leeway accepted: it widens every window, the certificate's
-/// included, so it adds to what a session key dumped from memory is worth.
-const MAX_LEEWAY: Duration = Duration::from_secs(300);
-
-fn parse_leeway(text: &str) -> Result<Duration, String> {
-    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
-    if d > MAX_LEEWAY {
-        return Err(format!(
-            "{text:?} is longer than the 5m allowed: fix the clocks (NTP) instead"
-        ));
-    }
-    if d.subsec_nanos() != 0 {
-        return Err(format!("{text:?}: use whole seconds"));
-    }
-    Ok(d)
-}
-
-fn parse_spread(text: &str) -> Result<Duration, String> {
-    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
-    if d > Duration::from_secs(600) {
-        return Err(format!("{text:?} is longer than the 10m allowed"));
-    }
-    Ok(d)
 }
 
 struct App {
