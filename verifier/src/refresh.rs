@@ -323,8 +323,10 @@ fn jitter(d: Duration) -> Duration {
 
 /// `d` plus a random extra of up to `d / 2`: never less than `d`, as
 /// `Retry-After` asks, and spread so replicas told the same do not return
-/// in step.
+/// in step. Never less than [`BACKOFF_MIN`] either: a server answering
+/// `Retry-After: 0` again and again must not get a tight loop.
 fn at_least(d: Duration) -> Duration {
+    let d = d.max(BACKOFF_MIN);
     d + d.mul_f64(rand::rng().random_range(0.0..0.5))
 }
 
@@ -762,6 +764,8 @@ mod tests {
         for _ in 0..1000 {
             let w = at_least(Duration::from_secs(1));
             assert!(w >= Duration::from_secs(1) && w < Duration::from_millis(1500));
+            let w = at_least(Duration::ZERO);
+            assert!(w >= BACKOFF_MIN && w < BACKOFF_MIN * 2);
         }
     }
 
