@@ -705,7 +705,11 @@ async fn stream_events(
             None => return Ok(()),
             Some(Err(e)) => return Err(e.to_string().into()),
             Some(Ok(ev)) => {
-                if let Some(p) = parse_event(&ev.data)
+                // `state` is what the authority names its events
+                // (docs/api.md); an unnamed one (`message`) is read the same
+                // way; other names are for other consumers.
+                if matches!(ev.event.as_str(), "state" | "message")
+                    && let Some(p) = parse_event(&ev.data)
                     && tx.send(p).await.is_err()
                 {
                     return Ok(());
@@ -781,6 +785,62 @@ mod tests {
         );
         assert_eq!(parse_event("not json"), None);
         assert_eq!(parse_event(r#"{"state":"weird"}"#), None);
+    }
+
+    fn test_config(addr: &str) -> WatchConfig {
+        WatchConfig::new(
+            addr,
+            "backend",
+            ServiceSecret::generate(),
+            Verifier::new(
+                tether_keys::testkeys::vendor().public(),
+                crate::Expectations::new("backend"),
+            ),
+        )
+    }
+
+    /// Serves one HTTP answer of `body` as an event stream, then closes.
+    async fn one_stream(body: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            s.write_all(body).await.unwrap();
+        });
+        addr
+    }
+
+    /// Only `state` (and unnamed) events move the license; CRLF framing
+    /// and a multi-line `data:` (JSON split over two lines, joined with a
+    /// newline, which JSON reads as whitespace) are read as the spec says.
+    #[tokio::test]
+    async fn only_state_events_count() {
+        let addr = one_stream(
+            b": hello\r\n\r\nevent: lease\r\ndata: {\"state\":\"absent\"}\r\n\r\n\
+              event: state\r\ndata: {\"state\":\r\ndata: \"absent\",\"reason\":\"unplugged\"}\r\n\r\n\
+              data: {\"state\":\"present\"}\r\n\r\n",
+        )
+        .await;
+        let (tx, mut rx) = mpsc::channel(8);
+        let result = stream_events(&test_config(&addr), &tx, &mut || {}).await;
+        assert_eq!(result, Ok(()));
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(p) = rx.recv().await {
+            got.push(p);
+        }
+        assert_eq!(
+            got,
+            [Presence::Absent("unplugged".into()), Presence::Present]
+        );
     }
 
     /// A server streaming `data:` lines that never end an event must not
