@@ -530,7 +530,10 @@ async fn refresh_loop(
                         let spread = config
                             .event_spread
                             .mul_f64(rand::rng().random_range(0.0..1.0));
-                        next_fetch = Instant::now() + spread;
+                        // Never later than a fetch already due (the first one
+                        // at start, when the stream's opening `present` may
+                        // arrive before it runs), never before a 429's wait.
+                        next_fetch = next_fetch.min(Instant::now() + spread);
                         if let Some(until) = rate_limited_until {
                             next_fetch = next_fetch.max(until);
                         }

@@ -428,8 +428,16 @@ async fn a_refused_event_stream_is_reported_and_replaced_by_polling() {
         .fallback_refresh(Duration::from_millis(500));
     let watch = LicenseWatch::spawn(config);
     until(&watch, Duration::from_secs(2), true).await;
-    // Let it retry the stream several times (backoff 0.25, 0.5, 1, 2 s).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Let it retry the stream a few times: each waits at least the
+    // Retry-After (1 s) and the backoff (0.25, 0.5, 1, 2 s).
+    let start = Instant::now();
+    while f.events_auth.lock().unwrap().len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "too few attempts at /events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let health = watch.health();
     assert!(!health.following_events, "{health:?}");
     assert!(
@@ -456,9 +464,13 @@ async fn a_refused_event_stream_is_reported_and_replaced_by_polling() {
         .filter(|l| l.contains("WARN") && l.contains("cannot follow"))
         .collect();
     assert_eq!(warns.len(), 1, "one WARN for {attempts} refusals:\n{text}");
-    // Polling, not half-life (30 s): several fetches in 2.5 s.
+    // Polling every 0.5 s, not at half-life (30 s).
     let fetched = token_fetches(&f);
-    assert!(fetched >= 4, "{fetched} fetches in 3 s while not following");
+    let took = start.elapsed();
+    assert!(
+        fetched >= 4,
+        "{fetched} fetches in {took:?} while not following"
+    );
     // Unplugged: noticed by polling, without any event.
     f.present.send_replace(false);
     let took = until(&watch, Duration::from_secs(2), false).await;
