@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -104,6 +105,9 @@ pub struct VerifyArgs {
     /// A nonce the token must echo.
     #[arg(long)]
     pub nonce: Option<String>,
+    /// Clock leeway for the time checks (e.g. 5s; at most 5m).
+    #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    pub leeway: Duration,
     /// The token, or the JSON answer of `GET /token` (`tether token`); `-` reads stdin.
     #[arg(default_value = "-")]
     pub token: String,
@@ -371,6 +375,16 @@ pub struct ServiceArgs {
     /// expiry at the latest, instead of at once (for tests and comparison).
     #[arg(long, env = "TETHER_NO_EVENTS")]
     pub no_events: bool,
+    /// Clock leeway for every time check of a token, its certificate and
+    /// its license (e.g. 5s, 30s; at most 5m): how far this host's clock may
+    /// disagree with the authority's. `/status` reports the measured skew.
+    #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
+    pub leeway: Duration,
+    /// After the authority reports the dongle back, wait a random delay of up
+    /// to this long before fetching, so replicas of one service do not
+    /// stampede its rate limit (about replicas / rate-limit seconds).
+    #[arg(long, env = "TETHER_EVENT_SPREAD", default_value = "1s", value_parser = parse_spread)]
+    pub event_spread: Duration,
 }
 
 /// Flags of `tether demo`.
@@ -398,4 +412,31 @@ pub struct StateDirArgs {
     /// tetherd's state directory.
     #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
     pub state_dir: PathBuf,
+}
+
+/// The largest leeway accepted: it widens every window, the certificate's
+/// included, so it adds to what a session key dumped from memory is worth.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// Parses `--leeway`: whole seconds, at most 5 minutes.
+pub fn parse_leeway(text: &str) -> Result<Duration, String> {
+    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > MAX_LEEWAY {
+        return Err(format!(
+            "{text:?} is longer than the 5m allowed: fix the clocks (NTP) instead"
+        ));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{text:?}: use whole seconds"));
+    }
+    Ok(d)
+}
+
+/// Parses `--event-spread`: at most 10 minutes.
+pub fn parse_spread(text: &str) -> Result<Duration, String> {
+    let d = tether_keys::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(600) {
+        return Err(format!("{text:?} is longer than the 10m allowed"));
+    }
+    Ok(d)
 }

@@ -104,7 +104,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             .context("the JSON answer has no \"token\"")?
             .to_string();
     }
-    let verifier = Verifier::new(vendor, Expectations::new(&args.service));
+    let verifier = Verifier::new(
+        vendor,
+        Expectations::new(&args.service).leeway(args.leeway.as_secs()),
+    );
     let verified = verifier
         .verify_at(&text, args.nonce.as_deref(), tether_keys::now_unix())
         .context("token refused")?;

@@ -5,12 +5,14 @@
 //! (tokens fetched from tetherd, verified offline, refreshed at half-life,
 //! dropped at once on an `absent` event), and answers `GET /work` with 503
 //! and the reason while unlicensed. The muxer needs the `mux` feature, the
-//! backend none, to show feature gating.
+//! backend none, to show feature gating. `GET /status` (alias `/license`)
+//! shows the license, whether the event stream is followed, and the clock
+//! skew against the authority next to `--leeway`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -48,12 +50,27 @@ impl Kind {
 
 struct App {
     name: String,
+    leeway: Duration,
     watch: LicenseWatch,
     started: Instant,
 }
 
-/// The license as the service sees it, for `/license` and the demo.
+/// The license as the service sees it, for `/license`, `/status` and the
+/// demo, with how well the service follows the authority: its event stream
+/// and the clock skew measured at the last token's receipt.
 fn license_json(app: &App) -> serde_json::Value {
+    let mut v = license_state_json(app);
+    let h = app.watch.health();
+    v["events"] = json!({"following": h.following_events, "problem": h.events_problem});
+    v["clock"] = json!({
+        "authority_ahead_s": h.clock_skew_secs,
+        "leeway_s": app.leeway.as_secs(),
+        "disagree": h.clocks_disagree,
+    });
+    v
+}
+
+fn license_state_json(app: &App) -> serde_json::Value {
     match app.watch.state() {
         LicenseState::Licensed { claims, expires } => json!({
             "service": app.name,
@@ -105,7 +122,9 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     let (vendor, _) = keyfile::read_public_key::<Vendor>(&args.vendor_pub)?;
     let secret = crate::client::load_secret(&args.secret)?;
     let features = args.require.unwrap_or_else(|| kind.default_features());
-    let expectations = Expectations::new(&name).require_features(features);
+    let expectations = Expectations::new(&name)
+        .require_features(features)
+        .leeway(args.leeway.as_secs());
     let verifier = Verifier::new(vendor, expectations);
     crate::logs::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,10 +136,12 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let config = WatchConfig::new(&args.authority, &name, secret, verifier)
-            .follow_events(!args.no_events);
+            .follow_events(!args.no_events)
+            .event_spread(args.event_spread);
         let watch = LicenseWatch::spawn(config);
         let app = Arc::new(App {
             name: name.clone(),
+            leeway: args.leeway,
             watch,
             started: Instant::now(),
         });
@@ -160,6 +181,8 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             .and(with_app.clone())
             .map(|app: Arc<App>| work(&app));
         let license_route = warp::path!("license")
+            .or(warp::path!("status"))
+            .unify()
             .and(warp::get())
             .and(with_app)
             .map(|app: Arc<App>| warp::reply::json(&license_json(&app)));

@@ -11,9 +11,13 @@ pub enum Error {
     /// Not a well-formed token (size, base64, JSON, missing or repeated claims).
     #[error("malformed token: {0}")]
     Malformed(&'static str),
-    /// The header names an algorithm other than EdDSA.
-    #[error("unsupported algorithm {0:?}: only EdDSA is accepted")]
+    /// The header names an algorithm other than `EdDSA` or `Ed25519`.
+    #[error("unsupported algorithm {0:?}: only EdDSA (Ed25519) is accepted")]
     UnsupportedAlgorithm(String),
+    /// The JOSE header has a parameter this verifier refuses (`crit`,
+    /// `b64` other than true, a `typ` other than JWT, `cty`, `enc`, `zip`).
+    #[error("refused token header: {0}")]
+    BadHeader(&'static str),
     /// A link of the chain does not lead to the trusted vendor key.
     #[error("untrusted chain: {0}")]
     UntrustedChain(&'static str),

@@ -16,13 +16,17 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Every public fallible item says how it fails (issue 12).
+#![deny(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 mod error;
 #[cfg(feature = "refresh")]
 pub mod refresh;
+#[cfg(feature = "refresh")]
+mod sse;
 mod verify;
 
 pub use error::{Error, Result};
 #[cfg(feature = "refresh")]
-pub use refresh::{LicenseState, LicenseWatch, WatchConfig};
+pub use refresh::{LicenseState, LicenseWatch, WatchConfig, WatchHealth};
 pub use verify::{Expectations, MAX_TOKEN_LEN, Verified, Verifier};

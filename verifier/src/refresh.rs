@@ -9,10 +9,27 @@
 //! deadline while fetches back off (exponential, capped, jittered); a 503
 //! from the authority (dongle absent) drops the license at once.
 //!
-//! A second task follows `GET /events` and drops the license the moment the
-//! authority reports `absent`, fetching anew on `present`; it reconnects with
-//! backoff. Dropping the [`LicenseWatch`] stops both tasks. Neither the
-//! secret nor a token is ever logged.
+//! `Retry-After` on a 429 or 503 (delta-seconds or an HTTP-date, RFC 9110
+//! section 10.2.3) is honoured: the next fetch waits at least that long, plus
+//! random jitter so replicas do not retry in step. A 429's wait is kept even
+//! when a `present` event arrives meanwhile; a 503's (dongle absent) gives
+//! way to a `present` event, which is newer news.
+//!
+//! A second task follows `GET /events` (sending the service credential, so
+//! an authority can keep capacity for enrolled services) and drops the
+//! license the moment the authority reports `absent`. On `present` the next
+//! fetch comes after a random delay of up to [`WatchConfig::event_spread`],
+//! so N replicas reach an authority limited to R tokens a second at about
+//! R a second instead of all at once. While the stream cannot be followed
+//! (refused, 503, errors) the refresher says so at WARN (once, then at most
+//! once a minute) and refreshes every [`WatchConfig::fallback_refresh`]
+//! instead of at half-life, so an unplug is still noticed within seconds;
+//! half-life returns with the stream. Dropping the [`LicenseWatch`] stops
+//! both tasks. Neither the secret nor a token is ever logged.
+//!
+//! Each token's `iat` is compared with our wall clock at receipt: the
+//! difference is [`WatchHealth::clock_skew_secs`], and a WARN says so when
+//! it exceeds half the verifier's leeway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +37,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use hyper::header::{AUTHORIZATION, HOST, RETRY_AFTER};
@@ -37,8 +55,16 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Backoff bounds between failed fetches or event reconnects.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Larger answers are refused.
+/// Larger answers are refused, in bytes.
 const MAX_BODY: usize = 64 * 1024;
+/// The longest `Retry-After` honoured: a longer one (or a date further
+/// ahead) waits this long, so a confused server cannot park us for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// An event stream silent for this long is taken as dead (the authority
+/// sends a keep-alive comment every 15 s).
+const STREAM_IDLE: Duration = Duration::from_secs(45);
+/// At most one WARN per this long about a stream that cannot be followed.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The license as a service sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +83,25 @@ pub enum LicenseState {
     },
 }
 
+/// How well the refresher can follow the authority, for a service's status
+/// page: whether the event stream is open, and whether clocks agree.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WatchHealth {
+    /// The `/events` stream is open now. Always `false` when following is
+    /// off ([`WatchConfig::follow_events`]).
+    pub following_events: bool,
+    /// Why the stream is not followed, while it is not (and following is on).
+    pub events_problem: Option<String>,
+    /// The authority's clock minus ours, in seconds (positive: the authority
+    /// is ahead), from the last token's `iat` at its receipt. Whole seconds
+    /// and the request's transit time make it exact to about 1 s.
+    pub clock_skew_secs: Option<i64>,
+    /// The skew is larger than half the verifier's leeway: tokens will soon
+    /// be refused as not yet valid or expired if it grows.
+    pub clocks_disagree: bool,
+}
+
 /// What the refresher needs.
 pub struct WatchConfig {
     host_port: String,
@@ -64,6 +109,8 @@ pub struct WatchConfig {
     secret: ServiceSecret,
     verifier: Arc<Verifier>,
     follow_events: bool,
+    fallback_refresh: Duration,
+    event_spread: Duration,
     wall_clock: fn() -> u64,
 }
 
@@ -73,12 +120,16 @@ impl std::fmt::Debug for WatchConfig {
             .field("authority", &self.host_port)
             .field("service", &self.service)
             .field("follow_events", &self.follow_events)
+            .field("fallback_refresh", &self.fallback_refresh)
+            .field("event_spread", &self.event_spread)
             .finish_non_exhaustive()
     }
 }
 
 impl WatchConfig {
     /// Tokens for `service` from the authority at `url` (`http://host:port`).
+    /// Defaults: follow events, refresh every 3 s while they cannot be
+    /// followed, spread fetches after `present` over up to 1 s.
     pub fn new(url: &str, service: &str, secret: ServiceSecret, verifier: Verifier) -> Self {
         let host_port = url
             .trim_start_matches("http://")
@@ -90,6 +141,8 @@ impl WatchConfig {
             secret,
             verifier: Arc::new(verifier),
             follow_events: true,
+            fallback_refresh: Duration::from_secs(3),
+            event_spread: Duration::from_secs(1),
             wall_clock: tether_keys::now_unix,
         }
     }
@@ -98,6 +151,23 @@ impl WatchConfig {
     /// token expiry at the latest.
     pub fn follow_events(mut self, on: bool) -> Self {
         self.follow_events = on;
+        self
+    }
+
+    /// How often to fetch a token while the event stream cannot be followed
+    /// (default 3 s, at least 250 ms): the longest an unplug then goes
+    /// unnoticed. Jittered by up to 15 %.
+    pub fn fallback_refresh(mut self, every: Duration) -> Self {
+        self.fallback_refresh = every.max(BACKOFF_MIN);
+        self
+    }
+
+    /// The longest random delay before the fetch that follows a `present`
+    /// event (default 1 s; zero fetches at once). Replicas of one service
+    /// share its rate limit: N replicas at R tokens a second want a spread
+    /// of about N / R seconds; retries after a 429 honour `Retry-After`.
+    pub fn event_spread(mut self, spread: Duration) -> Self {
+        self.event_spread = spread;
         self
     }
 
@@ -113,6 +183,7 @@ impl WatchConfig {
 #[derive(Debug)]
 pub struct LicenseWatch {
     rx: watch::Receiver<LicenseState>,
+    health: watch::Receiver<WatchHealth>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -126,18 +197,28 @@ impl Drop for LicenseWatch {
 
 impl LicenseWatch {
     /// Starts refreshing on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
     pub fn spawn(config: WatchConfig) -> LicenseWatch {
         let (tx, rx) = watch::channel(LicenseState::Unlicensed {
             reason: "no token yet".into(),
         });
+        let (health_tx, health) = watch::channel(WatchHealth::default());
+        let health_tx = Arc::new(health_tx);
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let config = Arc::new(config);
         let mut tasks = Vec::new();
         if config.follow_events {
-            tasks.push(tokio::spawn(follow_events(config.clone(), ev_tx)));
+            tasks.push(tokio::spawn(follow_events(
+                config.clone(),
+                ev_tx,
+                health_tx.clone(),
+            )));
         }
-        tasks.push(tokio::spawn(refresh_loop(config, tx, ev_rx)));
-        LicenseWatch { rx, tasks }
+        tasks.push(tokio::spawn(refresh_loop(config, tx, ev_rx, health_tx)));
+        LicenseWatch { rx, health, tasks }
     }
 
     /// The current state. A token whose monotonic deadline has passed is
@@ -164,14 +245,39 @@ impl LicenseWatch {
     pub fn subscribe(&self) -> watch::Receiver<LicenseState> {
         self.rx.clone()
     }
+
+    /// Whether the event stream is followed and clocks agree, now.
+    pub fn health(&self) -> WatchHealth {
+        self.health.borrow().clone()
+    }
 }
 
-/// One GET: status, `Retry-After` seconds, body.
-async fn get(
-    host_port: &str,
-    path: &str,
-    bearer: Option<&str>,
-) -> Result<(u16, Option<u64>, Bytes), String> {
+/// A refusal's status, `Retry-After` and body.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+/// Parses `Retry-After`: delta-seconds or an HTTP-date (RFC 9110 section
+/// 10.2.3), the date measured against `now` (UNIX seconds). Capped at
+/// [`MAX_RETRY_AFTER`]; a date in the past means no wait; anything else is
+/// ignored (`None`).
+fn parse_retry_after(value: &str, now: u64) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only too many of them fail to parse.
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        let at = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        Duration::from_secs(at.saturating_sub(now))
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// One GET of `/token`.
+async fn get(host_port: &str, path: &str, bearer: &str, now: u64) -> Result<Answer, String> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(host_port)
             .await
@@ -180,11 +286,9 @@ async fn get(
             .await
             .map_err(|e| format!("HTTP handshake with {host_port}: {e}"))?;
         tokio::spawn(conn);
-        let mut req = Request::get(path).header(HOST, host_port);
-        if let Some(b) = bearer {
-            req = req.header(AUTHORIZATION, format!("Bearer {b}"));
-        }
-        let req = req
+        let req = Request::get(path)
+            .header(HOST, host_port)
+            .header(AUTHORIZATION, format!("Bearer {bearer}"))
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("bad request: {e}"))?;
         let resp = sender
@@ -192,17 +296,21 @@ async fn get(
             .await
             .map_err(|e| format!("request to {host_port}: {e}"))?;
         let status = resp.status().as_u16();
-        let retry = resp
+        let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+            .and_then(|v| parse_retry_after(v, now));
         let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
             .map_err(|e| format!("reading the answer: {e}"))?
             .to_bytes();
-        Ok((status, retry, body))
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     };
     timeout(HTTP_TIMEOUT, exchange)
         .await
@@ -213,12 +321,25 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.85..1.15))
 }
 
+/// `d` plus a random extra of up to `d / 2`: never less than `d`, as
+/// `Retry-After` asks, and spread so replicas told the same do not return
+/// in step. Never less than [`BACKOFF_MIN`] either: a server answering
+/// `Retry-After: 0` again and again must not get a tight loop.
+fn at_least(d: Duration) -> Duration {
+    let d = d.max(BACKOFF_MIN);
+    d + d.mul_f64(rand::rng().random_range(0.0..0.5))
+}
+
 enum Fetch {
-    /// A verified token, and when to fetch the next one.
-    Token(LicenseState, Instant),
+    /// A verified token, when to fetch the next one, and the clock skew
+    /// measured at its receipt (seconds, the authority's clock minus ours).
+    Token(LicenseState, Instant, i64),
     /// The authority says no token now (dongle absent, license refused):
     /// drop the license, retry after this long.
     Refused(String, Duration),
+    /// 429: too many requests for this service; keep the current token and
+    /// wait at least this long.
+    RateLimited(String, Duration),
     /// The authority could not be asked: keep the current token.
     Failed(String),
 }
@@ -228,38 +349,54 @@ async fn fetch(config: &WatchConfig) -> Fetch {
     tether_keys::random_fill(&mut raw);
     let nonce = URL_SAFE_NO_PAD.encode(raw);
     let path = format!("/token?nonce={nonce}");
-    let (status, retry, body) =
-        match get(&config.host_port, &path, Some(config.secret.expose())).await {
-            Ok(r) => r,
-            Err(e) => return Fetch::Failed(e),
-        };
+    let answer = match get(
+        &config.host_port,
+        &path,
+        config.secret.expose(),
+        (config.wall_clock)(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return Fetch::Failed(e),
+    };
     let received = Instant::now();
+    let status = answer.status;
     if status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
+        let message = serde_json::from_slice::<serde_json::Value>(&answer.body)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| "no reason given".into());
         let reason = format!("authority refused a token ({status}): {message}");
         return match status {
+            429 => Fetch::RateLimited(
+                reason,
+                at_least(answer.retry_after.unwrap_or(Duration::from_secs(1))),
+            ),
             // The authority's answer on the license itself: believe it at once.
-            401 | 403 | 503 => {
-                Fetch::Refused(reason, Duration::from_secs(retry.unwrap_or(1).clamp(1, 30)))
-            }
+            401 | 403 | 503 => Fetch::Refused(
+                reason,
+                match answer.retry_after {
+                    Some(wait) => at_least(wait),
+                    None => jitter(Duration::from_secs(1)),
+                },
+            ),
             _ => Fetch::Failed(reason),
         };
     }
-    let token = match serde_json::from_slice::<serde_json::Value>(&body) {
+    let token = match serde_json::from_slice::<serde_json::Value>(&answer.body) {
         Ok(v) => match v["token"].as_str() {
             Some(t) => t.to_string(),
             None => return Fetch::Failed("authority answered without a token".into()),
         },
         Err(_) => return Fetch::Failed("authority answered with malformed JSON".into()),
     };
-    match config
-        .verifier
-        .verify_at(&token, Some(&nonce), (config.wall_clock)())
-    {
+    let now = (config.wall_clock)();
+    match config.verifier.verify_at(&token, Some(&nonce), now) {
         Ok(v) => {
+            let skew = i64::try_from(v.claims.iat)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(now).unwrap_or(i64::MAX));
             let life = Duration::from_secs(v.claims.exp.saturating_sub(v.claims.iat));
             let expires = received + life;
             let next = received + jitter(life / 2);
@@ -269,22 +406,52 @@ async fn fetch(config: &WatchConfig) -> Fetch {
                     expires: expires.into_std(),
                 },
                 next,
+                skew,
             )
         }
         Err(e) => Fetch::Refused(format!("token refused: {e}"), BACKOFF_MIN * 4),
     }
 }
 
+/// Records the skew measured at a token's receipt; WARN when clocks start
+/// to disagree by more than half the leeway, INFO when they agree again.
+fn record_skew(config: &WatchConfig, health: &watch::Sender<WatchHealth>, skew: i64) {
+    let leeway = config.verifier.expectations().leeway_secs();
+    let disagree = skew.unsigned_abs().saturating_mul(2) > leeway;
+    let was = health.borrow().clocks_disagree;
+    if disagree && !was {
+        tracing::warn!(
+            service = %config.service,
+            authority_ahead_s = skew,
+            leeway_s = leeway,
+            "the authority's clock and ours disagree by more than half the leeway: fix the clocks (NTP) before tokens are refused"
+        );
+    } else if !disagree && was {
+        tracing::info!(service = %config.service, authority_ahead_s = skew, "clocks agree again");
+    }
+    health.send_modify(|h| {
+        h.clock_skew_secs = Some(skew);
+        h.clocks_disagree = disagree;
+    });
+}
+
 async fn refresh_loop(
     config: Arc<WatchConfig>,
     tx: watch::Sender<LicenseState>,
     mut events: mpsc::Receiver<Presence>,
+    health: Arc<watch::Sender<WatchHealth>>,
 ) {
     let mut next_fetch = Instant::now();
     let mut deadline: Option<Instant> = None;
     let mut backoff = BACKOFF_MIN;
     let mut last_error = String::new();
+    // The end of a 429's Retry-After: no fetch before it, event or not.
+    let mut rate_limited_until: Option<Instant> = None;
+    let mut health_rx = health.subscribe();
+    // Optimistic until the events task says otherwise.
+    let mut following = true;
     let far = || Instant::now() + Duration::from_secs(86_400);
+    let degraded = |following: bool| config.follow_events && !following;
     loop {
         tokio::select! {
             () = sleep_until(next_fetch) => {
@@ -298,24 +465,41 @@ async fn refresh_loop(
                         }),
                     None => fetch(&config).await,
                 };
+                let now = Instant::now();
                 match fetched {
-                    Fetch::Token(state, next) => {
+                    Fetch::Token(state, next, skew) => {
                         if let LicenseState::Licensed { expires, .. } = &state {
                             deadline = Some(Instant::from_std(*expires));
                         }
                         tx.send_replace(state);
-                        next_fetch = next;
+                        record_skew(&config, &health, skew);
+                        next_fetch = if degraded(following) {
+                            next.min(now + jitter(config.fallback_refresh))
+                        } else {
+                            next
+                        };
                         backoff = BACKOFF_MIN;
+                        rate_limited_until = None;
                     }
                     Fetch::Refused(reason, retry) => {
                         log_change(&tx, &reason);
                         tx.send_replace(LicenseState::Unlicensed { reason });
                         deadline = None;
-                        next_fetch = Instant::now() + jitter(retry);
+                        next_fetch = now + retry;
+                        rate_limited_until = None;
+                    }
+                    Fetch::RateLimited(reason, retry) => {
+                        tracing::debug!(%reason, wait_ms = retry.as_millis() as u64, "rate limited");
+                        last_error = reason;
+                        next_fetch = now + retry;
+                        rate_limited_until = Some(next_fetch);
+                        if deadline.is_none() {
+                            tx.send_replace(LicenseState::Unlicensed { reason: last_error.clone() });
+                        }
                     }
                     Fetch::Failed(reason) => {
                         last_error = reason;
-                        next_fetch = Instant::now() + jitter(backoff);
+                        next_fetch = now + jitter(backoff);
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                         if deadline.is_none() {
                             tx.send_replace(LicenseState::Unlicensed { reason: last_error.clone() });
@@ -337,15 +521,36 @@ async fn refresh_loop(
                     tx.send_replace(LicenseState::Unlicensed { reason });
                     // The next fetch follows `present`, or the usual retry.
                     next_fetch = Instant::now() + Duration::from_secs(1);
+                    if let Some(until) = rate_limited_until {
+                        next_fetch = next_fetch.max(until);
+                    }
                 }
                 Some(Presence::Present) => {
                     if !matches!(&*tx.borrow(), LicenseState::Licensed { .. }) {
-                        next_fetch = Instant::now();
+                        let spread = config
+                            .event_spread
+                            .mul_f64(rand::rng().random_range(0.0..1.0));
+                        // Never later than a fetch already due (the first one
+                        // at start, when the stream's opening `present` may
+                        // arrive before it runs), never before a 429's wait.
+                        next_fetch = next_fetch.min(Instant::now() + spread);
+                        if let Some(until) = rate_limited_until {
+                            next_fetch = next_fetch.max(until);
+                        }
                     }
                 }
                 // The events task ended (it never does while we run); go on polling.
                 None => events = mpsc::channel(1).1,
             },
+            Ok(()) = health_rx.changed() => {
+                let now_following = health_rx.borrow_and_update().following_events;
+                if following && !now_following {
+                    // Poll instead, until the stream is back.
+                    let soon = Instant::now() + jitter(config.fallback_refresh);
+                    next_fetch = next_fetch.min(soon.max(rate_limited_until.unwrap_or(soon)));
+                }
+                following = now_following;
+            }
         }
     }
 }
@@ -363,7 +568,7 @@ enum Presence {
     Absent(String),
 }
 
-/// Parses one SSE event block's `data:` as a presence event.
+/// Parses one SSE event's data as a presence event.
 fn parse_event(data: &str) -> Option<Presence> {
     let v: serde_json::Value = serde_json::from_str(data).ok()?;
     match v["state"].as_str()? {
@@ -378,79 +583,198 @@ fn parse_event(data: &str) -> Option<Presence> {
     }
 }
 
-async fn follow_events(config: Arc<WatchConfig>, tx: mpsc::Sender<Presence>) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        match stream_events(&config.host_port, &tx).await {
-            Ok(()) => backoff = BACKOFF_MIN,
-            Err(e) => tracing::debug!(error = %e, "event stream unavailable"),
+/// Why an event stream could not be opened or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StreamError {
+    /// In words.
+    message: String,
+    /// The server's `Retry-After`, when it refused.
+    retry_after: Option<Duration>,
+}
+
+impl From<String> for StreamError {
+    fn from(message: String) -> Self {
+        StreamError {
+            message,
+            retry_after: None,
         }
-        if tx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(jitter(backoff)).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Reads `/events` until it ends, forwarding presence events.
-async fn stream_events(host_port: &str, tx: &mpsc::Sender<Presence>) -> Result<(), String> {
+async fn follow_events(
+    config: Arc<WatchConfig>,
+    tx: mpsc::Sender<Presence>,
+    health: Arc<watch::Sender<WatchHealth>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let mut connected = false;
+        let result = stream_events(&config, &tx, &mut || {
+            connected = true;
+            health.send_modify(|h| {
+                h.following_events = true;
+                h.events_problem = None;
+            });
+            if last_warn.take().is_some() {
+                tracing::info!(service = %config.service, failures, "following the authority's events again");
+            }
+            failures = 0;
+        })
+        .await;
+        let problem = match &result {
+            Ok(()) => "the event stream ended".to_string(),
+            Err(e) => e.message.clone(),
+        };
+        health.send_modify(|h| {
+            h.following_events = false;
+            h.events_problem = Some(problem.clone());
+        });
+        if tx.is_closed() {
+            return;
+        }
+        let wait = if connected {
+            backoff = BACKOFF_MIN;
+            tracing::debug!(error = %problem, "event stream ended; reconnecting");
+            jitter(BACKOFF_MIN)
+        } else {
+            failures += 1;
+            if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                tracing::warn!(
+                    service = %config.service,
+                    error = %problem,
+                    failures,
+                    fallback_refresh_ms = config.fallback_refresh.as_millis() as u64,
+                    "cannot follow the authority's events: an unplug is noticed at the next refresh; refreshing more often until the stream is back"
+                );
+                last_warn = Some(Instant::now());
+            } else {
+                tracing::debug!(error = %problem, failures, "event stream unavailable");
+            }
+            let retry = result.err().and_then(|e| e.retry_after);
+            let wait = jitter(backoff).max(retry.map(at_least).unwrap_or_default());
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            wait
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Reads `/events` until it ends, forwarding presence events; calls
+/// `on_open` once the authority has accepted the stream.
+async fn stream_events(
+    config: &WatchConfig,
+    tx: &mpsc::Sender<Presence>,
+    on_open: &mut (dyn FnMut() + Send),
+) -> Result<(), StreamError> {
+    let host_port = &config.host_port;
     let stream = timeout(HTTP_TIMEOUT, tokio::net::TcpStream::connect(host_port))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("connecting to {host_port} timed out"))?
+        .map_err(|e| format!("cannot reach the authority at {host_port}: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("HTTP handshake with {host_port}: {e}"))?;
     tokio::spawn(conn);
     let req = Request::get("/events")
-        .header(HOST, host_port)
+        .header(HOST, host_port.as_str())
+        .header(AUTHORIZATION, format!("Bearer {}", config.secret.expose()))
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("bad request: {e}"))?;
     let resp = timeout(HTTP_TIMEOUT, sender.send_request(req))
         .await
-        .map_err(|_| "no answer".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "the authority did not answer /events in time".to_string())?
+        .map_err(|e| format!("request to {host_port}: {e}"))?;
     if resp.status() != 200 {
-        return Err(format!("status {}", resp.status()));
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, (config.wall_clock)()));
+        return Err(StreamError {
+            message: format!("the authority refused the event stream ({})", resp.status()),
+            retry_after,
+        });
     }
-    let mut body = resp.into_body();
-    let mut pending = String::new();
-    let mut data = String::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        let Some(chunk) = frame.data_ref() else {
-            continue;
-        };
-        pending.push_str(&String::from_utf8_lossy(chunk));
-        if pending.len() > MAX_BODY {
-            return Err("event line too long".into());
-        }
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.is_empty() {
-                if let Some(ev) = parse_event(&data)
-                    && tx.send(ev).await.is_err()
+    on_open();
+    let body = resp.into_body().into_data_stream();
+    let mut events = std::pin::pin!(crate::sse::events(body));
+    loop {
+        let next = timeout(STREAM_IDLE, events.next())
+            .await
+            .map_err(|_| format!("the event stream was silent for {STREAM_IDLE:?}"))?;
+        match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e.to_string().into()),
+            Some(Ok(ev)) => {
+                // `state` is what the authority names its events
+                // (docs/api.md); an unnamed one (`message`) is read the same
+                // way; other names are for other consumers.
+                if matches!(ev.event.as_str(), "state" | "message")
+                    && let Some(p) = parse_event(&ev.data)
+                    && tx.send(p).await.is_err()
                 {
                     return Ok(());
                 }
-                data.clear();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                // Each line is bounded above; so is an event of many lines.
-                if data.len() + d.len() > MAX_BODY {
-                    return Err("event too long".into());
-                }
-                data.push_str(d.trim_start());
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = 1_445_412_480; // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:07 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        // The obsolete forms RFC 9110 requires recipients to accept.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:07 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Wed Oct 21 07:28:07 2015", now),
+            Some(Duration::from_secs(7))
+        );
+        // A date in the past: no wait.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        // Capped.
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        for junk in ["", "-1", "1.5", "soon", "Wed, 32 Oct 2015 07:28:07 GMT"] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn waits_are_never_shorter_than_asked() {
+        for _ in 0..1000 {
+            let w = at_least(Duration::from_secs(1));
+            assert!(w >= Duration::from_secs(1) && w < Duration::from_millis(1500));
+            let w = at_least(Duration::ZERO);
+            assert!(w >= BACKOFF_MIN && w < BACKOFF_MIN * 2);
+        }
+    }
 
     #[test]
     fn events_parse() {
@@ -464,6 +788,62 @@ mod tests {
         );
         assert_eq!(parse_event("not json"), None);
         assert_eq!(parse_event(r#"{"state":"weird"}"#), None);
+    }
+
+    fn test_config(addr: &str) -> WatchConfig {
+        WatchConfig::new(
+            addr,
+            "backend",
+            ServiceSecret::generate(),
+            Verifier::new(
+                tether_keys::testkeys::vendor().public(),
+                crate::Expectations::new("backend"),
+            ),
+        )
+    }
+
+    /// Serves one HTTP answer of `body` as an event stream, then closes.
+    async fn one_stream(body: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            s.write_all(body).await.unwrap();
+        });
+        addr
+    }
+
+    /// Only `state` (and unnamed) events move the license; CRLF framing
+    /// and a multi-line `data:` (JSON split over two lines, joined with a
+    /// newline, which JSON reads as whitespace) are read as the spec says.
+    #[tokio::test]
+    async fn only_state_events_count() {
+        let addr = one_stream(
+            b": hello\r\n\r\nevent: lease\r\ndata: {\"state\":\"absent\"}\r\n\r\n\
+              event: state\r\ndata: {\"state\":\r\ndata: \"absent\",\"reason\":\"unplugged\"}\r\n\r\n\
+              data: {\"state\":\"present\"}\r\n\r\n",
+        )
+        .await;
+        let (tx, mut rx) = mpsc::channel(8);
+        let result = stream_events(&test_config(&addr), &tx, &mut || {}).await;
+        assert_eq!(result, Ok(()));
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(p) = rx.recv().await {
+            got.push(p);
+        }
+        assert_eq!(
+            got,
+            [Presence::Absent("unplugged".into()), Presence::Present]
+        );
     }
 
     /// A server streaming `data:` lines that never end an event must not
@@ -490,9 +870,22 @@ mod tests {
             false
         });
         let (tx, _rx) = mpsc::channel(4);
-        let result = timeout(Duration::from_secs(20), stream_events(&addr, &tx))
-            .await
-            .unwrap();
+        let config = WatchConfig::new(
+            &addr,
+            "backend",
+            ServiceSecret::generate(),
+            Verifier::new(
+                tether_keys::testkeys::vendor().public(),
+                crate::Expectations::new("backend"),
+            ),
+        );
+        let result = timeout(
+            Duration::from_secs(20),
+            stream_events(&config, &tx, &mut || {}),
+        )
+        .await
+        .unwrap()
+        .map_err(|e| e.message);
         assert_eq!(result, Err("event too long".to_string()));
         assert!(server.await.unwrap(), "the client read 100 MB of one event");
     }

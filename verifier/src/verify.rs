@@ -25,7 +25,7 @@ use tether_keys::{Certificate, License, PublicKey, TokenClaims, Vendor};
 
 use crate::error::{Error, Result};
 
-/// Tokens larger than this are refused before any parsing.
+/// Tokens larger than this many bytes are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// What a service expects of its tokens.
@@ -58,7 +58,9 @@ impl Expectations {
         self
     }
 
-    /// Clock leeway in seconds for every time check.
+    /// Clock leeway in seconds for every time check (default 5 s): how far
+    /// this host's clock may disagree with the authority's. It widens every
+    /// window, the certificate's included.
     pub fn leeway(mut self, seconds: u64) -> Self {
         self.leeway = seconds;
         self
@@ -69,6 +71,11 @@ impl Expectations {
     pub fn max_cert_lifetime(mut self, seconds: u64) -> Self {
         self.max_cert_lifetime = seconds;
         self
+    }
+
+    /// The clock leeway, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway
     }
 
     /// The service name.
@@ -82,15 +89,109 @@ impl Expectations {
 pub struct Verified {
     /// The claims.
     pub claims: Arc<TokenClaims>,
-    /// End of the certificate that vouches for the token.
+    /// End of the certificate that vouches for the token, UNIX seconds.
     pub cert_not_after: u64,
 }
 
-#[derive(Deserialize)]
+/// The `alg` values accepted, both meaning Ed25519 (RFC 8037; RFC 9864
+/// section 2.2): `EdDSA` is what Tether emits, `Ed25519` its
+/// fully-specified name. Compared exactly: `alg` is case-sensitive.
+const ACCEPTED_ALGS: [&str; 2] = ["EdDSA", "Ed25519"];
+
+/// Parameters of JWE (RFC 7516 section 4.1) and of nested tokens (`cty`,
+/// RFC 7519 section 5.2): a signed Tether token has none of them.
+const FOREIGN_PARAMETERS: [&str; 3] = ["enc", "zip", "cty"];
+
+/// The JOSE header, checked parameter by parameter (RFC 7515 section 4.1,
+/// RFC 8725; `docs/formats.md`, "Token header"): what is left to use.
+#[derive(Debug)]
 struct Header {
-    alg: String,
-    #[serde(default)]
     kid: Option<String>,
+}
+
+/// A JSON object whose member names are unique: RFC 7515 section 4 lets a
+/// parser refuse duplicates or keep the last; refusing leaves no doubt about
+/// which `alg` or `kid` was meant. (`serde_json::Map` keeps the last.)
+struct UniqueObject(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object with unique member names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<UniqueObject, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    let value: serde_json::Value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueObject(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// Parses and checks the JOSE header. Parameters not named here are
+/// ignored, as RFC 7515 section 4 requires of parameters not listed in
+/// `crit`.
+fn parse_header(bytes: &[u8]) -> Result<Header> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Error::Malformed("header is not a JSON object with alg"));
+    }
+    // A repeated member is malformed JSON for a JOSE header, like any other.
+    let UniqueObject(h) = serde_json::from_slice(bytes)
+        .map_err(|_| Error::Malformed("header is not a JSON object with alg"))?;
+    match h.get("alg") {
+        Some(serde_json::Value::String(alg)) if ACCEPTED_ALGS.contains(&alg.as_str()) => {}
+        Some(serde_json::Value::String(alg)) => {
+            return Err(Error::UnsupportedAlgorithm(alg.clone()));
+        }
+        _ => return Err(Error::Malformed("header is not a JSON object with alg")),
+    }
+    if h.contains_key("crit") {
+        return Err(Error::BadHeader(
+            "crit names extensions, and this verifier understands none",
+        ));
+    }
+    // jku, jwk, x5u, x5c, x5t and x5t#S256 (RFC 7515 sections 4.1.2 to
+    // 4.1.8) are ignored: they are never read, fetched or used to pick a
+    // key. The only key is the certified session key, found through the
+    // chain in the claims and named by `kid` (RFC 8725 section 3.10).
+    if FOREIGN_PARAMETERS.iter().any(|p| h.contains_key(*p)) {
+        return Err(Error::BadHeader(
+            "cty, enc or zip: not a signed Tether token",
+        ));
+    }
+    match h.get("b64") {
+        None | Some(serde_json::Value::Bool(true)) => {}
+        Some(_) => {
+            return Err(Error::BadHeader(
+                "b64 other than true (RFC 7797 unencoded payload) is not accepted",
+            ));
+        }
+    }
+    match h.get("typ") {
+        None => {}
+        Some(serde_json::Value::String(t))
+            if t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("application/jwt") => {}
+        Some(_) => return Err(Error::BadHeader("typ is not JWT")),
+    }
+    let kid = match h.get("kid") {
+        None => None,
+        Some(serde_json::Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(Error::Malformed("kid is not a string")),
+    };
+    Ok(Header { kid })
 }
 
 /// A small bounded map: when full, an arbitrary entry makes room.
@@ -197,12 +298,39 @@ impl Verifier {
         &self.expect
     }
 
-    /// Verifies `token` now.
+    /// Verifies `token` now (the system clock, UNIX seconds).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::verify_at`], with no nonce to echo.
     pub fn verify(&self, token: &str) -> Result<Verified> {
         self.verify_at(token, None, tether_keys::now_unix())
     }
 
     /// Verifies `token` at `now` (UNIX seconds), requiring it to echo `nonce` if given.
+    ///
+    /// # Errors
+    ///
+    /// Why the token is refused, checked in this order so that a forged
+    /// token is reported as forged:
+    /// - [`Error::Malformed`]: over [`MAX_TOKEN_LEN`] bytes, not a compact
+    ///   JWS, bad base64url, JSON that is not an object of the expected
+    ///   members (a repeated member included), a `lic` or `dcert` that does
+    ///   not decode;
+    /// - [`Error::UnsupportedAlgorithm`]: `alg` other than `EdDSA`/`Ed25519`;
+    /// - [`Error::BadHeader`]: a header parameter refused (`crit`, `b64`
+    ///   other than true, `typ` other than JWT, `cty`, `enc`, `zip`);
+    /// - [`Error::UntrustedChain`]: the license is not signed by the vendor
+    ///   key, the certificate not by the licensed dongle, or `kid` does not
+    ///   name the certified session key;
+    /// - [`Error::BadSignature`]: the token's signature does not verify;
+    /// - [`Error::WrongAudience`], [`Error::WrongIssuer`],
+    ///   [`Error::ServiceNotLicensed`], [`Error::MissingFeature`],
+    ///   [`Error::NonceMismatch`]: an authentic token that is not for us;
+    /// - [`Error::CertificateTooLong`], [`Error::LifetimeTooLong`]: windows
+    ///   longer than allowed;
+    /// - [`Error::Expired`], [`Error::NotYetValid`]: the license, the
+    ///   certificate or the token at `now`, give or take the leeway.
     pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: u64) -> Result<Verified> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Malformed("token too large"));
@@ -232,11 +360,7 @@ impl Verifier {
         if claims_text.contains('.') {
             return Err(Error::Malformed("not a compact JWS"));
         }
-        let header: Header = json_object(&b64(header_text, "header is not base64url")?)
-            .ok_or(Error::Malformed("header is not a JSON object with alg"))?;
-        if header.alg.parse::<jsonwebtoken::Algorithm>() != Ok(jsonwebtoken::Algorithm::EdDSA) {
-            return Err(Error::UnsupportedAlgorithm(header.alg));
-        }
+        let header = parse_header(&b64(header_text, "header is not base64url")?)?;
         let signature: [u8; 64] = b64(&token[signed_len + 1..], "signature is not base64url")?
             .try_into()
             .map_err(|_| Error::Malformed("signature is not 64 bytes"))?;

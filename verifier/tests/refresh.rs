@@ -2,11 +2,15 @@
 //! SSE): licensed at start, dropped at once on `absent`, back on `present`,
 //! kept until the monotonic deadline when the authority vanishes (even with
 //! the wall clock set back), and a token that does not echo our nonce refused.
+//! Then what crowded and rate-limited authorities do to consumers: a refused
+//! event stream is reported at WARN and replaced by polling, `Retry-After` is
+//! honoured, and replicas told `present` at once do not stampede.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -22,6 +26,9 @@ use warp::Filter as _;
 const NORMAL: u8 = 0;
 const FAIL_500: u8 = 1;
 const WRONG_NONCE: u8 = 2;
+/// Answer the next request 429 with `Retry-After` as an HTTP-date 3 s
+/// ahead, then serve normally.
+const LIMIT_BY_DATE: u8 = 3;
 
 struct Fake {
     license: License,
@@ -31,6 +38,17 @@ struct Fake {
     mode: AtomicU8,
     present: watch::Sender<bool>,
     creds: CredentialFile,
+    /// More credentials for the same service: one per replica, so the
+    /// server can tell replicas apart (index + 1 in the log; 0 is `creds`).
+    replicas: Vec<CredentialFile>,
+    /// Answer `/events` with 503 `too_many_streams`.
+    refuse_events: AtomicBool,
+    /// The `Authorization` headers `/events` received.
+    events_auth: Mutex<Vec<Option<String>>>,
+    /// A token bucket shared by every credential: (tokens per second, state).
+    rate: Option<(f64, Mutex<(f64, Instant)>)>,
+    /// Every `/token` request: (replica, when it arrived, status answered).
+    log: Mutex<Vec<(usize, Instant, u16)>>,
 }
 
 fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
@@ -75,8 +93,44 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
         mode: AtomicU8::new(NORMAL),
         present: watch::channel(true).0,
         creds,
+        replicas: Vec::new(),
+        refuse_events: AtomicBool::new(false),
+        events_auth: Mutex::new(Vec::new()),
+        rate: None,
+        log: Mutex::new(Vec::new()),
     };
     (Arc::new(f), secret)
+}
+
+/// A fake with `n` replica credentials and a shared limit of `rate` tokens a
+/// second (burst of the same size, as tetherd's bucket).
+fn fake_replicas(ttl: u64, n: usize, rate: f64) -> (Arc<Fake>, Vec<ServiceSecret>) {
+    let (f, _) = fake(ttl);
+    let mut f = Arc::into_inner(f).unwrap();
+    let mut secrets = Vec::new();
+    for _ in 0..n {
+        let mut c = CredentialFile::default();
+        secrets.push(c.enroll("backend", false).unwrap());
+        f.replicas.push(c);
+    }
+    f.rate = Some((rate, Mutex::new((rate, Instant::now()))));
+    (Arc::new(f), secrets)
+}
+
+fn take_rate(f: &Fake) -> bool {
+    let Some((rate, bucket)) = &f.rate else {
+        return true;
+    };
+    let mut b = bucket.lock().unwrap();
+    let now = Instant::now();
+    b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(*rate);
+    b.1 = now;
+    if b.0 >= 1.0 {
+        b.0 -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -98,13 +152,49 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         .as_deref()
         .and_then(|a| a.strip_prefix("Bearer "))
         .unwrap_or("");
-    if f.creds.authenticate(bearer.as_bytes()).is_none() {
+    let who = if f.creds.authenticate(bearer.as_bytes()).is_some() {
+        0
+    } else if let Some(i) = f
+        .replicas
+        .iter()
+        .position(|c| c.authenticate(bearer.as_bytes()).is_some())
+    {
+        i + 1
+    } else {
         return err(StatusCode::UNAUTHORIZED, "unknown service credential");
-    }
+    };
+    let arrived = Instant::now();
+    let logged = |status: StatusCode, r: warp::reply::Response| {
+        f.log.lock().unwrap().push((who, arrived, status.as_u16()));
+        r
+    };
+    let with_retry = |s: StatusCode, m: &str| {
+        let mut r = err(s, m);
+        r.headers_mut()
+            .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+        logged(s, r)
+    };
     match f.mode.load(Ordering::SeqCst) {
         FAIL_500 => return err(StatusCode::INTERNAL_SERVER_ERROR, "boom"),
-        _ if !*f.present.borrow() => return err(StatusCode::SERVICE_UNAVAILABLE, "dongle absent"),
+        _ if !*f.present.borrow() => {
+            return with_retry(StatusCode::SERVICE_UNAVAILABLE, "dongle absent");
+        }
         _ => {}
+    }
+    if f.mode
+        .compare_exchange(LIMIT_BY_DATE, NORMAL, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        let at = std::time::SystemTime::now() + Duration::from_secs(3);
+        let mut r = err(StatusCode::TOO_MANY_REQUESTS, "rate limited");
+        r.headers_mut().insert(
+            "retry-after",
+            warp::http::HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap(),
+        );
+        return logged(StatusCode::TOO_MANY_REQUESTS, r);
+    }
+    if !take_rate(f) {
+        return with_retry(StatusCode::TOO_MANY_REQUESTS, "rate limited");
     }
     let now = tether_keys::now_unix();
     let nonce = if f.mode.load(Ordering::SeqCst) == WRONG_NONCE {
@@ -126,8 +216,11 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         ins: None,
     };
     let token = f.signer.sign(&claims).unwrap();
-    warp::reply::json(&serde_json::json!({"token": token, "expires_at": now + f.ttl}))
-        .into_response()
+    logged(
+        StatusCode::OK,
+        warp::reply::json(&serde_json::json!({"token": token, "expires_at": now + f.ttl}))
+            .into_response(),
+    )
 }
 
 /// Serves the fake on 127.0.0.1:0; dropping the returned sender stops it.
@@ -138,7 +231,21 @@ async fn serve(f: Arc<Fake>) -> (String, tokio::sync::oneshot::Sender<()>) {
         .and(warp::query::<Q>())
         .map(move |a, q| token_reply(&f1, a, q));
     let f2 = f.clone();
-    let events = warp::path!("events").map(move || {
+    let events = warp::path!("events")
+        .and(warp::header::optional::<String>("authorization"))
+        .map(move |auth: Option<String>| {
+        use warp::Reply as _;
+        f2.events_auth.lock().unwrap().push(auth);
+        if f2.refuse_events.load(Ordering::SeqCst) {
+            let mut r = warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({"code":"too_many_streams","message":"too many event streams"})),
+                warp::http::StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .into_response();
+            r.headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+            return r;
+        }
         let rx = f2.present.subscribe();
         let s = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
             if !first && rx.changed().await.is_err() {
@@ -151,7 +258,7 @@ async fn serve(f: Arc<Fake>) -> (String, tokio::sync::oneshot::Sender<()>) {
             ));
             Some((Ok::<_, std::convert::Infallible>(ev), (rx, false)))
         });
-        warp::sse::reply(warp::sse::keep_alive().stream(s))
+        warp::sse::reply(warp::sse::keep_alive().stream(s)).into_response()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -274,4 +381,277 @@ async fn a_wrong_credential_is_reported() {
         LicenseState::Unlicensed { reason } => assert!(reason.contains("401"), "{reason}"),
         s => panic!("{s:?}"),
     }
+}
+
+/// Captures log lines written while a test's current-thread runtime runs.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
+fn token_fetches(f: &Fake) -> usize {
+    f.log.lock().unwrap().len()
+}
+
+/// Issue 13 item 3, consumer side: an authority that refuses `/events`
+/// (503 `too_many_streams`, as when 256 hostile streams are held) leaves
+/// the consumer polling every `fallback_refresh`, so an unplug is still
+/// noticed within seconds; it says so once at WARN (not once per retry);
+/// the credential is sent on `/events`; half-life returns with the stream.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_event_stream_is_reported_and_replaced_by_polling() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (f, secret) = fake(60);
+    f.refuse_events.store(true, Ordering::SeqCst);
+    let (url, _stop) = serve(f.clone()).await;
+    let expose = secret.expose().to_string();
+    let config = WatchConfig::new(&url, "backend", secret, verifier())
+        .fallback_refresh(Duration::from_millis(500));
+    let watch = LicenseWatch::spawn(config);
+    until(&watch, Duration::from_secs(2), true).await;
+    // Let it retry the stream a few times: each waits at least the
+    // Retry-After (1 s) and the backoff (0.25, 0.5, 1, 2 s).
+    let start = Instant::now();
+    while f.events_auth.lock().unwrap().len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "too few attempts at /events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = watch.health();
+    assert!(!health.following_events, "{health:?}");
+    assert!(
+        health
+            .events_problem
+            .as_deref()
+            .unwrap_or("")
+            .contains("503"),
+        "{health:?}"
+    );
+    let attempts = f.events_auth.lock().unwrap().len();
+    assert!(attempts >= 3, "only {attempts} attempts at /events");
+    assert!(
+        f.events_auth
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a.as_deref() == Some(&format!("Bearer {expose}"))),
+        "/events without the service credential"
+    );
+    let text = logs.text();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cannot follow"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one WARN for {attempts} refusals:\n{text}");
+    // Polling every 0.5 s, not at half-life (30 s).
+    let fetched = token_fetches(&f);
+    let took = start.elapsed();
+    assert!(
+        fetched >= 4,
+        "{fetched} fetches in {took:?} while not following"
+    );
+    // Unplugged: noticed by polling, without any event.
+    f.present.send_replace(false);
+    let took = until(&watch, Duration::from_secs(2), false).await;
+    eprintln!("unplug noticed by polling after {took:?} (fallback_refresh 500 ms)");
+    f.present.send_replace(true);
+    until(&watch, Duration::from_secs(3), true).await;
+    // The stream is allowed again: followed within the backoff (<= 10 s),
+    // said at INFO, and refreshes return to half-life.
+    f.refuse_events.store(false, Ordering::SeqCst);
+    let start = Instant::now();
+    while !watch.health().following_events {
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "{:?}",
+            watch.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        logs.text()
+            .contains("following the authority's events again")
+    );
+    // At most the one fetch already scheduled, then half-life.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = token_fetches(&f);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        token_fetches(&f),
+        before,
+        "still polling with the stream back"
+    );
+    assert!(watch.is_licensed());
+}
+
+/// Issue 13 item 4: 8 replicas of one service, an authority limited to 2
+/// tokens a second (429 with `Retry-After: 1`), the dongle comes back and
+/// every replica hears `present` at once. No replica retries sooner than
+/// `Retry-After` after a 429, and all are licensed in about N / R = 4 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_their_fetches_and_honour_retry_after() {
+    // The default spread (1 s), then one sized for N / R = 4 s.
+    for spread in [Duration::from_secs(1), Duration::from_secs(4)] {
+        replicas_after_present(8, 2.0, spread).await;
+    }
+}
+
+async fn replicas_after_present(n: usize, rate: f64, spread: Duration) {
+    let (f, secrets) = fake_replicas(60, n, rate);
+    f.present.send_replace(false);
+    let (url, _stop) = serve(f.clone()).await;
+    let watches: Vec<LicenseWatch> = secrets
+        .into_iter()
+        .map(|s| {
+            LicenseWatch::spawn(
+                WatchConfig::new(&url, "backend", s, verifier()).event_spread(spread),
+            )
+        })
+        .collect();
+    // Every replica is refused (dongle absent) and follows the events.
+    let start = Instant::now();
+    while watches.iter().any(|w| !w.health().following_events) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "events not followed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(watches.iter().all(|w| !w.is_licensed()));
+    f.log.lock().unwrap().clear();
+    let back = Instant::now();
+    f.present.send_replace(true);
+    let mut licensed_after = vec![None; n];
+    while licensed_after.iter().any(Option::is_none) {
+        for (i, w) in watches.iter().enumerate() {
+            if licensed_after[i].is_none() && w.is_licensed() {
+                licensed_after[i] = Some(back.elapsed());
+            }
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "not all licensed in 30 s: {licensed_after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let last = licensed_after.iter().flatten().max().copied().unwrap();
+    let log = f.log.lock().unwrap().clone();
+    let refused = log.iter().filter(|e| e.2 == 429).count();
+    eprintln!(
+        "{n} replicas at {rate} tokens/s, event_spread {spread:?}: last licensed {last:?} \
+         after `present`, {refused} answers 429, {} requests",
+        log.len()
+    );
+    // Each retry after a 429 waited at least its Retry-After (1 s).
+    let mut waits = Vec::new();
+    for (i, (who, at, status)) in log.iter().enumerate() {
+        if *status != 429 {
+            continue;
+        }
+        if let Some((_, next, _)) = log[i + 1..].iter().find(|e| e.0 == *who) {
+            let waited = next.duration_since(*at);
+            waits.push(waited);
+            assert!(
+                waited >= Duration::from_secs(1),
+                "replica {who} retried {waited:?} after a 429 with Retry-After: 1"
+            );
+        }
+    }
+    if let Some(min) = waits.iter().min() {
+        eprintln!("shortest wait after a 429: {min:?} (Retry-After: 1)");
+    }
+    // Generous: the stampede took 18.4 s before; ideal is about N / R = 4 s.
+    assert!(
+        last < Duration::from_secs(15),
+        "last licensed after {last:?}"
+    );
+}
+
+/// Issue 13 item 8, consumer side: the refresher compares each token's
+/// `iat` with its own clock at receipt, reports the skew in its health, and
+/// warns once it passes half the leeway (here 20 s against 30 s).
+#[tokio::test(flavor = "current_thread")]
+async fn clock_skew_is_measured_and_reported() {
+    fn behind() -> u64 {
+        tether_keys::now_unix() - 20
+    }
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (f, secret) = fake(60);
+    let (url, _stop) = serve(f.clone()).await;
+    let lenient = || {
+        Verifier::new(
+            testkeys::vendor().public(),
+            Expectations::new("backend").leeway(30),
+        )
+    };
+    let skewed = LicenseWatch::spawn(
+        WatchConfig::new(&url, "backend", secret, lenient()).wall_clock(behind),
+    );
+    until(&skewed, Duration::from_secs(2), true).await;
+    let h = skewed.health();
+    let skew = h.clock_skew_secs.unwrap();
+    eprintln!("measured skew {skew} s with our clock set 20 s behind");
+    assert!((19..=20).contains(&skew), "{h:?}");
+    assert!(h.clocks_disagree, "{h:?}");
+    let text = logs.text();
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("disagree")
+            && l.contains("authority_ahead_s")),
+        "{text}"
+    );
+    // Another authority, our clock right: no disagreement.
+    drop(skewed);
+    let (f2, secret2) = fake(60);
+    let (url2, _stop2) = serve(f2).await;
+    let right = LicenseWatch::spawn(WatchConfig::new(&url2, "backend", secret2, lenient()));
+    until(&right, Duration::from_secs(2), true).await;
+    let h = right.health();
+    assert!((-1..=0).contains(&h.clock_skew_secs.unwrap()), "{h:?}");
+    assert!(!h.clocks_disagree, "{h:?}");
+}
+
+/// `Retry-After` as an HTTP-date (RFC 9110 section 10.2.3): the retry waits
+/// until that date (whole seconds, so at least 2 s of a date 3 s ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let (f, secret) = fake(60);
+    f.mode.store(LIMIT_BY_DATE, Ordering::SeqCst);
+    let (url, _stop) = serve(f.clone()).await;
+    let watch = LicenseWatch::spawn(WatchConfig::new(&url, "backend", secret, verifier()));
+    until(&watch, Duration::from_secs(8), true).await;
+    let log = f.log.lock().unwrap().clone();
+    assert_eq!(log[0].2, 429, "{log:?}");
+    assert_eq!(log[1].2, 200, "{log:?}");
+    let waited = log[1].1.duration_since(log[0].1);
+    eprintln!("retried {waited:?} after a 429 with an HTTP-date 3 s ahead");
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
 }

@@ -486,3 +486,274 @@ fn the_largest_license_that_signs_still_gives_tokens_that_verify() {
     );
     check(&token).unwrap();
 }
+
+/// The JOSE header, parameter by parameter (RFC 7515 section 4.1, RFC 8725,
+/// RFC 7797, RFC 9864): each test signs its header correctly with the
+/// certified session key, so only the parameter under test decides.
+mod jose_header {
+    use super::*;
+
+    fn kid() -> String {
+        testkeys::session().public().fingerprint().short()
+    }
+
+    /// A token with `header` (JSON text), valid claims, signed by the session key.
+    fn with_header(header: &str) -> String {
+        let claims = serde_json::to_string(&Mint::new().claims("backend")).unwrap();
+        raw_token(header, &claims, |m| testkeys::session().sign(m).to_vec())
+    }
+
+    fn check_header(header: &str) -> Result<(), Error> {
+        check(&with_header(header))
+    }
+
+    /// `alg` (4.1.1, RFC 8725 3.1): pinned to Ed25519. `EdDSA` (what Tether
+    /// emits) and `Ed25519` (RFC 9864's fully-specified name) are both
+    /// accepted and both mean the certified Ed25519 session key; every
+    /// other value, case variants included, is refused before any key is
+    /// touched.
+    #[test]
+    fn alg_is_pinned_to_ed25519() {
+        let kid = kid();
+        for alg in ["EdDSA", "Ed25519"] {
+            check_header(&format!(r#"{{"alg":"{alg}","kid":"{kid}"}}"#)).unwrap();
+        }
+        for alg in [
+            "none", "None", "HS256", "RS256", "ES256", "PS256", "Ed448", "eddsa", "EDDSA",
+            "ed25519", "ED25519", " EdDSA", "EdDSA ", "",
+        ] {
+            assert_eq!(
+                check_header(&format!(r#"{{"alg":"{alg}","kid":"{kid}"}}"#)),
+                Err(Error::UnsupportedAlgorithm(alg.into())),
+                "{alg:?}"
+            );
+        }
+        for alg in ["null", "1", r#"["EdDSA"]"#, r#"{"name":"EdDSA"}"#, "true"] {
+            assert!(
+                matches!(
+                    check_header(&format!(r#"{{"alg":{alg},"kid":"{kid}"}}"#)),
+                    Err(Error::Malformed(_))
+                ),
+                "{alg}"
+            );
+        }
+    }
+
+    /// `crit` (4.1.11): the verifier understands no extension, so any
+    /// `crit` is refused, whatever it lists (even registered names, which
+    /// RFC 7515 forbids there, or an empty list, which it also forbids).
+    #[test]
+    fn crit_is_refused() {
+        let kid = kid();
+        for crit in [
+            r#"["exp"]"#,
+            r#"["b64"]"#,
+            r#"["tether-x"]"#,
+            r#"[]"#,
+            r#""b64""#,
+            "null",
+        ] {
+            assert!(
+                matches!(
+                    check_header(&format!(
+                        r#"{{"alg":"EdDSA","kid":"{kid}","crit":{crit},"tether-x":1}}"#
+                    )),
+                    Err(Error::BadHeader(_))
+                ),
+                "{crit}"
+            );
+        }
+    }
+
+    /// `jku`, `jwk`, `x5u`, `x5c`, `x5t`, `x5t#S256` (4.1.2 to 4.1.8, RFC
+    /// 8725 3.10): ignored, never fetched, never used to pick a key. A
+    /// header offering the attacker's key still needs the certified key's
+    /// signature; one offering nonsense changes nothing for a genuine token.
+    #[test]
+    fn key_parameters_never_pick_a_key() {
+        let kid = kid();
+        let rogue = SecretKey::<Session>::from_seed(&[0x66; 32]);
+        let x = URL_SAFE_NO_PAD.encode(rogue.public().as_bytes());
+        let offers = format!(
+            r#""jwk":{{"kty":"OKP","crv":"Ed25519","x":"{x}"}},"jku":"http://127.0.0.1:1/jwks","x5u":"http://127.0.0.1:1/c","x5c":["AAAA"],"x5t":"AAAA","x5t#S256":"AAAA""#
+        );
+        // Genuine token, signed by the session key, with every offer: verifies.
+        check_header(&format!(r#"{{"alg":"EdDSA","kid":"{kid}",{offers}}}"#)).unwrap();
+        let claims = serde_json::to_string(&Mint::new().claims("backend")).unwrap();
+        // Signed by the offered key, kid naming the certified key: bad signature.
+        let t = raw_token(
+            &format!(r#"{{"alg":"EdDSA","kid":"{kid}",{offers}}}"#),
+            &claims,
+            |m| rogue.sign(m).to_vec(),
+        );
+        assert_eq!(check(&t), Err(Error::BadSignature));
+        // Signed by the offered key, kid naming it: not the certified key.
+        let rogue_kid = rogue.public().fingerprint().short();
+        let t = raw_token(
+            &format!(r#"{{"alg":"EdDSA","kid":"{rogue_kid}",{offers}}}"#),
+            &claims,
+            |m| rogue.sign(m).to_vec(),
+        );
+        assert!(matches!(check(&t), Err(Error::UntrustedChain(_))));
+    }
+
+    /// `kid` (4.1.4): required, a string, equal to the short fingerprint of
+    /// the session key the certificate names.
+    #[test]
+    fn kid_must_name_the_certified_session_key() {
+        let other = SecretKey::<Session>::from_seed(&[0x67; 32])
+            .public()
+            .fingerprint()
+            .short();
+        for header in [
+            r#"{"alg":"EdDSA"}"#.to_string(),
+            format!(r#"{{"alg":"EdDSA","kid":"{other}"}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{}"}}"#, kid().to_lowercase()),
+            r#"{"alg":"EdDSA","kid":""}"#.to_string(),
+        ] {
+            assert_eq!(
+                check_header(&header),
+                Err(Error::UntrustedChain(
+                    "kid does not name the certified session key"
+                )),
+                "{header}"
+            );
+        }
+        for kid in ["1", "null", r#"["x"]"#] {
+            assert!(matches!(
+                check_header(&format!(r#"{{"alg":"EdDSA","kid":{kid}}}"#)),
+                Err(Error::Malformed(_))
+            ));
+        }
+    }
+
+    /// `typ` (4.1.9, RFC 8725 3.11): Tether emits `JWT` (what jsonwebtoken
+    /// and PyJWT write and expect). It is optional; when present it must
+    /// say JWT (media types compare case-insensitively, `application/` may
+    /// be omitted). Explicit typing is not needed against cross-JWT
+    /// confusion here: the session key signs nothing but Tether tokens.
+    #[test]
+    fn typ_is_jwt_or_absent() {
+        let kid = kid();
+        check_header(&format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#)).unwrap();
+        for typ in ["JWT", "jwt", "application/jwt", "Application/JWT"] {
+            check_header(&format!(r#"{{"typ":"{typ}","alg":"EdDSA","kid":"{kid}"}}"#)).unwrap();
+        }
+        for typ in [
+            r#""at+jwt""#,
+            r#""JOSE""#,
+            r#""JWS""#,
+            r#""secevent+jwt""#,
+            r#""""#,
+            "null",
+            "1",
+        ] {
+            assert_eq!(
+                check_header(&format!(r#"{{"typ":{typ},"alg":"EdDSA","kid":"{kid}"}}"#)),
+                Err(Error::BadHeader("typ is not JWT")),
+                "{typ}"
+            );
+        }
+    }
+
+    /// `b64` (RFC 7797): an unencoded payload changes what the signature
+    /// covers; refused with or without `crit`. `true` is the ordinary
+    /// encoding and changes nothing.
+    #[test]
+    fn b64_false_is_refused() {
+        let kid = kid();
+        for header in [
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","b64":false}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","b64":false,"crit":["b64"]}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","b64":"false"}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","b64":0}}"#),
+        ] {
+            assert!(
+                matches!(check_header(&header), Err(Error::BadHeader(_))),
+                "{header}"
+            );
+        }
+        check_header(&format!(r#"{{"alg":"EdDSA","kid":"{kid}","b64":true}}"#)).unwrap();
+    }
+
+    /// Member names are unique (RFC 7515 section 4): a repeated one is
+    /// refused, whichever comes first, registered or not, escaped or not.
+    #[test]
+    fn duplicate_members_are_refused() {
+        let kid = kid();
+        for header in [
+            format!(r#"{{"alg":"EdDSA","alg":"none","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"none","alg":"EdDSA","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"EdDSA","alg":"EdDSA","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","kid":"{kid}"}}"#),
+            format!(r#"{{"typ":"JWT","typ":"at+jwt","alg":"EdDSA","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","x":1,"x":2}}"#),
+            format!(r#"{{"alg":"EdDSA","a\u006cg":"none","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"EdDSA","kid":"{kid}","crit":["a"],"crit":["a"]}}"#),
+        ] {
+            assert_eq!(
+                check_header(&header),
+                Err(Error::Malformed("header is not a JSON object with alg")),
+                "{header}"
+            );
+        }
+    }
+
+    /// `cty` (4.1.10; nested tokens, RFC 7519 5.2) and JWE's `enc` and
+    /// `zip` (RFC 7516 4.1): never in a signed Tether token, refused.
+    #[test]
+    fn cty_and_jwe_parameters_are_refused() {
+        let kid = kid();
+        for extra in [r#""cty":"JWT""#, r#""enc":"A256GCM""#, r#""zip":"DEF""#] {
+            assert!(
+                matches!(
+                    check_header(&format!(r#"{{"alg":"EdDSA","kid":"{kid}",{extra}}}"#)),
+                    Err(Error::BadHeader(_))
+                ),
+                "{extra}"
+            );
+        }
+    }
+
+    /// Parameters not defined by RFC 7515 and not listed in `crit` are
+    /// ignored, as section 4 requires.
+    #[test]
+    fn unknown_parameters_are_ignored() {
+        let kid = kid();
+        check_header(&format!(
+            r#"{{"alg":"EdDSA","kid":"{kid}","typ":"JWT","x-note":{{"a":[1,2]}},"iss":"x"}}"#
+        ))
+        .unwrap();
+    }
+
+    /// Why Tether keeps emitting `EdDSA` (docs/formats.md): `jsonwebtoken`
+    /// 11 cannot even parse a header saying `Ed25519`.
+    #[test]
+    fn jsonwebtoken_11_knows_eddsa_and_not_ed25519() {
+        let kid = kid();
+        let eddsa = with_header(&format!(r#"{{"alg":"EdDSA","kid":"{kid}"}}"#));
+        let ed25519 = with_header(&format!(r#"{{"alg":"Ed25519","kid":"{kid}"}}"#));
+        assert!(jsonwebtoken::decode_header(&eddsa).is_ok());
+        assert!(jsonwebtoken::decode_header(&ed25519).is_err());
+        check(&ed25519).unwrap();
+    }
+
+    /// The header must be a JSON object.
+    #[test]
+    fn the_header_is_an_object() {
+        for header in [
+            r#"["EdDSA"]"#,
+            r#""EdDSA""#,
+            "null",
+            "1",
+            "",
+            "{",
+            r#"{"alg":"EdDSA"} x"#,
+        ] {
+            assert!(
+                matches!(check_header(header), Err(Error::Malformed(_))),
+                "{header}"
+            );
+        }
+    }
+}

@@ -271,7 +271,16 @@ fn algorithm_confusion_and_key_injection_are_refused() {
     let m = Mint::new();
     let kid = m.kid();
     let claims = serde_json::to_string(&m.claims("backend", NOW)).unwrap();
-    for alg in ["eddsa", "EDDSA", "Ed25519", "ES256", "HS512", "PS256", ""] {
+    // `Ed25519` (RFC 9864's fully-specified name for what Tether signs) is
+    // accepted since issue 13 item 9, pinned to the same Ed25519 key as
+    // `EdDSA`; its case variants and every other algorithm stay refused.
+    let fully_specified = m.raw(&format!(r#"{{"alg":"Ed25519","kid":"{kid}"}}"#), &claims);
+    verifier("backend")
+        .verify_at(&fully_specified, None, NOW)
+        .unwrap();
+    for alg in [
+        "eddsa", "EDDSA", "ed25519", "ED25519", "Ed448", "ES256", "HS512", "PS256", "",
+    ] {
         let t = m.raw(&format!(r#"{{"alg":"{alg}","kid":"{kid}"}}"#), &claims);
         expect(
             &format!("alg {alg:?}"),
