@@ -312,9 +312,10 @@ mod tests {
         assert!(!t.release("backend", "b"));
         assert_eq!(t.acquire("backend", "c", 111, 176, None), Ok(Acquired::New));
         // A crashed holder's seat comes back when its lease lapses.
-        assert!(t.acquire("backend", "d", 175, 240, None).is_err());
-        assert_eq!(t.acquire("backend", "d", 176, 241, None), Ok(Acquired::New));
-        assert_eq!(t.usage(176)[0], ("backend".to_string(), 2, Some(2)));
+        // (a's lease ends at 175, c's at 176.)
+        assert!(t.acquire("backend", "d", 174, 239, None).is_err());
+        assert_eq!(t.acquire("backend", "d", 175, 240, None), Ok(Acquired::New));
+        assert_eq!(t.usage(175)[0], ("backend".to_string(), 2, Some(2)));
     }
 
     #[test]

@@ -78,6 +78,11 @@ impl StreamClass {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ClassLabel {
     class: StreamClass,
 }
@@ -95,6 +100,8 @@ pub struct Metrics {
     conn_errors: Family<ConnLabel, Counter>,
     streams_open: Family<ClassLabel, Gauge>,
     streams_refused: Family<ClassLabel, Counter>,
+    seats_in_use: Family<ServiceLabel, Gauge>,
+    seats_limit: Family<ServiceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -163,6 +170,18 @@ impl Default for Metrics {
             "GET /events streams refused because their class (or service) was full",
             streams_refused.clone(),
         );
+        let seats_in_use = Family::<ServiceLabel, Gauge>::default();
+        registry.register(
+            "tether_seats_in_use",
+            "Live leases per licensed service",
+            seats_in_use.clone(),
+        );
+        let seats_limit = Family::<ServiceLabel, Gauge>::default();
+        registry.register(
+            "tether_seats_limit",
+            "The license's seat count per seat-limited service",
+            seats_limit.clone(),
+        );
         Metrics {
             registry,
             streams_open,
@@ -174,6 +193,8 @@ impl Default for Metrics {
             heartbeat_failures,
             heartbeat,
             conn_errors,
+            seats_in_use,
+            seats_limit,
         }
     }
 }
@@ -237,8 +258,21 @@ impl Metrics {
 
     /// OpenMetrics text exposition ([`CONTENT_TYPE`]); `present` is the
     /// current state.
-    pub fn render(&self, present: bool) -> String {
+    pub fn render(&self, present: bool, seats: &[(String, usize, Option<u32>)]) -> String {
         self.present.set(i64::from(present));
+        for (service, in_use, limit) in seats {
+            let label = ServiceLabel {
+                service: service.clone(),
+            };
+            self.seats_in_use
+                .get_or_create(&label)
+                .set(i64::try_from(*in_use).unwrap_or(i64::MAX));
+            if let Some(limit) = limit {
+                self.seats_limit
+                    .get_or_create(&label)
+                    .set(i64::from(*limit));
+            }
+        }
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -257,7 +291,7 @@ mod tests {
         m.refused(RefusalCode::DongleAbsent);
         m.refused(RefusalCode::DongleAbsent);
         m.heartbeat(Duration::from_micros(1500));
-        let text = m.render(true);
+        let text = m.render(true, &[]);
         assert!(text.contains("tether_tokens_issued_total 1\n"));
         assert!(text.contains("tether_tokens_refused_total{reason=\"dongle_absent\"} 2\n"));
         assert!(text.contains("tether_heartbeat_seconds_bucket{le=\"0.001\"} 0\n"));
@@ -270,7 +304,7 @@ mod tests {
     #[test]
     fn every_reason_and_kind_has_its_own_series() {
         let m = Metrics::default();
-        let text = m.render(false);
+        let text = m.render(false, &[]);
         for code in RefusalCode::ALL {
             let line = format!(
                 "tether_tokens_refused_total{{reason=\"{}\"}} 0\n",
@@ -281,7 +315,7 @@ mod tests {
         for kind in ConnError::ALL {
             assert_eq!(m.connection_error(kind), 1);
         }
-        let text = m.render(false);
+        let text = m.render(false, &[]);
         assert!(
             text.contains("tether_http_connection_errors_total{kind=\"incomplete_message\"} 1\n"),
             "{text}"
@@ -289,7 +323,7 @@ mod tests {
         assert!(text.contains("tether_dongle_present 0\n"));
         m.refused(RefusalCode::Internal);
         assert!(
-            m.render(false)
+            m.render(false, &[])
                 .contains("tether_tokens_refused_total{reason=\"internal\"} 1\n")
         );
     }

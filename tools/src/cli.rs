@@ -143,7 +143,7 @@ pub enum KeygenCmd {
 #[derive(Debug, Subcommand)]
 pub enum LicenseCmd {
     /// Sign a license binding a customer to one dongle.
-    Issue(LicenseIssueArgs),
+    Issue(Box<LicenseIssueArgs>),
     /// Check a license's signature against the vendor public key, and its validity now.
     Verify {
         /// The vendor public key (vendor.pub).
@@ -184,6 +184,11 @@ pub struct LicenseIssueArgs {
     /// Longest token lifetime an authority may issue (e.g. 5m).
     #[arg(long, env = "TETHER_MAX_TTL", default_value = "5m")]
     pub max_ttl: String,
+    /// Seats: how many instances of a service may run at once, as
+    /// SERVICE=COUNT pairs, comma-separated (e.g. backend=4,muxer=1); a
+    /// service left out is unlimited.
+    #[arg(long, env = "TETHER_SEATS", value_delimiter = ',')]
+    pub seats: Vec<String>,
     /// Output file.
     #[arg(long, env = "TETHER_LICENSE_OUT")]
     pub out: PathBuf,

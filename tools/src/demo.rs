@@ -236,6 +236,7 @@ fn provision(dir: &Path) -> anyhow::Result<()> {
         valid_for: "1d".into(),
         not_before: None,
         max_ttl: "5m".into(),
+        seats: Vec::new(),
         out: dir.join("license.tether"),
         force: false,
     })?;

@@ -108,7 +108,25 @@ pub fn get(url: &str, path: &str, bearer: Option<&str>) -> io::Result<Response> 
     if let Some(secret) = bearer {
         request = request.header("Authorization", format!("Bearer {secret}"));
     }
-    let mut response = request.call().map_err(ureq::Error::into_io)?;
+    read_response(request.call().map_err(ureq::Error::into_io)?)
+}
+
+/// `DELETE url+path` (e.g. `/lease?instance=ID`), optionally with a bearer
+/// credential.
+///
+/// # Errors
+///
+/// As [`get`].
+pub fn delete(url: &str, path: &str, bearer: Option<&str>) -> io::Result<Response> {
+    let host = authority_of(url)?;
+    let mut request = agent().delete(format!("http://{host}{path}"));
+    if let Some(secret) = bearer {
+        request = request.header("Authorization", format!("Bearer {secret}"));
+    }
+    read_response(request.call().map_err(ureq::Error::into_io)?)
+}
+
+fn read_response(mut response: ureq::http::Response<ureq::Body>) -> io::Result<Response> {
     let status = response.status().as_u16();
     let headers = response
         .headers()

@@ -29,7 +29,7 @@ const MAX_INPUT: u64 = 1 << 20;
 /// Keys whose numbers are instants (UNIX seconds) in human output.
 const INSTANTS: &[&str] = &["issued_at", "not_before", "not_after", "iat", "nbf", "exp"];
 /// Keys whose numbers are durations in seconds in human output.
-const DURATIONS: &[&str] = &["max_token_ttl", "lifetime"];
+const DURATIONS: &[&str] = &["max_token_ttl", "lifetime", "grace", "nonce_period"];
 
 /// Where a signature check stands, for the output.
 fn status(result: Option<Result<(), String>>, why_not: &str) -> Value {
@@ -45,9 +45,19 @@ const NO_VENDOR: &str = "pass --vendor-pub to check it";
 fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value {
     let t = license.terms();
     let checked = vendor.map(|v| license.verify(v).map_err(|e| e.to_string()));
+    let seats: serde_json::Map<String, Value> = t
+        .services
+        .iter()
+        .map(|s| {
+            let n = t.seats_for(s).map_or(json!("unlimited"), |n| json!(n));
+            (s.clone(), n)
+        })
+        .collect();
     json!({
         "kind": "license",
+        "format_version": license.version(),
         "id": t.id.to_string(),
+        "sequence": t.sequence,
         "customer": t.customer,
         "vendor": license.vendor().to_string(),
         "dongle_serial": t.dongle_serial,
@@ -58,6 +68,9 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "max_token_ttl": t.max_token_ttl,
         "features": t.features,
         "services": t.services,
+        "seats": seats,
+        "grace": t.grace,
+        "nonce_period": t.nonce_period,
         "signature": status(checked, NO_VENDOR),
     })
 }

@@ -179,7 +179,7 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         max_token_ttl,
         features: normalize_names("feature", &features)?,
         services: normalize_names("service", &args.services)?,
-        seats: Default::default(),
+        seats: parse_seats(&args.seats)?,
         sequence: 1,
         grace: 0,
         nonce_period: 0,
@@ -192,6 +192,25 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         overwrite(args.force),
     )?;
     Ok(license)
+}
+
+/// Parses `--seats SERVICE=COUNT,...` (the license checks that each service
+/// is licensed and each count at least 1).
+fn parse_seats(pairs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
+    let mut seats = std::collections::BTreeMap::new();
+    for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+        let (service, count) = pair
+            .split_once('=')
+            .with_context(|| format!("--seats {pair:?}: expected SERVICE=COUNT"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .with_context(|| format!("--seats {pair:?}: the count must be a whole number"))?;
+        if seats.insert(service.trim().to_string(), count).is_some() {
+            anyhow::bail!("--seats names {service:?} twice");
+        }
+    }
+    Ok(seats)
 }
 
 /// `tether license issue|verify`.

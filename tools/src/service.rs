@@ -61,6 +61,7 @@ struct App {
 fn license_json(app: &App) -> serde_json::Value {
     let mut v = license_state_json(app);
     let h = app.watch.health();
+    v["instance"] = json!(app.watch.instance());
     v["events"] = json!({"following": h.following_events, "problem": h.events_problem});
     v["clock"] = json!({
         "authority_ahead_s": h.clock_skew_secs,
@@ -204,7 +205,11 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
             .graceful(tether_authority::shutdown_signal())
             .run()
             .await;
-        tracing::info!(service = %name, "stopped");
+        // Give the seat back at once rather than when its lease lapses.
+        if let Err(e) = app.watch.release().await {
+            tracing::warn!(service = %name, error = %e, "could not release the seat; it lapses with the last token");
+        }
+        tracing::info!(service = %name, instance = app.watch.instance(), "stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -47,6 +47,10 @@ pub enum Error {
     /// A feature this service needs is not in the license.
     #[error("license lacks feature {0:?}")]
     MissingFeature(String),
+    /// The token was issued to another consumer instance (its `ins` claim):
+    /// one token shared by several copies is refused by each that checks.
+    #[error("token was issued to another instance")]
+    WrongInstance,
     /// The token does not echo the nonce this service sent.
     #[error("token does not echo our nonce")]
     NonceMismatch,

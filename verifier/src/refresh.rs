@@ -112,6 +112,7 @@ pub struct WatchConfig {
     fallback_refresh: Duration,
     event_spread: Duration,
     wall_clock: fn() -> u64,
+    instance: String,
 }
 
 impl std::fmt::Debug for WatchConfig {
@@ -122,6 +123,7 @@ impl std::fmt::Debug for WatchConfig {
             .field("follow_events", &self.follow_events)
             .field("fallback_refresh", &self.fallback_refresh)
             .field("event_spread", &self.event_spread)
+            .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
@@ -144,7 +146,33 @@ impl WatchConfig {
             fallback_refresh: Duration::from_secs(3),
             event_spread: Duration::from_secs(1),
             wall_clock: tether_keys::now_unix,
+            instance: random_instance(service),
         }
+    }
+
+    /// This consumer's instance id (default: the service name and 12 random
+    /// characters, new at every process start): it holds a seat's lease at
+    /// the authority, and every token must name it.
+    ///
+    /// # Errors
+    /// When `id` is not 1-64 characters of `[A-Za-z0-9._-]`.
+    pub fn instance(mut self, id: &str) -> Result<Self, String> {
+        let ok = (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(format!(
+                "instance {id:?}: use 1-64 characters of A-Z a-z 0-9 . _ -"
+            ));
+        }
+        self.instance = id.to_string();
+        Ok(self)
+    }
+
+    /// The instance id this watch fetches tokens as.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
     }
 
     /// Whether to follow `/events` (default on). Off, the license ends at
@@ -182,6 +210,7 @@ impl WatchConfig {
 /// Keeps a service licensed in the background. Stops when dropped.
 #[derive(Debug)]
 pub struct LicenseWatch {
+    config: Arc<WatchConfig>,
     rx: watch::Receiver<LicenseState>,
     health: watch::Receiver<WatchHealth>,
     tasks: Vec<JoinHandle<()>>,
@@ -217,8 +246,37 @@ impl LicenseWatch {
                 health_tx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(refresh_loop(config, tx, ev_rx, health_tx)));
-        LicenseWatch { rx, health, tasks }
+        tasks.push(tokio::spawn(refresh_loop(
+            config.clone(),
+            tx,
+            ev_rx,
+            health_tx,
+        )));
+        LicenseWatch {
+            config,
+            rx,
+            health,
+            tasks,
+        }
+    }
+
+    /// This consumer's instance id (`WatchConfig::instance`).
+    pub fn instance(&self) -> &str {
+        &self.config.instance
+    }
+
+    /// Stops fetching and releases this instance's seat at the authority
+    /// (`DELETE /lease`) at once, for a graceful shutdown. Without it the
+    /// seat comes back when the lease lapses, one token lifetime later.
+    ///
+    /// # Errors
+    /// When the authority cannot be reached or refuses (no lease held is not
+    /// an error).
+    pub async fn release(&self) -> Result<(), String> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        release_lease(&self.config).await
     }
 
     /// The current state. A token whose monotonic deadline has passed is
@@ -277,7 +335,63 @@ fn parse_retry_after(value: &str, now: u64) -> Option<Duration> {
 }
 
 /// One GET of `/token`.
+/// A random instance id: `SERVICE-` (at most 51 characters of it) and 12
+/// base32 characters (60 bits).
+fn random_instance(service: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut raw = [0u8; 12];
+    tether_keys::random_fill(&mut raw);
+    let suffix: String = raw
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b & 31)]))
+        .collect();
+    let prefix: String = service
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(51)
+        .collect();
+    if prefix.is_empty() {
+        suffix
+    } else {
+        format!("{prefix}-{suffix}")
+    }
+}
+
+/// Releases this instance's seat at the authority (`DELETE /lease`), for a
+/// graceful shutdown; a lease not released lapses one token lifetime later.
+///
+/// # Errors
+/// When the authority cannot be reached or answers other than 204 or 404
+/// (no lease held).
+async fn release_lease(config: &WatchConfig) -> Result<(), String> {
+    let path = format!("/lease?instance={}", config.instance);
+    let answer = request(
+        hyper::Method::DELETE,
+        &config.host_port,
+        &path,
+        config.secret.expose(),
+        (config.wall_clock)(),
+    )
+    .await?;
+    match answer.status {
+        204 | 404 => Ok(()),
+        other => Err(format!(
+            "the authority answered {other} to releasing the lease"
+        )),
+    }
+}
+
 async fn get(host_port: &str, path: &str, bearer: &str, now: u64) -> Result<Answer, String> {
+    request(hyper::Method::GET, host_port, path, bearer, now).await
+}
+
+async fn request(
+    method: hyper::Method,
+    host_port: &str,
+    path: &str,
+    bearer: &str,
+    now: u64,
+) -> Result<Answer, String> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(host_port)
             .await
@@ -286,7 +400,9 @@ async fn get(host_port: &str, path: &str, bearer: &str, now: u64) -> Result<Answ
             .await
             .map_err(|e| format!("HTTP handshake with {host_port}: {e}"))?;
         tokio::spawn(conn);
-        let req = Request::get(path)
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
             .header(HOST, host_port)
             .header(AUTHORIZATION, format!("Bearer {bearer}"))
             .body(Empty::<Bytes>::new())
@@ -348,7 +464,7 @@ async fn fetch(config: &WatchConfig) -> Fetch {
     let mut raw = [0u8; 18];
     tether_keys::random_fill(&mut raw);
     let nonce = URL_SAFE_NO_PAD.encode(raw);
-    let path = format!("/token?nonce={nonce}");
+    let path = format!("/token?nonce={nonce}&instance={}", config.instance);
     let answer = match get(
         &config.host_port,
         &path,
@@ -374,7 +490,7 @@ async fn fetch(config: &WatchConfig) -> Fetch {
                 at_least(answer.retry_after.unwrap_or(Duration::from_secs(1))),
             ),
             // The authority's answer on the license itself: believe it at once.
-            401 | 403 | 503 => Fetch::Refused(
+            401 | 403 | 409 | 503 => Fetch::Refused(
                 reason,
                 match answer.retry_after {
                     Some(wait) => at_least(wait),
@@ -393,6 +509,10 @@ async fn fetch(config: &WatchConfig) -> Fetch {
     };
     let now = (config.wall_clock)();
     match config.verifier.verify_at(&token, Some(&nonce), now) {
+        Ok(v) if v.claims.ins.as_deref() != Some(config.instance.as_str()) => Fetch::Refused(
+            "token refused: it was issued to another instance".into(),
+            BACKOFF_MIN * 4,
+        ),
         Ok(v) => {
             let skew = i64::try_from(v.claims.iat)
                 .unwrap_or(i64::MAX)

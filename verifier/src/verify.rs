@@ -35,6 +35,7 @@ pub struct Expectations {
     features: Vec<String>,
     leeway: u64,
     max_cert_lifetime: u64,
+    instance: Option<String>,
 }
 
 impl Expectations {
@@ -46,7 +47,16 @@ impl Expectations {
             features: Vec::new(),
             leeway: 5,
             max_cert_lifetime: 15 * 60,
+            instance: None,
         }
+    }
+
+    /// This consumer's instance id: tokens must name it in their `ins`
+    /// claim (`GET /token?instance=`), so a token copied to another instance
+    /// is refused there.
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
     }
 
     /// Features the license must grant.
@@ -461,6 +471,11 @@ impl Verifier {
             && c.nonce.as_deref() != Some(n)
         {
             return Err(Error::NonceMismatch);
+        }
+        if let Some(own) = &self.expect.instance
+            && c.ins.as_deref() != Some(own.as_str())
+        {
+            return Err(Error::WrongInstance);
         }
         let cert_len = req.not_after.saturating_sub(req.not_before);
         if cert_len > self.expect.max_cert_lifetime {

@@ -235,7 +235,8 @@ pub async fn release_lease(
 /// Never: every outcome, refusals included, is a response (`Infallible`
 /// is what warp's `and_then` asks for).
 pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
-    let text = auth.metrics.render(auth.is_present());
+    let seats = auth.leases.usage(tether_keys::now_unix());
+    let text = auth.metrics.render(auth.is_present(), &seats);
     Ok(
         warp::reply::with_header(text, header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
             .into_response(),

@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(logged, LOG_BURST as usize);
         assert!(
             metrics
-                .render(false)
+                .render(false, &[])
                 .contains("tether_http_connection_errors_total{kind=\"io\"} 100\n")
         );
     }

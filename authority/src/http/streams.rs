@@ -144,7 +144,7 @@ mod tests {
             places.take(None, &m).unwrap_err().kind(),
             RefusalCode::TooManyStreams
         );
-        let text = m.render(false);
+        let text = m.render(false, &[]);
         assert!(
             text.contains("tether_event_streams{class=\"anonymous\"} 256\n"),
             "{text}"
@@ -159,7 +159,7 @@ mod tests {
         let b = places.take(Some("b"), &m).unwrap();
         drop((anon, a, b));
         assert!(
-            m.render(false)
+            m.render(false, &[])
                 .contains("tether_event_streams{class=\"anonymous\"} 0\n")
         );
         assert!(places.take(None, &m).is_ok());

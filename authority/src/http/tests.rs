@@ -255,7 +255,11 @@ async fn request_parsing_follows_the_rfcs_and_bad_input_is_4xx() {
         ("/token?nonce=a+b", "a space (form encoding)"),
         ("/token?nonce=a&nonce=b", "a repeated parameter"),
         ("/token?nonce=%ff", "not UTF-8"),
-        ("/token?instance=x", "an unknown parameter"),
+        ("/token?seat=x", "an unknown parameter"),
+        (
+            "/token?instance=a%20b",
+            "an instance outside A-Z a-z 0-9 . _ -",
+        ),
         ("/token?nonce=%zz", "a broken escape"),
     ] {
         let r = get(rig.addr, path, &[&auth]).await;
