@@ -1,8 +1,10 @@
 //! `GET /token` under load, next to two endpoints of the same server built
 //! only for this benchmark: a trivial one, and one that returns one raw
 //! Ed25519 signature over a payload of the token's size (the ceiling for one
-//! signature per token). Then unplug -> first refused request, over 100
-//! unplugs, and resident memory at load.
+//! signature per token), and `GET /token` with seat accounting on (1,000
+//! instances cycling over a 1,000-seat service). Then unplug -> first
+//! refused request, over 100 unplugs, resident memory at load, and the lease
+//! table's memory for 100,000 instances.
 //!
 //! `cargo bench -p tether-authority --bench token_http` (needs `wrk`:
 //! `apt-get install wrk`). Load: wrk, 1 thread, 64 connections, loopback.
@@ -61,8 +63,15 @@ fn combine(rounds: &[Wrk]) -> Wrk {
 }
 
 fn wrk(url: &str, header: Option<&str>, secs: u32) -> Wrk {
+    wrk_script(url, header, secs, None)
+}
+
+fn wrk_script(url: &str, header: Option<&str>, secs: u32, script: Option<&Path>) -> Wrk {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "-c64", &format!("-d{secs}s"), "--latency"]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }
@@ -115,7 +124,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String) {
+fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String, String) {
     let vendor = SecretKey::<Vendor>::generate();
     let dongle_key = SecretKey::<Dongle>::generate();
     keyfile::write_public_key(
@@ -136,8 +145,8 @@ fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String) {
         not_after: now + 86_400,
         max_token_ttl: 300,
         features: vec!["mux".into()],
-        services: vec!["backend".into()],
-        seats: Default::default(),
+        services: vec!["backend".into(), "seated".into()],
+        seats: [("seated".to_string(), 1000)].into(),
         sequence: 1,
         grace: 0,
         nonce_period: 0,
@@ -153,6 +162,7 @@ fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String) {
     .unwrap();
     let mut creds = CredentialFile::default();
     let secret = creds.enroll("backend", false).unwrap().expose().to_string();
+    let seated = creds.enroll("seated", false).unwrap().expose().to_string();
     creds.save(&dir.join("credentials")).unwrap();
     let config = Config {
         license: dir.join("license.tether"),
@@ -169,7 +179,7 @@ fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String) {
         log_json: false,
     };
     let _ = config::DEFAULT_CONFIG;
-    (config, dongle_key, secret)
+    (config, dongle_key, secret, seated)
 }
 
 fn main() {
@@ -178,7 +188,14 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (config, dongle_key, secret) = provision(dir.path());
+    let (config, dongle_key, secret, seated) = provision(dir.path());
+    let cycle = dir.path().join("instances.lua");
+    std::fs::write(
+        &cycle,
+        "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
+         return wrk.format(\"GET\", \"/token?instance=i\" .. (counter % 1000))\nend\n",
+    )
+    .unwrap();
     // No rate limit on the emulated dongle: the benchmark re-plugs it 100 times.
     let rules = Rules {
         reach_budget: Duration::ZERO,
@@ -234,20 +251,32 @@ fn main() {
     // Rounds of 2 s per endpoint, interleaved, so a neighbour's load falls on
     // all three alike; req/s is the mean over rounds, latency the worst round.
     let (rounds, secs) = (3, 2);
-    let mut runs: [Vec<Wrk>; 3] = Default::default();
+    let seated_bearer = format!("Authorization: Bearer {seated}");
+    let mut runs: [Vec<Wrk>; 4] = Default::default();
     for _ in 0..rounds {
         runs[0].push(wrk(&format!("{base}/bench/trivial"), None, secs));
         runs[1].push(wrk(&format!("{base}/bench/sign"), None, secs));
         runs[2].push(wrk(&format!("{base}/token"), Some(&bearer), secs));
+        runs[3].push(wrk_script(
+            &format!("{base}/token"),
+            Some(&seated_bearer),
+            secs,
+            Some(&cycle),
+        ));
     }
-    let [t, s, k] = runs.map(|r| combine(&r));
+    let [t, s, k, q] = runs.map(|r| combine(&r));
     let hwm = rss_kib("VmHWM:");
     let rss = rss_kib("VmRSS:");
     println!(
         "GET over loopback, wrk -t1 -c64, {rounds} interleaved rounds of {secs}s per endpoint, server on 2 worker threads, one run:"
     );
     println!("  endpoint            req/s     p50 ms   p99 ms   non-2xx");
-    for (name, w) in [("trivial", &t), ("one signature", &s), ("GET /token", &k)] {
+    for (name, w) in [
+        ("trivial", &t),
+        ("one signature", &s),
+        ("GET /token", &k),
+        ("/token + seats", &q),
+    ] {
         println!(
             "  {name:<16} {:>9.0} {:>9.2} {:>8.2} {:>9}",
             w.rps, w.p50_ms, w.p99_ms, w.non2xx
@@ -257,6 +286,10 @@ fn main() {
         "  /token vs one signature: {:.1}%  (target >= 85%);  vs trivial: {:.1}%",
         100.0 * k.rps / s.rps,
         100.0 * k.rps / t.rps
+    );
+    println!(
+        "  /token with seat accounting (1,000 instances cycling, 1,000 seats) vs one signature: {:.1}%  (target >= 85%)",
+        100.0 * q.rps / s.rps
     );
     println!(
         "  resident memory after load: {:.1} MiB (peak {:.1} MiB; whole bench process incl. emulator) (target < 20 MiB)",
@@ -292,4 +325,22 @@ fn main() {
         lat[lat.len() - 1]
     );
     stop.stop();
+
+    // The lease table's memory for 100,000 instances of one service.
+    let before = rss_kib("VmRSS:");
+    let table = tether_authority::leases::Leases::new([("svc", Some(200_000))]);
+    let now = tether_keys::now_unix();
+    for i in 0..100_000 {
+        table
+            .acquire("svc", &format!("instance-{i:08}"), now, now + 65, None)
+            .unwrap();
+    }
+    let after = rss_kib("VmRSS:");
+    let grown = after.saturating_sub(before);
+    println!(
+        "lease table for 100,000 instances: {:.1} MiB resident ({} bytes a lease)",
+        grown as f64 / 1024.0,
+        grown * 1024 / 100_000
+    );
+    drop(table);
 }

@@ -29,4 +29,4 @@ mod verify;
 pub use error::{Error, Result};
 #[cfg(feature = "refresh")]
 pub use refresh::{LicenseState, LicenseWatch, WatchConfig, WatchHealth};
-pub use verify::{Expectations, MAX_TOKEN_LEN, Verified, Verifier};
+pub use verify::{Expectations, MAX_TOKEN_LEN, Verified, Verifier, instance_matches};

@@ -509,10 +509,18 @@ async fn fetch(config: &WatchConfig) -> Fetch {
     };
     let now = (config.wall_clock)();
     match config.verifier.verify_at(&token, Some(&nonce), now) {
-        Ok(v) if v.claims.ins.as_deref() != Some(config.instance.as_str()) => Fetch::Refused(
-            "token refused: it was issued to another instance".into(),
-            BACKOFF_MIN * 4,
-        ),
+        Ok(v)
+            if !crate::verify::instance_matches(
+                v.claims.ins.as_deref(),
+                &config.instance,
+                v.seats,
+            ) =>
+        {
+            Fetch::Refused(
+                "token refused: it was issued to another instance".into(),
+                BACKOFF_MIN * 4,
+            )
+        }
         Ok(v) => {
             let skew = i64::try_from(v.claims.iat)
                 .unwrap_or(i64::MAX)

@@ -94,6 +94,17 @@ impl Expectations {
     }
 }
 
+/// Whether a token naming `ins` may serve the instance `own`: a token for
+/// another instance never, and one naming none only for a service without a
+/// seat limit (the authority issues tokens of a seat-limited service only
+/// to named instances, so an unnamed one there was not issued to us).
+pub fn instance_matches(ins: Option<&str>, own: &str, seats: Option<u32>) -> bool {
+    match ins {
+        Some(i) => i == own,
+        None => seats.is_none(),
+    }
+}
+
 /// A verified token: its claims and the window that bounds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -101,6 +112,8 @@ pub struct Verified {
     pub claims: Arc<TokenClaims>,
     /// End of the certificate that vouches for the token, UNIX seconds.
     pub cert_not_after: u64,
+    /// The license's seat count for the token's service (`None`: unlimited).
+    pub seats: Option<u32>,
 }
 
 /// The `alg` values accepted, both meaning Ed25519 (RFC 8037; RFC 9864
@@ -358,6 +371,7 @@ impl Verifier {
         Ok(Verified {
             claims: entry.claims.clone(),
             cert_not_after: entry.cert.request.not_after,
+            seats: entry.license.terms().seats_for(&entry.claims.aud),
         })
     }
 
@@ -473,7 +487,7 @@ impl Verifier {
             return Err(Error::NonceMismatch);
         }
         if let Some(own) = &self.expect.instance
-            && c.ins.as_deref() != Some(own.as_str())
+            && !instance_matches(c.ins.as_deref(), own, terms.seats_for(&c.aud))
         {
             return Err(Error::WrongInstance);
         }
