@@ -24,5 +24,5 @@ mod verify;
 
 pub use error::{Error, Result};
 #[cfg(feature = "refresh")]
-pub use refresh::{LicenseState, LicenseWatch, WatchConfig};
+pub use refresh::{LicenseState, LicenseWatch, RawToken, WatchConfig};
 pub use verify::{Expectations, MAX_TOKEN_LEN, Verified, Verifier};

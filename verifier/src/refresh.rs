@@ -47,6 +47,8 @@ pub enum LicenseState {
     Licensed {
         /// The token's claims.
         claims: Arc<TokenClaims>,
+        /// The token as received, for handing on (`tether run --token-file`).
+        token: RawToken,
         /// When the token's life ends, measured from its receipt.
         expires: std::time::Instant,
     },
@@ -57,6 +59,38 @@ pub enum LicenseState {
     },
 }
 
+/// A verified token as the authority sent it. Its `Debug` does not show
+/// it: a token must never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawToken(Arc<str>);
+
+impl RawToken {
+    /// The compact JWT.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RawToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawToken(..)")
+    }
+}
+
+/// An instance id that is not 1-64 characters of `A-Z a-z 0-9 . _ -`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an instance id is 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+pub struct InvalidInstance;
+
+/// Whether `id` may name a consumer instance: 1-64 characters of
+/// `A-Z a-z 0-9 . _ -` (so it needs no escaping in a query string).
+pub fn is_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// What the refresher needs.
 pub struct WatchConfig {
     host_port: String,
@@ -64,6 +98,7 @@ pub struct WatchConfig {
     secret: ServiceSecret,
     verifier: Arc<Verifier>,
     follow_events: bool,
+    instance: Option<String>,
     wall_clock: fn() -> u64,
 }
 
@@ -73,6 +108,7 @@ impl std::fmt::Debug for WatchConfig {
             .field("authority", &self.host_port)
             .field("service", &self.service)
             .field("follow_events", &self.follow_events)
+            .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +126,7 @@ impl WatchConfig {
             secret,
             verifier: Arc::new(verifier),
             follow_events: true,
+            instance: None,
             wall_clock: tether_keys::now_unix,
         }
     }
@@ -99,6 +136,22 @@ impl WatchConfig {
     pub fn follow_events(mut self, on: bool) -> Self {
         self.follow_events = on;
         self
+    }
+
+    /// Names this consumer instance to the authority in every token request
+    /// (`GET /token?instance=ID`; 1-64 characters of `A-Z a-z 0-9 . _ -`).
+    /// Unset (the default), the parameter is not sent: an authority without
+    /// seats refuses query parameters it does not know.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInstance`] when `id` is not such a name.
+    pub fn instance(mut self, id: &str) -> Result<Self, InvalidInstance> {
+        if !is_instance_id(id) {
+            return Err(InvalidInstance);
+        }
+        self.instance = Some(id.to_string());
+        Ok(self)
     }
 
     /// The wall clock verification uses (UNIX seconds); for tests.
@@ -227,7 +280,10 @@ async fn fetch(config: &WatchConfig) -> Fetch {
     let mut raw = [0u8; 18];
     tether_keys::random_fill(&mut raw);
     let nonce = URL_SAFE_NO_PAD.encode(raw);
-    let path = format!("/token?nonce={nonce}");
+    let path = match &config.instance {
+        Some(id) => format!("/token?nonce={nonce}&instance={id}"),
+        None => format!("/token?nonce={nonce}"),
+    };
     let (status, retry, body) =
         match get(&config.host_port, &path, Some(config.secret.expose())).await {
             Ok(r) => r,
@@ -266,6 +322,7 @@ async fn fetch(config: &WatchConfig) -> Fetch {
             Fetch::Token(
                 LicenseState::Licensed {
                     claims: v.claims,
+                    token: RawToken(token.into()),
                     expires: expires.into_std(),
                 },
                 next,
@@ -464,6 +521,16 @@ mod tests {
         );
         assert_eq!(parse_event("not json"), None);
         assert_eq!(parse_event(r#"{"state":"weird"}"#), None);
+    }
+
+    #[test]
+    fn instance_ids() {
+        for ok in ["a", "run-1.x_Y", &"z".repeat(64)] {
+            assert!(is_instance_id(ok), "{ok}");
+        }
+        for bad in ["", &"z".repeat(65), "a b", "a&b=c", "a/b", "é"] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
     }
 
     /// A server streaming `data:` lines that never end an event must not
