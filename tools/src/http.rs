@@ -1,5 +1,5 @@
-//! The CLI's HTTP client: `GET` with an optional bearer credential, and a
-//! reader for tetherd's server-sent events.
+//! The CLI's HTTP client: `GET` with an optional bearer credential, `DELETE`
+//! with one, and a reader for tetherd's server-sent events.
 //!
 //! Enough for `tether health` (the container healthcheck: the runtime image
 //! has no curl), `tether token`, the demo's status view and the end-to-end
@@ -108,7 +108,24 @@ pub fn get(url: &str, path: &str, bearer: Option<&str>) -> io::Result<Response> 
     if let Some(secret) = bearer {
         request = request.header("Authorization", format!("Bearer {secret}"));
     }
-    let mut response = request.call().map_err(ureq::Error::into_io)?;
+    read_response(request.call().map_err(ureq::Error::into_io)?)
+}
+
+/// `DELETE url+path` with a bearer credential (`tether run` releasing its
+/// seat), under the same limits as [`get`].
+///
+/// # Errors
+///
+/// As [`get`].
+pub fn delete(url: &str, path: &str, bearer: &str) -> io::Result<Response> {
+    let host = authority_of(url)?;
+    let request = agent()
+        .delete(format!("http://{host}{path}"))
+        .header("Authorization", format!("Bearer {bearer}"));
+    read_response(request.call().map_err(ureq::Error::into_io)?)
+}
+
+fn read_response(mut response: ureq::http::Response<ureq::Body>) -> io::Result<Response> {
     let status = response.status().as_u16();
     let headers = response
         .headers()
