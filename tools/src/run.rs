@@ -192,7 +192,16 @@ async fn supervise(plan: &Plan, watch: &LicenseWatch) -> anyhow::Result<i32> {
     tracing::info!(service = %plan.service, instance = %plan.instance, "waiting for a license");
     loop {
         if ending.is_none() {
-            program = follow_license(plan, watch.state(), program, &mut written)?;
+            program = match follow_license(plan, watch.state(), program, &mut written) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Never leave the program running ungated behind us.
+                    if let Some(pid) = program.pid() {
+                        signal_group(pid, Signal::KILL);
+                    }
+                    return Err(e);
+                }
+            };
         }
         let kill_at = match program {
             Program::Stopping(_, at) => at,
