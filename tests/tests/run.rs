@@ -107,6 +107,12 @@ fn the_program_runs_only_while_licensed_stop_mode() {
         pids(&starts).is_empty(),
         "started while the dongle was unplugged"
     );
+    let log = run.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not licensed: waiting") && l.contains("dongle")),
+        "the wait is explained: {log}"
+    );
 
     let plugged = Instant::now();
     site.dongle(&["plug"]);

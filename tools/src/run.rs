@@ -187,12 +187,11 @@ async fn supervise(plan: &Plan, watch: &LicenseWatch) -> anyhow::Result<i32> {
     let mut program = Program::Idle;
     // The signal that asked us to end, once one did.
     let mut ending: Option<Signal> = None;
-    // The token in --token-file (its jti), if one is there.
-    let mut written: Option<String> = None;
+    let mut seen = Seen::default();
     tracing::info!(service = %plan.service, instance = %plan.instance, "waiting for a license");
     loop {
         if ending.is_none() {
-            program = match follow_license(plan, watch.state(), program, &mut written) {
+            program = match follow_license(plan, watch.state(), program, &mut seen) {
                 Ok(p) => p,
                 Err(e) => {
                     // Never leave the program running ungated behind us.
@@ -259,21 +258,31 @@ async fn supervise(plan: &Plan, watch: &LicenseWatch) -> anyhow::Result<i32> {
     }
 }
 
+/// What the supervisor last did with the license.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The token in --token-file (its jti), if one is there.
+    written: Option<String>,
+    /// The last reason for not being licensed that was logged.
+    reason: Option<String>,
+}
+
 /// Starts, resumes, stops or pauses the program as the license now says;
 /// keeps the token file current.
 fn follow_license(
     plan: &Plan,
     state: LicenseState,
     program: Program,
-    written: &mut Option<String>,
+    seen: &mut Seen,
 ) -> anyhow::Result<Program> {
     match state {
         LicenseState::Licensed { claims, token, .. } => {
+            seen.reason = None;
             if let Some(path) = &plan.token_file
-                && written.as_deref() != Some(claims.jti.as_str())
+                && seen.written.as_deref() != Some(claims.jti.as_str())
             {
                 tether_keys::fsutil::write_atomic(path, token.expose().as_bytes(), 0o600)?;
-                *written = Some(claims.jti.clone());
+                seen.written = Some(claims.jti.clone());
             }
             Ok(match program {
                 Program::Idle => {
@@ -294,8 +303,15 @@ fn follow_license(
             })
         }
         LicenseState::Unlicensed { reason } => {
-            if let (Some(path), Some(_)) = (&plan.token_file, written.take()) {
+            if let (Some(path), Some(_)) = (&plan.token_file, seen.written.take()) {
                 let _ = std::fs::remove_file(path);
+            }
+            // Why the program is not (or no longer) running, once per reason.
+            if seen.reason.as_deref() != Some(reason.as_str()) {
+                if matches!(program, Program::Idle) {
+                    tracing::info!(%reason, "not licensed: waiting");
+                }
+                seen.reason = Some(reason.clone());
             }
             Ok(match (program, plan.on_loss) {
                 (Program::Running(pid), OnLoss::Stop) => {
