@@ -252,7 +252,8 @@ fn signals_reach_the_program_and_its_exit_code_comes_back() {
     // Told to end while waiting for a license: 128 + 15, at once.
     site.dongle(&["unplug"]);
     let mut run = tether_run(&site, &url, &[], &[], &["sh", "-c", "exit 0"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Logged once its signal handlers are in place.
+    within(T, "waiting", || run.log().contains("waiting for a license"));
     run.signal("TERM");
     assert_eq!(run.wait_exit(T), Some(128 + 15), "{}", run.log());
 }
@@ -409,12 +410,11 @@ fn no_zombie_when_tether_run_is_pid_1() {
     );
     within(T, "started", || ready.exists());
     // The process unshare forked: PID 1 of the new namespace.
-    let init = within(
+    within(
         Duration::from_secs(2),
         "tether run in the namespace",
         || !children(run.pid()).is_empty(),
     );
-    let _ = init;
     let pid1 = children(run.pid())[0];
     let ns_pid = std::fs::read_to_string(format!("/proc/{pid1}/status"))
         .unwrap()
@@ -423,14 +423,14 @@ fn no_zombie_when_tether_run_is_pid_1() {
         .map(|s| s.split_whitespace().last().unwrap().to_string())
         .unwrap();
     assert_eq!(ns_pid, "1", "tether run is PID 1 in its namespace");
-    // Orphans come and go for 1.5 s; a zombie seen twice 200 ms apart was
+    // Orphans come and go for 2 s; a zombie seen twice 500 ms apart was
     // never reaped.
     let mut orphans_seen = 0;
-    let end = Instant::now() + Duration::from_millis(1500);
+    let end = Instant::now() + Duration::from_millis(2000);
     while Instant::now() < end {
         let before = zombie_children(pid1);
         orphans_seen += children(pid1).len().saturating_sub(1);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
         let after = zombie_children(pid1);
         let stuck: Vec<_> = before.iter().filter(|p| after.contains(p)).collect();
         assert!(stuck.is_empty(), "zombies not reaped: {stuck:?}");
@@ -440,4 +440,37 @@ fn no_zombie_when_tether_run_is_pid_1() {
         "no orphan was ever re-parented to tether run"
     );
     eprintln!("orphans seen under PID 1: {orphans_seen}; none left a zombie");
+}
+
+#[test]
+fn a_program_that_ignores_sigterm_is_killed_after_the_grace() {
+    let site = Site::new();
+    let (_emu, _d, url) = authority(&site);
+    let starts = site.path("starts");
+    let script = format!(
+        "trap '' TERM; echo $$ >> {}; while :; do sleep 0.1; done",
+        starts.display()
+    );
+    let run = tether_run(&site, &url, &[], &["--grace", "1s"], &["sh", "-c", &script]);
+    within(T, "started", || {
+        pids(&starts).first().is_some_and(|&p| alive(p))
+    });
+    let pid = pids(&starts)[0];
+    let unplugged = Instant::now();
+    site.dongle(&["unplug"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(pid),
+        "SIGTERM is ignored: still running within the grace"
+    );
+    within(Duration::from_secs(3), "killed after the grace", || {
+        state(pid).is_none()
+    });
+    let took = unplugged.elapsed();
+    eprintln!("unplug -> a program ignoring SIGTERM gone after {took:?} (grace 1 s)");
+    assert!(
+        took >= Duration::from_secs(1),
+        "killed before the grace ran out"
+    );
+    assert!(run.log().contains("outlived its grace"), "{}", run.log());
 }
