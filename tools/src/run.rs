@@ -116,6 +116,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 f.display()
             );
         }
+        // A token left by an earlier run says nothing about this one.
+        let _ = std::fs::remove_file(f);
     }
     let plan = Plan {
         service: args.service,
@@ -164,7 +166,7 @@ fn instance_id() -> String {
 /// Refuses a program that cannot be found, before waiting for a license.
 fn check_program(program: &OsStr) -> anyhow::Result<()> {
     let path = Path::new(program);
-    let found = if path.components().count() > 1 || program.as_encoded_bytes().contains(&b'/') {
+    let found = if program.as_encoded_bytes().contains(&b'/') {
         path.is_file()
     } else {
         std::env::var_os("PATH")
