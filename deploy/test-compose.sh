@@ -10,7 +10,9 @@
 #     a license with a short max token TTL, service secrets)
 #  4. up with the emulated-dongle profile; both services licensed;
 #     GET /token through the published port: 200 with a credential, 401 without
-#  5. unplug the emulated dongle -> both services refuse; replug -> recover
+#  5. unplug the emulated dongle -> both services refuse; replug -> recover;
+#     the same for `web` (busybox httpd under `tether run`, stop mode): its
+#     port stops answering, then serves again, without a container restart
 #  6. docker kill the authority -> services work until token expiry, then
 #     refuse; docker start -> recover
 #  7. a foreign dongle, then a cloned one (counter below the mark): refused,
@@ -221,22 +223,22 @@ mkdir -p "$etc/secrets" "$work/vendor"
 # Short tokens, so that expiry after an authority crash takes seconds.
 ttl=6
 "$tether" license issue --vendor-key "$work/vendor/vendor.key" --dongle-pub "$etc/dongle/dongle.pub" \
-    --customer "Compose Test" --features mux --services backend,muxer \
+    --customer "Compose Test" --features mux --services backend,muxer,web \
     --valid-for 1d --max-ttl "${ttl}s" --out "$etc/license.tether" >/dev/null
 cp "$work/vendor/vendor.pub" "$etc/vendor.pub"
-for s in backend muxer; do
+for s in backend muxer web; do
     "$tether" service enroll "$s" --credentials "$etc/credentials" --secret-out "$etc/secrets/$s.secret" >/dev/null
 done
 # The containers run as uid 10001; private files stay 0600 and are theirs.
 chown -R 10001:10001 "$etc"
 chmod 0644 "$etc/license.tether" "$etc/vendor.pub"
 backend_secret="$(cat "$etc/secrets/backend.secret")"
-ok "vendor key, dongle $serial, license (max token TTL ${ttl}s), 2 services: $(ms_since "$t") ms"
+ok "vendor key, dongle $serial, license (max token TTL ${ttl}s), 3 services: $(ms_since "$t") ms"
 
-auth_port=$(probe port); backend_port=$(probe port); muxer_port=$(probe port)
+auth_port=$(probe port); backend_port=$(probe port); muxer_port=$(probe port); web_port=$(probe port)
 cat >> "$prefix/.env" <<ENV
 COMPOSE_PROJECT_NAME=$project
-COMPOSE_PROFILES=emulated-dongle
+COMPOSE_PROFILES=emulated-dongle,run-example
 TETHER_DONGLE=socket:/run/tether-dongle/dongle.sock
 TETHER_TOKEN_TTL=${ttl}s
 TETHER_CERT_LIFETIME=30s
@@ -244,9 +246,11 @@ TETHER_DONGLE_REFILL=2s
 TETHER_AUTHORITY_PUBLISH=127.0.0.1:$auth_port
 TETHER_BACKEND_PUBLISH=127.0.0.1:$backend_port
 TETHER_MUXER_PUBLISH=127.0.0.1:$muxer_port
+TETHER_WEB_PUBLISH=127.0.0.1:$web_port
 ENV
 authority="http://127.0.0.1:$auth_port"
 work_urls=("http://127.0.0.1:$backend_port/work" "http://127.0.0.1:$muxer_port/work")
+web_url="http://127.0.0.1:$web_port/"
 compose config -q || fail "compose config"
 ok "compose config: valid"
 
@@ -262,6 +266,8 @@ ok "install.sh: up and authority, backend, muxer healthy: $(ms_since "$t") ms"
 [ -n "$(cid_of dongle-emulator)" ] || fail "the emulated-dongle profile did not start the emulator"
 took=$(probe wait 200 30 "${work_urls[@]}") || fail "services not licensed"
 ok "backend and muxer licensed: $took ms after install.sh returned"
+took=$(probe wait 200 30 "$web_url") || fail "web (busybox httpd under tether run) not serving"
+ok "web (unmodified busybox httpd under tether run) serving: $took ms after install.sh returned"
 auth_cid=$(cid_of authority)
 emu_cid=$(cid_of dongle-emulator)
 auth_started=$(docker inspect -f '{{.State.StartedAt}}' "$auth_cid")
@@ -316,6 +322,20 @@ if [ -S "$sock.ctl" ]; then
 else
     echo "  note the volume's socket is not reachable from this host ($sock): precise timing skipped; docker exec times above"
 fi
+# An unmodified program gated by `tether run` (stop mode): the port goes
+# silent on unplug and serves again on replug, in the same container.
+web_cid=$(cid_of web)
+web_started=$(docker inspect -f '{{.State.StartedAt}}' "$web_cid")
+read -r exec_ms total_ms _ < <(probe act 0 5 "$unplug" "$web_url") || fail "web still answering after unplug"
+ok "unplug (docker exec) -> web's port not answering: <= $total_ms ms (docker exec $exec_ms ms)"
+probe hold 0 1 "$web_url" || fail "web answered while unplugged"
+ok "web stays silent while unplugged (1 s)"
+read -r exec_ms total_ms _ < <(probe act 200 15 "$plug" "$web_url") || fail "web not serving after replug"
+ok "replug (docker exec) -> web serving again: $total_ms ms (docker exec $exec_ms ms)"
+[ "$(docker inspect -f '{{.State.StartedAt}} {{.RestartCount}}' "$web_cid")" = "$web_started 0" ] \
+    || fail "web's container was restarted: tether run should have restarted the program inside it"
+docker logs "$web_cid" 2>&1 | grep -q 'license lost: stopping the program' || fail "tether run did not log the loss"
+ok "the same container throughout; tether run logged the loss and the restart"
 
 step "6. kill the authority: services run on their tokens until expiry"
 t_kill=$(date +%s%N)
@@ -332,6 +352,8 @@ t=$(date +%s%N)
 docker start "$auth_cid" >/dev/null
 took=$(probe wait 200 30 "${work_urls[@]}") || fail "services did not recover after docker start"
 ok "docker start -> both services licensed again: $(ms_since "$t") ms"
+probe wait 200 30 "$web_url" >/dev/null || fail "web did not recover after the authority came back"
+ok "web serving again after the authority came back: $(ms_since "$t") ms"
 auth_started=$(docker inspect -f '{{.State.StartedAt}}' "$auth_cid")
 
 step "7. a foreign dongle and a cloned one are refused, and /status says why"

@@ -46,6 +46,9 @@ pub enum Command {
     Backend(ServiceArgs),
     /// Run the reference `muxer` service (needs the `mux` feature).
     Muxer(ServiceArgs),
+    /// Run an unmodified program only while licensed: start it once a
+    /// verified token is held, stop or pause it when the license is lost.
+    Run(RunArgs),
     /// The whole product live, with an emulated dongle: the quick start.
     Demo(DemoArgs),
     /// Run the authority daemon (the same as the `tetherd` binary).
@@ -390,6 +393,54 @@ pub struct ServiceArgs {
     /// stampede its rate limit (about replicas / rate-limit seconds).
     #[arg(long, env = "TETHER_EVENT_SPREAD", default_value = "1s", value_parser = parse_spread)]
     pub event_spread: Duration,
+}
+
+/// What `tether run` does to the program when the license is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnLoss {
+    /// SIGTERM, SIGKILL after --grace; started again once licensed.
+    Stop,
+    /// SIGSTOP; SIGCONT once licensed again.
+    Pause,
+}
+
+/// Flags of `tether run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Service name, as enrolled and licensed.
+    #[arg(long, env = "TETHER_SERVICE_NAME")]
+    pub service: String,
+    /// tetherd's base URL.
+    #[arg(
+        long,
+        env = "TETHER_AUTHORITY_URL",
+        default_value = "http://127.0.0.1:7443"
+    )]
+    pub authority: String,
+    /// The vendor root public key: the only key a token is verified with.
+    #[arg(
+        long,
+        env = "TETHER_VENDOR_PUB",
+        default_value = "/etc/tether/vendor.pub"
+    )]
+    pub vendor_pub: PathBuf,
+    /// The service secret.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// What to do to the program when the license is lost.
+    #[arg(long, env = "TETHER_ON_LOSS", value_enum, default_value = "stop")]
+    pub on_loss: OnLoss,
+    /// How long the program has to exit after SIGTERM before SIGKILL (e.g. 10s).
+    #[arg(long, env = "TETHER_GRACE", default_value = "10s")]
+    pub grace: String,
+    /// Keep the current token in this file (mode 0600, replaced atomically on
+    /// each refresh, removed while unlicensed); its path is handed to the
+    /// program as TETHER_TOKEN_FILE.
+    #[arg(long, env = "TETHER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The program and its arguments (after `--`).
+    #[arg(required = true, last = true, value_name = "PROGRAM")]
+    pub program: Vec<std::ffi::OsString>,
 }
 
 /// Flags of `tether demo`.

@@ -1,5 +1,5 @@
-//! The CLI's HTTP client: `GET` with an optional bearer credential, and a
-//! reader for tetherd's server-sent events.
+//! The CLI's HTTP client: `GET` with an optional bearer credential, `DELETE`
+//! with one, and a reader for tetherd's server-sent events.
 //!
 //! Enough for `tether health` (the container healthcheck: the runtime image
 //! has no curl), `tether token`, the demo's status view and the end-to-end

@@ -11,6 +11,7 @@ mod dongle;
 mod inspect;
 mod logs;
 mod provision;
+mod run;
 mod service;
 mod state;
 
@@ -43,6 +44,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::State(cmd) => state::run(&cmd),
         Command::Backend(args) => service::run(service::Kind::Backend, args),
         Command::Muxer(args) => service::run(service::Kind::Muxer, args),
+        Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(&args),
         Command::Tetherd { args } => {
             let argv = std::iter::once("tetherd".into()).chain(args);

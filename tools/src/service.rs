@@ -73,7 +73,9 @@ fn license_json(app: &App) -> serde_json::Value {
 
 fn license_state_json(app: &App) -> serde_json::Value {
     match app.watch.state() {
-        LicenseState::Licensed { claims, expires } => json!({
+        LicenseState::Licensed {
+            claims, expires, ..
+        } => json!({
             "service": app.name,
             "licensed": true,
             "expires_in_ms": expires.saturating_duration_since(Instant::now()).as_millis() as u64,

@@ -28,5 +28,7 @@ mod verify;
 
 pub use error::{Error, Result};
 #[cfg(feature = "refresh")]
-pub use refresh::{LicenseState, LicenseWatch, WatchConfig, WatchHealth};
+pub use refresh::{
+    InvalidInstance, LicenseState, LicenseWatch, RawToken, WatchConfig, WatchHealth, is_instance_id,
+};
 pub use verify::{Expectations, MAX_TOKEN_LEN, Verified, Verifier, instance_matches};

@@ -73,6 +73,8 @@ pub enum LicenseState {
     Licensed {
         /// The token's claims.
         claims: Arc<TokenClaims>,
+        /// The token as received, for handing on (`tether run --token-file`).
+        token: RawToken,
         /// When the token's life ends, measured from its receipt.
         expires: std::time::Instant,
     },
@@ -100,6 +102,38 @@ pub struct WatchHealth {
     /// The skew is larger than half the verifier's leeway: tokens will soon
     /// be refused as not yet valid or expired if it grows.
     pub clocks_disagree: bool,
+}
+
+/// A verified token as the authority sent it. Its `Debug` does not show
+/// it: a token must never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawToken(Arc<str>);
+
+impl RawToken {
+    /// The compact JWT.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RawToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawToken(..)")
+    }
+}
+
+/// An instance id that is not 1-64 characters of `A-Z a-z 0-9 . _ -`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an instance id is 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+pub struct InvalidInstance;
+
+/// Whether `id` may name a consumer instance: 1-64 characters of
+/// `A-Z a-z 0-9 . _ -` (so it needs no escaping in a query string).
+pub fn is_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// What the refresher needs.
@@ -155,16 +189,10 @@ impl WatchConfig {
     /// the authority, and every token must name it.
     ///
     /// # Errors
-    /// When `id` is not 1-64 characters of `[A-Za-z0-9._-]`.
-    pub fn instance(mut self, id: &str) -> Result<Self, String> {
-        let ok = (1..=64).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !ok {
-            return Err(format!(
-                "instance {id:?}: use 1-64 characters of A-Z a-z 0-9 . _ -"
-            ));
+    /// [`InvalidInstance`] when `id` is not 1-64 characters of `[A-Za-z0-9._-]`.
+    pub fn instance(mut self, id: &str) -> Result<Self, InvalidInstance> {
+        if !is_instance_id(id) {
+            return Err(InvalidInstance);
         }
         self.instance = id.to_string();
         Ok(self)
@@ -531,6 +559,7 @@ async fn fetch(config: &WatchConfig) -> Fetch {
             Fetch::Token(
                 LicenseState::Licensed {
                     claims: v.claims,
+                    token: RawToken(token.into()),
                     expires: expires.into_std(),
                 },
                 next,
@@ -972,6 +1001,16 @@ mod tests {
             got,
             [Presence::Absent("unplugged".into()), Presence::Present]
         );
+    }
+
+    #[test]
+    fn instance_ids() {
+        for ok in ["a", "run-1.x_Y", &"z".repeat(64)] {
+            assert!(is_instance_id(ok), "{ok}");
+        }
+        for bad in ["", &"z".repeat(65), "a b", "a&b=c", "a/b", "é"] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
     }
 
     /// A server streaming `data:` lines that never end an event must not
