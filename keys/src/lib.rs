@@ -84,33 +84,34 @@ pub fn check_window(
     }
 }
 
-/// Parses a duration such as `90s`, `5m`, `12h`, `365d`, `250ms` or `60` (seconds).
+/// Parses a duration such as `90s`, `5m`, `1h 30m`, `365d`, `250ms` or `60`
+/// (seconds), with `humantime` restricted to the units `ms`, `s`, `m`, `h`, `d`.
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] unless the text is a whole number followed by nothing
-/// (seconds) or one of `ms`, `s`, `m`, `h`, `d`, or if it overflows.
+/// [`Error::Invalid`] for anything else (another unit, a fraction, a sign)
+/// or a duration that overflows.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
     let invalid = || Error::Invalid {
         what: "duration",
-        reason: format!("{text:?}: use a whole number and one of ms, s, m, h, d"),
+        reason: format!("{text:?}: use a number and a unit (ms, s, m, h, d), e.g. 5m or 1h 30m"),
     };
-    let n: u64 = num.parse().map_err(|_| invalid())?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => None,
+    // A bare whole number is seconds, as it always was here.
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Duration::from_secs).map_err(|_| invalid());
     }
-    .ok_or_else(invalid)
+    // humantime's grammar, with only the units these docs name (it also
+    // reads "5y" or "2months", which a license window should not hide).
+    let units_ok = text.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')
+        && text
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|u| !u.is_empty())
+            .all(|u| matches!(u, "ms" | "s" | "m" | "h" | "d"));
+    if !units_ok {
+        return Err(invalid());
+    }
+    humantime::parse_duration(text).map_err(|_| invalid())
 }
 
 /// Fixed keys for tests and test vectors. Never use them for anything else.
@@ -153,6 +154,7 @@ mod tests {
         );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         for bad in ["", "m", "5y", "-1s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
