@@ -10,9 +10,12 @@
 //! signature, a counter that goes backwards, an answer to another request) is
 //! refused and logged as a possible clone; it is never accepted silently.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use tether_keys::delegation::{fresh_nonce, presence_message};
 use tether_keys::{DelegationRequest, SecretKey, Session as SessionRole};
@@ -47,32 +50,55 @@ pub struct WatchSettings {
     pub cert_lifetime: Duration,
 }
 
-/// Stops the watchdog: set once, wakes any wait at once.
+/// The daemon's shutdown token as the blocking watchdog thread sees it, and
+/// the one bridge between the two: a thread cannot await
+/// `token.cancelled()`, so one task does, and then sets this and wakes any
+/// wait at once. The task stops the watchdog too if the runtime drops it
+/// before the token is cancelled (nothing could cancel it any more then).
 #[derive(Debug, Default)]
-pub struct Stopper {
+struct Shutdown {
     stopped: Mutex<bool>,
     wake: Condvar,
 }
 
-impl Stopper {
-    /// Asks the watchdog to stop.
-    pub fn stop(&self) {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+impl Shutdown {
+    /// Follows `token` through a task on `runtime`.
+    fn follow(token: CancellationToken, runtime: &tokio::runtime::Handle) -> Arc<Shutdown> {
+        let shutdown = Arc::new(Shutdown::default());
+        let stop_on_drop = StopOnDrop(shutdown.clone());
+        runtime.spawn(async move {
+            token.cancelled().await;
+            drop(stop_on_drop);
+        });
+        shutdown
+    }
+
+    /// Stops the watchdog.
+    fn stop(&self) {
+        *self.stopped.lock() = true;
         self.wake.notify_all();
     }
 
     /// Waits up to `timeout`; true when stopped.
     fn wait(&self, timeout: Duration) -> bool {
-        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .wake
-            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
-            .unwrap_or_else(|p| p.into_inner());
-        *guard
+        let mut stopped = self.stopped.lock();
+        self.wake
+            .wait_while_for(&mut stopped, |stopped| !*stopped, timeout);
+        *stopped
     }
 
     fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+        *self.stopped.lock()
+    }
+}
+
+/// Held by the bridging task: stops the watchdog when the task ends, by
+/// cancellation or by being dropped.
+struct StopOnDrop(Arc<Shutdown>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -108,12 +134,20 @@ enum Lost {
     State(#[from] crate::state::StateError),
 }
 
-/// Starts the watchdog thread.
+/// Starts the watchdog thread; it stops when `shutdown` is cancelled (or
+/// when the runtime it was started in ends first).
+///
+/// # Errors
+///
+/// When called outside a tokio runtime (the shutdown token is followed by
+/// a task), or the thread cannot be started.
 pub fn spawn(
     auth: Arc<Authority>,
     settings: WatchSettings,
-    stop: Arc<Stopper>,
+    shutdown: &CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let stop = Shutdown::follow(shutdown.clone(), &runtime);
     std::thread::Builder::new()
         .name("tether-presence".into())
         .spawn(move || run(&auth, &settings, &stop))
@@ -162,7 +196,7 @@ impl Backoff {
     }
 }
 
-fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
+fn run(auth: &Authority, settings: &WatchSettings, stop: &Shutdown) {
     let _absent_on_exit = AbsentOnExit(auth);
     let mut link = Link::Absent;
     let mut backoff = Backoff::default();
@@ -182,7 +216,7 @@ fn step(
     link: Link,
     auth: &Authority,
     settings: &WatchSettings,
-    stop: &Stopper,
+    stop: &Shutdown,
     backoff: &mut Backoff,
 ) -> Link {
     match link {
@@ -282,7 +316,7 @@ fn step(
 /// heartbeat or renewal), the dongle is not re-challenged in a tight loop,
 /// `/status` keeps showing why, and a refusal that repeats is logged once.
 /// A link that dropped is looked for again at once.
-fn lose(auth: &Authority, lost: &Lost, stop: &Stopper, backoff: &mut Backoff) -> Link {
+fn lose(auth: &Authority, lost: &Lost, stop: &Shutdown, backoff: &mut Backoff) -> Link {
     let reason = lost.to_string();
     let repeated = backoff.repeats(&reason);
     fail(auth, lost, &reason, repeated);
@@ -471,5 +505,39 @@ mod tests {
             "{}",
             auth.status().reason
         );
+    }
+
+    /// The bridge wakes a waiting watchdog as soon as the token is
+    /// cancelled, not when its wait times out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn cancelling_the_token_wakes_the_watchdog_at_once() {
+        let token = CancellationToken::new();
+        let stop = Shutdown::follow(token.clone(), &tokio::runtime::Handle::current());
+        assert!(!stop.wait(Duration::ZERO));
+        let waiter = std::thread::spawn(move || {
+            let started = Instant::now();
+            (stop.wait(Duration::from_secs(600)), started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        token.cancel();
+        let (stopped, waited) = tokio::task::spawn_blocking(move || waiter.join().unwrap())
+            .await
+            .unwrap();
+        assert!(stopped);
+        assert!(waited < Duration::from_secs(600), "{waited:?}");
+    }
+
+    /// A runtime that ends before the token is cancelled stops the
+    /// watchdog too: nothing could cancel the token any more.
+    #[test]
+    fn the_watchdog_stops_when_its_runtime_ends() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let token = CancellationToken::new();
+        let stop = Shutdown::follow(token, runtime.handle());
+        assert!(!stop.is_stopped());
+        drop(runtime);
+        assert!(stop.wait(Duration::from_secs(600)));
     }
 }

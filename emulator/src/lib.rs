@@ -16,6 +16,7 @@
 
 mod local;
 pub mod socket;
+mod stop;
 pub mod uhid;
 
 use std::fmt;

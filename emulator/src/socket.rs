@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use crate::stop::Stop;
 use crate::{Device, Fault};
 use tether_dongle::ctaphid::REPORT_LEN;
 
@@ -56,7 +57,7 @@ struct Shared {
     device: Mutex<Device>,
     conns: Mutex<Conns>,
     plugged: AtomicBool,
-    stop: AtomicBool,
+    stop: Stop,
 }
 
 /// Locks, riding over poisoning: a panicked holder leaves plain data.
@@ -108,7 +109,7 @@ impl ControlTarget for Shared {
         lock(&self.device).set_fault(fault);
     }
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_stopped()
     }
 }
 
@@ -197,7 +198,7 @@ impl SocketEmulator {
             device: Mutex::new(device),
             conns: Mutex::default(),
             plugged: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
+            stop: Stop::default(),
         });
         let s = shared.clone();
         let accept = std::thread::Builder::new()
@@ -242,7 +243,7 @@ impl SocketEmulator {
 
 impl Drop for SocketEmulator {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.stop();
         self.shared.unplug();
         // Wake the blocked accepts by connecting to them. If a socket file is
         // already gone (its directory removed first), that thread cannot be
@@ -263,7 +264,7 @@ impl Drop for SocketEmulator {
 
 fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
     for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_stopped() {
             return;
         }
         let Ok(stream) = stream else { continue };

@@ -27,11 +27,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::socket::{ControlTarget, control_loop, control_path, lock};
+use crate::stop::Stop;
 use crate::{Device, Fault};
 use tether_dongle::ctaphid::{REPORT_LEN, Report};
 use tether_dongle::hid;
@@ -280,7 +280,7 @@ struct Shared {
     /// The kernel device while plugged.
     node: Mutex<Option<Node>>,
     generation: Mutex<u64>,
-    stop: AtomicBool,
+    stop: Stop,
 }
 
 impl Shared {
@@ -364,7 +364,7 @@ impl ControlTarget for Arc<Shared> {
         lock(&self.device).set_fault(fault);
     }
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_stopped()
     }
 }
 
@@ -409,7 +409,7 @@ fn serve(shared: &Shared, mut file: File, generation: u64) {
             Event::Stop | Event::Other(UHID_START | UHID_OPEN | UHID_CLOSE) => {}
             Event::Other(ty) => tracing::debug!(ty, "ignored UHID event"),
         }
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_stopped() {
             return;
         }
     }
@@ -443,7 +443,7 @@ impl UhidEmulator {
             serial,
             node: Mutex::new(None),
             generation: Mutex::new(0),
-            stop: AtomicBool::new(false),
+            stop: Stop::default(),
         });
         shared.plug(false)?;
         let listener = UnixListener::bind(&ctl)?;
@@ -476,7 +476,7 @@ impl UhidEmulator {
 
 impl Drop for UhidEmulator {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.stop();
         let _ = self.shared.unplug();
         if let Some(t) = self.thread.take()
             && UnixStream::connect(&self.control).is_ok()

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
@@ -80,7 +81,7 @@ pub async fn token(
 pub async fn events(
     auth: Arc<Authority>,
     headers: HeaderMap,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
     places: Arc<StreamPlaces>,
 ) -> Result<Response, Infallible> {
     let service = match auth::bearer(&headers) {
@@ -108,17 +109,13 @@ pub async fn events(
         let ev = rx.borrow_and_update().clone();
         Some((ev, (rx, false)))
     });
-    let mut shutdown = shutdown;
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
     // The place is held as long as the stream.
     let stream = changes
         .map(move |ev| {
             let _held = &place;
             Event::default().event("state").json_data(ev)
         })
-        .take_until(stop);
+        .take_until(shutdown.cancelled_owned());
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
 }
 
