@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod authority;
+pub mod clock;
 pub mod config;
 mod daemon;
 pub mod http;
@@ -92,7 +93,7 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
         rate_limit: config.rate_limit,
     };
     let auth = Arc::new(Authority::new(license, credentials, settings, store));
-    let now = tether_keys::now_unix();
+    let now = auth.now();
     if let Some(mark) = auth.clock_rolled_back(now) {
         let advice = state::clock_behind_advice(now, mark, auth.store.path());
         tracing::error!(%advice, "tokens will be refused until the clock or its mark is set right");

@@ -204,7 +204,7 @@ fn run(auth: &Authority, settings: &WatchSettings, stop: &Shutdown) {
     while !stop.is_stopped() {
         if last_persist.elapsed() >= CLOCK_PERSIST {
             last_persist = Instant::now();
-            if let Err(e) = auth.advance_clock(tether_keys::now_unix()) {
+            if let Err(e) = auth.advance_clock(auth.now()) {
                 tracing::warn!(error = %e, "cannot persist the clock high-water mark");
             }
         }
@@ -404,7 +404,7 @@ fn certify(
 ) -> Result<u32, Lost> {
     let terms = auth.license().terms();
     let key = SecretKey::<SessionRole>::generate();
-    let now = tether_keys::now_unix();
+    let now = auth.now();
     if let Some(mark) = auth.clock_rolled_back(now) {
         return Err(Lost::Clock(crate::state::clock_behind_advice(
             now,

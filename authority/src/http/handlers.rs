@@ -159,7 +159,7 @@ pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
 pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let t = auth.license().terms();
     let not_ready = auth.ready().err().map(|r| r.body());
-    let now = tether_keys::now_unix();
+    let now = auth.now();
     let seats = auth
         .leases
         .usage(now)
@@ -197,7 +197,7 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             max_token_ttl: t.max_token_ttl,
         },
         tokens_issued: auth.metrics.issued_total(),
-        now: tether_keys::now_unix(),
+        now: auth.now(),
         ready: not_ready.is_none(),
         not_ready,
         seats,
@@ -232,7 +232,7 @@ pub async fn release_lease(
 /// Never: every outcome, refusals included, is a response (`Infallible`
 /// is what warp's `and_then` asks for).
 pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
-    let seats = auth.leases.usage(tether_keys::now_unix());
+    let seats = auth.leases.usage(auth.now());
     let text = auth.metrics.render(auth.is_present(), &seats);
     Ok(
         warp::reply::with_header(text, header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
