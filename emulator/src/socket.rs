@@ -31,7 +31,13 @@ pub fn control_path(path: &Path) -> PathBuf {
 }
 
 /// Sends one control line (`plug`, `unplug`, `fault MODE`, `status`) to the
-/// emulator at `path`; returns its answer, or an error for `error: ...`.
+/// emulator at `path`; returns its answer.
+///
+/// # Errors
+///
+/// When the control socket cannot be reached or read, and
+/// [`std::io::ErrorKind::Other`] carrying the emulator's message for an
+/// `error: ...` answer (an unknown command, a plug that failed).
 pub fn control(path: &Path, command: &str) -> std::io::Result<String> {
     let mut s = UnixStream::connect(control_path(path))?;
     s.write_all(command.trim().as_bytes())?;
@@ -180,6 +186,12 @@ pub struct SocketEmulator {
 
 impl SocketEmulator {
     /// Serves `device` on `path` (and `path.ctl`), plugged in.
+    ///
+    /// # Errors
+    ///
+    /// [`std::io::ErrorKind::AddrInUse`] when an emulator already answers on
+    /// either socket; otherwise when a socket cannot be bound or a thread
+    /// cannot be started.
     pub fn spawn(device: Device, path: &Path) -> std::io::Result<SocketEmulator> {
         let ctl = control_path(path);
         for p in [path, ctl.as_path()] {

@@ -427,6 +427,13 @@ pub struct UhidEmulator {
 impl UhidEmulator {
     /// Creates `device` as a kernel HID device presenting `config`, plugged
     /// in, with its control socket at `socket` + `.ctl`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AddrInUse`] when an emulator already answers on the
+    /// control socket; otherwise when `/dev/uhid` cannot be opened or
+    /// written (no `uhid` module, no permission), the socket cannot be
+    /// bound, or a thread cannot be started.
     pub fn spawn(device: Device, config: UhidConfig, socket: &Path) -> std::io::Result<Self> {
         let ctl = control_path(socket);
         if UnixStream::connect(&ctl).is_ok() {
@@ -458,12 +465,23 @@ impl UhidEmulator {
         })
     }
 
-    /// Plugs the dongle in: a new kernel device (a power-up).
+    /// Plugs the dongle in: a new kernel device (a power-up); nothing when
+    /// it is plugged in already.
+    ///
+    /// # Errors
+    ///
+    /// When `/dev/uhid` cannot be opened or written, or the device's reader
+    /// thread cannot be started.
     pub fn plug(&self) -> std::io::Result<()> {
         self.shared.plug(true)
     }
 
-    /// Unplugs it: `UHID_DESTROY`.
+    /// Unplugs it: `UHID_DESTROY`; nothing when it is unplugged already.
+    ///
+    /// # Errors
+    ///
+    /// When `UHID_DESTROY` cannot be written (the device is forgotten
+    /// anyway, as unplugged).
     pub fn unplug(&self) -> std::io::Result<()> {
         self.shared.unplug()
     }
