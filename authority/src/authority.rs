@@ -213,7 +213,7 @@ impl Authority {
         &self.license
     }
 
-    fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {
+    pub(crate) fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {
         self.session.read()
     }
 
@@ -650,7 +650,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    const SERIAL: &str = "TD-UNIT";
+    pub(crate) const SERIAL: &str = "TD-UNIT";
 
     pub(crate) fn authority(dir: &std::path::Path) -> (Authority, String) {
         authority_with(dir, |_| {})

@@ -485,7 +485,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::authority::tests::{authority, session};
+    use crate::authority::tests::{SERIAL, authority, authority_on, session};
+    use crate::clock::ManualClock;
 
     /// If the watchdog dies (a bug, unwinding), its session dies with it.
     #[test]
@@ -539,5 +540,51 @@ mod tests {
         assert!(!stop.is_stopped());
         drop(runtime);
         assert!(stop.wait(Duration::from_secs(600)));
+    }
+
+    /// An emulated dongle, in-process, for the license `authority_on` makes.
+    fn emulated_dongle() -> Box<dyn Dongle> {
+        use tether_dongle::native::{Client, NativeDongle, Timeouts};
+        use tether_emulator::{Device, LocalTransport, Rules};
+        let device = Device::new(tether_keys::testkeys::dongle(), SERIAL, Rules::default());
+        let transport = LocalTransport::new(Arc::new(std::sync::Mutex::new(device)));
+        let client = Client::open(Box::new(transport), Timeouts::default()).unwrap();
+        Box::new(NativeDongle::from_client(client))
+    }
+
+    /// The watchdog dates certificates by the authority's clock, in fake
+    /// time: backdated 30 s, ending one lifetime later; and once that clock
+    /// falls behind its mark by more than the tolerance, it dates none.
+    #[test]
+    fn certificates_are_dated_by_the_authoritys_clock_in_fake_time() {
+        const T0: u64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let (auth, _) = authority_on(dir.path(), clock.clone(), |_| {});
+        let settings = WatchSettings {
+            driver: Arc::new(tether_dongle::Selector::Socket(dir.path().join("unused"))),
+            heartbeat: Duration::from_millis(250),
+            cert_lifetime: Duration::from_secs(300),
+        };
+        let mut dongle = emulated_dongle();
+        verify(dongle.as_mut(), &auth, &settings).unwrap();
+        let window = |auth: &Authority| {
+            let guard = auth.session();
+            let cert = &guard.as_ref().unwrap().cert().request;
+            (cert.not_before, cert.not_after)
+        };
+        assert_eq!(window(&auth), (T0 - CERT_BACKDATE, T0 + 300));
+        assert_eq!(auth.cert_left(), Duration::from_secs(300));
+
+        clock.advance(150);
+        certify(dongle.as_mut(), &auth, &settings).unwrap();
+        assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
+
+        // The mark stands at T0 + 150; a clock set back 301 s is refused.
+        auth.advance_clock(auth.now()).unwrap();
+        clock.set(T0 + 150 - 301);
+        let refused = certify(dongle.as_mut(), &auth, &settings).unwrap_err();
+        assert!(matches!(refused, Lost::Clock(_)), "{refused}");
+        assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
     }
 }
