@@ -28,6 +28,7 @@ use tether_dongle as dongle;
 use tether_emulator::{Device, Rules, SocketEmulator};
 use tether_keys::keyfile::{self, Overwrite};
 use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
+use tokio_util::sync::CancellationToken;
 use warp::Filter as _;
 
 const SERIAL: &str = "TD-BENCH";
@@ -207,24 +208,26 @@ fn main() {
     )
     .unwrap();
     let auth = tether_authority::load(&config).unwrap();
-    let stop = Arc::new(presence::Stopper::default());
-    let _watchdog = presence::spawn(
-        auth.clone(),
-        presence::WatchSettings {
-            driver: std::sync::Arc::new(config.dongle.clone()),
-            heartbeat: config.heartbeat,
-            cert_lifetime: config.cert_lifetime,
-        },
-        stop.clone(),
-    )
-    .unwrap();
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
+    let _watchdog = {
+        // The watchdog follows the token through a task on this runtime.
+        let _context = runtime.enter();
+        presence::spawn(
+            auth.clone(),
+            presence::WatchSettings {
+                driver: std::sync::Arc::new(config.dongle.clone()),
+                heartbeat: config.heartbeat,
+                cert_lifetime: config.cert_lifetime,
+            },
+            &stop,
+        )
+        .unwrap()
+    };
     let bench_key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let payload = Arc::new(vec![b'x'; 960]);
     let trivial = warp::path!("bench" / "trivial").map(|| "ok");
@@ -232,9 +235,10 @@ fn main() {
         let sig = bench_key.sign(&payload);
         warp::reply::json(&serde_json::json!({ "sig": URL_SAFE_NO_PAD.encode(sig.to_bytes()) }))
     });
-    let routes = trivial
-        .or(sign)
-        .or(http::filters::routes(auth.clone(), stop_rx));
+    let routes = trivial.or(sign).or(http::filters::routes(
+        auth.clone(),
+        CancellationToken::new(),
+    ));
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -324,7 +328,7 @@ fn main() {
         percentile(&lat, 0.99),
         lat[lat.len() - 1]
     );
-    stop.stop();
+    stop.cancel();
 
     // The lease table's memory for 100,000 instances of one service.
     let before = rss_kib("VmRSS:");

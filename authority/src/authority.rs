@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use tether_keys::{
 };
 use tokio::sync::watch;
 
+use crate::clock::{Clock, SystemClock};
 use crate::leases::{self, Acquired, Leases};
 use crate::metrics::Metrics;
 use crate::state::StateStore;
@@ -107,6 +109,8 @@ pub struct Authority {
     issuer: String,
     credentials: CredentialFile,
     settings: IssueSettings,
+    /// Every wall-clock reading of the authority comes from here.
+    clock: Arc<dyn Clock>,
     /// The only owner of the session: `/token` signs while holding the read
     /// guard, so `set_absent`'s write lock waits for in-flight signatures and
     /// then wipes the key itself; no token is signed after it returns.
@@ -126,14 +130,26 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// An authority for a verified `license`, with no session yet.
+    /// An authority for a verified `license`, with no session yet, on the
+    /// system clock.
     pub fn new(
         license: License,
         credentials: CredentialFile,
         settings: IssueSettings,
         store: StateStore,
     ) -> Self {
-        let now = tether_keys::now_unix();
+        Self::with_clock(license, credentials, settings, store, Arc::new(SystemClock))
+    }
+
+    /// [`Authority::new`] on another clock (a fake one, in tests).
+    pub fn with_clock(
+        license: License,
+        credentials: CredentialFile,
+        settings: IssueSettings,
+        store: StateStore,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let now = clock.now_unix();
         let absent = PresenceEvent {
             state: PresenceState::Absent,
             reason: "starting: no dongle verified yet".into(),
@@ -170,6 +186,7 @@ impl Authority {
             license,
             credentials,
             settings,
+            clock,
             session: RwLock::new(None),
             events: watch::channel(absent.clone()).0,
             status: Mutex::new(DongleStatus {
@@ -186,24 +203,24 @@ impl Authority {
         }
     }
 
+    /// Now, in UNIX seconds, on the authority's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
     /// The license this authority serves.
     pub fn license(&self) -> &License {
         &self.license
     }
 
-    fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {
+    pub(crate) fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {
         self.session.read()
     }
 
     /// Time left on the current certificate (zero without one).
     pub fn cert_left(&self) -> Duration {
         self.session().as_ref().map_or(Duration::ZERO, |s| {
-            Duration::from_secs(
-                s.cert
-                    .request
-                    .not_after
-                    .saturating_sub(tether_keys::now_unix()),
-            )
+            Duration::from_secs(s.cert.request.not_after.saturating_sub(self.now()))
         })
     }
 
@@ -235,7 +252,7 @@ impl Authority {
 
     /// Installs a freshly certified session (first one, or a rotation).
     pub fn set_present(&self, session: Session, counter: u32) {
-        let now = tether_keys::now_unix();
+        let now = self.now();
         let fingerprint = session.fingerprint().to_string();
         let cert_not_after = session.cert().request.not_after;
         let serial = session.cert().serial.clone();
@@ -270,7 +287,7 @@ impl Authority {
     pub fn set_absent(&self, reason: &str) {
         let old = self.session.write().take();
         drop(old);
-        let now = tether_keys::now_unix();
+        let now = self.now();
         // Subscribers hear of a change of what they were last told: a failed
         // verification (verifying -> absent) is not a new absent event.
         let was_present = self.events.borrow().state != PresenceState::Absent;
@@ -298,7 +315,7 @@ impl Authority {
     pub fn set_verifying(&self, serial: Option<&str>) {
         let mut st = self.status.lock();
         st.state = PresenceState::Verifying;
-        st.since = tether_keys::now_unix();
+        st.since = self.now();
         st.reason = "challenging the dongle".into();
         st.serial = serial.map(str::to_string);
     }
@@ -392,7 +409,7 @@ impl Authority {
             ));
         }
         if self.leases.is_limited(service) {
-            let now = tether_keys::now_unix();
+            let now = self.now();
             if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
                 // The seat is free now; after a restart it would only be
                 // held a little longer than needed.
@@ -453,7 +470,7 @@ impl Authority {
     ///
     /// The [`Refusal`] `/token` would give.
     pub fn ready(&self) -> Result<(), Refusal> {
-        let now = tether_keys::now_unix();
+        let now = self.now();
         let guard = self.session();
         self.issuable(now, guard.as_ref()).map(|_| ())
     }
@@ -577,7 +594,7 @@ impl Authority {
                 ),
             ));
         }
-        let now = tether_keys::now_unix();
+        let now = self.now();
         // Held until the token is signed (see the `session` field).
         let guard = self.session();
         let (ttl, session) = self.issuable(now, guard.as_ref())?;
@@ -628,13 +645,12 @@ impl Authority {
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use tether_keys::{DelegationRequest, LicenseId, LicenseTerms, testkeys};
 
     use super::*;
+    use crate::clock::ManualClock;
 
-    const SERIAL: &str = "TD-UNIT";
+    pub(crate) const SERIAL: &str = "TD-UNIT";
 
     pub(crate) fn authority(dir: &std::path::Path) -> (Authority, String) {
         authority_with(dir, |_| {})
@@ -645,7 +661,17 @@ pub(crate) mod tests {
         dir: &std::path::Path,
         edit: impl FnOnce(&mut LicenseTerms),
     ) -> (Authority, String) {
-        let now = tether_keys::now_unix();
+        authority_on(dir, Arc::new(SystemClock), edit)
+    }
+
+    /// An authority on `clock`, whose license (laid around the clock's
+    /// reading) `edit` changed first.
+    pub(crate) fn authority_on(
+        dir: &std::path::Path,
+        clock: Arc<dyn Clock>,
+        edit: impl FnOnce(&mut LicenseTerms),
+    ) -> (Authority, String) {
+        let now = clock.now_unix();
         let mut terms = LicenseTerms {
             id: LicenseId([1; 16]),
             customer: "Unit".into(),
@@ -672,7 +698,7 @@ pub(crate) mod tests {
             rate_limit: 1000,
         };
         let store = crate::state::StateStore::open(&dir.join("state")).unwrap();
-        let auth = Authority::new(license, credentials, settings, store);
+        let auth = Authority::with_clock(license, credentials, settings, store, clock);
         (auth, secret.expose().to_string())
     }
 
@@ -872,5 +898,73 @@ pub(crate) mod tests {
         let refused = answers.into_iter().find_map(Result::err).unwrap();
         assert_eq!(refused.kind(), RefusalCode::RateLimited);
         assert_eq!(refused.http_status(), 429);
+    }
+
+    /// Fake time: 2027-01-15, far from the test machine's clock.
+    const T0: u64 = 1_800_000_000;
+
+    /// A lease lives as long as its token plus the consumers' leeway (TTL +
+    /// 5 s), to the second, in fake time: a second instance is refused the
+    /// only seat one second before, and gets it at that second.
+    #[test]
+    fn a_lease_lapses_at_token_ttl_plus_leeway_in_fake_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let (auth, secret) = authority_on(dir.path(), clock.clone(), |t| {
+            t.seats.insert("backend".into(), 1);
+        });
+        auth.set_present(session(T0 - 30), 1);
+        let as_instance = |instance| TokenRequest {
+            bearer: Some(&secret),
+            instance: Some(instance),
+            ..TokenRequest::default()
+        };
+        let first = auth.issue_for(&as_instance("a")).unwrap();
+        assert_eq!(first.expires_in, 60);
+        let lapses = first.expires_at + LEASE_LEEWAY_SECS;
+        assert_eq!(lapses, T0 + 65);
+
+        clock.set(lapses - 1);
+        let refused = auth.issue_for(&as_instance("b")).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::NoSeatFree, "{refused}");
+        assert_eq!(refused.retry_after_secs(), Some(1), "{refused}");
+
+        clock.set(lapses);
+        let second = auth.issue_for(&as_instance("b")).unwrap();
+        assert_eq!(second.expires_at, lapses + 60);
+        // And now "a" is the one without a seat.
+        let refused = auth.issue_for(&as_instance("a")).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::NoSeatFree, "{refused}");
+    }
+
+    /// A license ends at its `not_after`, to the second, in fake time: the
+    /// last token before it lives only up to it; at it, `/token` and
+    /// `/readyz` refuse with `license_not_valid`, under a certificate that
+    /// still has minutes left.
+    #[test]
+    fn a_license_is_not_valid_at_its_not_after_in_fake_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let (auth, secret) = authority_on(dir.path(), clock.clone(), |t| {
+            t.not_after = T0 + 3600;
+        });
+        let end = T0 + 3600;
+        auth.set_present(session(end - 100), 1);
+
+        clock.set(end - 1);
+        let last = auth.issue(Some(&secret), None).unwrap();
+        assert_eq!(last.expires_at, end);
+        assert_eq!(last.expires_in, 1);
+        auth.ready().unwrap();
+
+        clock.set(end);
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::LicenseNotValid, "{refused}");
+        assert!(refused.message().contains("expired"), "{refused}");
+        assert_eq!(
+            auth.ready().unwrap_err().kind(),
+            RefusalCode::LicenseNotValid
+        );
+        assert!(auth.cert_left() > Duration::ZERO);
     }
 }

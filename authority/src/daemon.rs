@@ -82,8 +82,10 @@ fn start(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. tetherd's own: it logs under this
+/// module's target, so other programs have their own (`tether`'s services
+/// log under `tether::signals`).
+async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

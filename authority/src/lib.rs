@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod authority;
+pub mod clock;
 pub mod config;
 mod daemon;
 pub mod http;
@@ -23,10 +24,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tether_keys::{CredentialFile, Vendor, keyfile};
+use tokio_util::sync::CancellationToken;
 
 pub use authority::Authority;
 pub use config::{Config, Listen};
-pub use daemon::{error_line, main, shutdown_signal};
+pub use daemon::{error_line, main};
 
 /// A bound listener, TCP or Unix.
 #[derive(Debug)]
@@ -91,7 +93,7 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
         rate_limit: config.rate_limit,
     };
     let auth = Arc::new(Authority::new(license, credentials, settings, store));
-    let now = tether_keys::now_unix();
+    let now = auth.now();
     if let Some(mark) = auth.clock_rolled_back(now) {
         let advice = state::clock_behind_advice(now, mark, auth.store.path());
         tracing::error!(%advice, "tokens will be refused until the clock or its mark is set right");
@@ -114,7 +116,12 @@ pub async fn run(
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let stopper = Arc::new(presence::Stopper::default());
+    // One token stops everything; HTTP follows a child of it, cancelled
+    // first, so requests drain while the watchdog still holds the session.
+    // Dropping `run` (its runtime ending) cancels both.
+    let stopping = CancellationToken::new();
+    let _stop_on_drop = stopping.clone().drop_guard();
+    let draining = stopping.child_token();
     let watchdog = presence::spawn(
         auth.clone(),
         presence::WatchSettings {
@@ -122,12 +129,11 @@ pub async fn run(
             heartbeat: config.heartbeat,
             cert_lifetime: config.cert_lifetime,
         },
-        stopper.clone(),
+        &stopping,
     )
     .context("cannot start the presence watchdog")?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let routes = http::filters::routes(auth.clone(), stop_rx.clone());
+    let routes = http::filters::routes(auth.clone(), draining.clone());
     let conns = Arc::new(http::server::ConnMetrics {
         auth: auth.clone(),
         log: http::server::ConnLog::default(),
@@ -138,14 +144,14 @@ pub async fn run(
             routes.clone(),
             listener,
             conns.clone(),
-            stop_rx.clone(),
+            draining.clone(),
         ));
     }
     shutdown.await;
     tracing::info!("shutting down: draining requests");
-    let _ = stop_tx.send(true);
+    draining.cancel();
     while servers.join_next().await.is_some() {}
-    stopper.stop();
+    stopping.cancel();
     let _ = tokio::task::spawn_blocking(move || watchdog.join()).await;
     auth.set_absent("authority stopped");
     tracing::info!("stopped; session key wiped");

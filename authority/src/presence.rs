@@ -10,9 +10,12 @@
 //! signature, a counter that goes backwards, an answer to another request) is
 //! refused and logged as a possible clone; it is never accepted silently.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use tether_keys::delegation::{fresh_nonce, presence_message};
 use tether_keys::{DelegationRequest, SecretKey, Session as SessionRole};
@@ -47,32 +50,55 @@ pub struct WatchSettings {
     pub cert_lifetime: Duration,
 }
 
-/// Stops the watchdog: set once, wakes any wait at once.
+/// The daemon's shutdown token as the blocking watchdog thread sees it, and
+/// the one bridge between the two: a thread cannot await
+/// `token.cancelled()`, so one task does, and then sets this and wakes any
+/// wait at once. The task stops the watchdog too if the runtime drops it
+/// before the token is cancelled (nothing could cancel it any more then).
 #[derive(Debug, Default)]
-pub struct Stopper {
+struct Shutdown {
     stopped: Mutex<bool>,
     wake: Condvar,
 }
 
-impl Stopper {
-    /// Asks the watchdog to stop.
-    pub fn stop(&self) {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+impl Shutdown {
+    /// Follows `token` through a task on `runtime`.
+    fn follow(token: CancellationToken, runtime: &tokio::runtime::Handle) -> Arc<Shutdown> {
+        let shutdown = Arc::new(Shutdown::default());
+        let stop_on_drop = StopOnDrop(shutdown.clone());
+        runtime.spawn(async move {
+            token.cancelled().await;
+            drop(stop_on_drop);
+        });
+        shutdown
+    }
+
+    /// Stops the watchdog.
+    fn stop(&self) {
+        *self.stopped.lock() = true;
         self.wake.notify_all();
     }
 
     /// Waits up to `timeout`; true when stopped.
     fn wait(&self, timeout: Duration) -> bool {
-        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .wake
-            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
-            .unwrap_or_else(|p| p.into_inner());
-        *guard
+        let mut stopped = self.stopped.lock();
+        self.wake
+            .wait_while_for(&mut stopped, |stopped| !*stopped, timeout);
+        *stopped
     }
 
     fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+        *self.stopped.lock()
+    }
+}
+
+/// Held by the bridging task: stops the watchdog when the task ends, by
+/// cancellation or by being dropped.
+struct StopOnDrop(Arc<Shutdown>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -108,12 +134,20 @@ enum Lost {
     State(#[from] crate::state::StateError),
 }
 
-/// Starts the watchdog thread.
+/// Starts the watchdog thread; it stops when `shutdown` is cancelled (or
+/// when the runtime it was started in ends first).
+///
+/// # Errors
+///
+/// When called outside a tokio runtime (the shutdown token is followed by
+/// a task), or the thread cannot be started.
 pub fn spawn(
     auth: Arc<Authority>,
     settings: WatchSettings,
-    stop: Arc<Stopper>,
+    shutdown: &CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let stop = Shutdown::follow(shutdown.clone(), &runtime);
     std::thread::Builder::new()
         .name("tether-presence".into())
         .spawn(move || run(&auth, &settings, &stop))
@@ -162,7 +196,7 @@ impl Backoff {
     }
 }
 
-fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
+fn run(auth: &Authority, settings: &WatchSettings, stop: &Shutdown) {
     let _absent_on_exit = AbsentOnExit(auth);
     let mut link = Link::Absent;
     let mut backoff = Backoff::default();
@@ -170,7 +204,7 @@ fn run(auth: &Authority, settings: &WatchSettings, stop: &Stopper) {
     while !stop.is_stopped() {
         if last_persist.elapsed() >= CLOCK_PERSIST {
             last_persist = Instant::now();
-            if let Err(e) = auth.advance_clock(tether_keys::now_unix()) {
+            if let Err(e) = auth.advance_clock(auth.now()) {
                 tracing::warn!(error = %e, "cannot persist the clock high-water mark");
             }
         }
@@ -182,7 +216,7 @@ fn step(
     link: Link,
     auth: &Authority,
     settings: &WatchSettings,
-    stop: &Stopper,
+    stop: &Shutdown,
     backoff: &mut Backoff,
 ) -> Link {
     match link {
@@ -282,7 +316,7 @@ fn step(
 /// heartbeat or renewal), the dongle is not re-challenged in a tight loop,
 /// `/status` keeps showing why, and a refusal that repeats is logged once.
 /// A link that dropped is looked for again at once.
-fn lose(auth: &Authority, lost: &Lost, stop: &Stopper, backoff: &mut Backoff) -> Link {
+fn lose(auth: &Authority, lost: &Lost, stop: &Shutdown, backoff: &mut Backoff) -> Link {
     let reason = lost.to_string();
     let repeated = backoff.repeats(&reason);
     fail(auth, lost, &reason, repeated);
@@ -370,7 +404,7 @@ fn certify(
 ) -> Result<u32, Lost> {
     let terms = auth.license().terms();
     let key = SecretKey::<SessionRole>::generate();
-    let now = tether_keys::now_unix();
+    let now = auth.now();
     if let Some(mark) = auth.clock_rolled_back(now) {
         return Err(Lost::Clock(crate::state::clock_behind_advice(
             now,
@@ -451,7 +485,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::authority::tests::{authority, session};
+    use crate::authority::tests::{SERIAL, authority, authority_on, session};
+    use crate::clock::ManualClock;
 
     /// If the watchdog dies (a bug, unwinding), its session dies with it.
     #[test]
@@ -471,5 +506,85 @@ mod tests {
             "{}",
             auth.status().reason
         );
+    }
+
+    /// The bridge wakes a waiting watchdog as soon as the token is
+    /// cancelled, not when its wait times out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn cancelling_the_token_wakes_the_watchdog_at_once() {
+        let token = CancellationToken::new();
+        let stop = Shutdown::follow(token.clone(), &tokio::runtime::Handle::current());
+        assert!(!stop.wait(Duration::ZERO));
+        let waiter = std::thread::spawn(move || {
+            let started = Instant::now();
+            (stop.wait(Duration::from_secs(600)), started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        token.cancel();
+        let (stopped, waited) = tokio::task::spawn_blocking(move || waiter.join().unwrap())
+            .await
+            .unwrap();
+        assert!(stopped);
+        assert!(waited < Duration::from_secs(600), "{waited:?}");
+    }
+
+    /// A runtime that ends before the token is cancelled stops the
+    /// watchdog too: nothing could cancel the token any more.
+    #[test]
+    fn the_watchdog_stops_when_its_runtime_ends() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let token = CancellationToken::new();
+        let stop = Shutdown::follow(token, runtime.handle());
+        assert!(!stop.is_stopped());
+        drop(runtime);
+        assert!(stop.wait(Duration::from_secs(600)));
+    }
+
+    /// An emulated dongle, in-process, for the license `authority_on` makes.
+    fn emulated_dongle() -> Box<dyn Dongle> {
+        use tether_dongle::native::{Client, NativeDongle, Timeouts};
+        use tether_emulator::{Device, LocalTransport, Rules};
+        let device = Device::new(tether_keys::testkeys::dongle(), SERIAL, Rules::default());
+        let transport = LocalTransport::new(Arc::new(std::sync::Mutex::new(device)));
+        let client = Client::open(Box::new(transport), Timeouts::default()).unwrap();
+        Box::new(NativeDongle::from_client(client))
+    }
+
+    /// The watchdog dates certificates by the authority's clock, in fake
+    /// time: backdated 30 s, ending one lifetime later; and once that clock
+    /// falls behind its mark by more than the tolerance, it dates none.
+    #[test]
+    fn certificates_are_dated_by_the_authoritys_clock_in_fake_time() {
+        const T0: u64 = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let (auth, _) = authority_on(dir.path(), clock.clone(), |_| {});
+        let settings = WatchSettings {
+            driver: Arc::new(tether_dongle::Selector::Socket(dir.path().join("unused"))),
+            heartbeat: Duration::from_millis(250),
+            cert_lifetime: Duration::from_secs(300),
+        };
+        let mut dongle = emulated_dongle();
+        verify(dongle.as_mut(), &auth, &settings).unwrap();
+        let window = |auth: &Authority| {
+            let guard = auth.session();
+            let cert = &guard.as_ref().unwrap().cert().request;
+            (cert.not_before, cert.not_after)
+        };
+        assert_eq!(window(&auth), (T0 - CERT_BACKDATE, T0 + 300));
+        assert_eq!(auth.cert_left(), Duration::from_secs(300));
+
+        clock.advance(150);
+        certify(dongle.as_mut(), &auth, &settings).unwrap();
+        assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
+
+        // The mark stands at T0 + 150; a clock set back 301 s is refused.
+        auth.advance_clock(auth.now()).unwrap();
+        clock.set(T0 + 150 - 301);
+        let refused = certify(dongle.as_mut(), &auth, &settings).unwrap_err();
+        assert!(matches!(refused, Lost::Clock(_)), "{refused}");
+        assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
     }
 }

@@ -154,8 +154,13 @@ fn be32(b: &[u8; REPORT_LEN]) -> u32 {
 }
 
 impl Packet {
-    /// Decodes one report. Fails only on a wrong size or an announced length
-    /// above [`MAX_MESSAGE`]; padding bytes are ignored (section 3.2).
+    /// Decodes one report; padding bytes are ignored (section 3.2).
+    ///
+    /// # Errors
+    ///
+    /// Only [`FrameError::ReportSize`] for a report that is not
+    /// [`REPORT_LEN`] bytes and [`FrameError::Oversized`] for an init packet
+    /// announcing more than [`MAX_MESSAGE`] bytes.
     pub fn decode(report: &[u8]) -> Result<Packet, FrameError> {
         let report: &[u8; REPORT_LEN] = report
             .try_into()
@@ -215,6 +220,10 @@ impl ContPacket {
 }
 
 /// Splits a message into reports (section 3.3).
+///
+/// # Errors
+///
+/// [`FrameError::Oversized`] when `payload` is longer than [`MAX_MESSAGE`].
 pub fn fragment(cid: u32, cmd: Command, payload: &[u8]) -> Result<Vec<Report>, FrameError> {
     if payload.len() > MAX_MESSAGE {
         return Err(FrameError::Oversized(payload.len()));
@@ -292,6 +301,15 @@ impl Reassembler {
     }
 
     /// Feeds one report.
+    ///
+    /// # Errors
+    ///
+    /// The [`FrameError`] that makes the report unusable: a wrong size, an
+    /// oversized announcement, another channel, a continuation with no
+    /// message started, out of order or repeated, or an init packet that
+    /// interrupts a message. A report that does not decode or is on another
+    /// channel leaves the message under way intact; a packet out of
+    /// sequence drops it.
     pub fn push(&mut self, report: &[u8]) -> Result<Progress, FrameError> {
         let packet = Packet::decode(report)?;
         if packet.cid() != self.cid {

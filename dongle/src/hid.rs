@@ -51,7 +51,12 @@ fn matching(api: &HidApi, vid: u16, pid: u16) -> impl Iterator<Item = &hidapi::D
     })
 }
 
-/// Lists the dongles present with this vendor/product id.
+/// Lists the dongles present with this vendor/product id (none on a system
+/// without hidraw at all).
+///
+/// # Errors
+///
+/// [`LinkError::Hid`] when hidapi fails otherwise.
 pub fn list(vid: u16, pid: u16) -> Result<Vec<HidDongle>> {
     let api = match context() {
         Err(LinkError::Absent) => return Ok(Vec::new()),
@@ -78,8 +83,13 @@ impl std::fmt::Debug for HidTransport {
 }
 
 impl HidTransport {
-    /// Opens the first matching device (or the one with `serial`);
-    /// [`LinkError::Absent`] when none is present.
+    /// Opens the first matching device (or the one with `serial`).
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Absent`] when none is present (or it went between
+    /// listing and opening); [`LinkError::Hid`] when hidapi cannot open it
+    /// (permissions, most often).
     pub fn open(vid: u16, pid: u16, serial: Option<&str>) -> Result<HidTransport> {
         let api = context()?;
         let mut found: Vec<&hidapi::DeviceInfo> = matching(&api, vid, pid)

@@ -20,9 +20,18 @@ use crate::error::{LinkError, Result};
 /// A link that carries 64-byte reports.
 pub trait Transport: Send + fmt::Debug {
     /// Writes one report.
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Removed`] when the device is gone; another
+    /// [`LinkError`] when the link fails otherwise.
     fn write_report(&mut self, report: &Report) -> Result<()>;
     /// Reads one report, waiting at most `timeout`; `Ok(None)` when none came.
-    /// A removed device fails with [`LinkError::Removed`] at once.
+    ///
+    /// # Errors
+    ///
+    /// A removed device fails with [`LinkError::Removed`] at once; another
+    /// [`LinkError`] when the link fails otherwise.
     fn read_report(&mut self, timeout: Duration) -> Result<Option<Report>>;
 }
 
@@ -48,7 +57,12 @@ pub struct SocketTransport {
 }
 
 impl SocketTransport {
-    /// Connects; a missing or refusing socket is [`LinkError::Absent`].
+    /// Connects to the emulator's socket.
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Absent`] for a missing or refusing socket,
+    /// [`LinkError::Io`] for any other failure.
     pub fn connect(path: &Path) -> Result<SocketTransport> {
         let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
             ErrorKind::NotFound | ErrorKind::ConnectionRefused => LinkError::Absent,

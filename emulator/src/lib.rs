@@ -13,9 +13,11 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 mod local;
 pub mod socket;
+mod stop;
 pub mod uhid;
 
 use std::fmt;
@@ -308,6 +310,13 @@ impl Device {
 
     /// Loads `DIR/dongle.key` (made by `tether keygen dongle`) and the state
     /// file (`state`, default `DIR/dongle.state`; absent means counter 0).
+    ///
+    /// # Errors
+    ///
+    /// [`EmulatorError::Key`] when the key file cannot be read or is not a
+    /// dongle key, [`EmulatorError::NoSerial`] when it names no serial, and
+    /// [`EmulatorError::State`] or [`EmulatorError::StateFormat`] when the
+    /// state file cannot be read or does not parse.
     pub fn load(
         identity: &Path,
         state: Option<&Path>,

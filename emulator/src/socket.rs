@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use crate::stop::Stop;
 use crate::{Device, Fault};
 use tether_dongle::ctaphid::REPORT_LEN;
 
@@ -30,7 +31,13 @@ pub fn control_path(path: &Path) -> PathBuf {
 }
 
 /// Sends one control line (`plug`, `unplug`, `fault MODE`, `status`) to the
-/// emulator at `path`; returns its answer, or an error for `error: ...`.
+/// emulator at `path`; returns its answer.
+///
+/// # Errors
+///
+/// When the control socket cannot be reached or read, and
+/// [`std::io::ErrorKind::Other`] carrying the emulator's message for an
+/// `error: ...` answer (an unknown command, a plug that failed).
 pub fn control(path: &Path, command: &str) -> std::io::Result<String> {
     let mut s = UnixStream::connect(control_path(path))?;
     s.write_all(command.trim().as_bytes())?;
@@ -56,7 +63,7 @@ struct Shared {
     device: Mutex<Device>,
     conns: Mutex<Conns>,
     plugged: AtomicBool,
-    stop: AtomicBool,
+    stop: Stop,
 }
 
 /// Locks, riding over poisoning: a panicked holder leaves plain data.
@@ -108,7 +115,7 @@ impl ControlTarget for Shared {
         lock(&self.device).set_fault(fault);
     }
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_stopped()
     }
 }
 
@@ -179,6 +186,12 @@ pub struct SocketEmulator {
 
 impl SocketEmulator {
     /// Serves `device` on `path` (and `path.ctl`), plugged in.
+    ///
+    /// # Errors
+    ///
+    /// [`std::io::ErrorKind::AddrInUse`] when an emulator already answers on
+    /// either socket; otherwise when a socket cannot be bound or a thread
+    /// cannot be started.
     pub fn spawn(device: Device, path: &Path) -> std::io::Result<SocketEmulator> {
         let ctl = control_path(path);
         for p in [path, ctl.as_path()] {
@@ -197,7 +210,7 @@ impl SocketEmulator {
             device: Mutex::new(device),
             conns: Mutex::default(),
             plugged: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
+            stop: Stop::default(),
         });
         let s = shared.clone();
         let accept = std::thread::Builder::new()
@@ -242,7 +255,7 @@ impl SocketEmulator {
 
 impl Drop for SocketEmulator {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.stop();
         self.shared.unplug();
         // Wake the blocked accepts by connecting to them. If a socket file is
         // already gone (its directory removed first), that thread cannot be
@@ -263,7 +276,7 @@ impl Drop for SocketEmulator {
 
 fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
     for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_stopped() {
             return;
         }
         let Ok(stream) = stream else { continue };

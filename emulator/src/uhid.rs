@@ -27,11 +27,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::socket::{ControlTarget, control_loop, control_path, lock};
+use crate::stop::Stop;
 use crate::{Device, Fault};
 use tether_dongle::ctaphid::{REPORT_LEN, Report};
 use tether_dongle::hid;
@@ -280,7 +280,7 @@ struct Shared {
     /// The kernel device while plugged.
     node: Mutex<Option<Node>>,
     generation: Mutex<u64>,
-    stop: AtomicBool,
+    stop: Stop,
 }
 
 impl Shared {
@@ -364,7 +364,7 @@ impl ControlTarget for Arc<Shared> {
         lock(&self.device).set_fault(fault);
     }
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_stopped()
     }
 }
 
@@ -409,7 +409,7 @@ fn serve(shared: &Shared, mut file: File, generation: u64) {
             Event::Stop | Event::Other(UHID_START | UHID_OPEN | UHID_CLOSE) => {}
             Event::Other(ty) => tracing::debug!(ty, "ignored UHID event"),
         }
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stop.is_stopped() {
             return;
         }
     }
@@ -427,6 +427,13 @@ pub struct UhidEmulator {
 impl UhidEmulator {
     /// Creates `device` as a kernel HID device presenting `config`, plugged
     /// in, with its control socket at `socket` + `.ctl`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AddrInUse`] when an emulator already answers on the
+    /// control socket; otherwise when `/dev/uhid` cannot be opened or
+    /// written (no `uhid` module, no permission), the socket cannot be
+    /// bound, or a thread cannot be started.
     pub fn spawn(device: Device, config: UhidConfig, socket: &Path) -> std::io::Result<Self> {
         let ctl = control_path(socket);
         if UnixStream::connect(&ctl).is_ok() {
@@ -443,7 +450,7 @@ impl UhidEmulator {
             serial,
             node: Mutex::new(None),
             generation: Mutex::new(0),
-            stop: AtomicBool::new(false),
+            stop: Stop::default(),
         });
         shared.plug(false)?;
         let listener = UnixListener::bind(&ctl)?;
@@ -458,12 +465,23 @@ impl UhidEmulator {
         })
     }
 
-    /// Plugs the dongle in: a new kernel device (a power-up).
+    /// Plugs the dongle in: a new kernel device (a power-up); nothing when
+    /// it is plugged in already.
+    ///
+    /// # Errors
+    ///
+    /// When `/dev/uhid` cannot be opened or written, or the device's reader
+    /// thread cannot be started.
     pub fn plug(&self) -> std::io::Result<()> {
         self.shared.plug(true)
     }
 
-    /// Unplugs it: `UHID_DESTROY`.
+    /// Unplugs it: `UHID_DESTROY`; nothing when it is unplugged already.
+    ///
+    /// # Errors
+    ///
+    /// When `UHID_DESTROY` cannot be written (the device is forgotten
+    /// anyway, as unplugged).
     pub fn unplug(&self) -> std::io::Result<()> {
         self.shared.unplug()
     }
@@ -476,7 +494,7 @@ impl UhidEmulator {
 
 impl Drop for UhidEmulator {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.stop();
         let _ = self.shared.unplug();
         if let Some(t) = self.thread.take()
             && UnixStream::connect(&self.control).is_ok()

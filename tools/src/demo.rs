@@ -18,12 +18,11 @@ use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tether_tools::{http, human};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DemoArgs, LicenseIssueArgs};
 use crate::provision;
@@ -319,36 +318,6 @@ fn start(dir: &Path) -> anyhow::Result<Stack> {
     Ok(stack)
 }
 
-/// Stops the demo on SIGINT/SIGTERM (its children are in their own groups,
-/// so the demo must stop them itself). The handlers are registered before
-/// this returns: a Ctrl-C at any later moment cannot kill the demo with the
-/// default action and orphan its children.
-fn watch_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mut term, mut int) = {
-        let _context = rt.enter();
-        (
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-        )
-    };
-    std::thread::Builder::new()
-        .name("demo-signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            });
-            stop.store(true, Ordering::SeqCst);
-        })?;
-    Ok(())
-}
-
 /// Puts the terminal in raw mode (single keys, no echo) for the demo's
 /// lifetime. Raw mode also turns Ctrl-C into a key, which `interactive`
 /// handles as the interrupt it is.
@@ -402,13 +371,13 @@ fn next_key(wait: Duration) -> anyhow::Result<Option<Key>> {
     }))
 }
 
-fn interactive(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
+fn interactive(stack: &Stack, stop: &CancellationToken) -> anyhow::Result<()> {
     use crossterm::cursor::MoveTo;
     use crossterm::terminal::{Clear, ClearType};
     let _raw = RawTerminal::enable();
     let started = Instant::now();
     let mut note = String::new();
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_cancelled() {
         let snap = stack.snapshot();
         let mut out = std::io::stdout().lock();
         crossterm::queue!(out, Clear(ClearType::All), MoveTo(0, 0))?;
@@ -427,20 +396,20 @@ fn interactive(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
                 note = "plugged the emulated dongle back in".into();
             }
             Some(Key::Quit) => break,
-            Some(Key::Interrupt) => stop.store(true, Ordering::SeqCst),
+            Some(Key::Interrupt) => stop.cancel(),
             Some(Key::Other) | None => {}
         }
     }
     Ok(())
 }
 
-fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
+fn scripted(stack: &Stack, stop: &CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = String::new();
     let mut wait = |what: &str, cond: fn(&Snapshot) -> bool| -> anyhow::Result<Snapshot> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
-            if stop.load(Ordering::SeqCst) {
+            if stop.is_cancelled() {
                 bail!("interrupted");
             }
             let snap = stack.snapshot();
@@ -507,8 +476,10 @@ fn scripted(stack: &Stack, stop: &AtomicBool) -> anyhow::Result<()> {
 /// When provisioning or starting a child fails, a scripted transition does
 /// not happen within its timeout, or the terminal cannot be driven.
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone())?;
+    // Stops the demo on SIGINT/SIGTERM (its children are in their own
+    // groups, so the demo must stop them itself).
+    let stop = CancellationToken::new();
+    crate::signals::cancel_on_signal("tether demo", stop.clone())?;
     let tmp = tempfile::Builder::new().prefix("tether-demo-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     println!("Tether demo with an EMULATED dongle (no hardware involved).");
@@ -517,7 +488,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!(
         "Provisioned: vendor key, dongle {SERIAL}, license (backend, muxer; feature mux), 2 service credentials."
     );
-    if stop.load(Ordering::SeqCst) {
+    if stop.is_cancelled() {
         if args.keep {
             println!("Kept {} (keys, license).", tmp.keep().display());
         }
@@ -539,7 +510,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for child in children.into_iter().rev() {
         drop(child);
     }
-    let interrupted = stop.load(Ordering::SeqCst);
+    let interrupted = stop.is_cancelled();
     if args.keep {
         let kept = tmp.keep();
         println!("Kept {} (keys, license, logs).", kept.display());

@@ -92,7 +92,7 @@ fn emulate(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(tether_authority::shutdown_signal());
+    runtime.block_on(crate::signals::terminated("tether dongle emulate"));
     drop(emu);
     tracing::info!("emulator stopped");
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@ mod logs;
 mod provision;
 mod run;
 mod service;
+mod signals;
 mod state;
 
 use std::process::ExitCode;

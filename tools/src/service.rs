@@ -40,6 +40,13 @@ impl Kind {
             Kind::Muxer => "muxer",
         }
     }
+    /// The command, as its log lines name it.
+    fn program(self) -> &'static str {
+        match self {
+            Kind::Backend => "tether backend",
+            Kind::Muxer => "tether muxer",
+        }
+    }
     fn default_features(self) -> Vec<String> {
         match self {
             Kind::Backend => vec![],
@@ -204,7 +211,7 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(service = %name, %listen, "serving");
         warp::serve(routes)
             .incoming(listener)
-            .graceful(tether_authority::shutdown_signal())
+            .graceful(crate::signals::terminated(kind.program()))
             .run()
             .await;
         // Give the seat back at once rather than when its lease lapses.

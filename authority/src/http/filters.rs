@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
 use super::handlers;
@@ -14,7 +15,7 @@ use crate::authority::Authority;
 /// All routes, with the JSON `recover`.
 pub fn routes(
     auth: Arc<Authority>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let with_auth = {
         let auth = auth.clone();

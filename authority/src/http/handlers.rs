@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
@@ -80,7 +81,7 @@ pub async fn token(
 pub async fn events(
     auth: Arc<Authority>,
     headers: HeaderMap,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
     places: Arc<StreamPlaces>,
 ) -> Result<Response, Infallible> {
     let service = match auth::bearer(&headers) {
@@ -108,17 +109,13 @@ pub async fn events(
         let ev = rx.borrow_and_update().clone();
         Some((ev, (rx, false)))
     });
-    let mut shutdown = shutdown;
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
     // The place is held as long as the stream.
     let stream = changes
         .map(move |ev| {
             let _held = &place;
             Event::default().event("state").json_data(ev)
         })
-        .take_until(stop);
+        .take_until(shutdown.cancelled_owned());
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
 }
 
@@ -162,7 +159,7 @@ pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
 pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let t = auth.license().terms();
     let not_ready = auth.ready().err().map(|r| r.body());
-    let now = tether_keys::now_unix();
+    let now = auth.now();
     let seats = auth
         .leases
         .usage(now)
@@ -200,7 +197,7 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             max_token_ttl: t.max_token_ttl,
         },
         tokens_issued: auth.metrics.issued_total(),
-        now: tether_keys::now_unix(),
+        now: auth.now(),
         ready: not_ready.is_none(),
         not_ready,
         seats,
@@ -235,7 +232,7 @@ pub async fn release_lease(
 /// Never: every outcome, refusals included, is a response (`Infallible`
 /// is what warp's `and_then` asks for).
 pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
-    let seats = auth.leases.usage(tether_keys::now_unix());
+    let seats = auth.leases.usage(auth.now());
     let text = auth.metrics.render(auth.is_present(), &seats);
     Ok(
         warp::reply::with_header(text, header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)

@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use crate::Listener;
 use crate::metrics::{ConnError, Metrics};
@@ -96,14 +97,14 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> ConnError {
     ConnError::other
 }
 
-/// Serves `routes` on `listener` until `stop` turns true; then stops
+/// Serves `routes` on `listener` until `stop` is cancelled; then stops
 /// accepting and waits for open connections to finish (event streams end
 /// on the same signal).
 pub async fn serve<F>(
     routes: F,
     listener: Listener,
     metrics: Arc<ConnMetrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) where
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
@@ -112,7 +113,7 @@ pub async fn serve<F>(
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = stop.wait_for(|s| *s) => break,
+            () = stop.cancelled() => break,
         };
         match accepted {
             Ok(Some(io)) => spawn_conn(io, routes.clone(), &graceful, metrics.clone()),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::models::{ErrorBody, PresenceEvent, PresenceState, StatusBody, TokenResponse};
 use super::server::{ConnLog, ConnMetrics, serve};
@@ -21,7 +22,7 @@ struct Rig {
     auth: Arc<Authority>,
     secret: String,
     addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
@@ -29,8 +30,8 @@ async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let (auth, secret) = authority(dir.path());
     let auth = Arc::new(auth);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let routes = super::filters::routes(auth.clone(), stop_rx.clone());
+    let stop = CancellationToken::new();
+    let routes = super::filters::routes(auth.clone(), stop.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(ConnMetrics {
@@ -41,7 +42,7 @@ async fn rig() -> Rig {
         routes,
         crate::Listener::Tcp(listener),
         conns,
-        stop_rx,
+        stop.clone(),
     ));
     Rig {
         auth,
@@ -195,7 +196,7 @@ async fn anonymous_streams_cannot_starve_a_credentialed_consumer() {
         held[0].next_event(Duration::from_secs(5)).await.state,
         PresenceState::Present
     );
-    let _ = rig.stop.send(true);
+    rig.stop.cancel();
 }
 
 /// A credential on /events is optional, but one that is presented must be
@@ -369,8 +370,8 @@ async fn a_unix_listener_is_served_and_stops_on_the_signal() {
     let dir = tempfile::tempdir().unwrap();
     let (auth, _) = authority(dir.path());
     let auth = Arc::new(auth);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let routes = super::filters::routes(auth.clone(), stop_rx.clone());
+    let stop = CancellationToken::new();
+    let routes = super::filters::routes(auth.clone(), stop.clone());
     let path = dir.path().join("t.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let conns = Arc::new(ConnMetrics {
@@ -381,7 +382,7 @@ async fn a_unix_listener_is_served_and_stops_on_the_signal() {
         routes,
         crate::Listener::Unix(listener),
         conns,
-        stop_rx,
+        stop.clone(),
     ));
     let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -390,7 +391,7 @@ async fn a_unix_listener_is_served_and_stops_on_the_signal() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let _ = stop.send(true);
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .unwrap()

@@ -63,7 +63,12 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Opens the selected dongle and allocates a channel.
-    /// [`LinkError::Absent`] when none is present (or it vanishes during INIT).
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Absent`] when none is present (or it vanishes during
+    /// INIT); otherwise as [`Client::open`], or the transport's error when
+    /// it cannot be opened (`Io`, `Hid`).
     pub fn connect(sel: &Selector) -> Result<Client> {
         let transport: Box<dyn Transport> = match sel {
             Selector::Hid { vid, pid, serial } => {
@@ -78,6 +83,11 @@ impl Client {
     }
 
     /// Runs INIT over any transport.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::transact`]: the INIT exchange timed out, was declined,
+    /// broke the protocol, or the link failed.
     pub fn open(transport: Box<dyn Transport>, timeouts: Timeouts) -> Result<Client> {
         let mut client = Client {
             transport,
@@ -101,18 +111,34 @@ impl Client {
     }
 
     /// INFO: serial, firmware, public key, counter.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::transact`], and [`LinkError::Protocol`] for an answer
+    /// that does not decode.
     pub fn info(&mut self) -> Result<DongleInfo> {
         self.transact(&Info, self.timeouts.info)
     }
 
     /// PRESENCE: the raw signature over
     /// [`tether_keys::delegation::presence_message`]`(nonce)`; the caller verifies it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::transact`], and [`LinkError::Protocol`] for an answer
+    /// that is not one signature.
     pub fn presence(&mut self, nonce: &[u8; 32]) -> Result<[u8; 64]> {
         self.transact(&Presence { nonce: *nonce }, self.timeouts.presence)
     }
 
     /// DELEGATE: the decoded certificate; the caller verifies signature,
     /// request, serial and counter.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::transact`] ([`LinkError::Declined`] when the device's
+    /// rules refuse the window), and [`LinkError::Protocol`] for an answer
+    /// that is not a canonical certificate.
     pub fn delegate(&mut self, req: &DelegationRequest) -> Result<Certificate> {
         self.transact(&Delegate(req.clone()), self.timeouts.delegate)
     }
@@ -120,6 +146,11 @@ impl Client {
     /// Idles for `timeout`, returning early with [`LinkError::Removed`] the
     /// moment the link reports removal. Stray reports are discarded (and make
     /// the next command use a fresh channel).
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Removed`] on removal; the transport's other errors
+    /// (`Io`, `Hid`) as they come.
     pub fn wait_gone(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {

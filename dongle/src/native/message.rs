@@ -60,7 +60,13 @@ impl Request {
         }
     }
 
-    /// Parses a complete request message; the error is what the device answers.
+    /// Parses a complete request message.
+    ///
+    /// # Errors
+    ///
+    /// The [`ErrorCode`] the device answers: `InvalidCommand` for a command
+    /// it does not take, `InvalidLength` or `InvalidParameter` for a payload
+    /// of the wrong length or content.
     pub fn parse(cmd: Command, payload: &[u8]) -> Result<Request, ErrorCode> {
         fn exact<const N: usize>(payload: &[u8]) -> Result<[u8; N], ErrorCode> {
             payload.try_into().map_err(|_| ErrorCode::InvalidLength)
@@ -130,6 +136,11 @@ impl InitResponse {
     }
 
     /// Decodes the payload.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::BadLength`] when it is not exactly an INIT answer's
+    /// length.
     pub fn decode(p: &[u8]) -> Result<InitResponse, ProtocolError> {
         let p: &[u8; INIT_RESPONSE_LEN] = p.try_into().map_err(|_| ProtocolError::BadLength {
             what: "INIT answer",
@@ -175,6 +186,11 @@ impl DongleInfo {
     }
 
     /// Decodes the payload: exact length, printable serial, a valid key.
+    ///
+    /// # Errors
+    ///
+    /// A [`ProtocolError`] naming what is wrong: the length, the serial, or
+    /// the key.
     pub fn decode(p: &[u8]) -> Result<DongleInfo, ProtocolError> {
         const WHAT: &str = "INFO answer";
         let Some((&n, rest)) = p.split_first() else {
@@ -223,6 +239,10 @@ impl DongleInfo {
 }
 
 /// Decodes a PRESENCE answer: exactly one signature.
+///
+/// # Errors
+///
+/// [`ProtocolError::BadLength`] for any other length.
 pub fn decode_presence(p: &[u8]) -> Result<[u8; 64], ProtocolError> {
     p.try_into().map_err(|_| ProtocolError::BadLength {
         what: "PRESENCE answer",
@@ -232,6 +252,11 @@ pub fn decode_presence(p: &[u8]) -> Result<[u8; 64], ProtocolError> {
 }
 
 /// Decodes a DELEGATE answer: the certificate's canonical bytes, nothing else.
+///
+/// # Errors
+///
+/// [`ProtocolError::Malformed`] when they are not a canonical certificate
+/// (the signature is not checked here).
 pub fn decode_delegate(p: &[u8]) -> Result<Certificate, ProtocolError> {
     Certificate::decode(p).map_err(|_| ProtocolError::Malformed {
         what: "DELEGATE answer",
@@ -240,6 +265,10 @@ pub fn decode_delegate(p: &[u8]) -> Result<Certificate, ProtocolError> {
 }
 
 /// Decodes an ERROR answer: exactly one code byte.
+///
+/// # Errors
+///
+/// [`ProtocolError::BadLength`] for any other length.
 pub fn decode_error(p: &[u8]) -> Result<ErrorCode, ProtocolError> {
     match p {
         [code] => Ok(ErrorCode::from(*code)),
