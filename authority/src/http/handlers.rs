@@ -51,7 +51,7 @@ pub async fn token(
             bearer,
             nonce: query.nonce.as_deref(),
             instance: query.instance.as_deref(),
-            peer: None,
+            peer: super::server::current_peer(),
         }),
         Err(refused) => {
             auth.metrics.refused(refused.kind());

@@ -142,15 +142,27 @@ pub struct ConnMetrics {
 }
 
 enum Io {
-    Tcp(tokio::net::TcpStream),
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
     Unix(tokio::net::UnixStream),
+}
+
+tokio::task_local! {
+    /// The TCP peer of the connection being served, for the requests an
+    /// HTTP/1.1 connection's task serves inline (`None` on a Unix socket).
+    static PEER: Option<std::net::SocketAddr>;
+}
+
+/// The peer address of the request being handled, when known (HTTP/1.1 over
+/// TCP): shown with the lease it renews in `/status`.
+pub fn current_peer() -> Option<std::net::SocketAddr> {
+    PEER.try_with(|p| *p).ok().flatten()
 }
 
 /// One accepted connection; `Ok(None)` for a connection the peer already
 /// reset (nothing to serve, nothing to log).
 async fn accept(listener: &Listener) -> std::io::Result<Option<Io>> {
     let res = match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Io::Tcp(s)),
+        Listener::Tcp(l) => l.accept().await.map(|(s, peer)| Io::Tcp(s, peer)),
         Listener::Unix(l) => l.accept().await.map(|(s, _)| Io::Unix(s)),
     };
     match res {
@@ -175,31 +187,36 @@ where
     F::Extract: warp::Reply,
 {
     match io {
-        Io::Tcp(s) => {
+        Io::Tcp(s, peer) => {
             // Answers and events are small single writes: send each at once
             // rather than waiting on the peer's delayed ACK (Nagle).
             let _ = s.set_nodelay(true);
-            spawn_io(s, routes, graceful, metrics)
+            spawn_io(s, Some(peer), routes, graceful, metrics)
         }
-        Io::Unix(s) => spawn_io(s, routes, graceful, metrics),
+        Io::Unix(s) => spawn_io(s, None, routes, graceful, metrics),
     }
 }
 
-fn spawn_io<I, F>(io: I, routes: F, graceful: &GracefulShutdown, metrics: Arc<ConnMetrics>)
-where
+fn spawn_io<I, F>(
+    io: I,
+    peer: Option<std::net::SocketAddr>,
+    routes: F,
+    graceful: &GracefulShutdown,
+    metrics: Arc<ConnMetrics>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
     let svc = TowerToHyperService::new(warp::service(routes));
     let watcher = graceful.watcher();
-    tokio::spawn(async move {
+    tokio::spawn(PEER.scope(peer, async move {
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection(TokioIo::new(io), svc);
         if let Err(err) = watcher.watch(conn).await {
             metrics.log.report(&metrics.auth.metrics, &*err);
         }
-    });
+    }));
 }
 
 #[cfg(test)]
