@@ -154,11 +154,10 @@ impl Authority {
                 .iter()
                 .map(|s| (s.as_str(), terms.seats_for(s))),
         );
-        // Tokens issued before a restart live at most one lifetime more.
-        let lifetime = settings
-            .token_ttl
-            .as_secs()
-            .min(u64::from(terms.max_token_ttl));
+        // Tokens issued before a restart live at most one lifetime more:
+        // the license's longest, since the run before may have had a longer
+        // `--token-ttl` than this one.
+        let lifetime = u64::from(terms.max_token_ttl);
         leases.restore(
             &store.marks().leases,
             now,
@@ -872,5 +871,40 @@ pub(crate) mod tests {
         let refused = answers.into_iter().find_map(Result::err).unwrap();
         assert_eq!(refused.kind(), RefusalCode::RateLimited);
         assert_eq!(refused.http_status(), 429);
+    }
+
+    /// A restart keeps every restored seat for as long as a token issued
+    /// before it can live, whatever `--token-ttl` the new run has: a run
+    /// with a 5-minute TTL, restarted with 1 minute, must not free the
+    /// seat after 65 s while the old token lives on for minutes.
+    #[test]
+    fn a_restart_with_a_shorter_ttl_keeps_seats_while_old_tokens_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let seats = |t: &mut LicenseTerms| {
+            t.seats.insert("backend".into(), 1);
+        };
+        let exp = {
+            let (mut auth, secret) = authority_with(dir.path(), seats);
+            auth.settings.token_ttl = Duration::from_secs(300);
+            auth.set_present(session(tether_keys::now_unix() - 30), 1);
+            let t = auth
+                .issue_for(&TokenRequest {
+                    bearer: Some(&secret),
+                    instance: Some("a"),
+                    ..TokenRequest::default()
+                })
+                .unwrap();
+            assert!(t.expires_in > 200, "{}", t.expires_in);
+            t.expires_at
+        };
+        let (after, _) = authority_with(dir.path(), seats);
+        assert_eq!(after.settings.token_ttl, Duration::from_secs(60));
+        let rows = after.leases.rows(tether_keys::now_unix());
+        assert_eq!(rows.len(), 1);
+        assert!(
+            rows[0].lease.expires >= exp + LEASE_LEEWAY_SECS,
+            "seat freed at {} while the token lives until {exp}",
+            rows[0].lease.expires
+        );
     }
 }

@@ -10,9 +10,10 @@
 //!
 //! Restarts: the holders of seat-limited services are persisted (in the
 //! state file, on every acquisition and release, never on a renewal), and
-//! after a restart each is taken to hold its seat until one token lifetime
-//! plus leeway has passed: tokens issued before the restart live that long
-//! at most, so a restart never lets more instances in than the license
+//! after a restart each is taken to hold its seat until the license's
+//! longest token lifetime plus leeway has passed: tokens issued before the
+//! restart live that long at most (the run before may have had a longer
+//! `--token-ttl`), so a restart never lets more instances in than the license
 //! allows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
