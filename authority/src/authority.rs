@@ -344,7 +344,7 @@ impl Authority {
             Ok(Acquired::Renewed) => Ok(()),
             Ok(Acquired::New) if !self.leases.is_limited(service) => Ok(()),
             Ok(Acquired::New) => {
-                if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
+                if let Err(e) = self.store.record_leases(|| self.leases.holders(now)) {
                     // Fail closed: a seat nobody would remember after a
                     // restart could be handed out twice.
                     self.leases.release(service, instance);
@@ -392,7 +392,7 @@ impl Authority {
         }
         if self.leases.is_limited(service) {
             let now = tether_keys::now_unix();
-            if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
+            if let Err(e) = self.store.record_leases(|| self.leases.holders(now)) {
                 // The seat is free now; after a restart it would only be
                 // held a little longer than needed.
                 tracing::warn!(error = %e, "cannot persist a released lease");
@@ -906,5 +906,58 @@ pub(crate) mod tests {
             "seat freed at {} while the token lives until {exp}",
             rows[0].lease.expires
         );
+    }
+
+    /// Concurrent acquisitions each persist the holders; the state file
+    /// must end with every seat taken, not with the snapshot of whichever
+    /// writer came last, or a restart frees seats whose tokens live.
+    #[test]
+    fn concurrent_acquisitions_all_reach_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority_with(dir.path(), |t| {
+            t.seats.insert("backend".into(), 1000);
+        });
+        let auth = Arc::new(auth);
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let (auth, secret) = (Arc::clone(&auth), secret.clone());
+                std::thread::spawn(move || {
+                    for i in 0..12 {
+                        let id = format!("t{n}-{i}");
+                        auth.issue_for(&TokenRequest {
+                            bearer: Some(&secret),
+                            instance: Some(&id),
+                            ..TokenRequest::default()
+                        })
+                        .unwrap();
+                        // Whatever other writers do meanwhile, a seat once
+                        // recorded stays recorded while it is held.
+                        std::thread::sleep(Duration::from_millis(3));
+                        let marks = auth.store.marks().leases;
+                        if !marks["backend"].contains(&id) {
+                            return Err(id);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let lost: Vec<String> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap().err())
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "held seats missing from the state file: {lost:?}"
+        );
+        let live = auth.leases.holders(tether_keys::now_unix());
+        assert_eq!(live["backend"].len(), 96);
+        drop(auth);
+        let persisted = crate::state::StateStore::open(&dir.path().join("state"))
+            .unwrap()
+            .marks()
+            .leases;
+        assert_eq!(persisted, live);
     }
 }
