@@ -170,11 +170,10 @@ impl Authority {
                 .iter()
                 .map(|s| (s.as_str(), terms.seats_for(s))),
         );
-        // Tokens issued before a restart live at most one lifetime more.
-        let lifetime = settings
-            .token_ttl
-            .as_secs()
-            .min(u64::from(terms.max_token_ttl));
+        // Tokens issued before a restart live at most one lifetime more:
+        // the license's longest, since the run before may have had a longer
+        // `--token-ttl` than this one.
+        let lifetime = u64::from(terms.max_token_ttl);
         leases.restore(
             &store.marks().leases,
             now,
@@ -362,7 +361,7 @@ impl Authority {
             Ok(Acquired::Renewed) => Ok(()),
             Ok(Acquired::New) if !self.leases.is_limited(service) => Ok(()),
             Ok(Acquired::New) => {
-                if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
+                if let Err(e) = self.store.record_leases(|| self.leases.holders(now)) {
                     // Fail closed: a seat nobody would remember after a
                     // restart could be handed out twice.
                     self.leases.release(service, instance);
@@ -410,7 +409,7 @@ impl Authority {
         }
         if self.leases.is_limited(service) {
             let now = self.now();
-            if let Err(e) = self.store.record_leases(self.leases.holders(now)) {
+            if let Err(e) = self.store.record_leases(|| self.leases.holders(now)) {
                 // The seat is free now; after a restart it would only be
                 // held a little longer than needed.
                 tracing::warn!(error = %e, "cannot persist a released lease");
@@ -966,5 +965,93 @@ pub(crate) mod tests {
             RefusalCode::LicenseNotValid
         );
         assert!(auth.cert_left() > Duration::ZERO);
+    }
+
+    /// A restart keeps every restored seat for as long as a token issued
+    /// before it can live, whatever `--token-ttl` the new run has: a run
+    /// with a 5-minute TTL, restarted with 1 minute, must not free the
+    /// seat after 65 s while the old token lives on for minutes.
+    #[test]
+    fn a_restart_with_a_shorter_ttl_keeps_seats_while_old_tokens_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let seats = |t: &mut LicenseTerms| {
+            t.seats.insert("backend".into(), 1);
+        };
+        let exp = {
+            let (mut auth, secret) = authority_with(dir.path(), seats);
+            auth.settings.token_ttl = Duration::from_secs(300);
+            auth.set_present(session(tether_keys::now_unix() - 30), 1);
+            let t = auth
+                .issue_for(&TokenRequest {
+                    bearer: Some(&secret),
+                    instance: Some("a"),
+                    ..TokenRequest::default()
+                })
+                .unwrap();
+            assert!(t.expires_in > 200, "{}", t.expires_in);
+            t.expires_at
+        };
+        let (after, _) = authority_with(dir.path(), seats);
+        assert_eq!(after.settings.token_ttl, Duration::from_secs(60));
+        let rows = after.leases.rows(tether_keys::now_unix());
+        assert_eq!(rows.len(), 1);
+        assert!(
+            rows[0].lease.expires >= exp + LEASE_LEEWAY_SECS,
+            "seat freed at {} while the token lives until {exp}",
+            rows[0].lease.expires
+        );
+    }
+
+    /// Concurrent acquisitions each persist the holders; the state file
+    /// must end with every seat taken, not with the snapshot of whichever
+    /// writer came last, or a restart frees seats whose tokens live.
+    #[test]
+    fn concurrent_acquisitions_all_reach_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority_with(dir.path(), |t| {
+            t.seats.insert("backend".into(), 1000);
+        });
+        let auth = Arc::new(auth);
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let (auth, secret) = (Arc::clone(&auth), secret.clone());
+                std::thread::spawn(move || {
+                    for i in 0..12 {
+                        let id = format!("t{n}-{i}");
+                        auth.issue_for(&TokenRequest {
+                            bearer: Some(&secret),
+                            instance: Some(&id),
+                            ..TokenRequest::default()
+                        })
+                        .unwrap();
+                        // Whatever other writers do meanwhile, a seat once
+                        // recorded stays recorded while it is held.
+                        std::thread::sleep(Duration::from_millis(3));
+                        let marks = auth.store.marks().leases;
+                        if !marks["backend"].contains(&id) {
+                            return Err(id);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let lost: Vec<String> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap().err())
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "held seats missing from the state file: {lost:?}"
+        );
+        let live = auth.leases.holders(tether_keys::now_unix());
+        assert_eq!(live["backend"].len(), 96);
+        drop(auth);
+        let persisted = crate::state::StateStore::open(&dir.path().join("state"))
+            .unwrap()
+            .marks()
+            .leases;
+        assert_eq!(persisted, live);
     }
 }

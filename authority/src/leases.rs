@@ -10,9 +10,10 @@
 //!
 //! Restarts: the holders of seat-limited services are persisted (in the
 //! state file, on every acquisition and release, never on a renewal), and
-//! after a restart each is taken to hold its seat until one token lifetime
-//! plus leeway has passed: tokens issued before the restart live that long
-//! at most, so a restart never lets more instances in than the license
+//! after a restart each is taken to hold its seat until the license's
+//! longest token lifetime plus leeway has passed: tokens issued before the
+//! restart live that long at most (the run before may have had a longer
+//! `--token-ttl`), so a restart never lets more instances in than the license
 //! allows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -153,8 +154,27 @@ impl Leases {
     ) -> Result<Acquired, NoSeat> {
         let mut services = self.services.lock();
         let s = services.entry(service.to_string()).or_default();
+        // More holders than seats (restored under a license that now has
+        // fewer): none renews until the live ones fit in the seats again,
+        // else the extra instances would run on for ever.
+        let over = s
+            .seats
+            .is_some_and(|seats| s.holders.len() > seats as usize && s.live(now) > seats as usize);
         if let Some(lease) = s.holders.get_mut(instance) {
             let lapsed = lease.expires <= now;
+            if over && !lapsed {
+                let earliest = s
+                    .holders
+                    .values()
+                    .map(|l| l.expires)
+                    .filter(|&e| e > now)
+                    .min()
+                    .unwrap_or(now);
+                return Err(NoSeat {
+                    seats: s.seats.unwrap_or(0),
+                    retry_after: earliest.saturating_sub(now).max(1),
+                });
+            }
             lease.expires = lease.expires.max(expires);
             lease.peer = peer.or(lease.peer);
             if !lapsed {
@@ -334,6 +354,39 @@ mod tests {
         assert_eq!(
             after.acquire("backend", "c", 185, 250, None),
             Ok(Acquired::New)
+        );
+    }
+
+    /// Restored under a license with fewer seats, the extra holders keep
+    /// their seats while their tokens live, but none renews until the live
+    /// leases fit in the seats again.
+    #[test]
+    fn more_restored_holders_than_seats_do_not_renew_for_ever() {
+        let before = table(3);
+        for i in ["a", "b", "c"] {
+            before.acquire("backend", i, 100, 165, None).unwrap();
+        }
+        let after = table(2);
+        after.restore(&before.holders(100), 120, 185);
+        assert!(after.acquire("backend", "d", 121, 186, None).is_err());
+        let renewed = ["a", "b", "c"]
+            .iter()
+            .filter(|i| after.acquire("backend", i, 130, 195, None).is_ok())
+            .count();
+        assert_eq!(renewed, 0);
+        // Once the restored leases lapse, two instances hold the two seats.
+        assert_eq!(
+            after.acquire("backend", "a", 185, 250, None),
+            Ok(Acquired::New)
+        );
+        assert_eq!(
+            after.acquire("backend", "b", 186, 251, None),
+            Ok(Acquired::New)
+        );
+        assert!(after.acquire("backend", "c", 187, 252, None).is_err());
+        assert_eq!(
+            after.acquire("backend", "a", 190, 255, None),
+            Ok(Acquired::Renewed)
         );
     }
 

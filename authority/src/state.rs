@@ -191,15 +191,19 @@ impl StateStore {
         Ok(old)
     }
 
-    /// Persists the holders of seat-limited services' seats.
+    /// Persists the holders of seat-limited services' seats, as `holders`
+    /// gives them. It is called with the state locked, so that concurrent
+    /// writers cannot persist their snapshots out of order (a stale one
+    /// written last would drop seats still held).
     ///
     /// # Errors
     /// [`StateError::Io`] when the state file cannot be written.
     pub fn record_leases(
         &self,
-        leases: BTreeMap<String, std::collections::BTreeSet<String>>,
+        holders: impl FnOnce() -> BTreeMap<String, std::collections::BTreeSet<String>>,
     ) -> Result<(), StateError> {
         let mut marks = self.lock();
+        let leases = holders();
         if marks.leases == leases {
             return Ok(());
         }

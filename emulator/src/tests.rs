@@ -576,3 +576,27 @@ proptest::proptest! {
         let _ = Request::parse(Command::from(cmd), &payload);
     }
 }
+
+proptest::proptest! {
+    /// The reach rule's accounting (section 6): whatever windows are
+    /// signed, in whatever order (backwards, overlapping, with gaps, far
+    /// ahead), the costs charged add up to at least the validity covered.
+    #[test]
+    fn reach_costs_cover_the_union_of_all_windows(
+        windows in proptest::collection::vec((0u64..3000, 1u64..=600), 1..60),
+    ) {
+        let mut covered = vec![false; 3600];
+        let mut run = None;
+        let mut charged = 0u64;
+        for (nb, len) in windows {
+            let w = (nb, nb + len);
+            charged += reach_cost(w, run);
+            run = Some(extend_run(w, run));
+            for s in &mut covered[nb as usize..(nb + len) as usize] {
+                *s = true;
+            }
+            let union = covered.iter().filter(|s| **s).count() as u64;
+            proptest::prop_assert!(charged >= union, "charged {charged}, covered {union}");
+        }
+    }
+}

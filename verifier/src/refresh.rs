@@ -240,6 +240,11 @@ impl WatchConfig {
 pub struct LicenseWatch {
     config: Arc<WatchConfig>,
     rx: watch::Receiver<LicenseState>,
+    /// Tells subscribers the seat was released.
+    tx: watch::Sender<LicenseState>,
+    /// Set by [`LicenseWatch::release`]: licensed no more, whatever an
+    /// aborted task may still send.
+    released: std::sync::atomic::AtomicBool,
     health: watch::Receiver<WatchHealth>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -276,13 +281,15 @@ impl LicenseWatch {
         }
         tasks.push(tokio::spawn(refresh_loop(
             config.clone(),
-            tx,
+            tx.clone(),
             ev_rx,
             health_tx,
         )));
         LicenseWatch {
             config,
             rx,
+            tx,
+            released: std::sync::atomic::AtomicBool::new(false),
             health,
             tasks,
         }
@@ -300,10 +307,16 @@ impl LicenseWatch {
     /// # Errors
     /// When the authority cannot be reached or refuses (no lease held is not
     /// an error).
+    ///
+    /// From then on this instance is unlicensed, though its last token has
+    /// not expired: another instance may hold the seat now.
     pub async fn release(&self) -> Result<(), String> {
         for t in &self.tasks {
             t.abort();
         }
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.tx.send_replace(released_state());
         release_lease(&self.config).await
     }
 
@@ -311,6 +324,9 @@ impl LicenseWatch {
     /// reported as expired even before the background task notices, so this
     /// agrees with [`Self::is_licensed`] at every instant.
     pub fn state(&self) -> LicenseState {
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return released_state();
+        }
         match &*self.rx.borrow() {
             LicenseState::Licensed { expires, .. } if *expires <= std::time::Instant::now() => {
                 LicenseState::Unlicensed {
@@ -324,7 +340,8 @@ impl LicenseWatch {
     /// Whether the service holds a token that has not run out (checked
     /// against the monotonic clock at the moment of the call).
     pub fn is_licensed(&self) -> bool {
-        matches!(&*self.rx.borrow(), LicenseState::Licensed { expires, .. } if *expires > std::time::Instant::now())
+        !self.released.load(std::sync::atomic::Ordering::SeqCst)
+            && matches!(&*self.rx.borrow(), LicenseState::Licensed { expires, .. } if *expires > std::time::Instant::now())
     }
 
     /// A receiver of every change.
@@ -363,6 +380,13 @@ fn parse_retry_after(value: &str, now: u64) -> Option<Duration> {
 }
 
 /// One GET of `/token`.
+/// The state once the seat has been released.
+fn released_state() -> LicenseState {
+    LicenseState::Unlicensed {
+        reason: "seat released; no longer fetching tokens".into(),
+    }
+}
+
 /// A random instance id: `SERVICE-` (at most 51 characters of it) and 12
 /// base32 characters (60 bits).
 fn random_instance(service: &str) -> String {

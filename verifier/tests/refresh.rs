@@ -655,3 +655,26 @@ async fn retry_after_as_an_http_date_is_honoured() {
     eprintln!("retried {waited:?} after a 429 with an HTTP-date 3 s ahead");
     assert!(waited >= Duration::from_secs(2), "{waited:?}");
 }
+
+/// `release` gives the seat back: from then on this instance is no longer
+/// licensed, though its last token has not expired (another instance may
+/// hold the seat now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_watch_is_no_longer_licensed() {
+    let (f, secret) = fake(60);
+    let (url, _stop) = serve(f.clone()).await;
+    let watch = LicenseWatch::spawn(WatchConfig::new(&url, "backend", secret, verifier()));
+    let mut changes = watch.subscribe();
+    until(&watch, Duration::from_secs(2), true).await;
+    let _ = watch.release().await;
+    assert!(!watch.is_licensed(), "{:?}", watch.state());
+    match watch.state() {
+        LicenseState::Unlicensed { reason } => assert!(reason.contains("released"), "{reason}"),
+        s => panic!("{s:?}"),
+    }
+    // Subscribers hear it too.
+    assert!(matches!(
+        &*changes.borrow_and_update(),
+        LicenseState::Unlicensed { .. }
+    ));
+}
