@@ -384,13 +384,20 @@ impl Authority {
         }
     }
 
-    /// `DELETE /lease?instance=ID`: releases the instance's seat at once.
+    /// `DELETE /lease?instance=ID&jti=JTI`: releases the instance's seat at
+    /// once, given the `jti` of one of the last two tokens issued to it.
     ///
     /// # Errors
     ///
     /// `unauthorized` for a missing or unknown credential, `bad_request` for
-    /// a malformed instance, `no_lease` when it holds none.
-    pub fn release_lease(&self, bearer: Option<&str>, instance: &str) -> Result<(), Refusal> {
+    /// a malformed instance, `no_lease` when it holds none or `jti` is not
+    /// one of its tokens'.
+    pub fn release_lease(
+        &self,
+        bearer: Option<&str>,
+        instance: &str,
+        jti: &str,
+    ) -> Result<(), Refusal> {
         let presented = bearer.ok_or_else(|| {
             Refusal::new(
                 RefusalCode::Unauthorized,
@@ -401,7 +408,11 @@ impl Authority {
             .authenticate(presented)
             .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))?;
         leases::check_instance(instance).map_err(|m| Refusal::new(RefusalCode::BadRequest, m))?;
-        if !self.leases.release(service, instance) {
+        // Only the instance itself knows the jti of its own tokens: anyone
+        // else who reads instance ids from /status cannot free their seats
+        // (and run more instances than the license allows on tokens that
+        // still live).
+        if !self.leases.release_with_proof(service, instance, jti) {
             return Err(Refusal::new(
                 RefusalCode::NoLease,
                 format!("instance {instance} holds no lease of {service}"),
@@ -597,6 +608,9 @@ impl Authority {
         // Held until the token is signed (see the `session` field).
         let guard = self.session();
         let (ttl, session) = self.issuable(now, guard.as_ref())?;
+        let mut jti = [0u8; 16];
+        tether_keys::random_fill(&mut jti);
+        let jti = URL_SAFE_NO_PAD.encode(jti);
         if let Some(instance) = req.instance {
             self.hold_seat(
                 service,
@@ -605,13 +619,12 @@ impl Authority {
                 now + ttl + LEASE_LEEWAY_SECS,
                 req.peer,
             )?;
+            self.leases.set_proof(service, instance, &jti);
         }
         let nbf = now
             .saturating_sub(TOKEN_BACKDATE_SECS)
             .max(session.cert.request.not_before)
             .max(self.license.terms().not_before);
-        let mut jti = [0u8; 16];
-        tether_keys::random_fill(&mut jti);
         let claims = TokenClaims {
             iss: self.issuer.clone(),
             sub: service.to_string(),
@@ -619,7 +632,7 @@ impl Authority {
             iat: now,
             nbf,
             exp: now + ttl,
-            jti: URL_SAFE_NO_PAD.encode(jti),
+            jti,
             lic: self.lic_b64.clone(),
             dcert: session.cert_b64.clone(),
             nonce: nonce.map(str::to_string),

@@ -46,6 +46,10 @@ pub struct Lease {
     pub expires: u64,
     /// The peer that last renewed it, when known.
     pub peer: Option<SocketAddr>,
+    /// The `jti` of the last two tokens issued to it: `DELETE /lease`
+    /// must present one, so only the instance itself (not anyone who can
+    /// read instance ids from `/status`) can give its seat back early.
+    pub proofs: [Option<String>; 2],
 }
 
 /// What [`Leases::acquire`] did.
@@ -132,6 +136,7 @@ impl Leases {
                         since: now,
                         expires: until,
                         peer: None,
+                        proofs: Default::default(),
                     },
                 );
             }
@@ -185,6 +190,7 @@ impl Leases {
                 since: now,
                 expires,
                 peer,
+                proofs: Default::default(),
             });
             lease.since = now;
             return Self::take(s, instance, lease, now);
@@ -196,6 +202,7 @@ impl Leases {
                 since: now,
                 expires,
                 peer,
+                proofs: Default::default(),
             },
             now,
         )
@@ -224,6 +231,34 @@ impl Leases {
         }
         s.holders.insert(instance.to_string(), lease);
         Ok(Acquired::New)
+    }
+
+    /// Records `jti` as the latest token issued to `instance`'s lease.
+    pub fn set_proof(&self, service: &str, instance: &str, jti: &str) {
+        if let Some(lease) = self
+            .services
+            .lock()
+            .get_mut(service)
+            .and_then(|s| s.holders.get_mut(instance))
+        {
+            let [latest, previous] = &mut lease.proofs;
+            *previous = latest.take();
+            *latest = Some(jti.to_string());
+        }
+    }
+
+    /// Releases `instance`'s lease of `service` when `jti` is that of one
+    /// of the last two tokens issued to it; true when it did.
+    pub fn release_with_proof(&self, service: &str, instance: &str, jti: &str) -> bool {
+        let mut services = self.services.lock();
+        let Some(s) = services.get_mut(service) else {
+            return false;
+        };
+        let proven = s
+            .holders
+            .get(instance)
+            .is_some_and(|l| l.proofs.iter().flatten().any(|p| p == jti));
+        proven && s.holders.remove(instance).is_some()
     }
 
     /// Releases `instance`'s lease of `service`; true when it held one.

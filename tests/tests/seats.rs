@@ -25,6 +25,21 @@ fn token_as(url: &str, secret: &str, instance: &str) -> http::Response {
     http::get(url, &format!("/token?instance={instance}"), Some(secret)).unwrap()
 }
 
+/// The `jti` of the token in a `/token` answer.
+fn jti_of(r: &http::Response) -> String {
+    use base64::Engine as _;
+    let body: serde_json::Value = r.json().unwrap();
+    let token = body["token"].as_str().unwrap();
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_string()
+}
+
 fn header(r: &http::Response, name: &str) -> Option<String> {
     r.headers
         .iter()
@@ -48,7 +63,9 @@ fn seats_are_held_released_and_survive_a_restart() {
     assert_eq!(token_as(&url, secret, "a").status, 200);
     assert_eq!(token_as(&url, secret, "b").status, 200);
     // A known instance renews; a third is refused with its own status.
-    assert_eq!(token_as(&url, secret, "a").status, 200);
+    let a_token = token_as(&url, secret, "a");
+    assert_eq!(a_token.status, 200);
+    let a_jti = jti_of(&a_token);
     let third = token_as(&url, secret, "c");
     assert_eq!(third.status, 409, "{}", third.body);
     assert!(third.body.contains("no_seat_free"), "{}", third.body);
@@ -80,32 +97,33 @@ fn seats_are_held_released_and_survive_a_restart() {
         "{metrics}"
     );
 
-    // DELETE /lease frees the seat at once, with the service's credential only.
+    // DELETE /lease frees the seat at once, for the instance itself only:
+    // the service's credential and the jti of one of its own tokens. Reading
+    // instance ids from /status is not enough to free other instances' seats.
+    let release = |bearer: Option<&str>, jti: &str| {
+        http::delete(&url, &format!("/lease?instance=a&jti={jti}"), bearer)
+            .unwrap()
+            .status
+    };
     let other = site.secret("muxer");
+    assert_eq!(release(Some(other), &a_jti), 404);
+    assert_eq!(release(None, &a_jti), 401);
+    assert_eq!(release(Some(secret), "not-its-token"), 404);
+    let b_jti = jti_of(&token_as(&url, secret, "b"));
     assert_eq!(
-        http::delete(&url, "/lease?instance=a", Some(other))
-            .unwrap()
-            .status,
-        404
-    );
-    assert_eq!(
-        http::delete(&url, "/lease?instance=a", None)
-            .unwrap()
-            .status,
-        401
+        release(Some(secret), &b_jti),
+        404,
+        "b's token frees a's seat"
     );
     assert_eq!(
         http::delete(&url, "/lease?instance=a", Some(secret))
             .unwrap()
             .status,
-        204
+        400,
+        "no proof at all"
     );
-    assert_eq!(
-        http::delete(&url, "/lease?instance=a", Some(secret))
-            .unwrap()
-            .status,
-        404
-    );
+    assert_eq!(release(Some(secret), &a_jti), 204);
+    assert_eq!(release(Some(secret), &a_jti), 404);
     assert_eq!(token_as(&url, secret, "c").status, 200);
 
     // A restart of tetherd keeps b's and c's seats: the tokens they hold

@@ -40,8 +40,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
-use tether_keys::{License, LicenseTerms, ServiceSecret, TokenClaims, Vendor, keyfile};
-use tether_tools::http;
+use tether_keys::{License, LicenseTerms, TokenClaims, Vendor, keyfile};
 use tether_verifier::{Expectations, LicenseState, LicenseWatch, Verifier, WatchConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
@@ -100,8 +99,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (vendor, _) = keyfile::read_public_key::<Vendor>(&args.vendor_pub)?;
     let secret = crate::client::load_secret(&args.secret)?;
-    // The refresher owns one copy; the other releases the seat on exit.
-    let release_secret = ServiceSecret::parse(secret.expose())?;
     let mut argv = args.program.into_iter();
     let program = argv.next().context("no program given (after --)")?;
     check_program(&program)?;
@@ -146,13 +143,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let config = WatchConfig::new(&plan.authority, &plan.service, secret, verifier)
             .instance(&plan.instance)?;
         let watch = LicenseWatch::spawn(config);
-        supervise(&plan, &watch).await
+        let outcome = supervise(&plan, &watch).await;
+        // Give the seat back at once (the lease would lapse with the token).
+        match watch.release().await {
+            Ok(()) => tracing::info!("seat released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the seat; it lapses with its lease")
+            }
+        }
+        outcome
     });
     drop(runtime);
     if let Some(f) = &plan.token_file {
         let _ = std::fs::remove_file(f);
     }
-    release_seat(&plan, &release_secret);
     reap_all(None);
     let code = outcome?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
@@ -429,23 +433,6 @@ fn exit_code(status: WaitStatus) -> i32 {
         .exit_status()
         .or_else(|| status.terminating_signal().map(|s| 128 + s))
         .unwrap_or(1)
-}
-
-/// `DELETE /lease?instance=ID`, best effort: an authority without seats
-/// answers 404 or 405, and a seat not released lapses with its lease.
-fn release_seat(plan: &Plan, secret: &ServiceSecret) {
-    let path = format!("/lease?instance={}", plan.instance);
-    match http::delete(&plan.authority, &path, Some(secret.expose())) {
-        Ok(r) if (200..300).contains(&r.status) => tracing::info!("seat released"),
-        Ok(r) if r.status == 404 => {
-            tracing::debug!("no lease was held (it had lapsed, or none was taken)");
-        }
-        Ok(r) => tracing::warn!(
-            status = r.status,
-            "the authority did not release the seat; it lapses with its lease"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot release the seat; it lapses with its lease"),
-    }
 }
 
 #[cfg(test)]

@@ -314,10 +314,19 @@ impl LicenseWatch {
         for t in &self.tasks {
             t.abort();
         }
+        // The proof that we are the instance: our latest token's jti.
+        let jti = match &*self.tx.borrow() {
+            LicenseState::Licensed { claims, .. } => Some(claims.jti.clone()),
+            LicenseState::Unlicensed { .. } => None,
+        };
         self.released
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.tx.send_replace(released_state());
-        release_lease(&self.config).await
+        match jti {
+            Some(jti) => release_lease(&self.config, &jti).await,
+            // No token held: nothing to prove, and any lease lapses soon.
+            None => Ok(()),
+        }
     }
 
     /// The current state. A token whose monotonic deadline has passed is
@@ -415,8 +424,8 @@ fn random_instance(service: &str) -> String {
 /// # Errors
 /// When the authority cannot be reached or answers other than 204 or 404
 /// (no lease held).
-async fn release_lease(config: &WatchConfig) -> Result<(), String> {
-    let path = format!("/lease?instance={}", config.instance);
+async fn release_lease(config: &WatchConfig, jti: &str) -> Result<(), String> {
+    let path = format!("/lease?instance={}&jti={jti}", config.instance);
     let answer = request(
         hyper::Method::DELETE,
         &config.host_port,

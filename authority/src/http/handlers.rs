@@ -218,7 +218,8 @@ pub async fn release_lease(
     headers: HeaderMap,
     query: LeaseQuery,
 ) -> Result<Response, Infallible> {
-    let released = auth::bearer(&headers).and_then(|b| auth.release_lease(b, &query.instance));
+    let released =
+        auth::bearer(&headers).and_then(|b| auth.release_lease(b, &query.instance, &query.jti));
     Ok(match released {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(refused) => error(&refused),

@@ -24,4 +24,7 @@ pub struct TokenQuery {
 pub struct LeaseQuery {
     /// The instance whose lease to release.
     pub instance: String,
+    /// The `jti` of the instance's current (or previous) token: the proof
+    /// that the instance itself asks.
+    pub jti: String,
 }
