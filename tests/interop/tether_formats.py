@@ -9,7 +9,7 @@ import base64
 import hashlib
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -105,6 +105,8 @@ def list8(items) -> bytes:
 
 @dataclass
 class License:
+    """The license, format version 2 (docs/formats.md, "License"); version 1
+    files decode too (no sequence, seats, grace or nonce period)."""
     id: bytes
     vendor: bytes
     customer: str
@@ -117,13 +119,28 @@ class License:
     features: list
     services: list
     signature: bytes = b""
+    version: int = 2
+    sequence: int = 1
+    grace: int = 0
+    nonce_period: int = 0
+    seats: dict = field(default_factory=dict)
 
     def body(self) -> bytes:
-        return (bytes([1]) + self.id + self.vendor + str8(self.customer) + str8(self.serial)
-                + self.dongle_key
-                + struct.pack(">QQQI", self.issued_at, self.not_before, self.not_after,
-                              self.max_ttl)
-                + list8(sorted(self.features)) + list8(sorted(self.services)))
+        if self.version == 1:
+            return (bytes([1]) + self.id + self.vendor + str8(self.customer)
+                    + str8(self.serial) + self.dongle_key
+                    + struct.pack(">QQQI", self.issued_at, self.not_before, self.not_after,
+                                  self.max_ttl)
+                    + list8(sorted(self.features)) + list8(sorted(self.services)))
+        services = sorted(self.services)
+        return (bytes([2]) + self.id + self.vendor + struct.pack(">Q", self.sequence)
+                + str8(self.customer) + bytes([1]) + str8(self.serial) + self.dongle_key
+                + struct.pack(">QQQIII", self.issued_at, self.not_before, self.not_after,
+                              self.grace, self.max_ttl, self.nonce_period)
+                + list8(sorted(self.features))
+                + bytes([len(services)])
+                + b"".join(str8(s) + struct.pack(">I", self.seats.get(s, 0))
+                           for s in services))
 
     def encode(self) -> bytes:
         return self.body() + self.signature
@@ -136,12 +153,32 @@ class License:
     @staticmethod
     def decode(data: bytes) -> "License":
         r = Reader(data)
-        if r.u8() != 1:
-            raise ValueError("license version")
-        lic = License(id=r.take(16), vendor=r.take(32), customer=r.str8(), serial=r.str8(),
-                      dongle_key=r.take(32), issued_at=r.u64(), not_before=r.u64(),
-                      not_after=r.u64(), max_ttl=r.u32(), features=r.list8(),
-                      services=r.list8())
+        version = r.u8()
+        if version == 1:
+            lic = License(id=r.take(16), vendor=r.take(32), customer=r.str8(),
+                          serial=r.str8(), dongle_key=r.take(32), issued_at=r.u64(),
+                          not_before=r.u64(), not_after=r.u64(), max_ttl=r.u32(),
+                          features=r.list8(), services=r.list8(), version=1, sequence=0)
+        elif version == 2:
+            id_, vendor, sequence, customer = r.take(16), r.take(32), r.u64(), r.str8()
+            if r.u8() != 1:
+                raise ValueError("dongle kind")
+            serial, key = r.str8(), r.take(32)
+            issued, nb, na, grace, ttl, period = (r.u64(), r.u64(), r.u64(), r.u32(),
+                                                  r.u32(), r.u32())
+            features = r.list8()
+            services, seats = [], {}
+            for _ in range(r.u8()):
+                name, n = r.str8(), r.u32()
+                services.append(name)
+                if n:
+                    seats[name] = n
+            lic = License(id=id_, vendor=vendor, customer=customer, serial=serial,
+                          dongle_key=key, issued_at=issued, not_before=nb, not_after=na,
+                          max_ttl=ttl, features=features, services=services, version=2,
+                          sequence=sequence, grace=grace, nonce_period=period, seats=seats)
+        else:
+            raise ValueError(f"license version {version}")
         lic.signature = r.take(64)
         if r.pos != len(data):
             raise ValueError("trailing bytes")
