@@ -398,15 +398,7 @@ impl Authority {
         instance: &str,
         jti: &str,
     ) -> Result<(), Refusal> {
-        let presented = bearer.ok_or_else(|| {
-            Refusal::new(
-                RefusalCode::Unauthorized,
-                "missing Authorization: Bearer credential",
-            )
-        })?;
-        let service = self
-            .authenticate(presented)
-            .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))?;
+        let service = self.service_of(bearer)?;
         leases::check_instance(instance).map_err(|m| Refusal::new(RefusalCode::BadRequest, m))?;
         // Only the instance itself knows the jti of its own tokens: anyone
         // else who reads instance ids from /status cannot free their seats
@@ -552,17 +544,21 @@ impl Authority {
         Ok((ttl, session))
     }
 
-    fn try_issue(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
-        let (bearer, nonce) = (req.bearer, req.nonce);
+    /// The enrolled service whose credential `bearer` is.
+    fn service_of(&self, bearer: Option<&str>) -> Result<&str, Refusal> {
         let presented = bearer.ok_or_else(|| {
             Refusal::new(
                 RefusalCode::Unauthorized,
                 "missing Authorization: Bearer credential",
             )
         })?;
-        let service = self
-            .authenticate(presented)
-            .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))?;
+        self.authenticate(presented)
+            .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))
+    }
+
+    fn try_issue(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
+        let (bearer, nonce) = (req.bearer, req.nonce);
+        let service = self.service_of(bearer)?;
         if let Some(n) = nonce
             && (n.is_empty()
                 || n.len() > 128
