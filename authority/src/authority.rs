@@ -678,12 +678,12 @@ pub(crate) mod tests {
 
     pub(crate) fn session(not_before: u64) -> Session {
         let cert = tether_keys::Certificate::sign(
-            DelegationRequest {
-                nonce: [7; 32],
-                session_key: testkeys::session().public(),
+            DelegationRequest::new(
+                [7; 32],
+                testkeys::session().public(),
                 not_before,
-                not_after: not_before + 300,
-            },
+                not_before + 300,
+            ),
             SERIAL,
             1,
             &testkeys::dongle(),

@@ -108,12 +108,7 @@ impl Site {
         let license = keyfile::read_license(&self.p("license.tether")).unwrap();
         let (dongle, _) = keyfile::read_secret_key::<Dongle>(&self.p("dongle/dongle.key")).unwrap();
         let session = SecretKey::<Session>::generate();
-        let request = DelegationRequest {
-            nonce: fresh_nonce(),
-            session_key: session.public(),
-            not_before: nbf - 30,
-            not_after: nbf + 590,
-        };
+        let request = DelegationRequest::new(fresh_nonce(), session.public(), nbf - 30, nbf + 590);
         let cert = Certificate::sign(request, "TD-INSPECT-1", 7, &dongle).unwrap();
         let claims = TokenClaims {
             iss: "tether:TD-INSPECT-1".into(),

@@ -45,12 +45,7 @@ fn main() {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest {
-            nonce: [1; 32],
-            session_key: testkeys::session().public(),
-            not_before: now - 30,
-            not_after: now + 300,
-        },
+        DelegationRequest::new([1; 32], testkeys::session().public(), now - 30, now + 300),
         "TD-0001",
         1,
         &testkeys::dongle(),

@@ -72,12 +72,7 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest {
-            nonce: [2; 32],
-            session_key: testkeys::session().public(),
-            not_before: now - 30,
-            not_after: now + 600,
-        },
+        DelegationRequest::new([2; 32], testkeys::session().public(), now - 30, now + 600),
         "TD-1",
         1,
         &testkeys::dongle(),

@@ -60,12 +60,12 @@ impl Mint {
     fn claims(&self, aud: &str) -> TokenClaims {
         let license = self.terms.clone().sign(&self.vendor).unwrap();
         let cert = Certificate::sign(
-            DelegationRequest {
-                nonce: [9; 32],
-                session_key: self.session.public(),
-                not_before: self.cert_window.0,
-                not_after: self.cert_window.1,
-            },
+            DelegationRequest::new(
+                [9; 32],
+                self.session.public(),
+                self.cert_window.0,
+                self.cert_window.1,
+            ),
             &self.serial,
             1,
             &self.dongle,
