@@ -608,6 +608,7 @@ impl Authority {
             dcert: session.cert_b64.clone(),
             nonce: nonce.map(str::to_string),
             ins: req.instance.map(str::to_string),
+            prf: None,
         };
         let token = session.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");

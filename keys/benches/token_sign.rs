@@ -63,6 +63,7 @@ fn main() {
         dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
         nonce: Some("q9Xw2".into()),
         ins: None,
+        prf: None,
     };
     let signer = TokenSigner::new(testkeys::session()).unwrap();
     let token = signer.sign(&claims).unwrap();

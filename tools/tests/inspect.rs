@@ -122,6 +122,7 @@ impl Site {
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
             nonce: None,
             ins: None,
+            prf: None,
         };
         TokenSigner::new(session).unwrap().sign(&claims).unwrap()
     }

@@ -66,6 +66,7 @@ fn main() {
                 dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
                 nonce: None,
                 ins: None,
+                prf: None,
             })
             .unwrap()
     };

@@ -209,6 +209,7 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         dcert: URL_SAFE_NO_PAD.encode(f.cert.encoded()),
         nonce,
         ins: None,
+        prf: None,
     };
     let token = f.signer.sign(&claims).unwrap();
     logged(

@@ -83,6 +83,7 @@ impl Mint {
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
             nonce: Some("n0nce".into()),
             ins: None,
+            prf: None,
         }
     }
 

@@ -107,6 +107,7 @@ impl Mint {
             dcert: URL_SAFE_NO_PAD.encode(self.cert().encoded()),
             nonce: None,
             ins: None,
+            prf: None,
         }
     }
 
