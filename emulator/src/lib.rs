@@ -361,7 +361,8 @@ impl Device {
         self.fault = fault;
     }
 
-    /// How long the link should hold each answer back.
+    /// How long the link should hold each answer back (the reports of a
+    /// request are taken at once).
     pub fn reply_delay(&self) -> Duration {
         match self.fault {
             Fault::Slow(d) => d,
