@@ -281,13 +281,10 @@ pub struct InclusionProof {
 }
 
 impl InclusionProof {
-    /// The canonical encoding.
-    ///
-    /// # Panics
-    ///
-    /// Never for a proof [`LeafSet::prove`] or [`InclusionProof::decode`]
-    /// made; a hand-made one over [`MAX_PATH_LEN`] hashes is cut at 255
-    /// and will not verify.
+    /// The canonical encoding. A proof from [`LeafSet::prove`] or
+    /// [`InclusionProof::decode`] has at most [`MAX_PATH_LEN`] hashes; a
+    /// hand-made one of more than 255 is cut there (and would not verify
+    /// anyway).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u32(self.index);
