@@ -238,6 +238,9 @@ fn a_token_is_shown_as_header_claims_license_and_certificate() {
     );
     assert_eq!(json["license"]["customer"], "ACME Corp");
     assert_eq!(json["certificate"]["counter"], 7);
+    assert_eq!(json["certificate"]["version"], 2);
+    assert_eq!(json["certificate"]["commitment"], "none");
+    assert_eq!(json["certificate"]["ledger"], "none");
     assert_eq!(json["certificate"]["signature"], "verified");
     assert_eq!(json["signature"], "verified");
 
