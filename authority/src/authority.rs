@@ -633,6 +633,7 @@ impl Authority {
             dcert: session.cert_b64.clone(),
             nonce: nonce.map(str::to_string),
             ins: req.instance.map(str::to_string),
+            prf: None,
         };
         let token = session.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");
@@ -712,12 +713,12 @@ pub(crate) mod tests {
 
     pub(crate) fn session(not_before: u64) -> Session {
         let cert = tether_keys::Certificate::sign(
-            DelegationRequest {
-                nonce: [7; 32],
-                session_key: testkeys::session().public(),
+            DelegationRequest::new(
+                [7; 32],
+                testkeys::session().public(),
                 not_before,
-                not_after: not_before + 300,
-            },
+                not_before + 300,
+            ),
             SERIAL,
             1,
             &testkeys::dongle(),

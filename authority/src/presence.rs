@@ -412,12 +412,12 @@ fn certify(
             auth.store.path(),
         )));
     }
-    let request = DelegationRequest {
-        nonce: fresh_nonce(),
-        session_key: key.public(),
-        not_before: now.saturating_sub(CERT_BACKDATE),
-        not_after: now + settings.cert_lifetime.as_secs(),
-    };
+    let request = DelegationRequest::new(
+        fresh_nonce(),
+        key.public(),
+        now.saturating_sub(CERT_BACKDATE),
+        now + settings.cert_lifetime.as_secs(),
+    );
     let cert = client.certify(&request)?;
     if cert.verify(&terms.dongle_key).is_err() {
         return Err(Lost::Refused(

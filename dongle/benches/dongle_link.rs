@@ -80,12 +80,7 @@ fn presence(c: &mut Client) {
 }
 
 fn delegate(c: &mut Client, session: &tether_keys::PublicKey<Session>, now: u64) {
-    let req = DelegationRequest {
-        nonce: fresh_nonce(),
-        session_key: *session,
-        not_before: now,
-        not_after: now + 300,
-    };
+    let req = DelegationRequest::new(fresh_nonce(), *session, now, now + 300);
     black_box(c.delegate(&req).unwrap());
 }
 

@@ -48,12 +48,12 @@ impl Rig {
 }
 
 fn request(not_before: u64, secs: u64) -> DelegationRequest {
-    DelegationRequest {
-        nonce: fresh_nonce(),
-        session_key: SecretKey::<Session>::generate().public(),
+    DelegationRequest::new(
+        fresh_nonce(),
+        SecretKey::<Session>::generate().public(),
         not_before,
-        not_after: not_before + secs,
-    }
+        not_before + secs,
+    )
 }
 
 #[test]

@@ -370,7 +370,8 @@ impl Device {
         self.fault = fault;
     }
 
-    /// How long the link should hold each answer back.
+    /// How long the link should hold each answer back (the reports of a
+    /// request are taken at once).
     pub fn reply_delay(&self) -> Duration {
         match self.fault {
             Fault::Slow(d) => d,
@@ -561,7 +562,9 @@ impl Device {
     }
 
     /// The window rules and the reach rule of section 6, then the counter
-    /// (in flash before any signature carries it), then the signature.
+    /// (in flash before any signature carries it), then the signature: a
+    /// version 2 certificate carrying whatever commitment and ledger head
+    /// the host asked for.
     fn delegate(&mut self, req: DelegationRequest, uptime: Duration) -> Result<Vec<u8>, ErrorCode> {
         if self.fault == Fault::Replay
             && let Some(old) = &self.last_delegate
@@ -573,6 +576,12 @@ impl Device {
         }
         if req.not_after - req.not_before > self.rules.max_window.as_secs() {
             return Err(ErrorCode::WindowTooLong);
+        }
+        // The commitment is signed blindly, as asked (the consumers check
+        // it); only a certificate the format cannot hold is refused, and
+        // before anything is counted.
+        if req.check(&self.serial).is_err() {
+            return Err(ErrorCode::InvalidParameter);
         }
         let mut next = self.state.clone();
         let limited = !self.rules.reach_budget.is_zero();

@@ -51,12 +51,7 @@ fn alloc(d: &mut Device) -> u32 {
 }
 
 fn request(nb: u64, len: u64) -> DelegationRequest {
-    DelegationRequest {
-        nonce: [0x11; 32],
-        session_key: testkeys::session().public(),
-        not_before: nb,
-        not_after: nb + len,
-    }
+    DelegationRequest::new([0x11; 32], testkeys::session().public(), nb, nb + len)
 }
 
 fn delegate(d: &mut Device, cid: u32, req: &DelegationRequest, at: u64) -> Result<Vec<u8>, u8> {
@@ -174,6 +169,76 @@ fn client_round_trips_over_the_in_process_device() {
         c.delegate(&request(now, 3600)),
         Err(LinkError::Declined(ErrorCode::WindowTooLong))
     ));
+}
+
+/// The device signs a version 2 certificate holding exactly the commitment
+/// and ledger head it was asked for (blindly: the consumers check them).
+#[test]
+fn delegate_signs_the_commitment_and_ledger_head_it_is_given() {
+    use tether_keys::delegation::LedgerHead;
+    use tether_keys::merkle::{Leaf, LeafSet};
+    let mut d = device();
+    let cid = alloc(&mut d);
+    let mut req = request(T0, 300);
+    req.commitment = LeafSet::new([
+        Leaf::new("backend", "b-1", "n1").unwrap(),
+        Leaf::new("muxer", "m-1", "n2").unwrap(),
+    ])
+    .commitment()
+    .unwrap();
+    req.ledger = LedgerHead {
+        sequence: 9,
+        hash: [0x77; 32],
+    };
+    let bytes = delegate(&mut d, cid, &req, 0).unwrap();
+    let cert = Certificate::decode(&bytes).unwrap();
+    cert.verify(&testkeys::dongle().public()).unwrap();
+    assert_eq!(cert.version(), 2);
+    assert_eq!(cert.request, req);
+    assert_eq!(cert.counter, 1);
+}
+
+/// The first protocol's fixed 80-byte DELEGATE payload still works: a
+/// version 2 certificate committing to nothing.
+#[test]
+fn delegate_accepts_the_old_fixed_payload() {
+    let mut d = device();
+    let cid = alloc(&mut d);
+    let req = request(T0, 300);
+    let (cmd, p) = Request::Delegate(req.clone()).encode();
+    let out = send(&mut d, cid, cmd, &p[..80], 0);
+    assert_eq!(out[0][4], 0xC3, "answered with an error");
+    let len = usize::from(u16::from_be_bytes([out[0][5], out[0][6]]));
+    let mut payload: Vec<u8> = out[0][7..].to_vec();
+    for r in &out[1..] {
+        payload.extend_from_slice(&r[5..]);
+    }
+    payload.truncate(len);
+    let cert = Certificate::decode(&payload).unwrap();
+    cert.verify(&testkeys::dongle().public()).unwrap();
+    assert_eq!(cert.request, req);
+    assert!(cert.request.commitment.is_empty() && cert.request.ledger.is_none());
+}
+
+/// A commitment whose certificate would not fit one message is refused
+/// before the counter moves.
+#[test]
+fn delegate_refuses_a_certificate_too_large_without_counting() {
+    let mut d = device();
+    let cid = alloc(&mut d);
+    let mut req = request(T0, 300);
+    req.commitment.root = [1; 32];
+    req.commitment.counts = (0..12)
+        .map(|i| (format!("{i:02}{}", "s".repeat(61)), 1))
+        .collect();
+    let (_, p) = Request::Delegate(req.clone()).encode();
+    assert!(
+        p.len() <= tether_dongle::ctaphid::MAX_MESSAGE,
+        "{}",
+        p.len()
+    );
+    assert_eq!(delegate(&mut d, cid, &req, 0), Err(0x02));
+    assert_eq!(d.reported_counter(), 0);
 }
 
 #[test]

@@ -389,7 +389,10 @@ fn serve(shared: &Shared, mut file: File, generation: u64) {
                     let mut d = lock(&shared.device);
                     (d.handle_report(&report), d.reply_delay())
                 };
-                if !delay.is_zero() {
+                // Answers are held back, not the reports of a request still
+                // arriving: sleeping after every report would run a multi-report
+                // request past the device's own message timeout (section 3.5).
+                if !delay.is_zero() && !answers.is_empty() {
                     std::thread::sleep(delay);
                 }
                 for a in answers {

@@ -48,12 +48,12 @@ pub fn license() -> License {
 /// A certificate for the test session key, 10 minutes around [`NOW`].
 pub fn certificate(counter: u32) -> Certificate {
     Certificate::sign(
-        DelegationRequest {
-            nonce: [0xAB; 32],
-            session_key: testkeys::session().public(),
-            not_before: NOW - 60,
-            not_after: NOW + 540,
-        },
+        DelegationRequest::new(
+            [0xAB; 32],
+            testkeys::session().public(),
+            NOW - 60,
+            NOW + 540,
+        ),
         SERIAL,
         counter,
         &testkeys::dongle(),
@@ -77,6 +77,7 @@ pub fn claims(license: &License, cert: &Certificate) -> TokenClaims {
         dcert: b64(cert.encoded()),
         nonce: None,
         ins: None,
+        prf: None,
     }
 }
 

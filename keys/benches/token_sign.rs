@@ -40,12 +40,12 @@ fn main() {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest {
-            nonce: [1; 32],
-            session_key: testkeys::session().public(),
-            not_before: 1_800_000_000,
-            not_after: 1_800_000_300,
-        },
+        DelegationRequest::new(
+            [1; 32],
+            testkeys::session().public(),
+            1_800_000_000,
+            1_800_000_300,
+        ),
         "TD-0001",
         1,
         &testkeys::dongle(),
@@ -63,6 +63,7 @@ fn main() {
         dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
         nonce: Some("q9Xw2".into()),
         ins: None,
+        prf: None,
     };
     let signer = TokenSigner::new(testkeys::session()).unwrap();
     let token = signer.sign(&claims).unwrap();

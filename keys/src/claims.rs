@@ -3,7 +3,9 @@
 //! Registered claims (RFC 7519) plus the chain a consumer needs to verify the
 //! token offline: `lic` (the license) and `dcert` (the delegation certificate
 //! certifying the signing session key), both base64url without padding, and
-//! the consumer's `nonce` when it sent one (`docs/formats.md`, "Token").
+//! the consumer's `nonce` when it sent one, and (not yet issued or checked)
+//! `prf`, the consumer's inclusion proof in the certificate's commitment
+//! (`docs/formats.md`, "Token").
 
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +39,59 @@ pub struct TokenClaims {
     /// instance refuses a token issued to another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ins: Option<String>,
+    /// Private claim: the consumer's inclusion proof in the certificate's
+    /// commitment, base64url without padding of
+    /// [`InclusionProof::encode`](crate::merkle::InclusionProof::encode)
+    /// (`docs/formats.md`, "Inclusion proof"). Reserved: not issued or
+    /// checked yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prf: Option<String>,
 }
 
 /// The issuer string for a dongle serial.
 pub fn issuer_for(serial: &str) -> String {
     format!("tether:{serial}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::InclusionProof;
+
+    fn claims(prf: Option<String>) -> TokenClaims {
+        TokenClaims {
+            iss: issuer_for("TD-0001"),
+            sub: "backend".into(),
+            aud: "backend".into(),
+            iat: 1,
+            nbf: 1,
+            exp: 2,
+            jti: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            lic: "bGlj".into(),
+            dcert: "Y2VydA".into(),
+            nonce: None,
+            ins: None,
+            prf,
+        }
+    }
+
+    /// `prf` is left out when absent (tokens are unchanged until it is
+    /// issued) and carries base64url of the proof's encoding when present.
+    #[test]
+    fn the_proof_claim_is_optional_and_round_trips() {
+        let json = serde_json::to_string(&claims(None)).unwrap();
+        assert!(!json.contains("prf"), "{json}");
+        let proof = InclusionProof {
+            index: 2,
+            size: 3,
+            path: vec![[0xAA; 32]],
+        };
+        let with = claims(Some(proof.to_claim()));
+        let json = serde_json::to_string(&with).unwrap();
+        let back: TokenClaims = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, with);
+        let prf = back.prf.unwrap();
+        assert!(prf.starts_with("AAAAAgAAAAMB"), "{prf}");
+        assert_eq!(InclusionProof::from_claim(&prf).unwrap(), proof);
+    }
 }

@@ -95,6 +95,15 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.str8()).collect()
     }
 
+    /// Nothing may be left.
+    pub(crate) fn end(self) -> Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.malformed("trailing bytes"))
+        }
+    }
+
     /// Everything that is left, which must be exactly `n` bytes.
     pub(crate) fn finish<const N: usize>(mut self) -> Result<[u8; N]> {
         let out = self.array::<N>()?;

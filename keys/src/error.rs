@@ -73,6 +73,22 @@ pub enum Error {
         /// The versions this build reads.
         supported: &'static str,
     },
+    /// A structure made for a kind of dongle this build cannot check.
+    #[error(
+        "{what} for dongle kind {kind} ({name}) is not supported by this build; upgrade Tether to read it"
+    )]
+    UnsupportedDongleKind {
+        /// The structure being decoded.
+        what: &'static str,
+        /// The kind byte found.
+        kind: u8,
+        /// What that kind is, or "unknown".
+        name: &'static str,
+    },
+    /// A consumer's leaf is not in the tree a certificate commits to, as the
+    /// inclusion proof claims (`merkle`).
+    #[error("not included in the certificate's commitment: {0}")]
+    NotIncluded(&'static str),
     /// A value given to build a structure is out of range.
     #[error("invalid {what}: {reason}")]
     Invalid {

@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod key;
 pub mod keyfile;
 pub mod license;
+pub mod merkle;
 pub mod token;
 pub mod wire;
 
@@ -31,6 +32,7 @@ pub use delegation::{Certificate, DelegationRequest};
 pub use error::{Error, Result};
 pub use key::{Dongle, Fingerprint, PublicKey, SecretKey, Session, Vendor};
 pub use license::{License, LicenseId, LicenseTerms};
+pub use merkle::{Commitment, InclusionProof, Leaf, LeafSet};
 pub use token::TokenSigner;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

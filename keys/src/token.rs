@@ -94,6 +94,7 @@ mod tests {
             dcert: "Y2VydA".into(),
             nonce: None,
             ins: None,
+            prf: None,
         }
     }
 

@@ -9,7 +9,8 @@
 
 use std::path::PathBuf;
 
-use tether_keys::delegation::presence_message;
+use tether_keys::delegation::{DONGLE_KIND_FIDO2, LedgerHead, presence_message};
+use tether_keys::merkle::{self, InclusionProof, Leaf, LeafSet};
 use tether_keys::{
     Certificate, DelegationRequest, Error, License, LicenseId, LicenseTerms, SecretKey, Vendor,
     domain, keyfile, testkeys,
@@ -41,13 +42,28 @@ fn terms(not_before: u64, not_after: u64) -> LicenseTerms {
     }
 }
 
+/// The three consumer instances of the worked example in `docs/formats.md`.
+fn leaves() -> LeafSet {
+    LeafSet::new([
+        Leaf::new("muxer", "m-1", "n3").unwrap(),
+        Leaf::new("backend", "b-2", "n2").unwrap(),
+        Leaf::new("backend", "b-1", "n1").unwrap(),
+    ])
+}
+
 fn request(not_before: u64, not_after: u64) -> DelegationRequest {
-    DelegationRequest {
-        nonce: [0xAB; 32],
-        session_key: testkeys::session().public(),
+    let mut req = DelegationRequest::new(
+        [0xAB; 32],
+        testkeys::session().public(),
         not_before,
         not_after,
-    }
+    );
+    req.commitment = leaves().commitment().unwrap();
+    req.ledger = LedgerHead {
+        sequence: 42,
+        hash: [0x5A; 32],
+    };
+    req
 }
 
 fn resign(bytes: &[u8], tag: &[u8], sign: impl Fn(&[u8]) -> [u8; 64]) -> Vec<u8> {
@@ -100,11 +116,20 @@ fn vectors() -> Vec<(&'static str, String)> {
     let dongle = testkeys::dongle();
     let cert = Certificate::sign(request(NOW - 60, NOW + 540), "TD-0001", 7, &dongle).unwrap();
     let mut cert_tampered = cert.encoded().to_vec();
-    cert_tampered[1 + 1 + 7] ^= 0x01; // first nonce byte
+    cert_tampered[1 + 1 + 1 + 7] ^= 0x01; // first nonce byte (v2: version, kind, serial)
     let cert_by_vendor = resign(cert.encoded(), domain::DELEGATION, |m| vendor.sign(m));
     let cert_presence_tag = resign(cert.encoded(), domain::PRESENCE, |m| dongle.sign(m));
     let cert_expired =
         Certificate::sign(request(NOW - 1200, NOW - 600), "TD-0001", 6, &dongle).unwrap();
+    // The same body as a FIDO2 key's, which this build does not read yet.
+    let mut cert_fido2 = cert.encoded().to_vec();
+    cert_fido2[1] = DONGLE_KIND_FIDO2;
+    let cert_fido2 = resign(&cert_fido2, domain::DELEGATION, |m| dongle.sign(m));
+
+    let tree = leaves();
+    let proof = tree.prove(0).unwrap();
+    let mut wrong_index = proof.clone();
+    wrong_index.index = 1;
 
     vec![
         ("license_valid.tether", lic(&valid)),
@@ -125,6 +150,13 @@ fn vectors() -> Vec<(&'static str, String)> {
         ("fail_cert_wrong_signer.hex", hex(&cert_by_vendor)),
         ("fail_cert_wrong_domain.hex", hex(&cert_presence_tag)),
         ("fail_cert_expired.hex", hex(cert_expired.encoded())),
+        ("fail_cert_fido2_kind.hex", hex(&cert_fido2)),
+        ("merkle_root_3_leaves.hex", hex(&tree.root())),
+        ("merkle_proof_3_leaves.hex", hex(&proof.encode())),
+        (
+            "fail_merkle_proof_3_leaves_wrong_index.hex",
+            hex(&wrong_index.encode()),
+        ),
         ("presence_message.hex", hex(&presence_message(&[0xAB; 32]))),
     ]
 }
@@ -159,10 +191,53 @@ fn check_cert(name: &str) -> tether_keys::Result<()> {
     cert.check_time(NOW, 0)
 }
 
+/// Checks a proof file for the first leaf of [`leaves`] against the
+/// certificate vector's commitment and the root vector.
+fn check_proof(name: &str) -> tether_keys::Result<()> {
+    let proof =
+        InclusionProof::decode(&unhex(&std::fs::read_to_string(dir().join(name)).unwrap()))?;
+    let cert = Certificate::decode(&unhex(
+        &std::fs::read_to_string(dir().join("cert_valid.hex")).unwrap(),
+    ))?;
+    let root = unhex(&std::fs::read_to_string(dir().join("merkle_root_3_leaves.hex")).unwrap());
+    assert_eq!(root, cert.request.commitment.root);
+    let leaf = Leaf::new("backend", "b-1", "n1").unwrap();
+    merkle::verify(&cert.request.commitment.root, &leaf, &proof)?;
+    cert.request.commitment.check(&leaf, &proof)
+}
+
 #[test]
 fn valid_vectors_pass() {
     check_license("license_valid.tether").unwrap();
     check_cert("cert_valid.hex").unwrap();
+    check_proof("merkle_proof_3_leaves.hex").unwrap();
+}
+
+/// Certificates of format version 1 (before the commitment and the ledger
+/// head) still read, as committing to no consumers and no ledger.
+#[test]
+fn version_1_certificate_files_still_read() {
+    check_cert("cert_v1_valid.hex").unwrap();
+    let bytes = unhex(&std::fs::read_to_string(dir().join("cert_v1_valid.hex")).unwrap());
+    let cert = Certificate::decode(&bytes).unwrap();
+    assert_eq!(cert.version(), 1);
+    assert_eq!(cert.request.commitment.root, merkle::EMPTY_ROOT);
+    assert!(cert.request.commitment.is_empty() && cert.request.ledger.is_none());
+    assert_eq!((cert.serial.as_str(), cert.counter), ("TD-0001", 7));
+}
+
+/// A certificate version this build does not know is refused by name.
+#[test]
+fn an_unknown_certificate_version_is_refused_by_name() {
+    let mut bytes = unhex(&std::fs::read_to_string(dir().join("cert_valid.hex")).unwrap());
+    assert_eq!(Certificate::decode(&bytes).unwrap().version(), 2);
+    bytes[0] = 3;
+    let err = Certificate::decode(&bytes).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("delegation certificate format version 3"),
+        "{err}"
+    );
 }
 
 /// Files of license format version 1 (written before seats) still read, as
@@ -224,6 +299,14 @@ fn fail_vectors_fail_for_their_own_reason() {
             ..
         })
     ));
+    assert!(matches!(
+        check_cert("fail_cert_fido2_kind.hex"),
+        Err(Error::UnsupportedDongleKind { kind: 2, .. })
+    ));
+    assert!(matches!(
+        check_proof("fail_merkle_proof_3_leaves_wrong_index.hex"),
+        Err(Error::NotIncluded(_))
+    ));
 }
 
 /// An OpenSSL key encrypted with a passphrase (`openssl pkey -aes256`): refused,
@@ -255,6 +338,8 @@ fn every_fail_vector_is_checked() {
         "fail_cert_wrong_signer.hex",
         "fail_cert_wrong_domain.hex",
         "fail_cert_expired.hex",
+        "fail_cert_fido2_kind.hex",
+        "fail_merkle_proof_3_leaves_wrong_index.hex",
         "fail_openssl_encrypted_test_key.pem",
     ];
     for entry in std::fs::read_dir(dir()).unwrap() {

@@ -199,6 +199,9 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
                 "not_before": c.request.not_before,
                 "not_after": c.request.not_after,
                 "lifetime": c.request.not_after.saturating_sub(c.request.not_before),
+                "version": c.version(),
+                "commitment": commitment_value(&c.request.commitment),
+                "ledger": ledger_value(&c.request.ledger),
                 "signature": status(checked, why_not),
             })
         }
@@ -325,6 +328,33 @@ fn shown(key: &str, value: &Value, now: u64) -> Option<String> {
         },
         other => other.to_string(),
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a certificate commits to about the live consumers: "none", or the
+/// root, the leaf count and the leaves per service.
+fn commitment_value(c: &tether_keys::Commitment) -> Value {
+    if c.is_empty() {
+        return json!("none");
+    }
+    let services: Vec<String> = c.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    json!({
+        "root": hex(&c.root),
+        "leaves": c.total(),
+        "services": services.join(", "),
+    })
+}
+
+/// The usage ledger head a certificate commits to: "none", or its
+/// sequence and hash.
+fn ledger_value(l: &tether_keys::delegation::LedgerHead) -> Value {
+    if l.is_none() {
+        return json!("none");
+    }
+    json!({"sequence": l.sequence, "hash": hex(&l.hash)})
 }
 
 /// Sections of a token in the order an operator reads them.

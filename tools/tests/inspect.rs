@@ -108,12 +108,7 @@ impl Site {
         let license = keyfile::read_license(&self.p("license.tether")).unwrap();
         let (dongle, _) = keyfile::read_secret_key::<Dongle>(&self.p("dongle/dongle.key")).unwrap();
         let session = SecretKey::<Session>::generate();
-        let request = DelegationRequest {
-            nonce: fresh_nonce(),
-            session_key: session.public(),
-            not_before: nbf - 30,
-            not_after: nbf + 590,
-        };
+        let request = DelegationRequest::new(fresh_nonce(), session.public(), nbf - 30, nbf + 590);
         let cert = Certificate::sign(request, "TD-INSPECT-1", 7, &dongle).unwrap();
         let claims = TokenClaims {
             iss: "tether:TD-INSPECT-1".into(),
@@ -127,6 +122,7 @@ impl Site {
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
             nonce: None,
             ins: None,
+            prf: None,
         };
         TokenSigner::new(session).unwrap().sign(&claims).unwrap()
     }
@@ -242,6 +238,9 @@ fn a_token_is_shown_as_header_claims_license_and_certificate() {
     );
     assert_eq!(json["license"]["customer"], "ACME Corp");
     assert_eq!(json["certificate"]["counter"], 7);
+    assert_eq!(json["certificate"]["version"], 2);
+    assert_eq!(json["certificate"]["commitment"], "none");
+    assert_eq!(json["certificate"]["ledger"], "none");
     assert_eq!(json["certificate"]["signature"], "verified");
     assert_eq!(json["signature"], "verified");
 

@@ -45,12 +45,7 @@ fn main() {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest {
-            nonce: [1; 32],
-            session_key: testkeys::session().public(),
-            not_before: now - 30,
-            not_after: now + 300,
-        },
+        DelegationRequest::new([1; 32], testkeys::session().public(), now - 30, now + 300),
         "TD-0001",
         1,
         &testkeys::dongle(),
@@ -71,6 +66,7 @@ fn main() {
                 dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
                 nonce: None,
                 ins: None,
+                prf: None,
             })
             .unwrap()
     };

@@ -72,12 +72,7 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest {
-            nonce: [2; 32],
-            session_key: testkeys::session().public(),
-            not_before: now - 30,
-            not_after: now + 600,
-        },
+        DelegationRequest::new([2; 32], testkeys::session().public(), now - 30, now + 600),
         "TD-1",
         1,
         &testkeys::dongle(),
@@ -214,6 +209,7 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         dcert: URL_SAFE_NO_PAD.encode(f.cert.encoded()),
         nonce,
         ins: None,
+        prf: None,
     };
     let token = f.signer.sign(&claims).unwrap();
     logged(

@@ -60,12 +60,12 @@ impl Mint {
     fn claims(&self, aud: &str) -> TokenClaims {
         let license = self.terms.clone().sign(&self.vendor).unwrap();
         let cert = Certificate::sign(
-            DelegationRequest {
-                nonce: [9; 32],
-                session_key: self.session.public(),
-                not_before: self.cert_window.0,
-                not_after: self.cert_window.1,
-            },
+            DelegationRequest::new(
+                [9; 32],
+                self.session.public(),
+                self.cert_window.0,
+                self.cert_window.1,
+            ),
             &self.serial,
             1,
             &self.dongle,
@@ -83,6 +83,7 @@ impl Mint {
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
             nonce: Some("n0nce".into()),
             ins: None,
+            prf: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! answers into [`ProtocolError`]s; the device parses requests into
 //! [`ErrorCode`]s it can send back.
 
+use tether_keys::delegation::{decode_commitments, encode_commitments};
 use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey};
 
 use crate::ctaphid::Command;
@@ -16,8 +17,13 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const INIT_NONCE_LEN: usize = 8;
 /// Size of an INIT answer.
 pub const INIT_RESPONSE_LEN: usize = 17;
-/// Size of a DELEGATE request.
+/// Size of a DELEGATE request's fixed part: nonce, session key, not before,
+/// not after. Alone, it is the protocol's first DELEGATE payload, which the
+/// device still accepts as a request committing to nothing.
 pub const DELEGATE_REQUEST_LEN: usize = 32 + 32 + 8 + 8;
+/// Size of the shortest extended DELEGATE request: the fixed part, then a
+/// root (32), no service counts (1) and a ledger head (8 + 32).
+pub const DELEGATE_REQUEST_MIN_EXTENDED_LEN: usize = DELEGATE_REQUEST_LEN + 32 + 1 + 8 + 32;
 
 /// A request, as the device parses it (section 4).
 // `Delegate` carries a decompressed public key and is a few hundred bytes
@@ -50,11 +56,14 @@ impl Request {
             Request::Info => (Command::Info, Vec::new()),
             Request::Presence { nonce } => (Command::Presence, nonce.to_vec()),
             Request::Delegate(req) => {
-                let mut p = Vec::with_capacity(DELEGATE_REQUEST_LEN);
+                // Always the extended form: one request, one encoding.
+                let tail = encode_commitments(&req.commitment, &req.ledger);
+                let mut p = Vec::with_capacity(DELEGATE_REQUEST_LEN + tail.len());
                 p.extend_from_slice(&req.nonce);
                 p.extend_from_slice(req.session_key.as_bytes());
                 p.extend_from_slice(&req.not_before.to_be_bytes());
                 p.extend_from_slice(&req.not_after.to_be_bytes());
+                p.extend_from_slice(&tail);
                 (Command::Delegate, p)
             }
         }
@@ -81,19 +90,31 @@ impl Request {
                 nonce: exact(payload)?,
             }),
             Command::Delegate => {
-                let p: [u8; DELEGATE_REQUEST_LEN] = exact(payload)?;
-                let (nonce, rest) = split::<32>(&p);
+                // The fixed part alone (the first protocol's payload), or the
+                // fixed part and the commitments (section 4.4).
+                if payload.len() != DELEGATE_REQUEST_LEN
+                    && payload.len() < DELEGATE_REQUEST_MIN_EXTENDED_LEN
+                {
+                    return Err(ErrorCode::InvalidLength);
+                }
+                let (fixed, tail) = payload.split_at(DELEGATE_REQUEST_LEN);
+                let (nonce, rest) = split::<32>(fixed);
                 let (key, rest) = split::<32>(rest);
                 let (nb, rest) = split::<8>(rest);
                 let (na, _) = split::<8>(rest);
                 let session_key =
                     PublicKey::from_bytes(&key).map_err(|_| ErrorCode::InvalidParameter)?;
-                Ok(Request::Delegate(DelegationRequest {
+                let mut req = DelegationRequest::new(
                     nonce,
                     session_key,
-                    not_before: u64::from_be_bytes(nb),
-                    not_after: u64::from_be_bytes(na),
-                }))
+                    u64::from_be_bytes(nb),
+                    u64::from_be_bytes(na),
+                );
+                if !tail.is_empty() {
+                    (req.commitment, req.ledger) =
+                        decode_commitments(tail).map_err(|_| ErrorCode::InvalidParameter)?;
+                }
+                Ok(Request::Delegate(req))
             }
             Command::Error | Command::Other(_) => Err(ErrorCode::InvalidCommand),
         }
@@ -361,6 +382,8 @@ impl NativeCommand for Delegate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_keys::delegation::LedgerHead;
+    use tether_keys::merkle::{Leaf, LeafSet};
     use tether_keys::testkeys;
 
     fn info() -> DongleInfo {
@@ -393,22 +416,52 @@ mod tests {
         ));
     }
 
+    fn committing_request() -> DelegationRequest {
+        let mut req = DelegationRequest::new([9; 32], testkeys::session().public(), 10, 20);
+        req.commitment = LeafSet::new([
+            Leaf::new("backend", "b-1", "n1").unwrap(),
+            Leaf::new("muxer", "m-1", "n2").unwrap(),
+        ])
+        .commitment()
+        .unwrap();
+        req.ledger = LedgerHead {
+            sequence: 7,
+            hash: [0x5A; 32],
+        };
+        req
+    }
+
     #[test]
     fn delegate_request_round_trip_and_lengths() {
-        let req = DelegationRequest {
-            nonce: [9; 32],
-            session_key: testkeys::session().public(),
-            not_before: 10,
-            not_after: 20,
-        };
+        let req = DelegationRequest::new([9; 32], testkeys::session().public(), 10, 20);
         let (cmd, p) = Request::Delegate(req.clone()).encode();
-        assert_eq!(p.len(), DELEGATE_REQUEST_LEN);
+        assert_eq!(p.len(), DELEGATE_REQUEST_MIN_EXTENDED_LEN);
         assert_eq!(
-            &p[64..],
+            &p[64..80],
             &[0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 20]
         );
-        assert_eq!(Request::parse(cmd, &p), Ok(Request::Delegate(req)));
-        assert_eq!(Request::parse(cmd, &p[..79]), Err(ErrorCode::InvalidLength));
+        // The empty commitment: the empty tree's root, no counts, no ledger.
+        assert_eq!(&p[80..112], &tether_keys::merkle::EMPTY_ROOT);
+        assert_eq!(&p[112..], &[0; 41]);
+        assert_eq!(Request::parse(cmd, &p), Ok(Request::Delegate(req.clone())));
+        // The first protocol's fixed 80 bytes still parse, as committing to nothing.
+        assert_eq!(
+            Request::parse(cmd, &p[..DELEGATE_REQUEST_LEN]),
+            Ok(Request::Delegate(req))
+        );
+        for len in [0, 79, 81, DELEGATE_REQUEST_MIN_EXTENDED_LEN - 1] {
+            assert_eq!(
+                Request::parse(cmd, &p[..len.min(p.len())]),
+                Err(ErrorCode::InvalidLength),
+                "{len}"
+            );
+        }
+        let mut trailing = p.clone();
+        trailing.push(0);
+        assert_eq!(
+            Request::parse(cmd, &trailing),
+            Err(ErrorCode::InvalidParameter)
+        );
         assert_eq!(
             Request::parse(Command::Info, &[0]),
             Err(ErrorCode::InvalidLength)
@@ -417,6 +470,22 @@ mod tests {
             Request::parse(Command::Other(0x99), &[]),
             Err(ErrorCode::InvalidCommand)
         );
+    }
+
+    #[test]
+    fn delegate_request_carries_the_commitment_and_ledger_head() {
+        let req = committing_request();
+        let (cmd, p) = Request::Delegate(req.clone()).encode();
+        let counts = (1 + 7 + 4) + (1 + 5 + 4);
+        assert_eq!(p.len(), DELEGATE_REQUEST_MIN_EXTENDED_LEN + counts);
+        assert_eq!(&p[80..112], &req.commitment.root);
+        assert_eq!(&p[112..115], b"\x02\x07b");
+        assert_eq!(&p[p.len() - 40..p.len() - 32], &7u64.to_be_bytes());
+        assert_eq!(Request::parse(cmd, &p), Ok(Request::Delegate(req)));
+        // Counts out of order, or a zero count: refused as a bad parameter.
+        let mut zero = p.clone();
+        zero[113 + 1 + 7..113 + 1 + 7 + 4].copy_from_slice(&[0; 4]);
+        assert_eq!(Request::parse(cmd, &zero), Err(ErrorCode::InvalidParameter));
     }
 
     #[test]

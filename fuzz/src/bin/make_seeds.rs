@@ -16,10 +16,12 @@ use libfuzzer_sys as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tether_emulator::{Device, Rules};
 use tether_dongle::ctaphid::{BROADCAST, Command, MAX_MESSAGE, Report, fragment};
-use tether_dongle::native::message::Request;
+use tether_dongle::native::message::{DELEGATE_REQUEST_LEN, Request};
+use tether_emulator::{Device, Rules};
 use tether_fuzz::{NOW, SERIAL, SERVICE, certificate, claims, clock_step, license, token};
+use tether_keys::delegation::LedgerHead;
+use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::{DelegationRequest, keyfile, testkeys};
 use tether_verifier::{Expectations, Verifier};
 
@@ -55,15 +57,26 @@ fn frames(req: &Request, cid: u32) -> Vec<Report> {
 }
 
 /// A host's session with the dongle: channel allocation, then identify,
-/// presence and two certificates a minute apart.
+/// presence and two certificates a minute apart, the first committing to
+/// nothing, the second to three consumers and a ledger head.
 fn session() -> Vec<(&'static str, Request, u32)> {
     let delegate = |nonce: u8, nb: u64| {
-        Request::Delegate(DelegationRequest {
-            nonce: [nonce; 32],
-            session_key: testkeys::session().public(),
-            not_before: nb,
-            not_after: nb + 600,
-        })
+        let mut req =
+            DelegationRequest::new([nonce; 32], testkeys::session().public(), nb, nb + 600);
+        if nonce != 0xAB {
+            req.commitment = LeafSet::new([
+                Leaf::new("backend", "b-1", "n1").unwrap(),
+                Leaf::new("backend", "b-2", "n2").unwrap(),
+                Leaf::new("muxer", "m-1", "n3").unwrap(),
+            ])
+            .commitment()
+            .unwrap();
+            req.ledger = LedgerHead {
+                sequence: 42,
+                hash: [0x5A; 32],
+            };
+        }
+        Request::Delegate(req)
     };
     vec![
         (
@@ -103,6 +116,14 @@ fn main() {
         let mut parse = vec![cmd.byte()];
         parse.extend_from_slice(&payload);
         s.put("request_parse", name, &parse);
+        if name == "delegate" {
+            // The first protocol's fixed payload, which the device still takes.
+            s.put(
+                "request_parse",
+                "delegate-fixed-80",
+                &parse[..1 + DELEGATE_REQUEST_LEN],
+            );
+        }
         let mut answers = Vec::new();
         for (i, r) in reports.iter().enumerate() {
             // One second before each message, none between its reports.
@@ -142,7 +163,10 @@ fn main() {
     for entry in std::fs::read_dir(&testdata).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path).unwrap();
+        // Binary fixtures (the DER key) are no seeds for these targets.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         if name.ends_with(".tether") {
             if let Ok(l) = keyfile::parse_license(&path, &text) {
                 s.put("license_decode", &name, l.encoded());

@@ -81,12 +81,12 @@ impl Mint {
 
     fn cert(&self) -> Certificate {
         Certificate::sign(
-            DelegationRequest {
-                nonce: [9; 32],
-                session_key: self.session.public(),
-                not_before: self.cert_window.0,
-                not_after: self.cert_window.1,
-            },
+            DelegationRequest::new(
+                [9; 32],
+                self.session.public(),
+                self.cert_window.0,
+                self.cert_window.1,
+            ),
             &self.serial,
             1,
             &self.dongle,
@@ -107,6 +107,7 @@ impl Mint {
             dcert: URL_SAFE_NO_PAD.encode(self.cert().encoded()),
             nonce: None,
             ins: None,
+            prf: None,
         }
     }
 

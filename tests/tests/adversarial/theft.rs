@@ -225,12 +225,12 @@ impl Firmware {
     }
 
     fn delegate(&mut self, not_before: u64, len: u64, at: Duration) -> Result<(u64, u64), u8> {
-        let req = DelegationRequest {
-            nonce: [1; 32],
-            session_key: SecretKey::<Session>::generate().public(),
+        let req = DelegationRequest::new(
+            [1; 32],
+            SecretKey::<Session>::generate().public(),
             not_before,
-            not_after: not_before + len,
-        };
+            not_before + len,
+        );
         let cid = self.cid;
         let payload = self.exchange(cid, &Request::Delegate(req), at)?;
         let cert = message::decode_delegate(&payload).unwrap();
