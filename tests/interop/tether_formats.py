@@ -189,6 +189,8 @@ class License:
 
 @dataclass
 class Certificate:
+    """The delegation certificate, format version 2 (docs/formats.md); version 1
+    files decode too (no commitment, no ledger head)."""
     serial: str
     nonce: bytes
     session_key: bytes
@@ -196,10 +198,22 @@ class Certificate:
     not_after: int
     counter: int
     signature: bytes = b""
+    version: int = 2
+    kind: int = 1
+    root: bytes = hashlib.sha256(b"").digest()
+    counts: dict = field(default_factory=dict)
+    ledger_seq: int = 0
+    ledger_hash: bytes = bytes(32)
 
     def body(self) -> bytes:
-        return (bytes([1]) + str8(self.serial) + self.nonce + self.session_key
+        head = (str8(self.serial) + self.nonce + self.session_key
                 + struct.pack(">QQI", self.not_before, self.not_after, self.counter))
+        if self.version == 1:
+            return bytes([1]) + head
+        names = sorted(self.counts)
+        return (bytes([2, self.kind]) + head + self.root + bytes([len(names)])
+                + b"".join(str8(n) + struct.pack(">I", self.counts[n]) for n in names)
+                + struct.pack(">Q", self.ledger_seq) + self.ledger_hash)
 
     def encode(self) -> bytes:
         return self.body() + self.signature
@@ -211,13 +225,31 @@ class Certificate:
     @staticmethod
     def decode(data: bytes) -> "Certificate":
         r = Reader(data)
-        if r.u8() != 1:
-            raise ValueError("certificate version")
-        cert = Certificate(serial=r.str8(), nonce=r.take(32), session_key=r.take(32),
-                           not_before=r.u64(), not_after=r.u64(), counter=r.u32())
+        version = r.u8()
+        if version == 1:
+            cert = Certificate(serial=r.str8(), nonce=r.take(32), session_key=r.take(32),
+                               not_before=r.u64(), not_after=r.u64(), counter=r.u32(),
+                               version=1)
+        elif version == 2:
+            kind = r.u8()
+            if kind != 1:
+                raise ValueError(f"certificate kind {kind}")
+            cert = Certificate(serial=r.str8(), nonce=r.take(32), session_key=r.take(32),
+                               not_before=r.u64(), not_after=r.u64(), counter=r.u32(),
+                               version=2, kind=kind)
+            cert.root = r.take(32)
+            cert.counts = {}
+            for _ in range(r.u8()):
+                name = r.str8()
+                cert.counts[name] = r.u32()
+            cert.ledger_seq, cert.ledger_hash = r.u64(), r.take(32)
+        else:
+            raise ValueError(f"certificate version {version}")
         cert.signature = r.take(64)
         if r.pos != len(data):
             raise ValueError("trailing bytes")
+        if cert.encode() != data:
+            raise ValueError("not canonical")
         return cert
 
 
