@@ -336,6 +336,11 @@ ok "replug (docker exec) -> web serving again: $total_ms ms (docker exec $exec_m
     || fail "web's container was restarted: tether run should have restarted the program inside it"
 docker logs "$web_cid" 2>&1 | grep -q 'license lost: stopping the program' || fail "tether run did not log the loss"
 ok "the same container throughout; tether run logged the loss and the restart"
+# Consumers spread their fetches after a replug (up to --event-spread, 1 s):
+# make sure backend and muxer hold tokens again before the authority dies.
+read -r _ total_ms _ < <(probe act 200 15 true "${work_urls[@]}") \
+    || fail "backend and muxer not licensed again after web's replug"
+ok "backend and muxer licensed again: $total_ms ms"
 
 step "6. kill the authority: services run on their tokens until expiry"
 t_kill=$(date +%s%N)
