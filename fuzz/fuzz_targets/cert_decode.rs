@@ -19,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
         Certificate::decode(cert.encoded()).expect("own bytes decode"),
         cert
     );
+    // Version 1 files still decode; signing writes the current version, so
+    // only a current-version certificate compares with its re-signed body.
+    if cert.version() != tether_keys::delegation::CERT_VERSION {
+        return;
+    }
     let dongle = testkeys::dongle();
     let resigned = Certificate::sign(cert.request.clone(), &cert.serial, cert.counter, &dongle)
         .expect("decoded contents are signable");

@@ -22,6 +22,12 @@ fn check(license: &License) {
     assert_eq!(&License::decode(bytes).expect("own bytes decode"), license);
 
     let vendor = testkeys::vendor();
+    // Version 1 files still decode, but signing always writes the current
+    // version: only a current-version license can be compared with its
+    // re-signed body.
+    if license.version() != tether_keys::license::LICENSE_VERSION {
+        return check_pem(license);
+    }
     let resigned = license
         .terms()
         .clone()
@@ -35,6 +41,11 @@ fn check(license: &License) {
         assert_eq!(resigned.encoded(), bytes);
     }
 
+    check_pem(license);
+}
+
+/// Its PEM file parses back to the same license.
+fn check_pem(license: &License) {
     let pem = keyfile::license_pem(license);
     let parsed = keyfile::parse_license(Path::new("fuzz.tether"), &pem)
         .unwrap_or_else(|e| panic!("own PEM does not parse: {e}\n{pem}"));
