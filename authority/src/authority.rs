@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -101,12 +102,38 @@ pub struct IssueSettings {
     pub rate_limit: u32,
 }
 
-/// The authority.
+/// The license being served, with what every token derives from it,
+/// computed once per license. Dereferences to the [`License`].
 #[derive(Debug)]
-pub struct Authority {
+pub struct ActiveLicense {
     license: License,
     lic_b64: String,
     issuer: String,
+}
+
+impl ActiveLicense {
+    fn new(license: License) -> Self {
+        ActiveLicense {
+            lic_b64: URL_SAFE_NO_PAD.encode(license.encoded()),
+            issuer: tether_keys::claims::issuer_for(&license.terms().dongle_serial),
+            license,
+        }
+    }
+}
+
+impl std::ops::Deref for ActiveLicense {
+    type Target = License;
+    fn deref(&self) -> &License {
+        &self.license
+    }
+}
+
+/// The authority.
+#[derive(Debug)]
+pub struct Authority {
+    /// Swappable while tokens are issued: each request reads one version
+    /// from start to end ([`Authority::replace_license`]).
+    license: ArcSwap<ActiveLicense>,
     credentials: CredentialFile,
     settings: IssueSettings,
     /// Every wall-clock reading of the authority comes from here.
@@ -180,9 +207,7 @@ impl Authority {
             now + lifetime + LEASE_LEEWAY_SECS,
         );
         Authority {
-            lic_b64: URL_SAFE_NO_PAD.encode(license.encoded()),
-            issuer: tether_keys::claims::issuer_for(&license.terms().dongle_serial),
-            license,
+            license: ArcSwap::from_pointee(ActiveLicense::new(license)),
             credentials,
             settings,
             clock,
@@ -207,9 +232,39 @@ impl Authority {
         self.clock.now_unix()
     }
 
-    /// The license this authority serves.
-    pub fn license(&self) -> &License {
-        &self.license
+    /// The license this authority serves now.
+    pub fn license(&self) -> Arc<ActiveLicense> {
+        self.license.load_full()
+    }
+
+    /// Serves `new` from the next request on, with no gap: requests under
+    /// way finish with the license they started with. `new` must already
+    /// verify under the vendor key; it must be the same license (same id,
+    /// same dongle) at a higher sequence. Seat counts follow it.
+    ///
+    /// # Errors
+    /// The reason `new` cannot replace the current license; the current one
+    /// keeps serving.
+    pub fn replace_license(&self, new: License) -> Result<(), String> {
+        let current = self.license();
+        let (old, next) = (current.terms(), new.terms());
+        if next.id != old.id {
+            return Err(format!("license {} is not license {}", next.id, old.id));
+        }
+        if next.dongle_serial != old.dongle_serial || next.dongle_key != old.dongle_key {
+            return Err("a license update cannot change the dongle".into());
+        }
+        if next.sequence <= old.sequence {
+            return Err(format!(
+                "sequence {} is not above the installed {}",
+                next.sequence, old.sequence
+            ));
+        }
+        for service in &next.services {
+            self.leases.set_seats(service, next.seats_for(service));
+        }
+        self.license.store(Arc::new(ActiveLicense::new(new)));
+        Ok(())
     }
 
     pub(crate) fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {
@@ -474,7 +529,8 @@ impl Authority {
     pub fn ready(&self) -> Result<(), Refusal> {
         let now = self.now();
         let guard = self.session();
-        self.issuable(now, guard.as_ref()).map(|_| ())
+        let lic = self.license.load();
+        self.issuable(now, guard.as_ref(), &lic).map(|_| ())
     }
 
     /// The checks after the caller's own (credential, service, rate): the
@@ -483,9 +539,10 @@ impl Authority {
         &self,
         now: u64,
         session: Option<&'s Session>,
+        license: &ActiveLicense,
     ) -> Result<(u64, &'s Session), Refusal> {
-        let terms = self.license.terms();
-        self.license
+        let terms = license.terms();
+        license
             .check_time(now, 0)
             .map_err(|e| Refusal::new(RefusalCode::LicenseNotValid, e.to_string()))?;
         // The window is inclusive, but a token could live 0 s at its last second.
@@ -557,6 +614,8 @@ impl Authority {
     }
 
     fn try_issue(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
+        // One license version from start to end, whatever is installed meanwhile.
+        let lic = self.license.load();
         let (bearer, nonce) = (req.bearer, req.nonce);
         let service = self.service_of(bearer)?;
         if let Some(n) = nonce
@@ -575,14 +634,14 @@ impl Authority {
             leases::check_instance(instance)
                 .map_err(|m| Refusal::new(RefusalCode::BadRequest, m))?;
         }
-        if !self.license.allows_service(service) {
+        if !lic.allows_service(service) {
             return Err(Refusal::new(
                 RefusalCode::ServiceNotLicensed,
                 format!("service {service} is not licensed"),
             ));
         }
         if req.instance.is_none()
-            && let Some(seats) = self.license.terms().seats_for(service)
+            && let Some(seats) = lic.terms().seats_for(service)
         {
             return Err(Refusal::new(
                 RefusalCode::BadRequest,
@@ -603,7 +662,7 @@ impl Authority {
         let now = self.now();
         // Held until the token is signed (see the `session` field).
         let guard = self.session();
-        let (ttl, session) = self.issuable(now, guard.as_ref())?;
+        let (ttl, session) = self.issuable(now, guard.as_ref(), &lic)?;
         let mut jti = [0u8; 16];
         tether_keys::random_fill(&mut jti);
         let jti = URL_SAFE_NO_PAD.encode(jti);
@@ -620,16 +679,16 @@ impl Authority {
         let nbf = now
             .saturating_sub(TOKEN_BACKDATE_SECS)
             .max(session.cert.request.not_before)
-            .max(self.license.terms().not_before);
+            .max(lic.terms().not_before);
         let claims = TokenClaims {
-            iss: self.issuer.clone(),
+            iss: lic.issuer.clone(),
             sub: service.to_string(),
             aud: service.to_string(),
             iat: now,
             nbf,
             exp: now + ttl,
             jti,
-            lic: self.lic_b64.clone(),
+            lic: lic.lic_b64.clone(),
             dcert: session.cert_b64.clone(),
             nonce: nonce.map(str::to_string),
             ins: req.instance.map(str::to_string),
@@ -709,6 +768,72 @@ pub(crate) mod tests {
         let store = crate::state::StateStore::open(&dir.join("state")).unwrap();
         let auth = Authority::with_clock(license, credentials, settings, store, clock);
         (auth, secret.expose().to_string())
+    }
+
+    /// A newer version of the license (same id and dongle, higher
+    /// sequence) serves the very next token, with seats that follow it; an
+    /// older one, another license or another dongle is refused and the
+    /// current one keeps serving.
+    #[test]
+    fn a_license_update_serves_the_next_token_and_never_goes_back() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority(dir.path());
+        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        let lic_of = |token: &str| {
+            let claims = token.split('.').nth(1).unwrap();
+            let claims: TokenClaims =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+            License::decode(&URL_SAFE_NO_PAD.decode(claims.lic).unwrap()).unwrap()
+        };
+        let before = auth.issue(Some(&secret), None).unwrap().token;
+        assert_eq!(lic_of(&before).terms().sequence, 1);
+        let mut terms = auth.license().terms().clone();
+        terms.sequence = 2;
+        terms.seats.insert("backend".into(), 1);
+        terms.features = vec!["mux".into()];
+        auth.replace_license(terms.clone().sign(&testkeys::vendor()).unwrap())
+            .unwrap();
+        let after = auth
+            .issue_for(&TokenRequest {
+                bearer: Some(&secret),
+                instance: Some("one"),
+                ..TokenRequest::default()
+            })
+            .unwrap()
+            .token;
+        let served = lic_of(&after);
+        assert_eq!(served.terms().sequence, 2);
+        assert!(served.has_feature("mux"));
+        // The new seat count holds at once.
+        let second = auth.issue_for(&TokenRequest {
+            bearer: Some(&secret),
+            instance: Some("two"),
+            ..TokenRequest::default()
+        });
+        assert_eq!(second.unwrap_err().kind(), RefusalCode::NoSeatFree);
+        // Never back, never another license, never another dongle.
+        let mut older = terms.clone();
+        older.sequence = 1;
+        let err = auth
+            .replace_license(older.sign(&testkeys::vendor()).unwrap())
+            .unwrap_err();
+        assert!(err.contains("not above"), "{err}");
+        let mut other = terms.clone();
+        other.sequence = 3;
+        other.id = LicenseId([9; 16]);
+        assert!(
+            auth.replace_license(other.sign(&testkeys::vendor()).unwrap())
+                .is_err()
+        );
+        let mut dongle = terms;
+        dongle.sequence = 3;
+        dongle.dongle_serial = "TD-OTHER".into();
+        assert!(
+            auth.replace_license(dongle.sign(&testkeys::vendor()).unwrap())
+                .is_err()
+        );
+        assert_eq!(auth.license().terms().sequence, 2);
     }
 
     pub(crate) fn session(not_before: u64) -> Session {

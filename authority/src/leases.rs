@@ -321,6 +321,17 @@ impl Leases {
             .collect()
     }
 
+    /// Sets `service`'s seat count (`None`: unlimited), for a license
+    /// update. Leases already held stay; a lower count admits no new
+    /// instance, and stops renewals, until the live ones fit.
+    pub fn set_seats(&self, service: &str, seats: Option<u32>) {
+        self.services
+            .lock()
+            .entry(service.to_string())
+            .or_default()
+            .seats = seats;
+    }
+
     /// Whether `service` has a seat limit.
     pub fn is_limited(&self, service: &str) -> bool {
         self.services

@@ -369,7 +369,8 @@ fn verify(
     settings: &WatchSettings,
 ) -> Result<u32, Lost> {
     let info = client.identify()?;
-    let terms = auth.license().terms();
+    let lic = auth.license();
+    let terms = lic.terms();
     auth.set_verifying(Some(&info.serial));
     if info.serial != terms.dongle_serial {
         return Err(Lost::Refused(format!(
@@ -402,7 +403,8 @@ fn certify(
     auth: &Authority,
     settings: &WatchSettings,
 ) -> Result<u32, Lost> {
-    let terms = auth.license().terms();
+    let lic = auth.license();
+    let terms = lic.terms();
     let key = SecretKey::<SessionRole>::generate();
     let now = auth.now();
     if let Some(mark) = auth.clock_rolled_back(now) {

@@ -157,7 +157,8 @@ pub async fn readyz(auth: Arc<Authority>) -> Result<Response, Infallible> {
 /// Never: every outcome, refusals included, is a response (`Infallible`
 /// is what warp's `and_then` asks for).
 pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
-    let t = auth.license().terms();
+    let lic = auth.license();
+    let t = lic.terms();
     let not_ready = auth.ready().err().map(|r| r.body());
     let now = auth.now();
     let seats = auth
