@@ -334,7 +334,10 @@ read -r exec_ms total_ms _ < <(probe act 200 15 "$plug" "$web_url") || fail "web
 ok "replug (docker exec) -> web serving again: $total_ms ms (docker exec $exec_ms ms)"
 [ "$(docker inspect -f '{{.State.StartedAt}} {{.RestartCount}}' "$web_cid")" = "$web_started 0" ] \
     || fail "web's container was restarted: tether run should have restarted the program inside it"
-docker logs "$web_cid" 2>&1 | grep -q 'license lost: stopping the program' || fail "tether run did not log the loss"
+# Read the whole log first: `grep -q` stops reading at the first match, and
+# under pipefail docker's SIGPIPE would then fail the check.
+web_log=$(docker logs "$web_cid" 2>&1)
+grep -q 'license lost: stopping the program' <<<"$web_log" || fail "tether run did not log the loss"
 ok "the same container throughout; tether run logged the loss and the restart"
 # Consumers spread their fetches after a replug (up to --event-spread, 1 s):
 # make sure backend and muxer hold tokens again before the authority dies.
