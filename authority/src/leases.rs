@@ -26,11 +26,7 @@ use parking_lot::Mutex;
 /// # Errors
 /// The message for a 400 answer when `id` is not one.
 pub fn check_instance(id: &str) -> Result<(), &'static str> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if tether_keys::wire::is_instance_id(id) {
         Ok(())
     } else {
         Err("instance must be 1-64 characters of A-Z a-z 0-9 . _ -")

@@ -344,6 +344,17 @@ impl Refusal {
     }
 }
 
+/// Whether `id` may name a consumer instance (`GET /token?instance=`,
+/// the `ins` claim): 1-64 characters of `A-Z a-z 0-9 . _ -`, so it needs no
+/// escaping in a query string. The one rule the authority and the
+/// consumers share.
+pub fn is_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -127,14 +127,7 @@ impl std::fmt::Debug for RawToken {
 #[error("an instance id is 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
 pub struct InvalidInstance;
 
-/// Whether `id` may name a consumer instance: 1-64 characters of
-/// `A-Z a-z 0-9 . _ -` (so it needs no escaping in a query string).
-pub fn is_instance_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use tether_keys::wire::is_instance_id;
 
 /// What the refresher needs.
 pub struct WatchConfig {
