@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use crate::stop::Stop;
 use crate::{Device, Fault};
-use tether_dongle::ctaphid::REPORT_LEN;
+use tether_dongle::ctaphid::{REPORT_LEN, Report};
 
 /// The control socket of the emulator at `path`: `path` + `.ctl`.
 pub fn control_path(path: &Path) -> PathBuf {
@@ -69,6 +69,22 @@ struct Shared {
 /// Locks, riding over poisoning: a panicked holder leaves plain data.
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The device's answers to one incoming report, after the `slow` fault's
+/// delay (slept outside the lock). Answers are held back, not the reports of
+/// a request still arriving: sleeping after every report would run a
+/// multi-report request past the device's own message timeout (section 3.5).
+/// Every server (socket, UHID) answers through here.
+pub(super) fn answer(device: &Mutex<Device>, report: &[u8]) -> Vec<Report> {
+    let (answers, delay) = {
+        let mut d = lock(device);
+        (d.handle_report(report), d.reply_delay())
+    };
+    if !delay.is_zero() && !answers.is_empty() {
+        std::thread::sleep(delay);
+    }
+    answers
 }
 
 impl Shared {
@@ -314,17 +330,7 @@ fn serve(shared: &Shared, mut stream: UnixStream) {
         if stream.read_exact(&mut report).is_err() || !shared.plugged.load(Ordering::SeqCst) {
             return;
         }
-        let (answers, delay) = {
-            let mut d = lock(&shared.device);
-            (d.handle_report(&report), d.reply_delay())
-        };
-        // Answers are held back, not the reports of a request still
-        // arriving: sleeping after every report would run a multi-report
-        // request past the device's own message timeout (section 3.5).
-        if !delay.is_zero() && !answers.is_empty() {
-            std::thread::sleep(delay);
-        }
-        for a in answers {
+        for a in answer(&shared.device, &report) {
             if stream.write_all(&a).is_err() {
                 return;
             }

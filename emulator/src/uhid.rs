@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::socket::{ControlTarget, control_loop, control_path, lock};
+use crate::socket::{ControlTarget, answer, control_loop, control_path, lock};
 use crate::stop::Stop;
 use crate::{Device, Fault};
 use tether_dongle::ctaphid::{REPORT_LEN, Report};
@@ -385,17 +385,7 @@ fn serve(shared: &Shared, mut file: File, generation: u64) {
         };
         match event {
             Event::Output(report) => {
-                let (answers, delay) = {
-                    let mut d = lock(&shared.device);
-                    (d.handle_report(&report), d.reply_delay())
-                };
-                // Answers are held back, not the reports of a request still
-                // arriving: sleeping after every report would run a multi-report
-                // request past the device's own message timeout (section 3.5).
-                if !delay.is_zero() && !answers.is_empty() {
-                    std::thread::sleep(delay);
-                }
-                for a in answers {
+                for a in answer(&shared.device, &report) {
                     // Fails once the device is destroyed: the host is gone anyway.
                     if file.write_all(&input2_event(&a)).is_err() {
                         break;
