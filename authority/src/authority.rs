@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
 use crate::leases::{self, Acquired, Leases};
+pub use crate::license::ActiveLicense;
 use crate::metrics::Metrics;
 use crate::state::StateStore;
 
@@ -100,32 +101,6 @@ pub struct IssueSettings {
     pub clock_tolerance: Duration,
     /// Tokens per second per service (also the burst).
     pub rate_limit: u32,
-}
-
-/// The license being served, with what every token derives from it,
-/// computed once per license. Dereferences to the [`License`].
-#[derive(Debug)]
-pub struct ActiveLicense {
-    license: License,
-    lic_b64: String,
-    issuer: String,
-}
-
-impl ActiveLicense {
-    fn new(license: License) -> Self {
-        ActiveLicense {
-            lic_b64: URL_SAFE_NO_PAD.encode(license.encoded()),
-            issuer: tether_keys::claims::issuer_for(&license.terms().dongle_serial),
-            license,
-        }
-    }
-}
-
-impl std::ops::Deref for ActiveLicense {
-    type Target = License;
-    fn deref(&self) -> &License {
-        &self.license
-    }
 }
 
 /// The authority.
@@ -237,34 +212,8 @@ impl Authority {
         self.license.load_full()
     }
 
-    /// Serves `new` from the next request on, with no gap: requests under
-    /// way finish with the license they started with. `new` must already
-    /// verify under the vendor key; it must be the same license (same id,
-    /// same dongle) at a higher sequence. Seat counts follow it.
-    ///
-    /// # Errors
-    /// The reason `new` cannot replace the current license; the current one
-    /// keeps serving.
-    pub fn replace_license(&self, new: License) -> Result<(), String> {
-        let current = self.license();
-        let (old, next) = (current.terms(), new.terms());
-        if next.id != old.id {
-            return Err(format!("license {} is not license {}", next.id, old.id));
-        }
-        if next.dongle_serial != old.dongle_serial || next.dongle_key != old.dongle_key {
-            return Err("a license update cannot change the dongle".into());
-        }
-        if next.sequence <= old.sequence {
-            return Err(format!(
-                "sequence {} is not above the installed {}",
-                next.sequence, old.sequence
-            ));
-        }
-        for service in &next.services {
-            self.leases.set_seats(service, next.seats_for(service));
-        }
-        self.license.store(Arc::new(ActiveLicense::new(new)));
-        Ok(())
+    pub(crate) fn license_slot(&self) -> &ArcSwap<ActiveLicense> {
+        &self.license
     }
 
     pub(crate) fn session(&self) -> RwLockReadGuard<'_, Option<Session>> {

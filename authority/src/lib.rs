@@ -15,6 +15,7 @@ pub mod config;
 mod daemon;
 pub mod http;
 pub mod leases;
+pub mod license;
 pub mod metrics;
 pub mod presence;
 pub mod state;
