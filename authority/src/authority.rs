@@ -21,12 +21,13 @@ use tether_keys::wire::{
     DongleStatus, PresenceEvent, PresenceState, Refusal, RefusalCode, TokenResponse,
 };
 use tether_keys::{
-    Certificate, CredentialFile, Fingerprint, License, SecretKey, Session as SessionRole,
+    Certificate, CredentialFile, Fingerprint, LeafSet, License, SecretKey, Session as SessionRole,
     TokenClaims, TokenSigner,
 };
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
+use crate::freshness::{CommittedLeaves, Freshness};
 use crate::leases::{self, Acquired, Leases};
 pub use crate::license::ActiveLicense;
 use crate::metrics::Metrics;
@@ -63,6 +64,8 @@ pub struct Session {
     cert: Certificate,
     cert_b64: String,
     fingerprint: Fingerprint,
+    /// The leaves the certificate commits to, with their proofs.
+    committed: CommittedLeaves,
 }
 
 impl Session {
@@ -72,12 +75,34 @@ impl Session {
     ///
     /// [`tether_keys::Error`] when the key cannot be set up for signing tokens.
     pub fn new(key: SecretKey<SessionRole>, cert: Certificate) -> tether_keys::Result<Self> {
+        Self::with_leaves(key, cert, &LeafSet::default())
+    }
+
+    /// [`Session::new`] for a certificate that commits to `leaves`
+    /// (freshness): each leaf's proof is computed here, once.
+    ///
+    /// # Errors
+    ///
+    /// [`tether_keys::Error`] when the key cannot be set up for signing
+    /// tokens, or `leaves` are not what the certificate commits to.
+    pub fn with_leaves(
+        key: SecretKey<SessionRole>,
+        cert: Certificate,
+        leaves: &LeafSet,
+    ) -> tether_keys::Result<Self> {
+        if leaves.commitment()? != cert.request.commitment {
+            return Err(tether_keys::Error::Invalid {
+                what: "session leaves",
+                reason: "not the ones the certificate commits to".into(),
+            });
+        }
         let fingerprint = key.public().fingerprint();
         Ok(Session {
             signer: TokenSigner::new(key)?,
             cert_b64: URL_SAFE_NO_PAD.encode(cert.encoded()),
             cert,
             fingerprint,
+            committed: CommittedLeaves::new(leaves),
         })
     }
 
@@ -129,6 +154,8 @@ pub struct Authority {
     pub store: StateStore,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Nonces waiting for a certificate (licenses with a nonce period).
+    pub freshness: Freshness,
 }
 
 impl Authority {
@@ -199,6 +226,7 @@ impl Authority {
             leases,
             store,
             metrics: Metrics::default(),
+            freshness: Freshness::default(),
         }
     }
 
@@ -386,6 +414,61 @@ impl Authority {
             )
             .retry_after(u32::try_from(no.retry_after).unwrap_or(u32::MAX))),
         }
+    }
+
+    /// The leaf of `instance` the current certificate holds, after noting
+    /// `nonce` as its latest (freshness, [`crate::freshness`]).
+    ///
+    /// # Errors
+    ///
+    /// `awaiting_certificate` (503, `Retry-After: 1`) when the certificate
+    /// holds no leaf of the instance yet: the next one will.
+    fn commit_nonce<'s>(
+        &self,
+        session: &'s Session,
+        service: &str,
+        instance: &str,
+        nonce: &str,
+    ) -> Result<&'s crate::freshness::Committed, Refusal> {
+        let new = self.leases.present_nonce(service, instance, nonce);
+        match session.committed.get(service, instance) {
+            Some(c) => {
+                if new && c.nonce != nonce {
+                    self.freshness.note_lazy();
+                }
+                Ok(c)
+            }
+            None => {
+                self.freshness.note_urgent();
+                Err(Refusal::new(
+                    RefusalCode::AwaitingCertificate,
+                    format!(
+                        "instance {instance}'s nonce goes into the next dongle certificate, due within {} s; retry",
+                        crate::freshness::MIN_GAP.as_secs()
+                    ),
+                )
+                .retry_after(1))
+            }
+        }
+    }
+
+    /// When the watchdog should ask the dongle for a certificate early, for
+    /// nonces waiting (licenses with a nonce period; `None` otherwise).
+    pub fn renewal_due(&self) -> Option<std::time::Instant> {
+        let period = self.license.load().terms().nonce_period;
+        (period > 0)
+            .then(|| self.freshness.due(Duration::from_secs(u64::from(period))))
+            .flatten()
+    }
+
+    /// The leaves of the next certificate: the live leases' latest nonces
+    /// under a license with a nonce period, none otherwise.
+    pub fn next_leaves(&self, now: u64) -> LeafSet {
+        let lic = self.license.load();
+        if lic.terms().nonce_period == 0 {
+            return LeafSet::default();
+        }
+        LeafSet::new(self.leases.live_leaves(now, |s| lic.allows_service(s)))
     }
 
     /// `DELETE /lease?instance=ID&jti=JTI`: releases the instance's seat at
@@ -589,6 +672,16 @@ impl Authority {
                 format!("service {service} is not licensed"),
             ));
         }
+        let fresh = lic.terms().nonce_period > 0;
+        if fresh && (req.instance.is_none() || nonce.is_none()) {
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                format!(
+                    "the license requires fresh nonces (every {} s): each instance must send ?instance=ID&nonce=N",
+                    lic.terms().nonce_period
+                ),
+            ));
+        }
         if req.instance.is_none()
             && let Some(seats) = lic.terms().seats_for(service)
         {
@@ -615,6 +708,8 @@ impl Authority {
         let mut jti = [0u8; 16];
         tether_keys::random_fill(&mut jti);
         let jti = URL_SAFE_NO_PAD.encode(jti);
+        let mut echoed = nonce.map(str::to_string);
+        let mut prf = None;
         if let Some(instance) = req.instance {
             self.hold_seat(
                 service,
@@ -623,6 +718,11 @@ impl Authority {
                 now + ttl + LEASE_LEEWAY_SECS,
                 req.peer,
             )?;
+            if let (Some(n), true) = (nonce, fresh) {
+                let committed = self.commit_nonce(session, service, instance, n)?;
+                echoed = Some(committed.nonce.clone());
+                prf = Some(committed.prf.clone());
+            }
             self.leases.set_proof(service, instance, &jti);
         }
         let nbf = now
@@ -639,9 +739,9 @@ impl Authority {
             jti,
             lic: lic.lic_b64.clone(),
             dcert: session.cert_b64.clone(),
-            nonce: nonce.map(str::to_string),
+            nonce: echoed,
             ins: req.instance.map(str::to_string),
-            prf: None,
+            prf,
         };
         let token = session.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");
@@ -799,6 +899,103 @@ pub(crate) mod tests {
         )
         .unwrap();
         Session::new(testkeys::session(), cert).unwrap()
+    }
+
+    /// A session whose certificate commits to `leaves`, as the watchdog makes one.
+    pub(crate) fn session_with(not_before: u64, leaves: &LeafSet) -> Session {
+        let mut request = DelegationRequest::new(
+            [7; 32],
+            testkeys::session().public(),
+            not_before,
+            not_before + 300,
+        );
+        request.commitment = leaves.commitment().unwrap();
+        let cert = tether_keys::Certificate::sign(request, SERIAL, 1, &testkeys::dongle()).unwrap();
+        Session::with_leaves(testkeys::session(), cert, leaves).unwrap()
+    }
+
+    /// Under a license with a nonce period, a token is served only under a
+    /// certificate that holds the instance's leaf, with its proof; a new
+    /// instance waits for the next certificate (asked for within a batch),
+    /// a rotated nonce is served under the older one meanwhile, and the
+    /// leaves never outnumber the seats.
+    #[test]
+    fn freshness_serves_tokens_only_under_certificates_holding_the_nonce() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, secret) = authority_with(dir.path(), |t| {
+            t.nonce_period = 300;
+            t.seats.insert("backend".into(), 2);
+        });
+        let now = auth.now();
+        auth.set_present(session(now - 30), 1);
+        let ask = |instance: &'static str, nonce: &'static str| {
+            auth.issue_for(&TokenRequest {
+                bearer: Some(&secret),
+                instance: Some(instance),
+                nonce: Some(nonce),
+                ..TokenRequest::default()
+            })
+        };
+        // No nonce, no token.
+        let none = auth.issue_for(&TokenRequest {
+            bearer: Some(&secret),
+            instance: Some("a"),
+            ..TokenRequest::default()
+        });
+        assert_eq!(none.unwrap_err().kind(), RefusalCode::BadRequest);
+        // New instances wait for the next certificate, which is due soon.
+        assert!(auth.renewal_due().is_none());
+        let wait = ask("a", "na1").unwrap_err();
+        assert_eq!(wait.kind(), RefusalCode::AwaitingCertificate);
+        assert_eq!(wait.retry_after_secs(), Some(1));
+        assert_eq!(
+            ask("b", "nb1").unwrap_err().kind(),
+            RefusalCode::AwaitingCertificate
+        );
+        let due = auth.renewal_due().unwrap();
+        assert!(due <= std::time::Instant::now() + crate::freshness::BATCH);
+        // The seats are held meanwhile: a third instance finds none.
+        assert_eq!(ask("c", "nc1").unwrap_err().kind(), RefusalCode::NoSeatFree);
+
+        let taken = auth.freshness.snapshot();
+        let leaves = auth.next_leaves(now);
+        assert_eq!(leaves.len(), 2);
+        auth.set_present(session_with(now - 30, &leaves), 2);
+        auth.freshness.certified(taken);
+        assert!(auth.renewal_due().is_none());
+
+        let claims_of = |token: &str| -> TokenClaims {
+            let part = token.split('.').nth(1).unwrap();
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        };
+        let token = ask("a", "na1").unwrap().token;
+        let claims = claims_of(&token);
+        assert_eq!(claims.nonce.as_deref(), Some("na1"));
+        let cert = Certificate::decode(&URL_SAFE_NO_PAD.decode(&claims.dcert).unwrap()).unwrap();
+        let proof =
+            tether_keys::InclusionProof::from_claim(claims.prf.as_deref().unwrap()).unwrap();
+        let leaf = tether_keys::Leaf::new("backend", "a", "na1").unwrap();
+        cert.request.commitment.check(&leaf, &proof).unwrap();
+        assert_eq!(cert.request.commitment.counts["backend"], 2);
+
+        // A rotated nonce: served under the older one, the new one lazy.
+        let rotated = claims_of(&ask("a", "na2").unwrap().token);
+        assert_eq!(rotated.nonce.as_deref(), Some("na1"));
+        let lazy = auth.renewal_due().unwrap();
+        assert!(lazy > std::time::Instant::now() + Duration::from_secs(60));
+        // The next certificate holds the new nonce, and only live leases.
+        let next = auth.next_leaves(now);
+        assert!(
+            next.leaves()
+                .iter()
+                .any(|l| l.instance() == "a" && l.nonce() == "na2")
+        );
+        assert_eq!(next.len(), 2);
+        assert!(
+            auth.next_leaves(now + 3600).is_empty(),
+            "lapsed leases leave the set"
+        );
     }
 
     /// `set_absent` waits for a signature under way and wipes the key itself:

@@ -13,6 +13,7 @@ pub mod authority;
 pub mod clock;
 pub mod config;
 mod daemon;
+pub mod freshness;
 pub mod http;
 pub mod leases;
 pub mod license;

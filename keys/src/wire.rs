@@ -209,11 +209,14 @@ pub enum RefusalCode {
     NoSeatFree,
     /// 404: no lease for this instance (`DELETE /lease`).
     NoLease,
+    /// 503: the instance's nonce goes into the next dongle certificate
+    /// (freshness); `Retry-After` says when to ask again.
+    AwaitingCertificate,
 }
 
 impl RefusalCode {
     /// Every code, in the order `/metrics` lists them.
-    pub const ALL: [RefusalCode; 13] = [
+    pub const ALL: [RefusalCode; 14] = [
         RefusalCode::Unauthorized,
         RefusalCode::ServiceNotLicensed,
         RefusalCode::LicenseNotValid,
@@ -227,6 +230,7 @@ impl RefusalCode {
         RefusalCode::Internal,
         RefusalCode::NoSeatFree,
         RefusalCode::NoLease,
+        RefusalCode::AwaitingCertificate,
     ];
 
     /// The snake_case code of JSON errors and metric labels.
@@ -245,6 +249,7 @@ impl RefusalCode {
             RefusalCode::Internal => "internal",
             RefusalCode::NoSeatFree => "no_seat_free",
             RefusalCode::NoLease => "no_lease",
+            RefusalCode::AwaitingCertificate => "awaiting_certificate",
         }
     }
 
@@ -261,7 +266,8 @@ impl RefusalCode {
             RefusalCode::Internal => 500,
             RefusalCode::DongleAbsent
             | RefusalCode::ClockRollback
-            | RefusalCode::TooManyStreams => 503,
+            | RefusalCode::TooManyStreams
+            | RefusalCode::AwaitingCertificate => 503,
         }
     }
 

@@ -35,6 +35,10 @@ pub fn error(refusal: &Refusal) -> Response {
     resp
 }
 
+/// How long `GET /token` waits for the certificate that will hold a new
+/// instance's nonce before answering 503 `awaiting_certificate`.
+const AWAIT_CERTIFICATE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `GET /token`.
 ///
 /// # Errors
@@ -47,12 +51,28 @@ pub async fn token(
     query: TokenQuery,
 ) -> Result<Response, Infallible> {
     let issued = match auth::bearer(&headers) {
-        Ok(bearer) => auth.issue_for(&crate::authority::TokenRequest {
-            bearer,
-            nonce: query.nonce.as_deref(),
-            instance: query.instance.as_deref(),
-            peer: super::server::current_peer(),
-        }),
+        Ok(bearer) => {
+            let request = crate::authority::TokenRequest {
+                bearer,
+                nonce: query.nonce.as_deref(),
+                instance: query.instance.as_deref(),
+                peer: super::server::current_peer(),
+            };
+            // Subscribed first, so a certificate installed meanwhile is seen.
+            let mut certified = auth.freshness.subscribe();
+            match auth.issue_for(&request) {
+                // The nonce goes into the next certificate (freshness), asked
+                // for within a fraction of a second: wait for it here rather
+                // than send the consumer away and back.
+                Err(r) if r.kind() == RefusalCode::AwaitingCertificate => {
+                    match tokio::time::timeout(AWAIT_CERTIFICATE, certified.changed()).await {
+                        Ok(Ok(())) => auth.issue_for(&request),
+                        _ => Err(r),
+                    }
+                }
+                other => other,
+            }
+        }
         Err(refused) => {
             auth.metrics.refused(refused.kind());
             Err(refused)

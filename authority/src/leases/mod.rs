@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use parking_lot::Mutex;
+use tether_keys::merkle::Leaf;
 
 /// An instance id: 1-64 characters of `[A-Za-z0-9._-]`.
 ///
@@ -46,6 +47,9 @@ pub struct Lease {
     /// must present one, so only the instance itself (not anyone who can
     /// read instance ids from `/status`) can give its seat back early.
     pub proofs: [Option<String>; 2],
+    /// The nonce the instance presented last (freshness): its leaf in the
+    /// next certificate.
+    pub nonce: Option<String>,
 }
 
 /// What [`Leases::acquire`] did.
@@ -133,6 +137,7 @@ impl Leases {
                         expires: until,
                         peer: None,
                         proofs: Default::default(),
+                        nonce: None,
                     },
                 );
             }
@@ -187,6 +192,7 @@ impl Leases {
                 expires,
                 peer,
                 proofs: Default::default(),
+                nonce: None,
             });
             lease.since = now;
             return Self::take(s, instance, lease, now);
@@ -199,6 +205,7 @@ impl Leases {
                 expires,
                 peer,
                 proofs: Default::default(),
+                nonce: None,
             },
             now,
         )
@@ -241,6 +248,54 @@ impl Leases {
             *previous = latest.take();
             *latest = Some(jti.to_string());
         }
+    }
+
+    /// Records `nonce` as the one `instance`'s lease presented last; true
+    /// when it is new (a leaf the current certificate cannot hold yet).
+    pub fn present_nonce(&self, service: &str, instance: &str, nonce: &str) -> bool {
+        let mut services = self.services.lock();
+        let Some(lease) = services
+            .get_mut(service)
+            .and_then(|s| s.holders.get_mut(instance))
+        else {
+            return false;
+        };
+        if lease.nonce.as_deref() == Some(nonce) {
+            return false;
+        }
+        lease.nonce = Some(nonce.to_string());
+        true
+    }
+
+    /// The leaves of the next certificate (freshness): `(service, instance,
+    /// nonce)` of every live lease that presented a nonce, for the services
+    /// `keep` admits. A lapsed lease leaves the set. At most the seat count
+    /// per limited service, even when more leases live (restored under a
+    /// license that now has fewer seats): the longest-held ones.
+    pub fn live_leaves(&self, now: u64, keep: impl Fn(&str) -> bool) -> Vec<Leaf> {
+        let services = self.services.lock();
+        let mut out = Vec::new();
+        for (service, s) in services.iter().filter(|(name, _)| keep(name)) {
+            let mut live: Vec<(&String, &Lease)> = s
+                .holders
+                .iter()
+                .filter(|(_, l)| l.expires > now && l.nonce.is_some())
+                .collect();
+            if let Some(seats) = s.seats
+                && live.len() > seats as usize
+            {
+                live.sort_by_key(|(instance, l)| (l.since, *instance));
+                live.truncate(seats as usize);
+            }
+            for (instance, lease) in live {
+                if let Some(nonce) = &lease.nonce
+                    && let Ok(leaf) = Leaf::new(service.as_str(), instance.as_str(), nonce.as_str())
+                {
+                    out.push(leaf);
+                }
+            }
+        }
+        out
     }
 
     /// Releases `instance`'s lease of `service` when `jti` is that of one

@@ -35,6 +35,9 @@ const PAUSE_MAX: Duration = Duration::from_secs(8);
 const CERT_BACKDATE: u64 = 30;
 /// When the dongle declines a renewal, ask again after this long.
 const RETRY_RENEWAL: Duration = Duration::from_secs(10);
+/// The longest idle slice while present, so that nonces waiting for a
+/// certificate (freshness) are seen within it.
+const POLL_PENDING: Duration = Duration::from_millis(50);
 /// How often the clock high-water mark is persisted.
 const CLOCK_PERSIST: Duration = Duration::from_secs(10);
 
@@ -260,15 +263,19 @@ fn step(
             next_beat,
             renew_at,
         } => {
-            let due = next_beat.min(renew_at);
+            // Fresh nonces waiting (freshness) bring the renewal forward.
+            let early = auth.renewal_due();
+            let due = next_beat.min(renew_at).min(early.unwrap_or(renew_at));
             let wait = due.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
-                // Idle until the next heartbeat, but learn of an unplug at once.
-                match client.idle(wait) {
+                // Idle until the next heartbeat, but learn of an unplug at
+                // once, and of nonces waiting within a slice.
+                match client.idle(wait.min(POLL_PENDING)) {
                     Ok(()) => {}
                     Err(e) => return lose(auth, &Lost::Link(e), stop, backoff),
                 }
-                if stop.is_stopped() {
+                if stop.is_stopped() || Instant::now() < due.min(auth.renewal_due().unwrap_or(due))
+                {
                     return Link::Present {
                         client,
                         next_beat,
@@ -277,7 +284,8 @@ fn step(
                 }
             }
             let now = Instant::now();
-            if now < renew_at {
+            let early_due = auth.renewal_due().is_some_and(|t| t <= now);
+            if now < renew_at && !early_due {
                 return match heartbeat(client.as_mut(), auth) {
                     Ok(()) => Link::Present {
                         client,
@@ -298,6 +306,7 @@ fn step(
                 // ask again later. Tokens never outlive it (their TTL is capped).
                 Err(Lost::Link(e @ LinkError::Declined(_))) if auth.cert_left() > RETRY_RENEWAL => {
                     tracing::warn!(error = %e, "dongle declined to renew the certificate; retrying");
+                    auth.freshness.hold_off(now + RETRY_RENEWAL);
                     Link::Present {
                         client,
                         next_beat: now + settings.heartbeat,
@@ -414,12 +423,16 @@ fn certify(
             auth.store.path(),
         )));
     }
-    let request = DelegationRequest::new(
+    let mut request = DelegationRequest::new(
         fresh_nonce(),
         key.public(),
         now.saturating_sub(CERT_BACKDATE),
         now + settings.cert_lifetime.as_secs(),
     );
+    // The live consumers' nonces (freshness), taken once for this certificate.
+    let taken = auth.freshness.snapshot();
+    let leaves = auth.next_leaves(now);
+    request.commitment = leaves.commitment().map_err(|e| Lost::State(e.into()))?;
     let cert = client.certify(&request)?;
     if cert.verify(&terms.dongle_key).is_err() {
         return Err(Lost::Refused(
@@ -443,9 +456,11 @@ fn certify(
             crate::state::StateError::CounterRollback { .. } => Lost::Refused(e.to_string()),
             other => Lost::State(other),
         })?;
-    let session = Session::new(key, cert).map_err(|e| Lost::Refused(e.to_string()))?;
+    let session =
+        Session::with_leaves(key, cert, &leaves).map_err(|e| Lost::Refused(e.to_string()))?;
     let counter = session.cert().counter;
     auth.set_present(session, counter);
+    auth.freshness.certified(taken);
     Ok(counter)
 }
 
