@@ -192,6 +192,12 @@ pub struct LicenseIssueArgs {
     /// service left out is unlimited.
     #[arg(long, env = "TETHER_SEATS", value_delimiter = ',')]
     pub seats: Vec<String>,
+    /// Freshness: how often each consumer instance must present a fresh
+    /// nonce that the dongle itself commits to (1m to 1h, e.g. 5m), so that
+    /// time with the dongle buys at most this much operation without it;
+    /// `off` for none (consumers older than format 2 need it off).
+    #[arg(long, env = "TETHER_NONCE_PERIOD", default_value = "off")]
+    pub nonce_period: String,
     /// Output file.
     #[arg(long, env = "TETHER_LICENSE_OUT")]
     pub out: PathBuf,

@@ -236,6 +236,7 @@ fn provision(dir: &Path) -> anyhow::Result<()> {
         not_before: None,
         max_ttl: "5m".into(),
         seats: Vec::new(),
+        nonce_period: "off".into(),
         out: dir.join("license.tether"),
         force: false,
     })?;

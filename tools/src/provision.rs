@@ -157,6 +157,13 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         .ok()
         .filter(|t| *t > 0)
         .context("--max-ttl must be between 1s and about 136 years")?;
+    let nonce_period = match args.nonce_period.as_str() {
+        "off" | "0" => 0,
+        text => u32::try_from(tether_keys::parse_duration(text)?.as_secs())
+            .ok()
+            .filter(|p| (60..=3600).contains(p))
+            .context("--nonce-period must be off or between 1m and 1h")?,
+    };
     let now = tether_keys::now_unix();
     let not_before = args.not_before.unwrap_or(now);
     let not_after = not_before
@@ -182,7 +189,7 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         seats: parse_seats(&args.seats)?,
         sequence: 1,
         grace: 0,
-        nonce_period: 0,
+        nonce_period,
     };
     let license = terms.sign(&vendor)?;
     keyfile::write_file(
