@@ -54,6 +54,9 @@ pub struct TokenRequest<'a> {
     pub instance: Option<&'a str>,
     /// The peer's address, shown with its lease.
     pub peer: Option<std::net::SocketAddr>,
+    /// A second try of the same HTTP request, after waiting for the
+    /// certificate that holds its nonce: the first try spent its rate.
+    pub retry: bool,
 }
 
 /// A certified session: the in-memory key that signs tokens and its certificate.
@@ -692,7 +695,7 @@ impl Authority {
                 ),
             ));
         }
-        if !self.take_rate(service) {
+        if !req.retry && !self.take_rate(service) {
             return Err(Refusal::new(
                 RefusalCode::RateLimited,
                 format!(

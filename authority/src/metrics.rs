@@ -102,6 +102,8 @@ pub struct Metrics {
     streams_refused: Family<ClassLabel, Counter>,
     seats_in_use: Family<ServiceLabel, Gauge>,
     seats_limit: Family<ServiceLabel, Gauge>,
+    certificates: Counter,
+    leaves: Gauge,
 }
 
 impl Default for Metrics {
@@ -182,8 +184,22 @@ impl Default for Metrics {
             "The license's seat count per seat-limited service",
             seats_limit.clone(),
         );
+        let certificates = Counter::default();
+        registry.register(
+            "tether_certificates",
+            "Delegation certificates the dongle signed (DELEGATE commands answered)",
+            certificates.clone(),
+        );
+        let leaves = Gauge::default();
+        registry.register(
+            "tether_certificate_leaves",
+            "Consumer instances (nonces) the current certificate commits to",
+            leaves.clone(),
+        );
         Metrics {
             registry,
+            certificates,
+            leaves,
             streams_open,
             streams_refused,
             issued,
@@ -200,6 +216,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a certificate the dongle signed, committing to `leaves` nonces.
+    pub fn certified(&self, leaves: usize) {
+        self.certificates.inc();
+        self.leaves.set(i64::try_from(leaves).unwrap_or(i64::MAX));
+    }
+
     /// One token issued.
     pub fn issued(&self) {
         self.issued.inc();

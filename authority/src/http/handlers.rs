@@ -57,6 +57,7 @@ pub async fn token(
                 nonce: query.nonce.as_deref(),
                 instance: query.instance.as_deref(),
                 peer: super::server::current_peer(),
+                retry: false,
             };
             // Subscribed first, so a certificate installed meanwhile is seen.
             let mut certified = auth.freshness.subscribe();
@@ -66,7 +67,10 @@ pub async fn token(
                 // than send the consumer away and back.
                 Err(r) if r.kind() == RefusalCode::AwaitingCertificate => {
                     match tokio::time::timeout(AWAIT_CERTIFICATE, certified.changed()).await {
-                        Ok(Ok(())) => auth.issue_for(&request),
+                        Ok(Ok(())) => auth.issue_for(&crate::authority::TokenRequest {
+                            retry: true,
+                            ..request
+                        }),
                         _ => Err(r),
                     }
                 }

@@ -461,6 +461,7 @@ fn certify(
     let counter = session.cert().counter;
     auth.set_present(session, counter);
     auth.freshness.certified(taken);
+    auth.metrics.certified(leaves.len());
     Ok(counter)
 }
 
