@@ -125,7 +125,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String, String) {
+fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, String, String) {
     let vendor = SecretKey::<Vendor>::generate();
     let dongle_key = SecretKey::<Dongle>::generate();
     keyfile::write_public_key(
@@ -150,7 +150,7 @@ fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String, String) {
         seats: [("seated".to_string(), 1000)].into(),
         sequence: 1,
         grace: 0,
-        nonce_period: 0,
+        nonce_period,
     }
     .sign(&vendor)
     .unwrap();
@@ -183,20 +183,22 @@ fn provision(dir: &Path) -> (Config, SecretKey<Dongle>, String, String) {
     (config, dongle_key, secret, seated)
 }
 
-fn main() {
-    if Command::new("wrk").arg("--version").output().is_err() {
-        println!("token_http: skipped: wrk is not installed (apt-get install wrk)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (config, dongle_key, secret, seated) = provision(dir.path());
-    let cycle = dir.path().join("instances.lua");
-    std::fs::write(
-        &cycle,
-        "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
-         return wrk.format(\"GET\", \"/token?instance=i\" .. (counter % 1000))\nend\n",
-    )
-    .unwrap();
+struct Served {
+    auth: Arc<tether_authority::Authority>,
+    addr: SocketAddr,
+    base: String,
+    secret: String,
+    seated: String,
+    emu: SocketEmulator,
+    stop: CancellationToken,
+    watchdog: std::thread::JoinHandle<()>,
+}
+
+/// An authority, its emulated dongle and watchdog, served with `extra`
+/// routes on a loopback port of `runtime`; ready to issue.
+fn serve(runtime: &tokio::runtime::Runtime, dir: &Path, nonce_period: u32) -> Served {
+    std::fs::create_dir_all(dir).unwrap();
+    let (config, dongle_key, secret, seated) = provision(dir, nonce_period);
     // No rate limit on the emulated dongle: the benchmark re-plugs it 100 times.
     let rules = Rules {
         reach_budget: Duration::ZERO,
@@ -204,17 +206,12 @@ fn main() {
     };
     let emu = SocketEmulator::spawn(
         Device::new(dongle_key, SERIAL, rules),
-        &dir.path().join("dongle.sock"),
+        &dir.join("dongle.sock"),
     )
     .unwrap();
     let auth = tether_authority::load(&config).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let stop = CancellationToken::new();
-    let _watchdog = {
+    let watchdog = {
         // The watchdog follows the token through a task on this runtime.
         let _context = runtime.enter();
         presence::spawn(
@@ -228,6 +225,57 @@ fn main() {
         )
         .unwrap()
     };
+    let routes = http::filters::routes(auth.clone(), CancellationToken::new());
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(warp::serve(routes).incoming(listener).run());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !auth.is_present() {
+        assert!(Instant::now() < deadline, "authority never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Served {
+        auth,
+        addr,
+        base: format!("http://{addr}"),
+        secret,
+        seated,
+        emu,
+        stop,
+        watchdog,
+    }
+}
+
+fn main() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("token_http: skipped: wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cycle = dir.path().join("instances.lua");
+    std::fs::write(
+        &cycle,
+        "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
+         return wrk.format(\"GET\", \"/token?instance=i\" .. (counter % 1000))\nend\n",
+    )
+    .unwrap();
+    // 1,000 instances, each with a new nonce every 5,000 requests (all of
+    // them rotate four times a second or so, far more often than F/2).
+    let rotating = dir.path().join("rotating.lua");
+    std::fs::write(
+        &rotating,
+        "counter = 0\nrequest = function()\n  counter = counter + 1\n  \
+         local i = counter % 1000\n  \
+         return wrk.format(\"GET\", \"/token?instance=i\" .. i .. \"&nonce=n\" .. i .. \"r\" .. math.floor(counter / 5000))\nend\n",
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let bench_key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     // The ceiling signs as many bytes as a real token's signing input
     // (measured once a token exists, below).
@@ -238,22 +286,24 @@ fn main() {
         let sig = bench_key.sign(ceiling_payload.get().map_or(&[][..], |p| &p[..]));
         warp::reply::json(&serde_json::json!({ "sig": URL_SAFE_NO_PAD.encode(sig.to_bytes()) }))
     });
-    let routes = trivial.or(sign).or(http::filters::routes(
-        auth.clone(),
-        CancellationToken::new(),
-    ));
-    let listener = runtime
+    let Served {
+        auth,
+        addr,
+        base,
+        secret,
+        seated,
+        emu,
+        stop,
+        watchdog: _watchdog,
+    } = serve(&runtime, &dir.path().join("plain"), 0);
+    // The same server under a license with freshness (nonce period 1 min).
+    let fresh = serve(&runtime, &dir.path().join("fresh"), 60);
+    // The two reference endpoints, on their own listener of the same runtime.
+    let bench_listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    runtime.spawn(warp::serve(routes).incoming(listener).run());
-    let base = format!("http://{addr}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get_status(addr, "/token", &secret) != 200 {
-        assert!(Instant::now() < deadline, "authority never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
+    let bench_base = format!("http://{}", bench_listener.local_addr().unwrap());
+    runtime.spawn(warp::serve(trivial.or(sign)).incoming(bench_listener).run());
     let token = auth.issue(Some(&secret), None).unwrap().token;
     let signed_len = token.rfind('.').unwrap();
     payload.set(vec![b'x'; signed_len]).unwrap();
@@ -275,10 +325,27 @@ fn main() {
         1,
         Some(&cycle),
     );
-    let mut runs: [Vec<Wrk>; 4] = Default::default();
+    // Warm-up of the fresh server: each instance's first nonce waits for a
+    // certificate (a handful of DELEGATEs), then the rounds rotate nonces.
+    let fresh_bearer = format!("Authorization: Bearer {}", fresh.seated);
+    let _ = wrk_script(
+        &format!("{}/token", fresh.base),
+        Some(&fresh_bearer),
+        4,
+        Some(&rotating),
+    );
+    let certs_before = fresh.auth.metrics.certificates();
+    let fresh_started = Instant::now();
+    let mut runs: [Vec<Wrk>; 5] = Default::default();
     for _ in 0..rounds {
-        runs[0].push(wrk(&format!("{base}/bench/trivial"), None, secs));
-        runs[1].push(wrk(&format!("{base}/bench/sign"), None, secs));
+        runs[4].push(wrk_script(
+            &format!("{}/token", fresh.base),
+            Some(&fresh_bearer),
+            secs,
+            Some(&rotating),
+        ));
+        runs[0].push(wrk(&format!("{bench_base}/bench/trivial"), None, secs));
+        runs[1].push(wrk(&format!("{bench_base}/bench/sign"), None, secs));
         runs[2].push(wrk(&format!("{base}/token"), Some(&bearer), secs));
         runs[3].push(wrk_script(
             &format!("{base}/token"),
@@ -287,7 +354,9 @@ fn main() {
             Some(&cycle),
         ));
     }
-    let [t, s, k, q] = runs.map(|r| combine(&r));
+    let fresh_elapsed = fresh_started.elapsed();
+    let fresh_certs = fresh.auth.metrics.certificates() - certs_before;
+    let [t, s, k, q, f] = runs.map(|r| combine(&r));
     let hwm = rss_kib("VmHWM:");
     let rss = rss_kib("VmRSS:");
     println!(
@@ -299,6 +368,7 @@ fn main() {
         ("one signature", &s),
         ("GET /token", &k),
         ("/token + seats", &q),
+        ("/token + fresh", &f),
     ] {
         println!(
             "  {name:<16} {:>9.0} {:>9.2} {:>8.2} {:>9}",
@@ -314,6 +384,16 @@ fn main() {
         "  /token with seat accounting (1,000 instances cycling, 1,000 seats) vs one signature: {:.1}%  (target >= 85%)",
         100.0 * q.rps / s.rps
     );
+    println!(
+        "  /token with freshness (1,000 instances rotating nonces, F = 60 s) vs one signature: {:.1}%  (target >= 80%)",
+        100.0 * f.rps / s.rps
+    );
+    println!(
+        "  DELEGATEs at steady state with 1,000 instances rotating: {fresh_certs} in {:.0} s ({:.0} an hour; F/8 = 7.5 s between early certificates, plus one per half certificate lifetime)",
+        fresh_elapsed.as_secs_f64(),
+        fresh_certs as f64 * 3600.0 / fresh_elapsed.as_secs_f64()
+    );
+    fresh.stop.cancel();
     println!(
         "  resident memory after load: {:.1} MiB (peak {:.1} MiB; whole bench process incl. emulator) (target < 20 MiB)",
         rss as f64 / 1024.0,

@@ -216,6 +216,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Certificates the dongle signed since start.
+    pub fn certificates(&self) -> u64 {
+        self.certificates.get()
+    }
+
     /// Counts a certificate the dongle signed, committing to `leaves` nonces.
     pub fn certified(&self, leaves: usize) {
         self.certificates.inc();

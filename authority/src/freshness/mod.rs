@@ -12,7 +12,8 @@
 //! - A lease that presents a *new* nonce while an older one of its own is
 //!   in the certificate (a consumer rotating every F/2) is served under the
 //!   older one, which it still accepts; the new one is *lazy*: it joins the
-//!   next certificate, asked for at most F/4 after the first such nonce.
+//!   next certificate, asked for at most F/8 after the first such nonce
+//!   ([`LAZY_DIVISOR`]).
 //! - A lease with no leaf in the certificate (a new or restarted instance)
 //!   is *urgent*: it is answered 503 `awaiting_certificate` (the HTTP
 //!   handler first waits a little for the certificate itself), and the
@@ -34,6 +35,11 @@ use tokio::sync::watch;
 
 /// How long urgent nonces are gathered before a certificate is asked for.
 pub const BATCH: Duration = Duration::from_millis(250);
+/// Rotated nonces join a certificate at most F / this after the first of
+/// them arrives: a consumer rotates at F/2 and fetches at least every F/8,
+/// so its new nonce is in a certificate it has fetched well before its old
+/// one turns F old (F/2 + F/8 + F/8 + F/8 < F).
+pub const LAZY_DIVISOR: u32 = 8;
 /// The shortest time between two certificates asked for early.
 pub const MIN_GAP: Duration = Duration::from_secs(2);
 
@@ -138,7 +144,7 @@ impl Freshness {
         let p = self.pending.lock();
         let earliest = p.last.map(|t| t + MIN_GAP);
         let urgent = p.urgent.map(|(first, _)| first + BATCH);
-        let lazy = p.lazy.map(|(first, _)| first + period / 4);
+        let lazy = p.lazy.map(|(first, _)| first + period / LAZY_DIVISOR);
         let due = match (urgent, lazy) {
             (Some(u), Some(l)) => u.min(l),
             (u, l) => u.or(l)?,
@@ -209,14 +215,16 @@ mod tests {
     }
 
     #[test]
-    fn lazy_nonces_wait_a_quarter_period_and_late_ones_stay_pending() {
+    fn lazy_nonces_wait_an_eighth_of_the_period_and_late_ones_stay_pending() {
         let f = Freshness::default();
         let period = Duration::from_secs(300);
         let before = Instant::now();
         f.note_lazy();
         let due = f.due(period).unwrap();
-        assert!(due >= before + Duration::from_secs(75));
-        assert!(due <= Instant::now() + Duration::from_secs(75));
+        let eighth = period / LAZY_DIVISOR;
+        assert_eq!(eighth, Duration::from_millis(37_500));
+        assert!(due >= before + eighth);
+        assert!(due <= Instant::now() + eighth);
         let taken = f.snapshot();
         std::thread::sleep(Duration::from_millis(2));
         f.note_urgent();
