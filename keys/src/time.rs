@@ -8,7 +8,7 @@
 //! duration cannot be passed where an instant is expected.
 
 use std::fmt;
-use std::ops::{Add, Sub};
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,20 @@ impl Sub<Duration> for UnixTime {
     type Output = UnixTime;
     fn sub(self, d: Duration) -> UnixTime {
         self.saturating_sub(d)
+    }
+}
+
+/// Saturating: see [`UnixTime::saturating_add`].
+impl AddAssign<Duration> for UnixTime {
+    fn add_assign(&mut self, d: Duration) {
+        *self = self.saturating_add(d);
+    }
+}
+
+/// Saturating: see [`UnixTime::saturating_sub`].
+impl SubAssign<Duration> for UnixTime {
+    fn sub_assign(&mut self, d: Duration) {
+        *self = self.saturating_sub(d);
     }
 }
 
