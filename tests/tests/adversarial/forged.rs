@@ -232,20 +232,20 @@ fn duplicate_keys_and_wrong_json_shapes_are_malformed() {
         (
             "exp as a string",
             json.replace(
-                &format!(r#""exp":{}"#, c.exp),
-                &format!(r#""exp":"{}""#, c.exp),
+                &format!(r#""exp":{}"#, c.exp.secs()),
+                &format!(r#""exp":"{}""#, c.exp.secs()),
             ),
         ),
         (
             "exp as a float",
             json.replace(
-                &format!(r#""exp":{}"#, c.exp),
-                &format!(r#""exp":{}.5"#, c.exp),
+                &format!(r#""exp":{}"#, c.exp.secs()),
+                &format!(r#""exp":{}.5"#, c.exp.secs()),
             ),
         ),
         (
             "iat negative",
-            json.replace(&format!(r#""iat":{}"#, c.iat), r#""iat":-1"#),
+            json.replace(&format!(r#""iat":{}"#, c.iat.secs()), r#""iat":-1"#),
         ),
         ("claims are null", "null".to_string()),
         (
@@ -256,7 +256,11 @@ fn duplicate_keys_and_wrong_json_shapes_are_malformed() {
                     ']',
                     &format!(
                         r#",{},{},{},"j","{}","{}"]"#,
-                        c.iat, c.nbf, c.exp, c.lic, c.dcert
+                        c.iat.secs(),
+                        c.nbf.secs(),
+                        c.exp.secs(),
+                        c.lic,
+                        c.dcert
                     ),
                 ),
         ),
