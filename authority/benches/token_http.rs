@@ -135,15 +135,15 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
         Overwrite::Never,
     )
     .unwrap();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now();
     let license = LicenseTerms {
         id: LicenseId::generate(),
         customer: "Bench".into(),
         dongle_serial: SERIAL.into(),
         dongle_key: dongle_key.public(),
         issued_at: now,
-        not_before: now - 60,
-        not_after: now + 86_400,
+        not_before: now - std::time::Duration::from_secs(60),
+        not_after: now + std::time::Duration::from_secs(86_400),
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "seated".into()],
@@ -432,10 +432,16 @@ fn main() {
     // The lease table's memory for 100,000 instances of one service.
     let before = rss_kib("VmRSS:");
     let table = tether_authority::leases::Leases::new([("svc", Some(200_000))]);
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now();
     for i in 0..100_000 {
         table
-            .acquire("svc", &format!("instance-{i:08}"), now, now + 65, None)
+            .acquire(
+                "svc",
+                &format!("instance-{i:08}"),
+                now,
+                now + std::time::Duration::from_secs(65),
+                None,
+            )
             .unwrap();
     }
     let after = rss_kib("VmRSS:");

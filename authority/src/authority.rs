@@ -22,7 +22,7 @@ use tether_keys::wire::{
 };
 use tether_keys::{
     Certificate, CredentialFile, Fingerprint, LeafSet, License, SecretKey, Session as SessionRole,
-    TokenClaims, TokenSigner,
+    TokenClaims, TokenSigner, UnixTime,
 };
 use tokio::sync::watch;
 
@@ -181,7 +181,7 @@ impl Authority {
         store: StateStore,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let now = clock.now_unix();
+        let now = clock.now();
         let absent = PresenceEvent {
             state: PresenceState::Absent,
             reason: "starting: no dongle verified yet".into(),
@@ -194,7 +194,7 @@ impl Authority {
             .services()
             .map(|s| (s.to_string(), RateLimiter::direct(Quota::per_second(rate))))
             .collect();
-        let clock_mark = AtomicU64::new(store.marks().clock);
+        let clock_mark = AtomicU64::new(store.marks().clock.secs());
         let terms = license.terms();
         let leases = Leases::new(
             terms
@@ -209,7 +209,7 @@ impl Authority {
         leases.restore(
             &store.marks().leases,
             now,
-            now + lifetime + LEASE_LEEWAY_SECS,
+            now + Duration::from_secs(lifetime + LEASE_LEEWAY_SECS),
         );
         Authority {
             license: ArcSwap::from_pointee(ActiveLicense::new(license)),
@@ -233,9 +233,9 @@ impl Authority {
         }
     }
 
-    /// Now, in UNIX seconds, on the authority's clock.
-    pub fn now(&self) -> u64 {
-        self.clock.now_unix()
+    /// Now, on the authority's clock.
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
     }
 
     /// The license this authority serves now.
@@ -254,7 +254,10 @@ impl Authority {
     /// Time left on the current certificate (zero without one).
     pub fn cert_left(&self) -> Duration {
         self.session().as_ref().map_or(Duration::ZERO, |s| {
-            Duration::from_secs(s.cert.request.not_after.saturating_sub(self.now()))
+            s.cert
+                .request
+                .not_after
+                .saturating_duration_since(self.now())
         })
     }
 
@@ -360,26 +363,25 @@ impl Authority {
         self.set_absent(reason);
     }
 
-    /// Raises the persisted clock mark to `now`, in UNIX seconds (called by
-    /// the watchdog).
+    /// Raises the persisted clock mark to `now` (called by the watchdog).
     ///
     /// # Errors
     ///
     /// [`crate::state::StateError`] when the state file cannot be written;
     /// the mark in memory is then left as it was.
-    pub fn advance_clock(&self, now: u64) -> Result<(), crate::state::StateError> {
-        if now > self.clock_mark.load(Ordering::Relaxed) {
+    pub fn advance_clock(&self, now: UnixTime) -> Result<(), crate::state::StateError> {
+        if now.secs() > self.clock_mark.load(Ordering::Relaxed) {
             self.store.advance_clock(now)?;
-            self.clock_mark.fetch_max(now, Ordering::Relaxed);
+            self.clock_mark.fetch_max(now.secs(), Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// The high-water mark (UNIX seconds) when `now` (UNIX seconds) is behind
-    /// it by more than the tolerance.
-    pub fn clock_rolled_back(&self, now: u64) -> Option<u64> {
-        let mark = self.clock_mark.load(Ordering::Relaxed);
-        (now.saturating_add(self.settings.clock_tolerance.as_secs()) < mark).then_some(mark)
+    /// The high-water mark when `now` is behind it by more than the
+    /// tolerance.
+    pub fn clock_rolled_back(&self, now: UnixTime) -> Option<UnixTime> {
+        let mark = UnixTime::from_secs(self.clock_mark.load(Ordering::Relaxed));
+        (now.saturating_add(self.settings.clock_tolerance) < mark).then_some(mark)
     }
 
     /// Renews `instance`'s lease or takes a free seat; a new holder of a
@@ -388,8 +390,8 @@ impl Authority {
         &self,
         service: &str,
         instance: &str,
-        now: u64,
-        expires: u64,
+        now: UnixTime,
+        expires: UnixTime,
         peer: Option<std::net::SocketAddr>,
     ) -> Result<(), Refusal> {
         match self.leases.acquire(service, instance, now, expires, peer) {
@@ -466,7 +468,7 @@ impl Authority {
 
     /// The leaves of the next certificate: the live leases' latest nonces
     /// under a license with a nonce period, none otherwise.
-    pub fn next_leaves(&self, now: u64) -> LeafSet {
+    pub fn next_leaves(&self, now: UnixTime) -> LeafSet {
         let lic = self.license.load();
         if lic.terms().nonce_period == 0 {
             return LeafSet::default();
@@ -572,13 +574,13 @@ impl Authority {
     /// token's lifetime in seconds when one can be signed at `now`.
     fn issuable<'s>(
         &self,
-        now: u64,
+        now: UnixTime,
         session: Option<&'s Session>,
         license: &ActiveLicense,
     ) -> Result<(u64, &'s Session), Refusal> {
         let terms = license.terms();
         license
-            .check_time(now, 0)
+            .check_time(now, Duration::ZERO)
             .map_err(|e| Refusal::new(RefusalCode::LicenseNotValid, e.to_string()))?;
         // The window is inclusive, but a token could live 0 s at its last second.
         if now >= terms.not_after {
@@ -612,8 +614,9 @@ impl Authority {
             return Err(Refusal::new(
                 RefusalCode::ClockRollback,
                 format!(
-                    "system clock ({now}) is behind the dongle certificate's start ({}); fix the clock",
-                    cert.not_before
+                    "system clock ({}) is behind the dongle certificate's start ({}); fix the clock",
+                    now.secs(),
+                    cert.not_before.secs()
                 ),
             ));
         }
@@ -621,8 +624,9 @@ impl Authority {
             return Err(Refusal::new(
                 RefusalCode::DongleAbsent,
                 format!(
-                    "the dongle certificate ended at {} (now {now}) and no renewed one is installed yet; retry",
-                    cert.not_after
+                    "the dongle certificate ended at {} (now {}) and no renewed one is installed yet; retry",
+                    cert.not_after.secs(),
+                    now.secs()
                 ),
             ));
         }
@@ -631,8 +635,8 @@ impl Authority {
             .token_ttl
             .as_secs()
             .min(u64::from(terms.max_token_ttl))
-            .min(terms.not_after - now)
-            .min(cert.not_after - now);
+            .min(terms.not_after.saturating_duration_since(now).as_secs())
+            .min(cert.not_after.saturating_duration_since(now).as_secs());
         Ok((ttl, session))
     }
 
@@ -718,7 +722,7 @@ impl Authority {
                 service,
                 instance,
                 now,
-                now + ttl + LEASE_LEEWAY_SECS,
+                now + Duration::from_secs(ttl + LEASE_LEEWAY_SECS),
                 req.peer,
             )?;
             if let (Some(n), true) = (nonce, fresh) {
@@ -729,7 +733,7 @@ impl Authority {
             self.leases.set_proof(service, instance, &jti);
         }
         let nbf = now
-            .saturating_sub(TOKEN_BACKDATE_SECS)
+            .saturating_sub(Duration::from_secs(TOKEN_BACKDATE_SECS))
             .max(session.cert.request.not_before)
             .max(lic.terms().not_before);
         let claims = TokenClaims {
@@ -738,7 +742,7 @@ impl Authority {
             aud: service.to_string(),
             iat: now,
             nbf,
-            exp: now + ttl,
+            exp: now + Duration::from_secs(ttl),
             jti,
             lic: lic.lic_b64.clone(),
             dcert: session.cert_b64.clone(),
@@ -753,8 +757,8 @@ impl Authority {
         let refresh_in = ttl / 2;
         Ok(TokenResponse {
             token,
-            expires_at: now + ttl,
-            refresh_at: now + refresh_in,
+            expires_at: now + Duration::from_secs(ttl),
+            refresh_at: now + Duration::from_secs(refresh_in),
             expires_in: ttl,
             refresh_in,
         })
@@ -791,15 +795,15 @@ pub(crate) mod tests {
         clock: Arc<dyn Clock>,
         edit: impl FnOnce(&mut LicenseTerms),
     ) -> (Authority, String) {
-        let now = clock.now_unix();
+        let now = clock.now().secs();
         let mut terms = LicenseTerms {
             id: LicenseId([1; 16]),
             customer: "Unit".into(),
             dongle_serial: SERIAL.into(),
             dongle_key: testkeys::dongle().public(),
-            issued_at: now - 60,
-            not_before: now - 60,
-            not_after: now + 3600,
+            issued_at: UnixTime::from_secs(now - 60),
+            not_before: UnixTime::from_secs(now - 60),
+            not_after: UnixTime::from_secs(now + 3600),
             max_token_ttl: 300,
             features: vec![],
             services: vec!["backend".into()],
@@ -831,7 +835,7 @@ pub(crate) mod tests {
         use base64::Engine as _;
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         let lic_of = |token: &str| {
             let claims = token.split('.').nth(1).unwrap();
             let claims: TokenClaims =
@@ -893,8 +897,8 @@ pub(crate) mod tests {
             DelegationRequest::new(
                 [7; 32],
                 testkeys::session().public(),
-                not_before,
-                not_before + 300,
+                UnixTime::from_secs(not_before),
+                UnixTime::from_secs(not_before + 300),
             ),
             SERIAL,
             1,
@@ -909,8 +913,8 @@ pub(crate) mod tests {
         let mut request = DelegationRequest::new(
             [7; 32],
             testkeys::session().public(),
-            not_before,
-            not_before + 300,
+            UnixTime::from_secs(not_before),
+            UnixTime::from_secs(not_before + 300),
         );
         request.commitment = leaves.commitment().unwrap();
         let cert = tether_keys::Certificate::sign(request, SERIAL, 1, &testkeys::dongle()).unwrap();
@@ -931,7 +935,7 @@ pub(crate) mod tests {
             t.seats.insert("backend".into(), 2);
         });
         let now = auth.now();
-        auth.set_present(session(now - 30), 1);
+        auth.set_present(session(now.secs() - 30), 1);
         let ask = |instance: &'static str, nonce: &'static str| {
             auth.issue_for(&TokenRequest {
                 bearer: Some(&secret),
@@ -964,7 +968,7 @@ pub(crate) mod tests {
         let taken = auth.freshness.snapshot();
         let leaves = auth.next_leaves(now);
         assert_eq!(leaves.len(), 2);
-        auth.set_present(session_with(now - 30, &leaves), 2);
+        auth.set_present(session_with(now.secs() - 30, &leaves), 2);
         auth.freshness.certified(taken);
         assert!(auth.renewal_due().is_none());
 
@@ -996,7 +1000,7 @@ pub(crate) mod tests {
         );
         assert_eq!(next.len(), 2);
         assert!(
-            auth.next_leaves(now + 3600).is_empty(),
+            auth.next_leaves(now + Duration::from_secs(3600)).is_empty(),
             "lapsed leases leave the set"
         );
     }
@@ -1008,7 +1012,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
         let auth = Arc::new(auth);
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         assert!(auth.issue(Some(&secret), None).is_ok());
 
         // An in-flight signer holds the session read guard, as try_issue does.
@@ -1034,7 +1038,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
         // A certificate that starts in 10 minutes: as if the clock stepped back.
-        auth.set_present(session(tether_keys::now_unix() + 600), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() + 600), 1);
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::ClockRollback);
         assert!(
@@ -1055,17 +1059,17 @@ pub(crate) mod tests {
     fn tokens_are_backdated_but_never_before_the_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
-        let now = tether_keys::now_unix();
+        let now = tether_keys::UnixTime::now().secs();
         auth.set_present(session(now - 100), 1);
         let c = claims_of(&auth.issue(Some(&secret), None).unwrap().token);
-        assert!(c.iat >= now && c.iat <= now + 2, "{c:?}");
-        assert_eq!(c.nbf, c.iat - TOKEN_BACKDATE_SECS);
-        assert_eq!(c.exp, c.iat + 60);
+        assert!(c.iat.secs() >= now && c.iat.secs() <= now + 2, "{c:?}");
+        assert_eq!(c.nbf.secs(), c.iat.secs() - TOKEN_BACKDATE_SECS);
+        assert_eq!(c.exp.secs(), c.iat.secs() + 60);
         // A certificate that began 10 s ago: the token starts with it.
         auth.set_present(session(now - 10), 2);
         let c = claims_of(&auth.issue(Some(&secret), None).unwrap().token);
-        assert_eq!(c.nbf, now - 10);
-        assert_eq!(c.exp, c.iat + 60);
+        assert_eq!(c.nbf.secs(), now - 10);
+        assert_eq!(c.exp.secs(), c.iat.secs() + 60);
     }
 
     /// Item 10: at the second a license ends, and after, the refusal names
@@ -1075,9 +1079,9 @@ pub(crate) mod tests {
         for ago in [0, 10] {
             let dir = tempfile::tempdir().unwrap();
             let (auth, secret) = authority_with(dir.path(), |t| {
-                t.not_after = tether_keys::now_unix() - ago;
+                t.not_after = tether_keys::UnixTime::now() - Duration::from_secs(ago);
             });
-            auth.set_present(session(tether_keys::now_unix() - 30), 1);
+            auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
             let refused = auth.issue(Some(&secret), None).unwrap_err();
             assert_eq!(refused.kind(), RefusalCode::LicenseNotValid, "{refused}");
             assert_eq!(refused.http_status(), 403);
@@ -1095,9 +1099,9 @@ pub(crate) mod tests {
     fn a_license_not_yet_valid_is_refused_for_its_start() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority_with(dir.path(), |t| {
-            t.not_before = tether_keys::now_unix() + 600;
+            t.not_before = tether_keys::UnixTime::now() + Duration::from_secs(600);
         });
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::LicenseNotValid);
         assert!(refused.message().contains("not valid before"), "{refused}");
@@ -1109,7 +1113,7 @@ pub(crate) mod tests {
     fn an_ended_certificate_is_named_as_such() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
-        auth.set_present(session(tether_keys::now_unix() - 400), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 400), 1);
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::DongleAbsent);
         assert!(refused.message().contains("certificate ended"), "{refused}");
@@ -1121,7 +1125,7 @@ pub(crate) mod tests {
     fn absent_and_verifying_refusals_give_the_watchdogs_reason() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         auth.set_absent("dongle lost: dongle unplugged");
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::DongleAbsent);
@@ -1140,8 +1144,8 @@ pub(crate) mod tests {
     fn a_rolled_back_clock_names_the_clock_and_the_stored_mark() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
-        auth.advance_clock(tether_keys::now_unix() + 86_400)
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
+        auth.advance_clock(tether_keys::UnixTime::now() + Duration::from_secs(86_400))
             .unwrap();
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::ClockRollback);
@@ -1156,7 +1160,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (auth, secret) = authority(dir.path());
         assert_eq!(auth.ready().unwrap_err().kind(), RefusalCode::DongleAbsent);
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         for _ in 0..5000 {
             auth.ready().unwrap();
         }
@@ -1175,7 +1179,7 @@ pub(crate) mod tests {
             *l = RateLimiter::direct(Quota::per_second(rate));
         }
         auth.settings.rate_limit = 3;
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         let answers: Vec<_> = (0..10).map(|_| auth.issue(Some(&secret), None)).collect();
         assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 3);
         let refused = answers.into_iter().find_map(Result::err).unwrap();
@@ -1192,7 +1196,7 @@ pub(crate) mod tests {
     #[test]
     fn a_lease_lapses_at_token_ttl_plus_leeway_in_fake_time() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = Arc::new(ManualClock::new(UnixTime::from_secs(T0)));
         let (auth, secret) = authority_on(dir.path(), clock.clone(), |t| {
             t.seats.insert("backend".into(), 1);
         });
@@ -1204,17 +1208,17 @@ pub(crate) mod tests {
         };
         let first = auth.issue_for(&as_instance("a")).unwrap();
         assert_eq!(first.expires_in, 60);
-        let lapses = first.expires_at + LEASE_LEEWAY_SECS;
+        let lapses = first.expires_at.secs() + LEASE_LEEWAY_SECS;
         assert_eq!(lapses, T0 + 65);
 
-        clock.set(lapses - 1);
+        clock.set(UnixTime::from_secs(lapses - 1));
         let refused = auth.issue_for(&as_instance("b")).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::NoSeatFree, "{refused}");
         assert_eq!(refused.retry_after_secs(), Some(1), "{refused}");
 
-        clock.set(lapses);
+        clock.set(UnixTime::from_secs(lapses));
         let second = auth.issue_for(&as_instance("b")).unwrap();
-        assert_eq!(second.expires_at, lapses + 60);
+        assert_eq!(second.expires_at.secs(), lapses + 60);
         // And now "a" is the one without a seat.
         let refused = auth.issue_for(&as_instance("a")).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::NoSeatFree, "{refused}");
@@ -1227,20 +1231,20 @@ pub(crate) mod tests {
     #[test]
     fn a_license_is_not_valid_at_its_not_after_in_fake_time() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = Arc::new(ManualClock::new(UnixTime::from_secs(T0)));
         let (auth, secret) = authority_on(dir.path(), clock.clone(), |t| {
-            t.not_after = T0 + 3600;
+            t.not_after = UnixTime::from_secs(T0 + 3600);
         });
         let end = T0 + 3600;
         auth.set_present(session(end - 100), 1);
 
-        clock.set(end - 1);
+        clock.set(UnixTime::from_secs(end - 1));
         let last = auth.issue(Some(&secret), None).unwrap();
-        assert_eq!(last.expires_at, end);
+        assert_eq!(last.expires_at.secs(), end);
         assert_eq!(last.expires_in, 1);
         auth.ready().unwrap();
 
-        clock.set(end);
+        clock.set(UnixTime::from_secs(end));
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::LicenseNotValid, "{refused}");
         assert!(refused.message().contains("expired"), "{refused}");
@@ -1264,7 +1268,7 @@ pub(crate) mod tests {
         let exp = {
             let (mut auth, secret) = authority_with(dir.path(), seats);
             auth.settings.token_ttl = Duration::from_secs(300);
-            auth.set_present(session(tether_keys::now_unix() - 30), 1);
+            auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
             let t = auth
                 .issue_for(&TokenRequest {
                     bearer: Some(&secret),
@@ -1273,14 +1277,14 @@ pub(crate) mod tests {
                 })
                 .unwrap();
             assert!(t.expires_in > 200, "{}", t.expires_in);
-            t.expires_at
+            t.expires_at.secs()
         };
         let (after, _) = authority_with(dir.path(), seats);
         assert_eq!(after.settings.token_ttl, Duration::from_secs(60));
-        let rows = after.leases.rows(tether_keys::now_unix());
+        let rows = after.leases.rows(tether_keys::UnixTime::now());
         assert_eq!(rows.len(), 1);
         assert!(
-            rows[0].lease.expires >= exp + LEASE_LEEWAY_SECS,
+            rows[0].lease.expires.secs() >= exp + LEASE_LEEWAY_SECS,
             "seat freed at {} while the token lives until {exp}",
             rows[0].lease.expires
         );
@@ -1296,7 +1300,7 @@ pub(crate) mod tests {
             t.seats.insert("backend".into(), 1000);
         });
         let auth = Arc::new(auth);
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         let threads: Vec<_> = (0..8)
             .map(|n| {
                 let (auth, secret) = (Arc::clone(&auth), secret.clone());
@@ -1329,7 +1333,7 @@ pub(crate) mod tests {
             lost.is_empty(),
             "held seats missing from the state file: {lost:?}"
         );
-        let live = auth.leases.holders(tether_keys::now_unix());
+        let live = auth.leases.holders(tether_keys::UnixTime::now());
         assert_eq!(live["backend"].len(), 96);
         drop(auth);
         let persisted = crate::state::StateStore::open(&dir.path().join("state"))

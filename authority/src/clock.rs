@@ -2,27 +2,30 @@
 //! windows, certificate windows, leases, the clock mark) is tested in fake
 //! time, without sleeping.
 //!
-//! Times are UNIX seconds, as everywhere in the formats. Only wall-clock
+//! Times are [`UnixTime`]s, as everywhere in the formats. Only wall-clock
 //! readings go through here; the watchdog's pacing (heartbeats, renewals,
 //! backoff) uses the monotonic `Instant`, which a wrong wall clock cannot
 //! move.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tether_keys::UnixTime;
 
 /// A source of the current time.
 pub trait Clock: Debug + Send + Sync {
-    /// Now, in UNIX seconds.
-    fn now_unix(&self) -> u64;
+    /// Now.
+    fn now(&self) -> UnixTime;
 }
 
-/// The system clock ([`tether_keys::now_unix`]): what the daemon runs on.
+/// The system clock ([`UnixTime::now`]): what the daemon runs on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_unix(&self) -> u64 {
-        tether_keys::now_unix()
+    fn now(&self) -> UnixTime {
+        UnixTime::now()
     }
 }
 
@@ -31,24 +34,24 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicU64);
 
 impl ManualClock {
-    /// A clock reading `now` (UNIX seconds).
-    pub fn new(now: u64) -> ManualClock {
-        ManualClock(AtomicU64::new(now))
+    /// A clock reading `now`.
+    pub fn new(now: UnixTime) -> ManualClock {
+        ManualClock(AtomicU64::new(now.secs()))
     }
 
-    /// Sets it to `now` (UNIX seconds).
-    pub fn set(&self, now: u64) {
-        self.0.store(now, Ordering::SeqCst);
+    /// Sets it to `now`.
+    pub fn set(&self, now: UnixTime) {
+        self.0.store(now.secs(), Ordering::SeqCst);
     }
 
-    /// Moves it forward by `secs` seconds.
-    pub fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+    /// Moves it forward by `by` (whole seconds).
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_secs(), Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
-    fn now_unix(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+    fn now(&self) -> UnixTime {
+        UnixTime::from_secs(self.0.load(Ordering::SeqCst))
     }
 }

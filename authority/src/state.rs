@@ -16,13 +16,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tether_keys::UnixTime;
 use tether_keys::keyfile::{Overwrite, write_file};
 
 /// What is persisted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marks {
-    /// The latest wall-clock time (UNIX seconds) the authority has seen.
-    pub clock: u64,
+    /// The latest wall-clock time the authority has seen (UNIX seconds in
+    /// the file).
+    pub clock: UnixTime,
     /// The highest signature counter seen, by dongle serial.
     pub counters: BTreeMap<String, u32>,
     /// Instances holding a seat of a seat-limited service, by service
@@ -57,18 +59,19 @@ pub enum StateError {
     },
 }
 
-/// `t` (UNIX seconds) as RFC 3339 in UTC, for messages a person reads.
-pub fn rfc3339(t: u64) -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+/// `t` as RFC 3339 in UTC, for messages a person reads.
+pub fn rfc3339(t: UnixTime) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.secs()),
+    )
 }
 
 /// What an operator reads when the system clock is behind the clock mark:
 /// both instants, and what to do in either case (which of the two is wrong
 /// only the operator can tell).
-pub fn clock_behind_advice(now: u64, mark: u64, state_file: &Path) -> String {
+pub fn clock_behind_advice(now: UnixTime, mark: UnixTime, state_file: &Path) -> String {
     let at = rfc3339;
-    let behind =
-        humantime::format_duration(std::time::Duration::from_secs(mark.saturating_sub(now)));
+    let behind = humantime::format_duration(mark.saturating_duration_since(now));
     let dir = state_file.parent().unwrap_or(Path::new("."));
     format!(
         "system clock {} is {behind} behind the latest time this authority has seen, {} (kept in {}). \
@@ -154,14 +157,14 @@ impl StateStore {
         self.marks.lock()
     }
 
-    /// Raises the clock mark to `now`, in UNIX seconds (never lowers it),
+    /// Raises the clock mark to `now` (never lowers it),
     /// and persists.
     ///
     /// # Errors
     ///
     /// [`StateError`] when the state file cannot be written; the mark is
     /// then not raised.
-    pub fn advance_clock(&self, now: u64) -> Result<(), StateError> {
+    pub fn advance_clock(&self, now: UnixTime) -> Result<(), StateError> {
         let mut marks = self.lock();
         if now <= marks.clock {
             return Ok(());
@@ -181,7 +184,7 @@ impl StateStore {
     ///
     /// # Errors
     /// [`StateError::Io`] when the state file cannot be written.
-    pub fn reset_clock(&self, now: u64) -> Result<u64, StateError> {
+    pub fn reset_clock(&self, now: UnixTime) -> Result<UnixTime, StateError> {
         let mut marks = self.lock();
         let old = marks.clock;
         let mut next = marks.clone();
@@ -261,8 +264,8 @@ mod tests {
     fn marks_only_rise_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        store.advance_clock(100).unwrap();
-        store.advance_clock(50).unwrap();
+        store.advance_clock(UnixTime::from_secs(100)).unwrap();
+        store.advance_clock(UnixTime::from_secs(50)).unwrap();
         store.record_counter("TD-1", 5).unwrap();
         assert!(matches!(
             store.record_counter("TD-1", 5),
@@ -275,7 +278,7 @@ mod tests {
         store.record_counter("TD-1", 6).unwrap();
         drop(store);
         let again = StateStore::open(dir.path()).unwrap();
-        assert_eq!(again.marks().clock, 100);
+        assert_eq!(again.marks().clock.secs(), 100);
         assert_eq!(again.counter("TD-1"), Some(6));
     }
 
@@ -283,15 +286,18 @@ mod tests {
     fn one_process_at_a_time_and_the_clock_mark_can_be_reset() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        store.advance_clock(5000).unwrap();
+        store.advance_clock(UnixTime::from_secs(5000)).unwrap();
         assert!(matches!(
             StateStore::open(dir.path()),
             Err(StateError::Busy(_))
         ));
-        assert_eq!(store.reset_clock(1000).unwrap(), 5000);
+        assert_eq!(
+            store.reset_clock(UnixTime::from_secs(1000)).unwrap().secs(),
+            5000
+        );
         drop(store);
         let again = StateStore::open(dir.path()).unwrap();
-        assert_eq!(again.marks().clock, 1000);
+        assert_eq!(again.marks().clock.secs(), 1000);
     }
 
     #[test]

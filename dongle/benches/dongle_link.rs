@@ -79,8 +79,13 @@ fn presence(c: &mut Client) {
     black_box(c.presence(&nonce).unwrap());
 }
 
-fn delegate(c: &mut Client, session: &tether_keys::PublicKey<Session>, now: u64) {
-    let req = DelegationRequest::new(fresh_nonce(), *session, now, now + 300);
+fn delegate(c: &mut Client, session: &tether_keys::PublicKey<Session>, now: tether_keys::UnixTime) {
+    let req = DelegationRequest::new(
+        fresh_nonce(),
+        *session,
+        now,
+        now + std::time::Duration::from_secs(300),
+    );
     black_box(c.delegate(&req).unwrap());
 }
 
@@ -89,7 +94,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now();
     let session = SecretKey::<Session>::generate().public();
 
     // Sanity first: the answers verify, so the figures are for real work.

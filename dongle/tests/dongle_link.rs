@@ -51,8 +51,8 @@ fn request(not_before: u64, secs: u64) -> DelegationRequest {
     DelegationRequest::new(
         fresh_nonce(),
         SecretKey::<Session>::generate().public(),
-        not_before,
-        not_before + secs,
+        tether_keys::UnixTime::from_secs(not_before),
+        tether_keys::UnixTime::from_secs(not_before + secs),
     )
 }
 
@@ -66,7 +66,7 @@ fn info_presence_delegate_round_trips_verify_with_the_dongle_key() {
     let nonce = fresh_nonce();
     let sig = c.presence(&nonce).unwrap();
     assert!(info.public_key.verify(&presence_message(&nonce), &sig));
-    let req = request(tether_keys::now_unix(), 300);
+    let req = request(tether_keys::UnixTime::now().secs(), 300);
     let cert = c.delegate(&req).unwrap();
     cert.verify(&info.public_key).unwrap();
     assert_eq!(cert.request, req);
@@ -160,7 +160,7 @@ fn check_against_license(
     if info.counter < seen_counter {
         return Err(format!("counter {} below {seen_counter}", info.counter));
     }
-    let req = request(tether_keys::now_unix(), 60);
+    let req = request(tether_keys::UnixTime::now().secs(), 60);
     let cert = c.delegate(&req).map_err(|e| e.to_string())?;
     cert.verify(licensed)
         .map_err(|_| "certificate does not verify".to_string())?;
@@ -183,7 +183,9 @@ fn a_clone_is_detected_by_its_key() {
     let err = check_against_license(&mut c, &licensed, seen).unwrap_err();
     assert!(err.contains("public key"), "{err}");
     // Even if INFO were believed, the certificate would not verify.
-    let cert = c.delegate(&request(tether_keys::now_unix(), 60)).unwrap();
+    let cert = c
+        .delegate(&request(tether_keys::UnixTime::now().secs(), 60))
+        .unwrap();
     assert!(cert.verify(&licensed).is_err());
 }
 
@@ -236,7 +238,7 @@ fn garbage_and_silence_are_errors_not_panics() {
 fn delegate_rules_are_refused_with_their_codes() {
     let rig = rig();
     let mut c = rig.connect();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     assert!(matches!(
         c.delegate(&request(now, 601)),
         Err(LinkError::Declined(ErrorCode::WindowTooLong))
@@ -324,7 +326,7 @@ fn real_hid_dongle_round_trips() {
     let nonce = fresh_nonce();
     let sig = c.presence(&nonce).unwrap();
     assert!(info.public_key.verify(&presence_message(&nonce), &sig));
-    let req = request(tether_keys::now_unix(), 300);
+    let req = request(tether_keys::UnixTime::now().secs(), 300);
     let cert = c.delegate(&req).unwrap();
     cert.verify(&info.public_key).unwrap();
     assert_eq!(cert.request, req);

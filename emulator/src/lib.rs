@@ -574,7 +574,7 @@ impl Device {
         if req.not_after <= req.not_before {
             return Err(ErrorCode::InvalidWindow);
         }
-        if req.not_after - req.not_before > self.rules.max_window.as_secs() {
+        if req.not_after.saturating_duration_since(req.not_before) > self.rules.max_window {
             return Err(ErrorCode::WindowTooLong);
         }
         // The commitment is signed blindly, as asked (the consumers check
@@ -587,7 +587,7 @@ impl Device {
         let limited = !self.rules.reach_budget.is_zero();
         if limited {
             self.refill(uptime);
-            let window = (req.not_before, req.not_after);
+            let window = (req.not_before.secs(), req.not_after.secs());
             let cost = reach_cost(window, self.state.run)
                 .max(self.rules.min_charge.as_secs())
                 .saturating_mul(1000);

@@ -51,7 +51,12 @@ fn alloc(d: &mut Device) -> u32 {
 }
 
 fn request(nb: u64, len: u64) -> DelegationRequest {
-    DelegationRequest::new([0x11; 32], testkeys::session().public(), nb, nb + len)
+    DelegationRequest::new(
+        [0x11; 32],
+        testkeys::session().public(),
+        tether_keys::UnixTime::from_secs(nb),
+        tether_keys::UnixTime::from_secs(nb + len),
+    )
 }
 
 fn delegate(d: &mut Device, cid: u32, req: &DelegationRequest, at: u64) -> Result<Vec<u8>, u8> {
@@ -158,7 +163,7 @@ fn client_round_trips_over_the_in_process_device() {
     let nonce = [5; 32];
     let sig = c.presence(&nonce).unwrap();
     assert!(info.public_key.verify(&presence_message(&nonce), &sig));
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     let req = request(now, 300);
     let cert = c.delegate(&req).unwrap();
     cert.verify(&info.public_key).unwrap();
@@ -399,7 +404,7 @@ fn faults_are_what_the_host_sees() {
     let dev = Arc::new(Mutex::new(device()));
     let mut c = local(&dev);
     let genuine = testkeys::dongle().public();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
 
     dev.lock().unwrap().set_fault(Fault::Clone);
     assert_ne!(c.info().unwrap().public_key, genuine);
@@ -462,7 +467,7 @@ fn presence_as_delegate_and_oversized_are_what_the_host_sees() {
     let dev = Arc::new(Mutex::new(device()));
     let mut c = local(&dev);
     let genuine = testkeys::dongle().public();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
 
     // The certificate asked for, signed as a presence proof: the domain tag
     // keeps it from verifying as a delegation, yet it is a genuine signature.

@@ -12,11 +12,11 @@ use std::time::Duration;
 use tether_emulator::{Device, Fault, Rules};
 use tether_keys::{
     Certificate, DelegationRequest, License, LicenseId, LicenseTerms, TokenClaims, TokenSigner,
-    testkeys,
+    UnixTime, testkeys,
 };
 
 /// The time tokens are verified at (the vectors' `NOW`).
-pub const NOW: u64 = 1_750_000_000;
+pub const NOW: UnixTime = UnixTime::from_secs(1_750_000_000);
 /// The serial of the test dongle.
 pub const SERIAL: &str = "TD-0001";
 /// The service the token target's verifier expects.
@@ -30,9 +30,9 @@ pub fn license() -> License {
         customer: "ACME Corp".into(),
         dongle_serial: SERIAL.into(),
         dongle_key: testkeys::dongle().public(),
-        issued_at: 1_700_000_000,
-        not_before: 1_700_000_000,
-        not_after: 1_800_000_000,
+        issued_at: UnixTime::from_secs(1_700_000_000),
+        not_before: UnixTime::from_secs(1_700_000_000),
+        not_after: UnixTime::from_secs(1_800_000_000),
         max_token_ttl: 300,
         features: vec!["mux".into(), "record".into()],
         services: vec!["backend".into(), "muxer".into()],
@@ -51,8 +51,8 @@ pub fn certificate(counter: u32) -> Certificate {
         DelegationRequest::new(
             [0xAB; 32],
             testkeys::session().public(),
-            NOW - 60,
-            NOW + 540,
+            NOW - Duration::from_secs(60),
+            NOW + Duration::from_secs(540),
         ),
         SERIAL,
         counter,
@@ -69,9 +69,9 @@ pub fn claims(license: &License, cert: &Certificate) -> TokenClaims {
         iss: format!("tether:{SERIAL}"),
         sub: SERVICE.into(),
         aud: SERVICE.into(),
-        iat: NOW - 10,
-        nbf: NOW - 10,
-        exp: NOW + 290,
+        iat: NOW - Duration::from_secs(10),
+        nbf: NOW - Duration::from_secs(10),
+        exp: NOW + Duration::from_secs(290),
         jti: "AAAAAAAAAAAAAAAAAAAAAA".into(),
         lic: b64(license.encoded()),
         dcert: b64(cert.encoded()),

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::UnixTime;
+
 /// Claims of a license token. Unknown claims are ignored; a claim given twice
 /// is a decoding error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,12 +21,12 @@ pub struct TokenClaims {
     pub sub: String,
     /// Audience: the service that must accept it (the same service).
     pub aud: String,
-    /// Issued at (UNIX seconds).
-    pub iat: u64,
-    /// Not before (UNIX seconds).
-    pub nbf: u64,
-    /// Expiry (UNIX seconds).
-    pub exp: u64,
+    /// Issued at (a NumericDate: UNIX seconds).
+    pub iat: UnixTime,
+    /// Not before (a NumericDate: UNIX seconds).
+    pub nbf: UnixTime,
+    /// Expiry (a NumericDate: UNIX seconds).
+    pub exp: UnixTime,
     /// Unique token id (base64url of 16 random bytes).
     pub jti: String,
     /// The license, base64url of its canonical bytes.
@@ -63,9 +65,9 @@ mod tests {
             iss: issuer_for("TD-0001"),
             sub: "backend".into(),
             aud: "backend".into(),
-            iat: 1,
-            nbf: 1,
-            exp: 2,
+            iat: UnixTime::from_secs(1),
+            nbf: UnixTime::from_secs(1),
+            exp: UnixTime::from_secs(2),
             jti: "AAAAAAAAAAAAAAAAAAAAAA".into(),
             lic: "bGlj".into(),
             dcert: "Y2VydA".into(),

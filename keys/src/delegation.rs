@@ -15,10 +15,12 @@
 //! body's first byte names its version, so a body of one version never reads
 //! as another.
 
+use std::time::Duration;
+
 use crate::codec::{Reader, Writer};
 use crate::key::{Dongle, PublicKey, SecretKey, Session};
 use crate::merkle::{Commitment, Hash};
-use crate::{Error, Result, domain};
+use crate::{Error, Result, UnixTime, domain};
 
 /// Version byte of the certificate body this crate writes.
 pub const CERT_VERSION: u8 = 2;
@@ -84,10 +86,10 @@ pub struct DelegationRequest {
     pub nonce: [u8; NONCE_LEN],
     /// The session key being certified.
     pub session_key: PublicKey<Session>,
-    /// Start of validity (UNIX seconds, the authority's clock).
-    pub not_before: u64,
-    /// End of validity (UNIX seconds).
-    pub not_after: u64,
+    /// Start of validity (the authority's clock).
+    pub not_before: UnixTime,
+    /// End of validity.
+    pub not_after: UnixTime,
     /// The live consumers: Merkle root and leaves per service.
     pub commitment: Commitment,
     /// The usage ledger's head.
@@ -99,8 +101,8 @@ impl DelegationRequest {
     pub fn new(
         nonce: [u8; NONCE_LEN],
         session_key: PublicKey<Session>,
-        not_before: u64,
-        not_after: u64,
+        not_before: UnixTime,
+        not_after: UnixTime,
     ) -> DelegationRequest {
         DelegationRequest {
             nonce,
@@ -207,8 +209,8 @@ fn encode_body(serial: &str, req: &DelegationRequest, counter: u32) -> Vec<u8> {
     w.str8(serial);
     w.bytes(&req.nonce);
     w.bytes(req.session_key.as_bytes());
-    w.u64(req.not_before);
-    w.u64(req.not_after);
+    w.u64(req.not_before.secs());
+    w.u64(req.not_after.secs());
     w.u32(counter);
     w.bytes(&encode_commitments(&req.commitment, &req.ledger));
     w.buf
@@ -288,8 +290,8 @@ impl Certificate {
         let serial = r.str8()?;
         let nonce = r.array()?;
         let session_key = PublicKey::from_bytes(&r.array()?)?;
-        let not_before = r.u64()?;
-        let not_after = r.u64()?;
+        let not_before = UnixTime::from_secs(r.u64()?);
+        let not_after = UnixTime::from_secs(r.u64()?);
         let counter = r.u32()?;
         let (commitment, ledger) = if version == CERT_VERSION {
             read_commitments(&mut r)?
@@ -335,13 +337,13 @@ impl Certificate {
         }
     }
 
-    /// Checks that `now` (UNIX seconds) lies in the validity window, widened
-    /// by `leeway` (seconds) on both ends.
+    /// Checks that `now` lies in the validity window, widened by `leeway`
+    /// (whole seconds) on both ends.
     ///
     /// # Errors
     ///
     /// [`Error::NotYetValid`] or [`Error::Expired`].
-    pub fn check_time(&self, now: u64, leeway: u64) -> Result<()> {
+    pub fn check_time(&self, now: UnixTime, leeway: Duration) -> Result<()> {
         crate::check_window(
             "delegation certificate",
             self.request.not_before,
@@ -385,8 +387,8 @@ mod tests {
         let mut req = DelegationRequest::new(
             [0xAB; 32],
             testkeys::session().public(),
-            1_700_000_000,
-            1_700_000_600,
+            UnixTime::from_secs(1_700_000_000),
+            UnixTime::from_secs(1_700_000_600),
         );
         req.commitment = LeafSet::new([
             Leaf::new("backend", "b-1", "n1").unwrap(),
@@ -409,8 +411,8 @@ mod tests {
         w.str8("TD-0001");
         w.bytes(&req.nonce);
         w.bytes(req.session_key.as_bytes());
-        w.u64(req.not_before);
-        w.u64(req.not_after);
+        w.u64(req.not_before.secs());
+        w.u64(req.not_after.secs());
         w.u32(counter);
         let sig = testkeys::dongle().sign(&domain::tagged(domain::DELEGATION, &w.buf));
         w.bytes(&sig);
@@ -436,7 +438,12 @@ mod tests {
 
     #[test]
     fn the_default_request_commits_to_nothing() {
-        let req = DelegationRequest::new([1; 32], testkeys::session().public(), 1, 2);
+        let req = DelegationRequest::new(
+            [1; 32],
+            testkeys::session().public(),
+            UnixTime::from_secs(1),
+            UnixTime::from_secs(2),
+        );
         assert_eq!(req.commitment.root, EMPTY_ROOT);
         assert!(req.commitment.is_empty() && req.ledger.is_none());
         let cert = Certificate::sign(req.clone(), "TD-0001", 1, &testkeys::dongle()).unwrap();
@@ -448,7 +455,12 @@ mod tests {
 
     #[test]
     fn version_1_certificates_still_read_as_committing_to_nothing() {
-        let req = DelegationRequest::new([0xAB; 32], testkeys::session().public(), 10, 20);
+        let req = DelegationRequest::new(
+            [0xAB; 32],
+            testkeys::session().public(),
+            UnixTime::from_secs(10),
+            UnixTime::from_secs(20),
+        );
         let bytes = v1_bytes(&req, 3);
         let cert = Certificate::decode(&bytes).unwrap();
         cert.verify(&testkeys::dongle().public()).unwrap();

@@ -109,24 +109,24 @@ pub enum Error {
     #[error("bad {0} signature")]
     BadSignature(&'static str),
     /// A validity window does not contain the time of the check.
-    #[error("{what} expired at {not_after} (now {now})")]
+    #[error("{what} expired at {} (now {})", .not_after.secs(), .now.secs())]
     Expired {
         /// The structure.
         what: &'static str,
-        /// End of its validity (UNIX seconds).
-        not_after: u64,
-        /// Time of the check (UNIX seconds).
-        now: u64,
+        /// End of its validity.
+        not_after: crate::UnixTime,
+        /// Time of the check.
+        now: crate::UnixTime,
     },
     /// A validity window starts after the time of the check.
-    #[error("{what} not valid before {not_before} (now {now})")]
+    #[error("{what} not valid before {} (now {})", .not_before.secs(), .now.secs())]
     NotYetValid {
         /// The structure.
         what: &'static str,
-        /// Start of its validity (UNIX seconds).
-        not_before: u64,
-        /// Time of the check (UNIX seconds).
-        now: u64,
+        /// Start of its validity.
+        not_before: crate::UnixTime,
+        /// Time of the check.
+        now: crate::UnixTime,
     },
 }
 

@@ -23,6 +23,7 @@ pub mod key;
 pub mod keyfile;
 pub mod license;
 pub mod merkle;
+mod time;
 pub mod token;
 pub mod wire;
 
@@ -33,9 +34,10 @@ pub use error::{Error, Result};
 pub use key::{Dongle, Fingerprint, PublicKey, SecretKey, Session, Vendor};
 pub use license::{License, LicenseId, LicenseTerms};
 pub use merkle::{Commitment, InclusionProof, Leaf, LeafSet};
+pub use time::UnixTime;
 pub use token::TokenSigner;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Fills `buf` from a CSPRNG seeded by the operating system.
 ///
@@ -48,15 +50,8 @@ pub fn random_fill(buf: &mut [u8]) {
     rand::rng().fill_bytes(buf);
 }
 
-/// The wall clock in UNIX seconds (0 if the clock is before 1970).
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Checks `not_before - leeway <= now <= not_after + leeway`, all in UNIX
-/// seconds (`leeway` in seconds); the arithmetic saturates.
+/// Checks `not_before - leeway <= now <= not_after + leeway`; the
+/// arithmetic saturates.
 ///
 /// # Errors
 ///
@@ -64,10 +59,10 @@ pub fn now_unix() -> u64 {
 /// [`Error::Expired`] if after it; both name `what`.
 pub fn check_window(
     what: &'static str,
-    not_before: u64,
-    not_after: u64,
-    now: u64,
-    leeway: u64,
+    not_before: UnixTime,
+    not_after: UnixTime,
+    now: UnixTime,
+    leeway: Duration,
 ) -> Result<()> {
     if now.saturating_add(leeway) < not_before {
         Err(Error::NotYetValid {

@@ -14,10 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use crate::codec::{Reader, Writer};
 use crate::key::{Dongle, Fingerprint, PublicKey, SecretKey, Vendor};
-use crate::{Error, Result, domain};
+use crate::{Error, Result, UnixTime, domain};
 
 /// Version byte of the license body this crate writes.
 pub const LICENSE_VERSION: u8 = 2;
@@ -72,12 +73,12 @@ pub struct LicenseTerms {
     pub dongle_serial: String,
     /// The dongle's public key.
     pub dongle_key: PublicKey<Dongle>,
-    /// When the vendor signed it (UNIX seconds).
-    pub issued_at: u64,
-    /// Start of validity (UNIX seconds).
-    pub not_before: u64,
-    /// End of validity (UNIX seconds).
-    pub not_after: u64,
+    /// When the vendor signed it.
+    pub issued_at: UnixTime,
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity.
+    pub not_after: UnixTime,
     /// The longest token lifetime an authority may issue under it, in seconds.
     pub max_token_ttl: u32,
     /// Feature names, sorted and unique.
@@ -241,9 +242,9 @@ impl LicenseTerms {
         w.u8(DONGLE_KIND_NATIVE);
         w.str8(&self.dongle_serial);
         w.bytes(self.dongle_key.as_bytes());
-        w.u64(self.issued_at);
-        w.u64(self.not_before);
-        w.u64(self.not_after);
+        w.u64(self.issued_at.secs());
+        w.u64(self.not_before.secs());
+        w.u64(self.not_after.secs());
         w.u32(self.grace);
         w.u32(self.max_token_ttl);
         w.u32(self.nonce_period);
@@ -367,13 +368,13 @@ impl License {
         }
     }
 
-    /// Checks that `now` (UNIX seconds) lies in the validity window, widened
-    /// by `leeway` (seconds) on both ends.
+    /// Checks that `now` lies in the validity window, widened by `leeway`
+    /// (whole seconds) on both ends.
     ///
     /// # Errors
     ///
     /// [`Error::NotYetValid`] or [`Error::Expired`].
-    pub fn check_time(&self, now: u64, leeway: u64) -> Result<()> {
+    pub fn check_time(&self, now: UnixTime, leeway: Duration) -> Result<()> {
         crate::check_window(
             "license",
             self.terms.not_before,
@@ -422,9 +423,9 @@ fn decode_v1(r: &mut Reader<'_>) -> Result<(LicenseTerms, Fingerprint)> {
     let customer = r.str8()?;
     let dongle_serial = r.str8()?;
     let dongle_key = PublicKey::from_bytes(&r.array()?)?;
-    let issued_at = r.u64()?;
-    let not_before = r.u64()?;
-    let not_after = r.u64()?;
+    let issued_at = UnixTime::from_secs(r.u64()?);
+    let not_before = UnixTime::from_secs(r.u64()?);
+    let not_after = UnixTime::from_secs(r.u64()?);
     let max_token_ttl = r.u32()?;
     let features = r.list8()?;
     let services = r.list8()?;
@@ -459,9 +460,9 @@ fn decode_v2(r: &mut Reader<'_>) -> Result<(LicenseTerms, Fingerprint)> {
     }
     let dongle_serial = r.str8()?;
     let dongle_key = PublicKey::from_bytes(&r.array()?)?;
-    let issued_at = r.u64()?;
-    let not_before = r.u64()?;
-    let not_after = r.u64()?;
+    let issued_at = UnixTime::from_secs(r.u64()?);
+    let not_before = UnixTime::from_secs(r.u64()?);
+    let not_after = UnixTime::from_secs(r.u64()?);
     let grace = r.u32()?;
     let max_token_ttl = r.u32()?;
     let nonce_period = r.u32()?;
@@ -510,9 +511,9 @@ pub(crate) mod tests {
             customer: "ACME Corp".into(),
             dongle_serial: "TD-0001".into(),
             dongle_key: testkeys::dongle().public(),
-            issued_at: 1_700_000_000,
-            not_before: 1_700_000_000,
-            not_after: 1_800_000_000,
+            issued_at: UnixTime::from_secs(1_700_000_000),
+            not_before: UnixTime::from_secs(1_700_000_000),
+            not_after: UnixTime::from_secs(1_800_000_000),
             max_token_ttl: 300,
             features: vec!["mux".into(), "record".into()],
             services: vec!["backend".into(), "muxer".into()],
@@ -529,7 +530,9 @@ pub(crate) mod tests {
         let decoded = License::decode(license.encoded()).unwrap();
         assert_eq!(decoded, license);
         decoded.verify(&testkeys::vendor().public()).unwrap();
-        decoded.check_time(1_750_000_000, 0).unwrap();
+        decoded
+            .check_time(UnixTime::from_secs(1_750_000_000), Duration::from_secs(0))
+            .unwrap();
         assert!(decoded.allows_service("muxer"));
         assert!(!decoded.allows_service("other"));
         assert!(decoded.has_feature("mux"));
@@ -568,14 +571,16 @@ pub(crate) mod tests {
     fn time_window_is_enforced() {
         let license = sample_terms().sign(&testkeys::vendor()).unwrap();
         assert!(matches!(
-            license.check_time(1_800_000_001, 0),
+            license.check_time(UnixTime::from_secs(1_800_000_001), Duration::from_secs(0)),
             Err(Error::Expired { .. })
         ));
         assert!(matches!(
-            license.check_time(1_699_999_999, 0),
+            license.check_time(UnixTime::from_secs(1_699_999_999), Duration::from_secs(0)),
             Err(Error::NotYetValid { .. })
         ));
-        license.check_time(1_800_000_001, 5).unwrap();
+        license
+            .check_time(UnixTime::from_secs(1_800_000_001), Duration::from_secs(5))
+            .unwrap();
     }
 
     #[test]

@@ -86,9 +86,9 @@ mod tests {
             iss: "tether:TD-1".into(),
             sub: "backend".into(),
             aud: "backend".into(),
-            iat: 1,
-            nbf: 1,
-            exp: 61,
+            iat: crate::UnixTime::from_secs(1),
+            nbf: crate::UnixTime::from_secs(1),
+            exp: crate::UnixTime::from_secs(61),
             jti: "j".into(),
             lic: "bGlj".into(),
             dcert: "Y2VydA".into(),
@@ -126,7 +126,7 @@ mod tests {
     fn jsonwebtoken_decode_accepts_our_tokens() {
         let signer = TokenSigner::new(testkeys::session()).unwrap();
         let mut c = claims();
-        c.exp = crate::now_unix() + 60;
+        c.exp = crate::UnixTime::now() + std::time::Duration::from_secs(60);
         let token = signer.sign(&c).unwrap();
         let key = jsonwebtoken::DecodingKey::from_ed_der(testkeys::session().public().as_bytes());
         let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);

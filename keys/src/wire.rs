@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::UnixTime;
+
 /// Whether a verified dongle is there, as `/events` and `/status` say it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,10 +47,10 @@ impl fmt::Display for PresenceState {
 pub struct TokenResponse {
     /// The JWT (compact serialization).
     pub token: String,
-    /// `exp` of the token, in UNIX seconds.
-    pub expires_at: u64,
-    /// When the consumer should fetch the next one, in UNIX seconds.
-    pub refresh_at: u64,
+    /// `exp` of the token (UNIX seconds on the wire).
+    pub expires_at: UnixTime,
+    /// When the consumer should fetch the next one (UNIX seconds on the wire).
+    pub refresh_at: UnixTime,
     /// Seconds from issue until `expires_at`.
     pub expires_in: u64,
     /// Seconds from issue until `refresh_at`.
@@ -74,8 +76,8 @@ pub struct PresenceEvent {
     pub state: PresenceState,
     /// Why, in words.
     pub reason: String,
-    /// When this state began, in UNIX seconds.
-    pub since: u64,
+    /// When this state began (UNIX seconds on the wire).
+    pub since: UnixTime,
 }
 
 /// The `dongle` object of `GET /status`.
@@ -83,8 +85,8 @@ pub struct PresenceEvent {
 pub struct DongleStatus {
     /// Where the watchdog is.
     pub state: PresenceState,
-    /// When this state began, in UNIX seconds.
-    pub since: u64,
+    /// When this state began (UNIX seconds on the wire).
+    pub since: UnixTime,
     /// Why the dongle is in this state.
     pub reason: String,
     /// Serial of the dongle last seen.
@@ -93,8 +95,8 @@ pub struct DongleStatus {
     pub counter: Option<u32>,
     /// Fingerprint of the current session key (`SHA256:...`).
     pub session: Option<String>,
-    /// End of the current certificate, in UNIX seconds.
-    pub cert_not_after: Option<u64>,
+    /// End of the current certificate (UNIX seconds on the wire).
+    pub cert_not_after: Option<UnixTime>,
     /// Dongles refused so far for not being the licensed one (clone, wrong
     /// serial, bad signature, counter rollback).
     pub refused_dongles: u64,
@@ -109,10 +111,10 @@ pub struct LicenseSummary {
     pub customer: String,
     /// Licensed dongle serial.
     pub dongle_serial: String,
-    /// Validity start, in UNIX seconds.
-    pub not_before: u64,
-    /// Validity end, in UNIX seconds.
-    pub not_after: u64,
+    /// Validity start (UNIX seconds on the wire).
+    pub not_before: UnixTime,
+    /// Validity end (UNIX seconds on the wire).
+    pub not_after: UnixTime,
     /// Licensed features.
     pub features: Vec<String>,
     /// Licensed services.
@@ -136,8 +138,8 @@ pub struct StatusBody {
     pub license: LicenseSummary,
     /// Tokens issued since start.
     pub tokens_issued: u64,
-    /// The authority's clock, in UNIX seconds.
-    pub now: u64,
+    /// The authority's clock (UNIX seconds on the wire).
+    pub now: UnixTime,
     /// Whether a token would be issued now (what `/readyz` answers).
     pub ready: bool,
     /// Why not, when `ready` is false: the refusal `/token` would give a
@@ -169,10 +171,10 @@ pub struct LeaseInfo {
     pub service: String,
     /// The instance id.
     pub instance: String,
-    /// When the instance took its seat (UNIX seconds).
-    pub since: u64,
-    /// When the lease lapses unless renewed (UNIX seconds).
-    pub expires: u64,
+    /// When the instance took its seat (UNIX seconds on the wire).
+    pub since: UnixTime,
+    /// When the lease lapses unless renewed (UNIX seconds on the wire).
+    pub expires: UnixTime,
     /// The peer that last renewed it, when known.
     pub peer: Option<String>,
 }
@@ -411,7 +413,7 @@ mod tests {
         let ev = PresenceEvent {
             state: PresenceState::Absent,
             reason: "x".into(),
-            since: 7,
+            since: UnixTime::from_secs(7),
         };
         assert_eq!(
             serde_json::to_string(&ev).unwrap(),
@@ -419,8 +421,8 @@ mod tests {
         );
         let t = TokenResponse {
             token: "a.b.c".into(),
-            expires_at: 60,
-            refresh_at: 30,
+            expires_at: UnixTime::from_secs(60),
+            refresh_at: UnixTime::from_secs(30),
             expires_in: 60,
             refresh_in: 30,
         };

@@ -8,12 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tether_keys::delegation::{DONGLE_KIND_FIDO2, LedgerHead, presence_message};
 use tether_keys::merkle::{self, InclusionProof, Leaf, LeafSet};
 use tether_keys::{
-    Certificate, DelegationRequest, Error, License, LicenseId, LicenseTerms, SecretKey, Vendor,
-    domain, keyfile, testkeys,
+    Certificate, DelegationRequest, Error, License, LicenseId, LicenseTerms, SecretKey, UnixTime,
+    Vendor, domain, keyfile, testkeys,
 };
 
 /// The time every vector is checked at.
@@ -24,6 +25,10 @@ fn dir() -> PathBuf {
 }
 
 fn terms(not_before: u64, not_after: u64) -> LicenseTerms {
+    let (not_before, not_after) = (
+        UnixTime::from_secs(not_before),
+        UnixTime::from_secs(not_after),
+    );
     LicenseTerms {
         id: LicenseId([0x11; 16]),
         customer: "ACME Corp".into(),
@@ -52,6 +57,10 @@ fn leaves() -> LeafSet {
 }
 
 fn request(not_before: u64, not_after: u64) -> DelegationRequest {
+    let (not_before, not_after) = (
+        UnixTime::from_secs(not_before),
+        UnixTime::from_secs(not_after),
+    );
     let mut req = DelegationRequest::new(
         [0xAB; 32],
         testkeys::session().public(),
@@ -181,14 +190,14 @@ fn vectors_are_reproduced_byte_for_byte() {
 fn check_license(name: &str) -> tether_keys::Result<()> {
     let license = keyfile::read_license(&dir().join(name))?;
     license.verify(&testkeys::vendor().public())?;
-    license.check_time(NOW, 0)
+    license.check_time(UnixTime::from_secs(NOW), Duration::ZERO)
 }
 
 fn check_cert(name: &str) -> tether_keys::Result<()> {
     let bytes = unhex(&std::fs::read_to_string(dir().join(name)).unwrap());
     let cert = Certificate::decode(&bytes)?;
     cert.verify(&testkeys::dongle().public())?;
-    cert.check_time(NOW, 0)
+    cert.check_time(UnixTime::from_secs(NOW), Duration::ZERO)
 }
 
 /// Checks a proof file for the first leaf of [`leaves`] against the
@@ -246,7 +255,9 @@ fn an_unknown_certificate_version_is_refused_by_name() {
 fn version_1_license_files_still_read() {
     let license = keyfile::read_license(&dir().join("license_v1_valid.tether")).unwrap();
     license.verify(&testkeys::vendor().public()).unwrap();
-    license.check_time(NOW, 0).unwrap();
+    license
+        .check_time(UnixTime::from_secs(NOW), Duration::ZERO)
+        .unwrap();
     assert_eq!(license.version(), 1);
     let terms = license.terms();
     assert_eq!(terms.sequence, 0);

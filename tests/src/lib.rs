@@ -68,15 +68,15 @@ impl Site {
             Overwrite::Never,
         )
         .unwrap();
-        let now = tether_keys::now_unix();
+        let now = tether_keys::UnixTime::now();
         let mut terms = LicenseTerms {
             id: LicenseId::generate(),
             customer: "E2E Test".into(),
             dongle_serial: serial.clone(),
             dongle_key: dongle.public(),
             issued_at: now,
-            not_before: now - 60,
-            not_after: now + 86_400,
+            not_before: now - std::time::Duration::from_secs(60),
+            not_after: now + std::time::Duration::from_secs(86_400),
             max_token_ttl: 300,
             features: vec!["mux".into()],
             services: vec!["backend".into(), "muxer".into()],

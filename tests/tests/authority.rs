@@ -51,9 +51,9 @@ fn token_verifies_down_to_the_vendor_root() {
     assert_eq!(claims.aud, "backend");
     assert_eq!(claims.sub, "backend");
     assert_eq!(claims.iss, format!("tether:{}", site.serial));
-    assert_eq!(claims.exp - claims.iat, 60);
-    assert_eq!(body["expires_at"], claims.exp);
-    assert!(body["refresh_at"].as_u64().unwrap() < claims.exp);
+    assert_eq!(claims.exp.secs() - claims.iat.secs(), 60);
+    assert_eq!(body["expires_at"], claims.exp.secs());
+    assert!(body["refresh_at"].as_u64().unwrap() < claims.exp.secs());
 
     let with_nonce =
         http::get(&url, "/token?nonce=abc-DEF_123", Some(site.secret("muxer"))).unwrap();
@@ -197,7 +197,7 @@ fn a_clock_behind_the_high_water_mark_is_refused() {
     let site = Site::new();
     let _emu = site.start_emulator(&[]);
     std::fs::create_dir_all(site.path("state")).unwrap();
-    let future = tether_keys::now_unix() + 86_400;
+    let future = tether_keys::UnixTime::now().secs() + 86_400;
     std::fs::write(
         site.path("state/state.json"),
         format!("{{\"clock\": {future}, \"counters\": {{}}}}"),

@@ -294,7 +294,7 @@ fn the_token_file_holds_a_verified_token_mode_0600() {
     let verifier =
         tether_verifier::Verifier::new(vendor, tether_verifier::Expectations::new("backend"));
     verifier
-        .verify_at(&token, None, tether_keys::now_unix())
+        .verify_at(&token, None, tether_keys::UnixTime::now())
         .expect("the token file holds a valid token");
     let env = std::fs::read_to_string(site.path("starts.env")).unwrap();
     assert!(

@@ -109,17 +109,17 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         Expectations::new(&args.service).leeway(args.leeway.as_secs()),
     );
     let verified = verifier
-        .verify_at(&text, args.nonce.as_deref(), tether_keys::now_unix())
+        .verify_at(&text, args.nonce.as_deref(), tether_keys::UnixTime::now())
         .context("token refused")?;
     let c = &verified.claims;
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     println!(
         "valid token {} for {} from {}, expires {}, certificate until {}",
         c.jti,
         c.aud,
         c.iss,
-        human::instant(c.exp, now),
-        human::instant(verified.cert_not_after, now)
+        human::instant(c.exp.secs(), now),
+        human::instant(verified.cert_not_after.secs(), now)
     );
     Ok(ExitCode::SUCCESS)
 }

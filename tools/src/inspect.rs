@@ -198,7 +198,7 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
                 "session_key": session.fingerprint().to_string(),
                 "not_before": c.request.not_before,
                 "not_after": c.request.not_after,
-                "lifetime": c.request.not_after.saturating_sub(c.request.not_before),
+                "lifetime": c.request.not_after.saturating_duration_since(c.request.not_before).as_secs(),
                 "version": c.version(),
                 "commitment": commitment_value(&c.request.commitment),
                 "ledger": ledger_value(&c.request.ledger),
@@ -231,11 +231,11 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
         let aud = claims_str(&out, "aud");
         let nonce = out["claims"]["nonce"].as_str().map(str::to_string);
         let verifier = tether_verifier::Verifier::new(*v, tether_verifier::Expectations::new(&aud));
-        out["verdict"] = match verifier.verify_at(token, nonce.as_deref(), tether_keys::now_unix())
-        {
-            Ok(_) => json!(format!("valid now for {aud}")),
-            Err(e) => json!(format!("refused: {e}")),
-        };
+        out["verdict"] =
+            match verifier.verify_at(token, nonce.as_deref(), tether_keys::UnixTime::now()) {
+                Ok(_) => json!(format!("valid now for {aud}")),
+                Err(e) => json!(format!("refused: {e}")),
+            };
     }
     Ok(out)
 }
@@ -409,7 +409,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("{}", args.file.display());
         }
-        print_human(map, 2, tether_keys::now_unix());
+        print_human(map, 2, tether_keys::UnixTime::now().secs());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -164,10 +164,12 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
             .filter(|p| (60..=3600).contains(p))
             .context("--nonce-period must be off or between 1m and 1h")?,
     };
-    let now = tether_keys::now_unix();
-    let not_before = args.not_before.unwrap_or(now);
+    let now = tether_keys::UnixTime::now();
+    let not_before = args
+        .not_before
+        .map_or(now, tether_keys::UnixTime::from_secs);
     let not_after = not_before
-        .checked_add(valid_for)
+        .checked_add(std::time::Duration::from_secs(valid_for))
         .context("--valid-for is too long")?;
     let features: Vec<String> = args
         .features
@@ -244,7 +246,7 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
                 .verify(&vendor)
                 .with_context(|| format!("{}", file.display()))?;
             license
-                .check_time(tether_keys::now_unix(), 0)
+                .check_time(tether_keys::UnixTime::now(), std::time::Duration::ZERO)
                 .with_context(|| format!("{}", file.display()))?;
             println!(
                 "{}: valid license {} for {}, signed by {}, until {}",
@@ -252,7 +254,10 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
                 license.terms().id,
                 license.terms().customer,
                 license.vendor(),
-                human::instant(license.terms().not_after, tether_keys::now_unix())
+                human::instant(
+                    license.terms().not_after.secs(),
+                    tether_keys::UnixTime::now().secs(),
+                )
             );
         }
     }

@@ -166,8 +166,8 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
                         LicenseState::Licensed { claims, .. } => {
                             tracing::info!(
                                 service = %log_name,
-                                exp = claims.exp,
-                                expires = %human::instant(claims.exp, tether_keys::now_unix()),
+                                exp = claims.exp.secs(),
+                                expires = %human::instant(claims.exp.secs(), tether_keys::UnixTime::now().secs()),
                                 "licensed"
                             );
                         }

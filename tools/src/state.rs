@@ -14,18 +14,12 @@ pub fn run(cmd: &StateCmd) -> anyhow::Result<ExitCode> {
             // Opening takes the directory's lock: refused while tetherd runs.
             let store = StateStore::open(&args.state_dir)
                 .with_context(|| format!("state directory {}", args.state_dir.display()))?;
-            let now = tether_keys::now_unix();
+            let now = tether_keys::UnixTime::now();
             let old = store.reset_clock(now)?;
-            let at = |t: u64| {
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
-                )
-            };
+            // UnixTime displays as RFC 3339 in UTC.
             println!(
-                "clock mark in {} set from {} to {} (now)",
+                "clock mark in {} set from {old} to {now} (now)",
                 store.path().display(),
-                at(old),
-                at(now)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -92,7 +92,7 @@ impl Site {
             "--valid-for",
             "30d",
             "--not-before",
-            &(tether_keys::now_unix() - 3600).to_string(),
+            &(tether_keys::UnixTime::now().secs() - 3600).to_string(),
             "--max-ttl",
             "5m",
             "--out",
@@ -105,18 +105,20 @@ impl Site {
     }
     /// A token as tetherd mints it, valid from `nbf` for `ttl` seconds.
     fn token(&self, nbf: u64, ttl: u64) -> String {
+        let at = tether_keys::UnixTime::from_secs;
         let license = keyfile::read_license(&self.p("license.tether")).unwrap();
         let (dongle, _) = keyfile::read_secret_key::<Dongle>(&self.p("dongle/dongle.key")).unwrap();
         let session = SecretKey::<Session>::generate();
-        let request = DelegationRequest::new(fresh_nonce(), session.public(), nbf - 30, nbf + 590);
+        let request =
+            DelegationRequest::new(fresh_nonce(), session.public(), at(nbf - 30), at(nbf + 590));
         let cert = Certificate::sign(request, "TD-INSPECT-1", 7, &dongle).unwrap();
         let claims = TokenClaims {
             iss: "tether:TD-INSPECT-1".into(),
             sub: "backend".into(),
             aud: "backend".into(),
-            iat: nbf,
-            nbf,
-            exp: nbf + ttl,
+            iat: at(nbf),
+            nbf: at(nbf),
+            exp: at(nbf + ttl),
             jti: "jti-inspect-test".into(),
             lic: URL_SAFE_NO_PAD.encode(license.encoded()),
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
@@ -175,7 +177,7 @@ fn license_times_and_durations_are_readable_and_json_keeps_numbers() {
 #[test]
 fn a_token_is_shown_as_header_claims_license_and_certificate() {
     let site = Site::new();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     let token = site.token(now, 290);
     let vendor_pub = site.p("vendor/vendor.pub");
 
@@ -260,7 +262,7 @@ fn a_token_is_shown_as_header_claims_license_and_certificate() {
 #[test]
 fn an_expired_token_says_how_long_ago() {
     let site = Site::new();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     let token = site.token(now - 4 * 3600, 300);
     let out = ok(&tether(&[
         "inspect",
@@ -278,7 +280,7 @@ fn an_expired_token_says_how_long_ago() {
 #[test]
 fn verify_prints_readable_times() {
     let site = Site::new();
-    let token = site.token(tether_keys::now_unix(), 290);
+    let token = site.token(tether_keys::UnixTime::now().secs(), 290);
     let out = ok(&tether(&[
         "verify",
         "--vendor-pub",

@@ -25,15 +25,15 @@ mod interleave;
 use interleave::rates;
 
 fn main() {
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now();
     let license = LicenseTerms {
         id: LicenseId([7; 16]),
         customer: "ACME Corp".into(),
         dongle_serial: "TD-0001".into(),
         dongle_key: testkeys::dongle().public(),
-        issued_at: now - 60,
-        not_before: now - 60,
-        not_after: now + 86_400,
+        issued_at: now - std::time::Duration::from_secs(60),
+        not_before: now - std::time::Duration::from_secs(60),
+        not_after: now + std::time::Duration::from_secs(86_400),
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "muxer".into()],
@@ -45,7 +45,12 @@ fn main() {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest::new([1; 32], testkeys::session().public(), now - 30, now + 300),
+        DelegationRequest::new(
+            [1; 32],
+            testkeys::session().public(),
+            now - std::time::Duration::from_secs(30),
+            now + std::time::Duration::from_secs(300),
+        ),
         "TD-0001",
         1,
         &testkeys::dongle(),
@@ -60,7 +65,7 @@ fn main() {
                 aud: "backend".into(),
                 iat: now,
                 nbf: now,
-                exp: now + 60,
+                exp: now + std::time::Duration::from_secs(60),
                 jti: format!("{i:016}"),
                 lic: URL_SAFE_NO_PAD.encode(license.encoded()),
                 dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),

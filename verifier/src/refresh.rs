@@ -43,7 +43,7 @@ use hyper::Request;
 use hyper::header::{AUTHORIZATION, HOST, RETRY_AFTER};
 use hyper_util::rt::TokioIo;
 use rand::Rng as _;
-use tether_keys::{ServiceSecret, TokenClaims};
+use tether_keys::{ServiceSecret, TokenClaims, UnixTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -138,7 +138,7 @@ pub struct WatchConfig {
     follow_events: bool,
     fallback_refresh: Duration,
     event_spread: Duration,
-    wall_clock: fn() -> u64,
+    wall_clock: fn() -> UnixTime,
     instance: String,
 }
 
@@ -172,7 +172,7 @@ impl WatchConfig {
             follow_events: true,
             fallback_refresh: Duration::from_secs(3),
             event_spread: Duration::from_secs(1),
-            wall_clock: tether_keys::now_unix,
+            wall_clock: UnixTime::now,
             instance: random_instance(service),
         }
     }
@@ -220,9 +220,9 @@ impl WatchConfig {
         self
     }
 
-    /// The wall clock verification uses (UNIX seconds); for tests.
+    /// The wall clock verification uses; for tests.
     #[doc(hidden)]
-    pub fn wall_clock(mut self, clock: fn() -> u64) -> Self {
+    pub fn wall_clock(mut self, clock: fn() -> UnixTime) -> Self {
         self.wall_clock = clock;
         self
     }
@@ -365,10 +365,10 @@ struct Answer {
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date (RFC 9110 section
-/// 10.2.3), the date measured against `now` (UNIX seconds). Capped at
+/// 10.2.3), the date measured against `now`. Capped at
 /// [`MAX_RETRY_AFTER`]; a date in the past means no wait; anything else is
 /// ignored (`None`).
-fn parse_retry_after(value: &str, now: u64) -> Option<Duration> {
+fn parse_retry_after(value: &str, now: UnixTime) -> Option<Duration> {
     let value = value.trim();
     let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // All digits: only too many of them fail to parse.
@@ -376,7 +376,7 @@ fn parse_retry_after(value: &str, now: u64) -> Option<Duration> {
     } else {
         let at = httpdate::parse_http_date(value).ok()?;
         let at = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-        Duration::from_secs(at.saturating_sub(now))
+        UnixTime::from_secs(at).saturating_duration_since(now)
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
@@ -435,7 +435,7 @@ async fn release_lease(config: &WatchConfig, jti: &str) -> Result<(), String> {
     }
 }
 
-async fn get(host_port: &str, path: &str, bearer: &str, now: u64) -> Result<Answer, String> {
+async fn get(host_port: &str, path: &str, bearer: &str, now: UnixTime) -> Result<Answer, String> {
     request(hyper::Method::GET, host_port, path, bearer, now).await
 }
 
@@ -444,7 +444,7 @@ async fn request(
     host_port: &str,
     path: &str,
     bearer: &str,
-    now: u64,
+    now: UnixTime,
 ) -> Result<Answer, String> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(host_port)
@@ -576,10 +576,10 @@ async fn fetch(config: &WatchConfig) -> Fetch {
             )
         }
         Ok(v) => {
-            let skew = i64::try_from(v.claims.iat)
+            let skew = i64::try_from(v.claims.iat.secs())
                 .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(now).unwrap_or(i64::MAX));
-            let life = Duration::from_secs(v.claims.exp.saturating_sub(v.claims.iat));
+                .saturating_sub(i64::try_from(now.secs()).unwrap_or(i64::MAX));
+            let life = v.claims.exp.saturating_duration_since(v.claims.iat);
             let expires = received + life;
             let next = received + jitter(life / 2);
             Fetch::Token(
@@ -913,7 +913,7 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        let now = 1_445_412_480; // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = UnixTime::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
         assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
         assert_eq!(
             parse_retry_after(" 120 ", now),

@@ -17,11 +17,12 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use tether_keys::{Certificate, License, PublicKey, TokenClaims, Vendor};
+use tether_keys::{Certificate, License, PublicKey, TokenClaims, UnixTime, Vendor};
 
 use crate::error::{Error, Result};
 
@@ -110,8 +111,8 @@ pub fn instance_matches(ins: Option<&str>, own: &str, seats: Option<u32>) -> boo
 pub struct Verified {
     /// The claims.
     pub claims: Arc<TokenClaims>,
-    /// End of the certificate that vouches for the token, UNIX seconds.
-    pub cert_not_after: u64,
+    /// End of the certificate that vouches for the token.
+    pub cert_not_after: UnixTime,
     /// The license's seat count for the token's service (`None`: unlimited).
     pub seats: Option<u32>,
 }
@@ -294,7 +295,13 @@ fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_slice(bytes).ok()
 }
 
-fn window(what: &'static str, nb: u64, na: u64, now: u64, leeway: u64) -> Result<()> {
+fn window(
+    what: &'static str,
+    nb: UnixTime,
+    na: UnixTime,
+    now: UnixTime,
+    leeway: Duration,
+) -> Result<()> {
     if now.saturating_add(leeway) < nb {
         Err(Error::NotYetValid(what))
     } else if now.saturating_sub(leeway) > na {
@@ -321,16 +328,16 @@ impl Verifier {
         &self.expect
     }
 
-    /// Verifies `token` now (the system clock, UNIX seconds).
+    /// Verifies `token` now (the system clock).
     ///
     /// # Errors
     ///
     /// As [`Self::verify_at`], with no nonce to echo.
     pub fn verify(&self, token: &str) -> Result<Verified> {
-        self.verify_at(token, None, tether_keys::now_unix())
+        self.verify_at(token, None, UnixTime::now())
     }
 
-    /// Verifies `token` at `now` (UNIX seconds), requiring it to echo `nonce` if given.
+    /// Verifies `token` at `now`, requiring it to echo `nonce` if given.
     ///
     /// # Errors
     ///
@@ -354,7 +361,7 @@ impl Verifier {
     ///   longer than allowed;
     /// - [`Error::Expired`], [`Error::NotYetValid`]: the license, the
     ///   certificate or the token at `now`, give or take the leeway.
-    pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: u64) -> Result<Verified> {
+    pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: UnixTime) -> Result<Verified> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Malformed("token too large"));
         }
@@ -456,11 +463,11 @@ impl Verifier {
     }
 
     /// Audience, issuer, service, features, nonce and every time window.
-    fn check_claims(&self, t: &CachedToken, nonce: Option<&str>, now: u64) -> Result<()> {
+    fn check_claims(&self, t: &CachedToken, nonce: Option<&str>, now: UnixTime) -> Result<()> {
         let c = &*t.claims;
         let terms = t.license.terms();
         let req = &t.cert.request;
-        let leeway = self.expect.leeway;
+        let leeway = Duration::from_secs(self.expect.leeway);
         if c.aud != self.expect.service || c.sub != c.aud {
             return Err(Error::WrongAudience {
                 found: c.aud.clone(),
@@ -491,12 +498,16 @@ impl Verifier {
         {
             return Err(Error::WrongInstance);
         }
-        let cert_len = req.not_after.saturating_sub(req.not_before);
+        let cert_len = req
+            .not_after
+            .saturating_duration_since(req.not_before)
+            .as_secs();
         if cert_len > self.expect.max_cert_lifetime {
             return Err(Error::CertificateTooLong(cert_len));
         }
         if c.exp < c.iat
-            || c.exp - c.iat > u64::from(terms.max_token_ttl)
+            || c.exp.saturating_duration_since(c.iat)
+                > Duration::from_secs(u64::from(terms.max_token_ttl))
             || c.iat.saturating_add(leeway) < req.not_before
             || c.exp > req.not_after.saturating_add(leeway)
         {

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tether_keys::{
     Certificate, CredentialFile, DelegationRequest, License, LicenseId, LicenseTerms,
-    ServiceSecret, TokenClaims, TokenSigner, testkeys,
+    ServiceSecret, TokenClaims, TokenSigner, UnixTime, testkeys,
 };
 use tether_verifier::{Expectations, LicenseState, LicenseWatch, Verifier, WatchConfig};
 use tokio::sync::watch;
@@ -52,15 +52,15 @@ struct Fake {
 }
 
 fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
-    let now = tether_keys::now_unix();
+    let now = UnixTime::now();
     let license = LicenseTerms {
         id: LicenseId([1; 16]),
         customer: "T".into(),
         dongle_serial: "TD-1".into(),
         dongle_key: testkeys::dongle().public(),
-        issued_at: now - 60,
-        not_before: now - 60,
-        not_after: now + 3600,
+        issued_at: now - Duration::from_secs(60),
+        not_before: now - Duration::from_secs(60),
+        not_after: now + Duration::from_secs(3600),
         max_token_ttl: 300,
         features: vec![],
         services: vec!["backend".into()],
@@ -72,7 +72,12 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
     .sign(&testkeys::vendor())
     .unwrap();
     let cert = Certificate::sign(
-        DelegationRequest::new([2; 32], testkeys::session().public(), now - 30, now + 600),
+        DelegationRequest::new(
+            [2; 32],
+            testkeys::session().public(),
+            now - Duration::from_secs(30),
+            now + Duration::from_secs(600),
+        ),
         "TD-1",
         1,
         &testkeys::dongle(),
@@ -191,7 +196,7 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
     if !take_rate(f) {
         return with_retry(StatusCode::TOO_MANY_REQUESTS, "rate limited");
     }
-    let now = tether_keys::now_unix();
+    let now = UnixTime::now();
     let nonce = if f.mode.load(Ordering::SeqCst) == WRONG_NONCE {
         Some("someone-elses".to_string())
     } else {
@@ -203,8 +208,8 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         aud: "backend".into(),
         iat: now,
         nbf: now,
-        exp: now + f.ttl,
-        jti: format!("{now}"),
+        exp: now + Duration::from_secs(f.ttl),
+        jti: format!("{}", now.secs()),
         lic: URL_SAFE_NO_PAD.encode(f.license.encoded()),
         dcert: URL_SAFE_NO_PAD.encode(f.cert.encoded()),
         nonce,
@@ -214,8 +219,10 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
     let token = f.signer.sign(&claims).unwrap();
     logged(
         StatusCode::OK,
-        warp::reply::json(&serde_json::json!({"token": token, "expires_at": now + f.ttl}))
-            .into_response(),
+        warp::reply::json(
+            &serde_json::json!({"token": token, "expires_at": now + Duration::from_secs(f.ttl)}),
+        )
+        .into_response(),
     )
 }
 
@@ -310,8 +317,12 @@ async fn follows_presence_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_the_token_until_its_monotonic_deadline_even_if_the_clock_goes_back() {
     static OFFSET: AtomicI64 = AtomicI64::new(0);
-    fn clock() -> u64 {
-        tether_keys::now_unix().saturating_add_signed(OFFSET.load(Ordering::SeqCst))
+    fn clock() -> UnixTime {
+        UnixTime::from_secs(
+            UnixTime::now()
+                .secs()
+                .saturating_add_signed(OFFSET.load(Ordering::SeqCst)),
+        )
     }
     let (f, secret) = fake(3);
     let (url, stop) = serve(f.clone()).await;
@@ -595,8 +606,8 @@ async fn replicas_after_present(n: usize, rate: f64, spread: Duration) {
 /// warns once it passes half the leeway (here 20 s against 30 s).
 #[tokio::test(flavor = "current_thread")]
 async fn clock_skew_is_measured_and_reported() {
-    fn behind() -> u64 {
-        tether_keys::now_unix() - 20
+    fn behind() -> UnixTime {
+        UnixTime::now() - Duration::from_secs(20)
     }
     let logs = Logs::default();
     let _guard = logs.install();

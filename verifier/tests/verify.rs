@@ -3,21 +3,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tether_keys::{
     Certificate, DelegationRequest, Dongle, LicenseId, LicenseTerms, SecretKey, Session,
-    TokenClaims, TokenSigner, Vendor, testkeys,
+    TokenClaims, TokenSigner, UnixTime, Vendor, testkeys,
 };
 use tether_verifier::{Error, Expectations, Verifier};
 
 const NOW: u64 = 1_800_000_000;
 
+/// `secs` as an instant.
+fn at(secs: u64) -> UnixTime {
+    UnixTime::from_secs(secs)
+}
+
 struct Mint {
     vendor: SecretKey<Vendor>,
     dongle: SecretKey<Dongle>,
     terms: LicenseTerms,
-    cert_window: (u64, u64),
+    cert_window: (UnixTime, UnixTime),
     serial: String,
     session: SecretKey<Session>,
     /// The key that actually signs the token (the session key unless a test swaps it).
@@ -30,9 +37,9 @@ fn terms(dongle: &SecretKey<Dongle>) -> LicenseTerms {
         customer: "ACME".into(),
         dongle_serial: "TD-1".into(),
         dongle_key: dongle.public(),
-        issued_at: NOW - 86_400,
-        not_before: NOW - 86_400,
-        not_after: NOW + 86_400,
+        issued_at: at(NOW - 86_400),
+        not_before: at(NOW - 86_400),
+        not_after: at(NOW + 86_400),
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "muxer".into()],
@@ -50,7 +57,7 @@ impl Mint {
             terms: terms(&dongle),
             vendor: testkeys::vendor(),
             dongle,
-            cert_window: (NOW - 30, NOW + 300),
+            cert_window: (at(NOW - 30), at(NOW + 300)),
             serial: "TD-1".into(),
             session: testkeys::session(),
             signer: None,
@@ -75,9 +82,9 @@ impl Mint {
             iss: format!("tether:{}", self.serial),
             sub: aud.into(),
             aud: aud.into(),
-            iat: NOW,
-            nbf: NOW,
-            exp: NOW + 60,
+            iat: at(NOW),
+            nbf: at(NOW),
+            exp: at(NOW + 60),
             jti: "j1".into(),
             lic: URL_SAFE_NO_PAD.encode(license.encoded()),
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
@@ -118,17 +125,19 @@ fn verifier(service: &str) -> Verifier {
 }
 
 fn check(token: &str) -> Result<(), Error> {
-    verifier("backend").verify_at(token, None, NOW).map(|_| ())
+    verifier("backend")
+        .verify_at(token, None, at(NOW))
+        .map(|_| ())
 }
 
 #[test]
 fn a_valid_token_verifies() {
     let m = Mint::new();
     let v = verifier("backend")
-        .verify_at(&m.token("backend"), Some("n0nce"), NOW)
+        .verify_at(&m.token("backend"), Some("n0nce"), at(NOW))
         .unwrap();
     assert_eq!(v.claims.aud, "backend");
-    assert_eq!(v.cert_not_after, NOW + 300);
+    assert_eq!(v.cert_not_after, at(NOW + 300));
 }
 
 #[test]
@@ -205,7 +214,7 @@ fn tampering_is_caught() {
     // Payload re-encoded with another audience, old signature kept.
     let mut claims: TokenClaims =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-    claims.exp += 3600;
+    claims.exp += Duration::from_secs(3600);
     let forged = format!(
         "{}.{}.{}",
         parts[0],
@@ -231,7 +240,7 @@ fn tampering_is_caught() {
         let t = String::from_utf8(b).unwrap();
         if t != token {
             assert!(
-                v.verify_at(&t, None, NOW).is_err(),
+                v.verify_at(&t, None, at(NOW)).is_err(),
                 "change at {i} accepted"
             );
         }
@@ -266,32 +275,32 @@ fn certificate_age_is_bounded_by_our_clock() {
     let v = verifier("backend");
     // Long after the certificate's end (and the token's).
     assert!(matches!(
-        v.verify_at(&m.token("backend"), None, NOW + 1000),
+        v.verify_at(&m.token("backend"), None, at(NOW + 1000)),
         Err(Error::Expired(_))
     ));
     // A certificate dated in the future, with a token inside it.
     let mut m = Mint::new();
-    m.cert_window = (NOW + 100, NOW + 400);
+    m.cert_window = (at(NOW + 100), at(NOW + 400));
     let mut c = m.claims("backend");
-    (c.iat, c.nbf, c.exp) = (NOW + 100, NOW + 100, NOW + 160);
+    (c.iat, c.nbf, c.exp) = (at(NOW + 100), at(NOW + 100), at(NOW + 160));
     assert_eq!(
-        v.verify_at(&m.sign(&c), None, NOW),
+        v.verify_at(&m.sign(&c), None, at(NOW)),
         Err(Error::NotYetValid("delegation certificate"))
     );
     // A certificate window longer than allowed.
     let mut m = Mint::new();
-    m.cert_window = (NOW - 30, NOW + 3600);
+    m.cert_window = (at(NOW - 30), at(NOW + 3600));
     assert_eq!(
         check(&m.token("backend")),
         Err(Error::CertificateTooLong(3630))
     );
     // An expired certificate with a token claiming to be inside it.
     let mut m = Mint::new();
-    m.cert_window = (NOW - 600, NOW - 300);
+    m.cert_window = (at(NOW - 600), at(NOW - 300));
     let mut c = m.claims("backend");
-    (c.iat, c.nbf, c.exp) = (NOW - 400, NOW - 400, NOW - 340);
+    (c.iat, c.nbf, c.exp) = (at(NOW - 400), at(NOW - 400), at(NOW - 340));
     assert_eq!(
-        v.verify_at(&m.sign(&c), None, NOW),
+        v.verify_at(&m.sign(&c), None, at(NOW)),
         Err(Error::Expired("delegation certificate"))
     );
 }
@@ -302,25 +311,25 @@ fn token_times_are_checked() {
     let v = verifier("backend");
     let t = m.token("backend");
     assert_eq!(
-        v.verify_at(&t, None, NOW + 66),
+        v.verify_at(&t, None, at(NOW + 66)),
         Err(Error::Expired("token"))
     );
-    v.verify_at(&t, None, NOW + 64).unwrap(); // within the 5 s leeway
+    v.verify_at(&t, None, at(NOW + 64)).unwrap(); // within the 5 s leeway
     let mut c = m.claims("backend");
-    (c.nbf, c.exp) = (NOW + 30, NOW + 90);
+    (c.nbf, c.exp) = (at(NOW + 30), at(NOW + 90));
     assert_eq!(
-        v.verify_at(&m.sign(&c), None, NOW),
+        v.verify_at(&m.sign(&c), None, at(NOW)),
         Err(Error::NotYetValid("token"))
     );
     let mut c = m.claims("backend");
-    c.exp = NOW + 301;
+    c.exp = at(NOW + 301);
     assert_eq!(
-        v.verify_at(&m.sign(&c), None, NOW),
+        v.verify_at(&m.sign(&c), None, at(NOW)),
         Err(Error::LifetimeTooLong)
     );
     // A license that has expired.
     let mut m = Mint::new();
-    m.terms.not_after = NOW - 10;
+    m.terms.not_after = at(NOW - 10);
     assert_eq!(check(&m.token("backend")), Err(Error::Expired("license")));
 }
 
@@ -328,7 +337,7 @@ fn token_times_are_checked() {
 fn audience_issuer_features_and_nonce() {
     let m = Mint::new();
     // A backend token replayed to the muxer.
-    let err = verifier("muxer").verify_at(&m.token("backend"), None, NOW);
+    let err = verifier("muxer").verify_at(&m.token("backend"), None, at(NOW));
     assert!(matches!(err, Err(Error::WrongAudience { .. })), "{err:?}");
     let mut c = m.claims("backend");
     c.iss = "tether:TD-9".into();
@@ -343,7 +352,7 @@ fn audience_issuer_features_and_nonce() {
         Err(Error::WrongAudience { .. })
     ));
     assert_eq!(
-        verifier("reports").verify_at(&m.token("reports"), None, NOW),
+        verifier("reports").verify_at(&m.token("reports"), None, at(NOW)),
         Err(Error::ServiceNotLicensed("reports".into()))
     );
     let needs_rec = Verifier::new(
@@ -351,11 +360,11 @@ fn audience_issuer_features_and_nonce() {
         Expectations::new("backend").require_features(["mux", "rec"]),
     );
     assert_eq!(
-        needs_rec.verify_at(&m.token("backend"), None, NOW),
+        needs_rec.verify_at(&m.token("backend"), None, at(NOW)),
         Err(Error::MissingFeature("rec".into()))
     );
     assert_eq!(
-        verifier("backend").verify_at(&m.token("backend"), Some("other"), NOW),
+        verifier("backend").verify_at(&m.token("backend"), Some("other"), at(NOW)),
         Err(Error::NonceMismatch)
     );
 }
@@ -419,32 +428,32 @@ fn cached_results_match_fresh_ones_and_respect_expiry() {
     let m = Mint::new();
     let t = m.token("backend");
     let v = verifier("backend");
-    let first = v.verify_at(&t, None, NOW).unwrap();
-    let again = v.verify_at(&t, None, NOW).unwrap();
+    let first = v.verify_at(&t, None, at(NOW)).unwrap();
+    let again = v.verify_at(&t, None, at(NOW)).unwrap();
     assert_eq!(first, again);
     assert_eq!(
-        verifier("backend").verify_at(&t, None, NOW + 100),
-        v.verify_at(&t, None, NOW + 100)
+        verifier("backend").verify_at(&t, None, at(NOW + 100)),
+        v.verify_at(&t, None, at(NOW + 100))
     );
     assert_eq!(
-        v.verify_at(&t, None, NOW + 100),
+        v.verify_at(&t, None, at(NOW + 100)),
         Err(Error::Expired("token"))
     );
     // A cached token replayed to another audience is still refused.
     let mux = Verifier::new(testkeys::vendor().public(), Expectations::new("muxer"));
-    assert!(mux.verify_at(&t, None, NOW).is_err());
+    assert!(mux.verify_at(&t, None, at(NOW)).is_err());
     // A new token under the cached certificate.
     let mut c = m.claims("backend");
     c.jti = "j2".into();
-    v.verify_at(&m.sign(&c), None, NOW).unwrap();
+    v.verify_at(&m.sign(&c), None, at(NOW)).unwrap();
 }
 
 #[test]
 fn jsonwebtoken_decode_accepts_the_same_tokens() {
     let m = Mint::new();
     let mut c = m.claims("backend");
-    let now = tether_keys::now_unix();
-    (c.iat, c.nbf, c.exp) = (now, now, now + 60);
+    let now = UnixTime::now();
+    (c.iat, c.nbf, c.exp) = (now, now, now + Duration::from_secs(60));
     let t = m.sign(&c);
     let key = jsonwebtoken::DecodingKey::from_ed_der(testkeys::session().public().as_bytes());
     let mut val = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);

@@ -158,7 +158,7 @@ impl Stream {
 async fn anonymous_streams_cannot_starve_a_credentialed_consumer() {
     let rig = rig().await;
     rig.auth
-        .set_present(session(tether_keys::now_unix() - 30), 1);
+        .set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
     let mut held = Vec::new();
     for _ in 0..ANONYMOUS_STREAMS {
         held.push(Stream::open(rig.addr, &[]).await.unwrap());
@@ -218,7 +218,7 @@ async fn events_refuse_an_unknown_or_malformed_credential() {
 async fn the_bearer_scheme_is_case_insensitive_over_http() {
     let rig = rig().await;
     rig.auth
-        .set_present(session(tether_keys::now_unix() - 30), 1);
+        .set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
     for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
         let r = get(
             rig.addr,
@@ -246,7 +246,7 @@ async fn the_bearer_scheme_is_case_insensitive_over_http() {
 async fn request_parsing_follows_the_rfcs_and_bad_input_is_4xx() {
     let rig = rig().await;
     rig.auth
-        .set_present(session(tether_keys::now_unix() - 30), 1);
+        .set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
     let auth = format!("Authorization: Bearer {}", rig.secret);
     // Percent-encoded unreserved characters are the same characters (RFC 3986 2.3).
     let r = get(rig.addr, "/token?nonce=abc%2DDEF%5F1", &[&auth]).await;
@@ -306,7 +306,7 @@ async fn readyz_and_status_say_whether_and_why_not() {
     assert_eq!(st.not_ready.unwrap().code, "dongle_absent");
 
     rig.auth
-        .set_present(session(tether_keys::now_unix() - 30), 1);
+        .set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
     assert_eq!(get(rig.addr, "/readyz", &[]).await.status, 200);
     let st: StatusBody = serde_json::from_str(&get(rig.addr, "/status", &[]).await.body).unwrap();
     assert!(st.ready);
@@ -315,7 +315,7 @@ async fn readyz_and_status_say_whether_and_why_not() {
 
     // Present, but the certificate ended without a renewal: not ready.
     rig.auth
-        .set_present(session(tether_keys::now_unix() - 400), 2);
+        .set_present(session(tether_keys::UnixTime::now().secs() - 400), 2);
     let r = get(rig.addr, "/readyz", &[]).await;
     assert_eq!(r.status, 503);
     assert!(r.error().message.contains("certificate ended"), "{r:?}");
@@ -325,9 +325,9 @@ async fn readyz_and_status_say_whether_and_why_not() {
 
     // Clock behind the stored mark: not ready, clock_rollback.
     rig.auth
-        .set_present(session(tether_keys::now_unix() - 30), 3);
+        .set_present(session(tether_keys::UnixTime::now().secs() - 30), 3);
     rig.auth
-        .advance_clock(tether_keys::now_unix() + 86_400)
+        .advance_clock(tether_keys::UnixTime::now() + std::time::Duration::from_secs(86_400))
         .unwrap();
     let r = get(rig.addr, "/readyz", &[]).await;
     assert_eq!(r.status, 503);

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use parking_lot::Mutex;
+use tether_keys::UnixTime;
 use tether_keys::merkle::Leaf;
 
 /// An instance id: 1-64 characters of `[A-Za-z0-9._-]`.
@@ -37,10 +38,10 @@ pub fn check_instance(id: &str) -> Result<(), &'static str> {
 /// One instance's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    /// When the instance first got its seat (UNIX seconds).
-    pub since: u64,
-    /// When the lease lapses unless renewed (UNIX seconds).
-    pub expires: u64,
+    /// When the instance first got its seat.
+    pub since: UnixTime,
+    /// When the lease lapses unless renewed.
+    pub expires: UnixTime,
     /// The peer that last renewed it, when known.
     pub peer: Option<SocketAddr>,
     /// The `jti` of the last two tokens issued to it: `DELETE /lease`
@@ -89,7 +90,7 @@ struct ServiceLeases {
 }
 
 impl ServiceLeases {
-    fn live(&self, now: u64) -> usize {
+    fn live(&self, now: UnixTime) -> usize {
         self.holders.values().filter(|l| l.expires > now).count()
     }
 }
@@ -122,8 +123,13 @@ impl Leases {
     }
 
     /// Restores holders persisted before a restart: each holds its seat
-    /// until `until` (UNIX seconds), unless it renews.
-    pub fn restore(&self, holders: &BTreeMap<String, BTreeSet<String>>, now: u64, until: u64) {
+    /// until `until`, unless it renews.
+    pub fn restore(
+        &self,
+        holders: &BTreeMap<String, BTreeSet<String>>,
+        now: UnixTime,
+        until: UnixTime,
+    ) {
         let mut services = self.services.lock();
         for (service, instances) in holders {
             let Some(s) = services.get_mut(service) else {
@@ -145,7 +151,7 @@ impl Leases {
     }
 
     /// Renews `instance`'s lease of `service`, or gives it a free seat, so
-    /// that it lasts until `expires` (UNIX seconds).
+    /// that it lasts until `expires`.
     ///
     /// # Errors
     /// [`NoSeat`] when the instance holds no lease and every seat is held by
@@ -154,8 +160,8 @@ impl Leases {
         &self,
         service: &str,
         instance: &str,
-        now: u64,
-        expires: u64,
+        now: UnixTime,
+        expires: UnixTime,
         peer: Option<SocketAddr>,
     ) -> Result<Acquired, NoSeat> {
         let mut services = self.services.lock();
@@ -178,7 +184,7 @@ impl Leases {
                     .unwrap_or(now);
                 return Err(NoSeat {
                     seats: s.seats.unwrap_or(0),
-                    retry_after: earliest.saturating_sub(now).max(1),
+                    retry_after: earliest.saturating_duration_since(now).as_secs().max(1),
                 });
             }
             lease.expires = lease.expires.max(expires);
@@ -215,7 +221,7 @@ impl Leases {
         s: &mut ServiceLeases,
         instance: &str,
         lease: Lease,
-        now: u64,
+        now: UnixTime,
     ) -> Result<Acquired, NoSeat> {
         if let Some(seats) = s.seats
             && s.live(now) >= seats as usize
@@ -224,7 +230,7 @@ impl Leases {
             let earliest = s.holders.values().map(|l| l.expires).min().unwrap_or(now);
             return Err(NoSeat {
                 seats,
-                retry_after: earliest.saturating_sub(now).max(1),
+                retry_after: earliest.saturating_duration_since(now).as_secs().max(1),
             });
         }
         // Lapsed leases are dropped as new ones come, so the table stays
@@ -272,7 +278,7 @@ impl Leases {
     /// `keep` admits. A lapsed lease leaves the set. At most the seat count
     /// per limited service, even when more leases live (restored under a
     /// license that now has fewer seats): the longest-held ones.
-    pub fn live_leaves(&self, now: u64, keep: impl Fn(&str) -> bool) -> Vec<Leaf> {
+    pub fn live_leaves(&self, now: UnixTime, keep: impl Fn(&str) -> bool) -> Vec<Leaf> {
         let services = self.services.lock();
         let mut out = Vec::new();
         for (service, s) in services.iter().filter(|(name, _)| keep(name)) {
@@ -322,7 +328,7 @@ impl Leases {
     }
 
     /// Live leases and seat count per service: `(service, in use, seats)`.
-    pub fn usage(&self, now: u64) -> Vec<(String, usize, Option<u32>)> {
+    pub fn usage(&self, now: UnixTime) -> Vec<(String, usize, Option<u32>)> {
         let services = self.services.lock();
         let mut out: Vec<_> = services
             .iter()
@@ -333,7 +339,7 @@ impl Leases {
     }
 
     /// Every live lease, by service then instance.
-    pub fn rows(&self, now: u64) -> Vec<LeaseRow> {
+    pub fn rows(&self, now: UnixTime) -> Vec<LeaseRow> {
         let services = self.services.lock();
         let mut out: Vec<LeaseRow> = services
             .iter()
@@ -354,7 +360,7 @@ impl Leases {
 
     /// The holders to persist: instances with a live lease of a
     /// seat-limited service.
-    pub fn holders(&self, now: u64) -> BTreeMap<String, BTreeSet<String>> {
+    pub fn holders(&self, now: UnixTime) -> BTreeMap<String, BTreeSet<String>> {
         let services = self.services.lock();
         services
             .iter()
@@ -400,6 +406,11 @@ mod tests {
 
     use super::*;
 
+    /// `secs` as an instant.
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::from_secs(secs)
+    }
+
     fn table(seats: u32) -> Leases {
         Leases::new([("backend", Some(seats)), ("muxer", None)])
     }
@@ -407,10 +418,16 @@ mod tests {
     #[test]
     fn seats_are_counted_renewed_released_and_lapse() {
         let t = table(2);
-        assert_eq!(t.acquire("backend", "a", 100, 165, None), Ok(Acquired::New));
-        assert_eq!(t.acquire("backend", "b", 101, 166, None), Ok(Acquired::New));
         assert_eq!(
-            t.acquire("backend", "c", 102, 167, None),
+            t.acquire("backend", "a", at(100), at(165), None),
+            Ok(Acquired::New)
+        );
+        assert_eq!(
+            t.acquire("backend", "b", at(101), at(166), None),
+            Ok(Acquired::New)
+        );
+        assert_eq!(
+            t.acquire("backend", "c", at(102), at(167), None),
             Err(NoSeat {
                 seats: 2,
                 retry_after: 63
@@ -418,38 +435,51 @@ mod tests {
         );
         // A holder renews; an unlimited service never refuses.
         assert_eq!(
-            t.acquire("backend", "a", 110, 175, None),
+            t.acquire("backend", "a", at(110), at(175), None),
             Ok(Acquired::Renewed)
         );
         for i in 0..100 {
-            assert!(t.acquire("muxer", &format!("m{i}"), 110, 175, None).is_ok());
+            assert!(
+                t.acquire("muxer", &format!("m{i}"), at(110), at(175), None)
+                    .is_ok()
+            );
         }
         // Release frees the seat at once.
         assert!(t.release("backend", "b"));
         assert!(!t.release("backend", "b"));
-        assert_eq!(t.acquire("backend", "c", 111, 176, None), Ok(Acquired::New));
+        assert_eq!(
+            t.acquire("backend", "c", at(111), at(176), None),
+            Ok(Acquired::New)
+        );
         // A crashed holder's seat comes back when its lease lapses.
         // (a's lease ends at 175, c's at 176.)
-        assert!(t.acquire("backend", "d", 174, 239, None).is_err());
-        assert_eq!(t.acquire("backend", "d", 175, 240, None), Ok(Acquired::New));
-        assert_eq!(t.usage(175)[0], ("backend".to_string(), 2, Some(2)));
+        assert!(t.acquire("backend", "d", at(174), at(239), None).is_err());
+        assert_eq!(
+            t.acquire("backend", "d", at(175), at(240), None),
+            Ok(Acquired::New)
+        );
+        assert_eq!(t.usage(at(175))[0], ("backend".to_string(), 2, Some(2)));
     }
 
     #[test]
     fn a_restart_keeps_restored_seats_until_one_lifetime_has_passed() {
         let t = table(2);
-        t.acquire("backend", "a", 100, 165, None).unwrap();
-        t.acquire("backend", "b", 100, 165, None).unwrap();
-        let persisted = t.holders(100);
+        t.acquire("backend", "a", at(100), at(165), None).unwrap();
+        t.acquire("backend", "b", at(100), at(165), None).unwrap();
+        let persisted = t.holders(at(100));
         let after = table(2);
-        after.restore(&persisted, 120, 185);
-        assert!(after.acquire("backend", "c", 120, 185, None).is_err());
+        after.restore(&persisted, at(120), at(185));
+        assert!(
+            after
+                .acquire("backend", "c", at(120), at(185), None)
+                .is_err()
+        );
         assert_eq!(
-            after.acquire("backend", "a", 121, 186, None),
+            after.acquire("backend", "a", at(121), at(186), None),
             Ok(Acquired::Renewed)
         );
         assert_eq!(
-            after.acquire("backend", "c", 185, 250, None),
+            after.acquire("backend", "c", at(185), at(250), None),
             Ok(Acquired::New)
         );
     }
@@ -461,28 +491,38 @@ mod tests {
     fn more_restored_holders_than_seats_do_not_renew_for_ever() {
         let before = table(3);
         for i in ["a", "b", "c"] {
-            before.acquire("backend", i, 100, 165, None).unwrap();
+            before
+                .acquire("backend", i, at(100), at(165), None)
+                .unwrap();
         }
         let after = table(2);
-        after.restore(&before.holders(100), 120, 185);
-        assert!(after.acquire("backend", "d", 121, 186, None).is_err());
+        after.restore(&before.holders(at(100)), at(120), at(185));
+        assert!(
+            after
+                .acquire("backend", "d", at(121), at(186), None)
+                .is_err()
+        );
         let renewed = ["a", "b", "c"]
             .iter()
-            .filter(|i| after.acquire("backend", i, 130, 195, None).is_ok())
+            .filter(|i| after.acquire("backend", i, at(130), at(195), None).is_ok())
             .count();
         assert_eq!(renewed, 0);
         // Once the restored leases lapse, two instances hold the two seats.
         assert_eq!(
-            after.acquire("backend", "a", 185, 250, None),
+            after.acquire("backend", "a", at(185), at(250), None),
             Ok(Acquired::New)
         );
         assert_eq!(
-            after.acquire("backend", "b", 186, 251, None),
+            after.acquire("backend", "b", at(186), at(251), None),
             Ok(Acquired::New)
         );
-        assert!(after.acquire("backend", "c", 187, 252, None).is_err());
+        assert!(
+            after
+                .acquire("backend", "c", at(187), at(252), None)
+                .is_err()
+        );
         assert_eq!(
-            after.acquire("backend", "a", 190, 255, None),
+            after.acquire("backend", "a", at(190), at(255), None),
             Ok(Acquired::Renewed)
         );
     }
@@ -520,14 +560,14 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Acquire(i, ttl) => {
-                        let _ = t.acquire("backend", &format!("i{i}"), now, now + u64::from(ttl), None);
+                        let _ = t.acquire("backend", &format!("i{i}"), at(now), at(now + u64::from(ttl)), None);
                     }
                     Op::Release(i) => {
                         t.release("backend", &format!("i{i}"));
                     }
                     Op::Tick(d) => now += u64::from(d),
                 }
-                let live = t.rows(now).iter().filter(|r| r.service == "backend").count();
+                let live = t.rows(at(now)).iter().filter(|r| r.service == "backend").count();
                 prop_assert!(live <= seats as usize, "{live} live leases, {seats} seats");
             }
         }

@@ -426,8 +426,8 @@ fn certify(
     let mut request = DelegationRequest::new(
         fresh_nonce(),
         key.public(),
-        now.saturating_sub(CERT_BACKDATE),
-        now + settings.cert_lifetime.as_secs(),
+        now.saturating_sub(Duration::from_secs(CERT_BACKDATE)),
+        now + settings.cert_lifetime,
     );
     // The live consumers' nonces (freshness), taken once for this certificate.
     let taken = auth.freshness.snapshot();
@@ -511,7 +511,7 @@ mod tests {
     fn a_dying_watchdog_takes_the_session_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let (auth, _) = authority(dir.path());
-        auth.set_present(session(tether_keys::now_unix() - 30), 1);
+        auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
         assert!(auth.is_present());
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _guard = AbsentOnExit(&auth);
@@ -577,7 +577,7 @@ mod tests {
     fn certificates_are_dated_by_the_authoritys_clock_in_fake_time() {
         const T0: u64 = 1_800_000_000;
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = Arc::new(ManualClock::new(tether_keys::UnixTime::from_secs(T0)));
         let (auth, _) = authority_on(dir.path(), clock.clone(), |_| {});
         let settings = WatchSettings {
             driver: Arc::new(tether_dongle::Selector::Socket(dir.path().join("unused"))),
@@ -589,18 +589,18 @@ mod tests {
         let window = |auth: &Authority| {
             let guard = auth.session();
             let cert = &guard.as_ref().unwrap().cert().request;
-            (cert.not_before, cert.not_after)
+            (cert.not_before.secs(), cert.not_after.secs())
         };
         assert_eq!(window(&auth), (T0 - CERT_BACKDATE, T0 + 300));
         assert_eq!(auth.cert_left(), Duration::from_secs(300));
 
-        clock.advance(150);
+        clock.advance(Duration::from_secs(150));
         certify(dongle.as_mut(), &auth, &settings).unwrap();
         assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
 
         // The mark stands at T0 + 150; a clock set back 301 s is refused.
         auth.advance_clock(auth.now()).unwrap();
-        clock.set(T0 + 150 - 301);
+        clock.set(tether_keys::UnixTime::from_secs(T0 + 150 - 301));
         let refused = certify(dongle.as_mut(), &auth, &settings).unwrap_err();
         assert!(matches!(refused, Lost::Clock(_)), "{refused}");
         assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));

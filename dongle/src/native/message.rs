@@ -61,8 +61,8 @@ impl Request {
                 let mut p = Vec::with_capacity(DELEGATE_REQUEST_LEN + tail.len());
                 p.extend_from_slice(&req.nonce);
                 p.extend_from_slice(req.session_key.as_bytes());
-                p.extend_from_slice(&req.not_before.to_be_bytes());
-                p.extend_from_slice(&req.not_after.to_be_bytes());
+                p.extend_from_slice(&req.not_before.secs().to_be_bytes());
+                p.extend_from_slice(&req.not_after.secs().to_be_bytes());
                 p.extend_from_slice(&tail);
                 (Command::Delegate, p)
             }
@@ -107,8 +107,8 @@ impl Request {
                 let mut req = DelegationRequest::new(
                     nonce,
                     session_key,
-                    u64::from_be_bytes(nb),
-                    u64::from_be_bytes(na),
+                    tether_keys::UnixTime::from_secs(u64::from_be_bytes(nb)),
+                    tether_keys::UnixTime::from_secs(u64::from_be_bytes(na)),
                 );
                 if !tail.is_empty() {
                     (req.commitment, req.ledger) =
@@ -417,7 +417,12 @@ mod tests {
     }
 
     fn committing_request() -> DelegationRequest {
-        let mut req = DelegationRequest::new([9; 32], testkeys::session().public(), 10, 20);
+        let mut req = DelegationRequest::new(
+            [9; 32],
+            testkeys::session().public(),
+            tether_keys::UnixTime::from_secs(10),
+            tether_keys::UnixTime::from_secs(20),
+        );
         req.commitment = LeafSet::new([
             Leaf::new("backend", "b-1", "n1").unwrap(),
             Leaf::new("muxer", "m-1", "n2").unwrap(),
@@ -433,7 +438,12 @@ mod tests {
 
     #[test]
     fn delegate_request_round_trip_and_lengths() {
-        let req = DelegationRequest::new([9; 32], testkeys::session().public(), 10, 20);
+        let req = DelegationRequest::new(
+            [9; 32],
+            testkeys::session().public(),
+            tether_keys::UnixTime::from_secs(10),
+            tether_keys::UnixTime::from_secs(20),
+        );
         let (cmd, p) = Request::Delegate(req.clone()).encode();
         assert_eq!(p.len(), DELEGATE_REQUEST_MIN_EXTENDED_LEN);
         assert_eq!(

@@ -22,7 +22,7 @@ use tether_emulator::{Device, Rules};
 use tether_fuzz::{NOW, SERIAL, SERVICE, certificate, claims, clock_step, license, token};
 use tether_keys::delegation::LedgerHead;
 use tether_keys::merkle::{Leaf, LeafSet};
-use tether_keys::{DelegationRequest, keyfile, testkeys};
+use tether_keys::{DelegationRequest, UnixTime, keyfile, testkeys};
 use tether_verifier::{Expectations, Verifier};
 
 struct Seeds {
@@ -60,9 +60,13 @@ fn frames(req: &Request, cid: u32) -> Vec<Report> {
 /// presence and two certificates a minute apart, the first committing to
 /// nothing, the second to three consumers and a ledger head.
 fn session() -> Vec<(&'static str, Request, u32)> {
-    let delegate = |nonce: u8, nb: u64| {
-        let mut req =
-            DelegationRequest::new([nonce; 32], testkeys::session().public(), nb, nb + 600);
+    let delegate = |nonce: u8, nb: UnixTime| {
+        let mut req = DelegationRequest::new(
+            [nonce; 32],
+            testkeys::session().public(),
+            nb,
+            nb + Duration::from_secs(600),
+        );
         if nonce != 0xAB {
             req.commitment = LeafSet::new([
                 Leaf::new("backend", "b-1", "n1").unwrap(),
@@ -89,7 +93,11 @@ fn session() -> Vec<(&'static str, Request, u32)> {
         ("info", Request::Info, 1),
         ("presence", Request::Presence { nonce: [0x5A; 32] }, 1),
         ("delegate", delegate(0xAB, NOW), 1),
-        ("delegate-next", delegate(0xCD, NOW + 60), 1),
+        (
+            "delegate-next",
+            delegate(0xCD, NOW + Duration::from_secs(60)),
+            1,
+        ),
     ]
 }
 
@@ -207,9 +215,9 @@ fn main() {
         token(&other_aud).as_bytes(),
     );
     let mut expired = good.clone();
-    expired.iat = NOW - 400;
-    expired.nbf = NOW - 400;
-    expired.exp = NOW - 100;
+    expired.iat = NOW - Duration::from_secs(400);
+    expired.nbf = NOW - Duration::from_secs(400);
+    expired.exp = NOW - Duration::from_secs(100);
     s.put("token_verify", "expired", token(&expired).as_bytes());
     let t = token(&good);
     let (head, _) = t.rsplit_once('.').unwrap();

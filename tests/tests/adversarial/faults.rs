@@ -297,7 +297,7 @@ fn clock_steps_on_the_authority_are_judged_against_the_high_water_mark() {
     );
     // A step the daemon cannot see happen is simulated by the mark it keeps:
     // a mark ahead of the clock is a clock stepped back since.
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     for (what, mark, issues) in [
         (
             "clock stepped back 2 min (within the 5 min tolerance)",

@@ -51,9 +51,9 @@ impl Mint {
                 customer: "ACME".into(),
                 dongle_serial: serial.into(),
                 dongle_key: dongle.public(),
-                issued_at: now - 86_400,
-                not_before: now - 86_400,
-                not_after: now + 86_400,
+                issued_at: tether_keys::UnixTime::from_secs(now - 86_400),
+                not_before: tether_keys::UnixTime::from_secs(now - 86_400),
+                not_after: tether_keys::UnixTime::from_secs(now + 86_400),
                 max_token_ttl: 300,
                 features: vec!["mux".into()],
                 services: vec!["backend".into(), "muxer".into()],
@@ -84,8 +84,8 @@ impl Mint {
             DelegationRequest::new(
                 [9; 32],
                 self.session.public(),
-                self.cert_window.0,
-                self.cert_window.1,
+                tether_keys::UnixTime::from_secs(self.cert_window.0),
+                tether_keys::UnixTime::from_secs(self.cert_window.1),
             ),
             &self.serial,
             1,
@@ -99,9 +99,9 @@ impl Mint {
             iss: format!("tether:{}", self.serial),
             sub: aud.into(),
             aud: aud.into(),
-            iat: now,
-            nbf: now,
-            exp: now + 60,
+            iat: tether_keys::UnixTime::from_secs(now),
+            nbf: tether_keys::UnixTime::from_secs(now),
+            exp: tether_keys::UnixTime::from_secs(now + 60),
             jti: "j".into(),
             lic: URL_SAFE_NO_PAD.encode(self.license_bytes()),
             dcert: URL_SAFE_NO_PAD.encode(self.cert().encoded()),
@@ -150,7 +150,7 @@ fn expect(what: &str, token: &str, now: u64, want: &Error) {
 }
 
 fn expect_with(v: &Verifier, what: &str, token: &str, nonce: Option<&str>, now: u64, want: &Error) {
-    let got = v.verify_at(token, nonce, now);
+    let got = v.verify_at(token, nonce, tether_keys::UnixTime::from_secs(now));
     let detail = match &got {
         Ok(_) => "accepted".to_string(),
         Err(e) => e.to_string(),
@@ -232,20 +232,20 @@ fn duplicate_keys_and_wrong_json_shapes_are_malformed() {
         (
             "exp as a string",
             json.replace(
-                &format!(r#""exp":{}"#, c.exp),
-                &format!(r#""exp":"{}""#, c.exp),
+                &format!(r#""exp":{}"#, c.exp.secs()),
+                &format!(r#""exp":"{}""#, c.exp.secs()),
             ),
         ),
         (
             "exp as a float",
             json.replace(
-                &format!(r#""exp":{}"#, c.exp),
-                &format!(r#""exp":{}.5"#, c.exp),
+                &format!(r#""exp":{}"#, c.exp.secs()),
+                &format!(r#""exp":{}.5"#, c.exp.secs()),
             ),
         ),
         (
             "iat negative",
-            json.replace(&format!(r#""iat":{}"#, c.iat), r#""iat":-1"#),
+            json.replace(&format!(r#""iat":{}"#, c.iat.secs()), r#""iat":-1"#),
         ),
         ("claims are null", "null".to_string()),
         (
@@ -256,7 +256,11 @@ fn duplicate_keys_and_wrong_json_shapes_are_malformed() {
                     ']',
                     &format!(
                         r#",{},{},{},"j","{}","{}"]"#,
-                        c.iat, c.nbf, c.exp, c.lic, c.dcert
+                        c.iat.secs(),
+                        c.nbf.secs(),
+                        c.exp.secs(),
+                        c.lic,
+                        c.dcert
                     ),
                 ),
         ),
@@ -277,7 +281,11 @@ fn algorithm_confusion_and_key_injection_are_refused() {
     // `EdDSA`; its case variants and every other algorithm stay refused.
     let fully_specified = m.raw(&format!(r#"{{"alg":"Ed25519","kid":"{kid}"}}"#), &claims);
     verifier("backend")
-        .verify_at(&fully_specified, None, NOW)
+        .verify_at(
+            &fully_specified,
+            None,
+            tether_keys::UnixTime::from_secs(NOW),
+        )
         .unwrap();
     for alg in [
         "eddsa", "EDDSA", "ed25519", "ED25519", "Ed448", "ES256", "HS512", "PS256", "",
@@ -350,7 +358,9 @@ fn non_canonical_encodings_and_sizes_are_refused() {
     let m = Mint::new();
     let c = m.claims("backend", NOW);
     let good = m.token(&c);
-    verifier("backend").verify_at(&good, None, NOW).unwrap();
+    verifier("backend")
+        .verify_at(&good, None, tether_keys::UnixTime::from_secs(NOW))
+        .unwrap();
     let parts: Vec<&str> = good.split('.').collect();
     let (h, p, s) = (parts[0], parts[1], parts[2]);
 
@@ -456,7 +466,11 @@ fn non_canonical_encodings_and_sizes_are_refused() {
         ("five segments (JWE shape)", format!("{good}.{s}.{s}")),
         ("empty signature", format!("{h}.{p}.")),
     ] {
-        assert!(verifier("backend").verify_at(&t, None, NOW).is_err());
+        assert!(
+            verifier("backend")
+                .verify_at(&t, None, tether_keys::UnixTime::from_secs(NOW))
+                .is_err()
+        );
         summary::attack(M, what, true, "malformed");
     }
 }
@@ -494,7 +508,11 @@ fn times_and_chain_edges_are_refused() {
     let m = Mint::new();
     // An authority whose clock runs ahead of the consumer's.
     let mut c = m.claims("backend", NOW);
-    (c.iat, c.nbf, c.exp) = (NOW + 100, NOW + 100, NOW + 160);
+    (c.iat, c.nbf, c.exp) = (
+        tether_keys::UnixTime::from_secs(NOW + 100),
+        tether_keys::UnixTime::from_secs(NOW + 100),
+        tether_keys::UnixTime::from_secs(NOW + 160),
+    );
     expect(
         "token issued 100 s in the consumer's future",
         &m.token(&c),
@@ -518,8 +536,11 @@ fn times_and_chain_edges_are_refused() {
         &Error::LifetimeTooLong,
     );
     let mut c = m.claims("backend", NOW);
-    (c.iat, c.nbf) = (NOW - 120, NOW - 120);
-    c.exp = NOW + 10;
+    (c.iat, c.nbf) = (
+        tether_keys::UnixTime::from_secs(NOW - 120),
+        tether_keys::UnixTime::from_secs(NOW - 120),
+    );
+    c.exp = tether_keys::UnixTime::from_secs(NOW + 10);
     expect(
         "token issued before its certificate",
         &m.token(&c),
@@ -527,7 +548,7 @@ fn times_and_chain_edges_are_refused() {
         &Error::LifetimeTooLong,
     );
     let mut c = m.claims("backend", NOW);
-    c.exp = u64::MAX;
+    c.exp = tether_keys::UnixTime::from_secs(u64::MAX);
     expect(
         "exp at u64::MAX",
         &m.token(&c),
@@ -535,12 +556,12 @@ fn times_and_chain_edges_are_refused() {
         &Error::LifetimeTooLong,
     );
     let mut c = m.claims("backend", NOW);
-    c.iat = c.exp + 1;
+    c.iat = c.exp + Duration::from_secs(1);
     expect("iat after exp", &m.token(&c), NOW, &Error::LifetimeTooLong);
     // A license not valid yet.
     let mut early = Mint::new();
-    early.terms.not_before = NOW + 3600;
-    early.terms.not_after = NOW + 7200;
+    early.terms.not_before = tether_keys::UnixTime::from_secs(NOW + 3600);
+    early.terms.not_after = tether_keys::UnixTime::from_secs(NOW + 7200);
     expect(
         "license not valid yet",
         &early.token(&early.claims("backend", NOW)),
@@ -581,11 +602,12 @@ fn the_caches_cannot_be_confused() {
     let v = verifier("backend");
     let c = m.claims("backend", NOW);
     let good = m.token(&c);
-    v.verify_at(&good, None, NOW).unwrap();
+    v.verify_at(&good, None, tether_keys::UnixTime::from_secs(NOW))
+        .unwrap();
     // The cached signature with other claims.
     let parts: Vec<&str> = good.split('.').collect();
     let mut c2 = c.clone();
-    c2.exp += 200;
+    c2.exp += Duration::from_secs(200);
     let swapped = format!(
         "{}.{}.{}",
         parts[0],
@@ -721,10 +743,10 @@ fn a_service_pointed_at_a_rogue_authority_accepts_nothing_forged() {
     let real_dongle = keyfile::read_secret_key::<Dongle>(&site.identity.join("dongle.key"))
         .unwrap()
         .0;
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     let forge = move |m: &Mint, lic: Option<&[u8]>, nonce: Option<&str>, times: (u64, u64)| {
         let mut c = m.claims("muxer", times.0);
-        c.exp = times.1;
+        c.exp = tether_keys::UnixTime::from_secs(times.1);
         if let Some(l) = lic {
             c.lic = URL_SAFE_NO_PAD.encode(l);
         }
@@ -881,12 +903,12 @@ fn the_verify_cli_refuses_forgeries_with_their_reason() {
         .unwrap()
         .0;
     let license = keyfile::read_license(&site.license).unwrap();
-    let now = tether_keys::now_unix();
+    let now = tether_keys::UnixTime::now().secs();
     let forge = |dongle: SecretKey<Dongle>, window: (u64, u64), times: (u64, u64)| {
         let mut m = Mint::at(now, SecretKey::generate(), dongle, &site.serial);
         m.cert_window = window;
         let mut c = m.claims("backend", times.0);
-        c.exp = times.1;
+        c.exp = tether_keys::UnixTime::from_secs(times.1);
         c.lic = URL_SAFE_NO_PAD.encode(license.encoded());
         m.token(&c)
     };

@@ -353,10 +353,13 @@ impl Seen {
     /// Verifies the token of a 200 answer as of the moment it arrived (a
     /// long run would otherwise see its first tokens expire).
     pub fn verify(&self, verifiers: &[&Verifier]) -> bool {
-        let wall = tether_keys::now_unix().saturating_sub(self.done.elapsed().as_secs());
-        verifiers
-            .iter()
-            .any(|v| v.verify_at(&self.body, None, wall).is_ok())
+        let wall = tether_keys::UnixTime::now()
+            .secs()
+            .saturating_sub(self.done.elapsed().as_secs());
+        verifiers.iter().any(|v| {
+            v.verify_at(&self.body, None, tether_keys::UnixTime::from_secs(wall))
+                .is_ok()
+        })
     }
 }
 

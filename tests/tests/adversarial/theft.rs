@@ -155,8 +155,10 @@ fn a_dumped_session_key_dies_with_its_certificate() {
         ];
         for (iat, exp) in datings {
             let mut c = m.claims("backend", iat);
-            c.exp = exp;
-            let ok = v.verify_at(&m.token(&c), None, now).is_ok();
+            c.exp = tether_keys::UnixTime::from_secs(exp);
+            let ok = v
+                .verify_at(&m.token(&c), None, tether_keys::UnixTime::from_secs(now))
+                .is_ok();
             if now > na + leeway {
                 tried += 1;
                 assert!(
@@ -180,7 +182,11 @@ fn a_dumped_session_key_dies_with_its_certificate() {
     // A certificate longer than consumers allow is worthless from the start.
     let mut long = Mint::at(t0, testkeys::vendor(), testkeys::dongle(), "TD-1");
     long.cert_window = (t0 - 30, t0 + 3600);
-    let r = v.verify_at(&long.token(&long.claims("backend", t0)), None, t0);
+    let r = v.verify_at(
+        &long.token(&long.claims("backend", t0)),
+        None,
+        tether_keys::UnixTime::from_secs(t0),
+    );
     summary::attack(
         M,
         "session key certified for an hour",
@@ -228,14 +234,17 @@ impl Firmware {
         let req = DelegationRequest::new(
             [1; 32],
             SecretKey::<Session>::generate().public(),
-            not_before,
-            not_before + len,
+            tether_keys::UnixTime::from_secs(not_before),
+            tether_keys::UnixTime::from_secs(not_before + len),
         );
         let cid = self.cid;
         let payload = self.exchange(cid, &Request::Delegate(req), at)?;
         let cert = message::decode_delegate(&payload).unwrap();
         cert.verify(&testkeys::dongle().public()).unwrap();
-        Ok((cert.request.not_before, cert.request.not_after))
+        Ok((
+            cert.request.not_before.secs(),
+            cert.request.not_after.secs(),
+        ))
     }
 }
 
