@@ -209,11 +209,15 @@ pub enum RefusalCode {
     NoSeatFree,
     /// 404: no lease for this instance (`DELETE /lease`).
     NoLease,
+    /// 503: the consumer's nonce is not yet in a certificate's commitment
+    /// (license `nonce_period`, issue 15); it will be in the next one, so
+    /// retry after `Retry-After` (1 s) with the same nonce.
+    AwaitingCertificate,
 }
 
 impl RefusalCode {
     /// Every code, in the order `/metrics` lists them.
-    pub const ALL: [RefusalCode; 13] = [
+    pub const ALL: [RefusalCode; 14] = [
         RefusalCode::Unauthorized,
         RefusalCode::ServiceNotLicensed,
         RefusalCode::LicenseNotValid,
@@ -227,6 +231,7 @@ impl RefusalCode {
         RefusalCode::Internal,
         RefusalCode::NoSeatFree,
         RefusalCode::NoLease,
+        RefusalCode::AwaitingCertificate,
     ];
 
     /// The snake_case code of JSON errors and metric labels.
@@ -245,6 +250,7 @@ impl RefusalCode {
             RefusalCode::Internal => "internal",
             RefusalCode::NoSeatFree => "no_seat_free",
             RefusalCode::NoLease => "no_lease",
+            RefusalCode::AwaitingCertificate => "awaiting_certificate",
         }
     }
 
@@ -261,7 +267,8 @@ impl RefusalCode {
             RefusalCode::Internal => 500,
             RefusalCode::DongleAbsent
             | RefusalCode::ClockRollback
-            | RefusalCode::TooManyStreams => 503,
+            | RefusalCode::TooManyStreams
+            | RefusalCode::AwaitingCertificate => 503,
         }
     }
 
@@ -390,6 +397,11 @@ mod tests {
             assert!((400..600).contains(&status), "{code}: {status}");
         }
         assert_eq!(RefusalCode::parse("nonsense"), None);
+        // Issue 15: what a consumer waits out with its current token.
+        let r = Refusal::new(RefusalCode::AwaitingCertificate, "m");
+        assert_eq!(r.code(), "awaiting_certificate");
+        assert_eq!(r.http_status(), 503);
+        assert_eq!(r.retry_after_secs(), Some(1));
     }
 
     #[test]
