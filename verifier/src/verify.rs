@@ -124,6 +124,9 @@ pub struct Verified {
     pub seats: Option<u32>,
     /// The nonce the token echoes (its `nonce` claim), if any.
     pub nonce: Option<String>,
+    /// The license's nonce period, in seconds: how often this consumer must
+    /// draw a fresh nonce (0: freshness not required).
+    pub nonce_period: u32,
 }
 
 /// Which `nonce` claim a call accepts.
@@ -422,6 +425,7 @@ impl Verifier {
             cert_not_after: entry.cert.request.not_after,
             seats: entry.license.terms().seats_for(&entry.claims.aud),
             nonce: entry.claims.nonce.clone(),
+            nonce_period: entry.license.terms().nonce_period,
         })
     }
 
