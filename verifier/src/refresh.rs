@@ -1203,7 +1203,11 @@ mod tests {
         assert_ne!(first, second, "a new nonce per request without a period");
         assert_eq!(ring.accepted(), [second.as_str()]);
         ring.hold();
-        assert_eq!(ring.for_request(t0), second, "a pending nonce is sent again");
+        assert_eq!(
+            ring.for_request(t0),
+            second,
+            "a pending nonce is sent again"
+        );
         ring.learn(0);
         assert_ne!(ring.for_request(t0), second, "period 0: as before");
 
