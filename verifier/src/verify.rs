@@ -363,7 +363,8 @@ impl Verifier {
     /// - [`Error::Malformed`]: over [`MAX_TOKEN_LEN`] bytes, not a compact
     ///   JWS, bad base64url, JSON that is not an object of the expected
     ///   members (a repeated member included), a `lic` or `dcert` that does
-    ///   not decode;
+    ///   not decode, a `prf` that is not an inclusion proof (checked after
+    ///   the signature);
     /// - [`Error::UnsupportedAlgorithm`]: `alg` other than `EdDSA`/`Ed25519`;
     /// - [`Error::BadHeader`]: a header parameter refused (`crit`, `b64`
     ///   other than true, `typ` other than JWT, `cty`, `enc`, `zip`);
