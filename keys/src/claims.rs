@@ -3,9 +3,9 @@
 //! Registered claims (RFC 7519) plus the chain a consumer needs to verify the
 //! token offline: `lic` (the license) and `dcert` (the delegation certificate
 //! certifying the signing session key), both base64url without padding, and
-//! the consumer's `nonce` when it sent one, and (not yet issued or checked)
-//! `prf`, the consumer's inclusion proof in the certificate's commitment
-//! (`docs/formats.md`, "Token").
+//! the consumer's `nonce` when it sent one, and `prf`, the consumer's
+//! inclusion proof in the certificate's commitment, under licenses that
+//! demand fresh nonces (`docs/formats.md`, "Token claims").
 
 use serde::{Deserialize, Serialize};
 
@@ -44,8 +44,9 @@ pub struct TokenClaims {
     /// Private claim: the consumer's inclusion proof in the certificate's
     /// commitment, base64url without padding of
     /// [`InclusionProof::encode`](crate::merkle::InclusionProof::encode)
-    /// (`docs/formats.md`, "Inclusion proof"). Reserved: not issued or
-    /// checked yet.
+    /// (`docs/formats.md`, "Inclusion proof"). Required, with `ins` and
+    /// `nonce`, under a license with a `nonce_period`; a verifier checks it
+    /// whenever it is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prf: Option<String>,
 }

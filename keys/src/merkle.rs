@@ -729,6 +729,65 @@ mod tests {
         assert!(Commitment::new([1; 32], many).is_err());
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The worked example of `docs/formats.md`, "Token claims": the three
+    /// leaves, their hashes, the root and the proof of leaf 1, printed
+    /// (`cargo test -p tether-keys worked_example -- --nocapture`) and held
+    /// to the values the document shows.
+    #[test]
+    fn worked_example_of_the_token_claims_section() {
+        let set = LeafSet::new([
+            Leaf::new("backend", "b-1", "n1").unwrap(),
+            Leaf::new("backend", "b-2", "n2").unwrap(),
+            Leaf::new("muxer", "m-1", "n3").unwrap(),
+        ]);
+        let encodings: Vec<String> = set.leaves().iter().map(|l| hex(&l.encode())).collect();
+        let hashes: Vec<String> = set.leaves().iter().map(|l| hex(&l.hash())).collect();
+        let proof = set.prove(1).unwrap();
+        for (i, (e, h)) in encodings.iter().zip(&hashes).enumerate() {
+            println!("leaf {i}: {e}  hash {h}");
+        }
+        println!("root: {}", hex(&set.root()));
+        println!("proof of leaf 1: {}", hex(&proof.encode()));
+        println!("prf: {}", proof.to_claim());
+        assert_eq!(
+            encodings,
+            [
+                "076261636b656e6403622d31026e31",
+                "076261636b656e6403622d32026e32",
+                "056d75786572036d2d31026e33",
+            ]
+        );
+        assert_eq!(
+            hashes,
+            [
+                "e37320c331f3c9b0f56f8d336927b17688d47e307d5f4eeee3792a326e843de3",
+                "fea063084ae451c38f22a8ad4f9a458344b5348f2b17bff45b8d15afcae9d585",
+                "b28bfdeea744e350439031a37d70e701ec8e5e7c5931e82e4c5a935d3a2932ad",
+            ]
+        );
+        assert_eq!(
+            hex(&set.root()),
+            "a2d5331c08b8f82a8aaf165d9a253f42fdac0fd019b214028ad47139a311f685"
+        );
+        assert_eq!(
+            hex(&proof.encode()),
+            "000000010000000302e37320c331f3c9b0f56f8d336927b17688d47e307d5f4eeee3792a326e843de3b28bfdeea744e350439031a37d70e701ec8e5e7c5931e82e4c5a935d3a2932ad"
+        );
+        assert_eq!(
+            proof.to_claim(),
+            "AAAAAQAAAAMC43MgwzHzybD1b40zaSexdojUfjB9X07u43kqMm6EPeOyi_3up0TjUEOQMaN9cOcB7I5efFkx6C5MWpNdOikyrQ"
+        );
+        // The consumer's check, as the document walks through it.
+        let c = set.commitment().unwrap();
+        c.check(&set.leaves()[1], &proof).unwrap();
+        let step1 = node_hash(&set.leaves()[0].hash(), &set.leaves()[1].hash());
+        assert_eq!(node_hash(&step1, &set.leaves()[2].hash()), c.root);
+    }
+
     fn leaves() -> impl Strategy<Value = Vec<Leaf>> {
         proptest::collection::vec(
             ("[a-c]{1,3}", "[a-z0-9]{1,6}", "[A-Za-z0-9_-]{1,8}")

@@ -398,6 +398,11 @@ mod tests {
             assert!((400..600).contains(&status), "{code}: {status}");
         }
         assert_eq!(RefusalCode::parse("nonsense"), None);
+        // Issue 15: what a consumer waits out with its current token.
+        let r = Refusal::new(RefusalCode::AwaitingCertificate, "m");
+        assert_eq!(r.code(), "awaiting_certificate");
+        assert_eq!(r.http_status(), 503);
+        assert_eq!(r.retry_after_secs(), Some(1));
     }
 
     #[test]

@@ -91,9 +91,14 @@ pub struct TokenArgs {
     pub url: String,
     #[command(flatten)]
     pub secret: SecretArgs,
-    /// A nonce for tetherd to echo in the token.
+    /// A nonce for tetherd to echo in the token (default: a random one,
+    /// printed on stderr for `tether verify --nonce`).
     #[arg(long)]
     pub nonce: Option<String>,
+    /// The consumer instance to ask as: it holds one of the service's seats
+    /// until its lease lapses (1-64 of `A-Z a-z 0-9 . _ -`).
+    #[arg(long, env = "TETHER_INSTANCE", default_value = "tether-cli")]
+    pub instance: String,
 }
 
 /// Flags of `tether verify`.
@@ -105,7 +110,8 @@ pub struct VerifyArgs {
     /// The service the token must be for (its `aud` and `sub`).
     #[arg(long, env = "TETHER_SERVICE")]
     pub service: String,
-    /// A nonce the token must echo.
+    /// A nonce the token must echo; under a license with a nonce period,
+    /// the token's inclusion proof for it is checked as always.
     #[arg(long)]
     pub nonce: Option<String>,
     /// Clock leeway for the time checks (e.g. 5s; at most 5m).

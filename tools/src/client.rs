@@ -26,20 +26,67 @@ pub fn load_secret(args: &SecretArgs) -> anyhow::Result<ServiceSecret> {
     Ok(ServiceSecret::parse(&text)?)
 }
 
-/// `tether token`: fetches a token and prints tetherd's JSON answer.
+/// How many times `tether token` asks again after 503
+/// `awaiting_certificate` (its nonce pending in the next certificate).
+const PENDING_TRIES: u32 = 5;
+
+/// `tether token`: fetches a token as `--instance` with a nonce (the given
+/// one, else a random one, named on stderr) and prints tetherd's JSON
+/// answer. A 503 `awaiting_certificate` is asked again with the same nonce
+/// after its `Retry-After` (at most 5 s), up to 5 times.
 ///
 /// # Errors
 ///
-/// When the secret cannot be loaded, tetherd cannot be reached, or it
-/// answers anything but 200 (its message is shown).
+/// When the secret cannot be loaded, the instance id or nonce is not valid,
+/// tetherd cannot be reached, or it answers anything but 200 (its message
+/// is shown).
 pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
     let secret = load_secret(&args.secret)?;
-    let path = match &args.nonce {
-        Some(n) => format!("/token?nonce={n}"),
-        None => "/token".to_string(),
+    if !tether_keys::wire::is_instance_id(&args.instance) {
+        bail!("--instance: 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-'");
+    }
+    let nonce = match &args.nonce {
+        Some(n) => n.clone(),
+        None => {
+            let mut raw = [0u8; 18];
+            tether_keys::random_fill(&mut raw);
+            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+            eprintln!("nonce: {n}");
+            n
+        }
     };
-    let resp = http::get(&args.url, &path, Some(secret.expose()))
-        .with_context(|| format!("cannot reach {}", args.url))?;
+    // What tetherd accepts (docs/api.md, `GET /token`), checked here so the
+    // nonce cannot change the query.
+    if nonce.is_empty()
+        || nonce.len() > 128
+        || !nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    {
+        bail!("--nonce: 1-128 base64url characters (A-Z, a-z, 0-9, '-', '_')");
+    }
+    let path = format!("/token?nonce={nonce}&instance={}", args.instance);
+    let mut tries = 0;
+    let resp = loop {
+        let resp = http::get(&args.url, &path, Some(secret.expose()))
+            .with_context(|| format!("cannot reach {}", args.url))?;
+        let pending = resp.status == 503
+            && resp.json().is_ok_and(|b| {
+                b["code"] == tether_keys::wire::RefusalCode::AwaitingCertificate.as_str()
+            });
+        tries += 1;
+        if !pending || tries > PENDING_TRIES {
+            break resp;
+        }
+        let wait = resp
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, 5);
+        eprintln!("nonce pending in the next certificate; asking again in {wait} s");
+        std::thread::sleep(std::time::Duration::from_secs(wait));
+    };
     if resp.status != 200 {
         let body = resp.json().unwrap_or_default();
         bail!(
@@ -121,5 +168,13 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         human::instant(c.exp.secs(), now),
         human::instant(verified.cert_not_after.secs(), now)
     );
+    if c.prf.is_some() {
+        println!(
+            "nonce {} of instance {} included in the certificate's commitment (nonce period {} s)",
+            c.nonce.as_deref().unwrap_or("?"),
+            c.ins.as_deref().unwrap_or("?"),
+            verified.nonce_period
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -51,9 +51,37 @@ pub enum Error {
     /// one token shared by several copies is refused by each that checks.
     #[error("token was issued to another instance")]
     WrongInstance,
-    /// The token does not echo the nonce this service sent.
+    /// The token does not echo the nonce this service sent (or, with
+    /// [`Verifier::verify_fresh`](crate::Verifier::verify_fresh), none of
+    /// the nonces it accepts).
     #[error("token does not echo our nonce")]
     NonceMismatch,
+    /// The token echoes our previous nonce, drawn a whole nonce period (the
+    /// license's `nonce_period`) ago or longer: the authority has not caught
+    /// up with the current one in time.
+    #[error("token echoes a stale nonce (drawn a nonce period ago or longer)")]
+    StaleNonce,
+    /// Under a license that demands freshness (`nonce_period` > 0), or for a
+    /// token carrying a `prf` claim: the token's `(aud, ins, nonce)` leaf is
+    /// not shown to be in the certificate's commitment. Says which part
+    /// fails (no proof, no commitment, a proof that does not lead to the
+    /// root, ...).
+    #[error("not included in the certificate's commitment: {0}")]
+    NotIncluded(&'static str),
+    /// The certificate commits to more instances of a service than the
+    /// license has seats for (0 seats for a service the license does not
+    /// allow).
+    #[error(
+        "the certificate commits to {count} instances of {service:?}, more than its {seats} seats"
+    )]
+    OverSeats {
+        /// The service.
+        service: String,
+        /// How many leaves the certificate counts for it.
+        count: u32,
+        /// The license's seats for it.
+        seats: u32,
+    },
     /// The certificate's window is longer than this verifier allows.
     #[error("delegation certificate window of {0} s is longer than allowed")]
     CertificateTooLong(u64),

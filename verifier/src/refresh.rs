@@ -30,6 +30,20 @@
 //! Each token's `iat` is compared with our wall clock at receipt: the
 //! difference is [`WatchHealth::clock_skew_secs`], and a WARN says so when
 //! it exceeds half the verifier's leeway.
+//!
+//! Freshness (issue 15): nonces are kept in a ring of two, the current one
+//! and the previous one. Until a token shows a license with a
+//! `nonce_period` F, every request draws a new nonce and only it is
+//! accepted, as before. Under such a license the current nonce is kept and
+//! replaced (monotonic clock) once it is F/2 old, the next fetch coming no
+//! later than that; a token may echo the current nonce, or the previous one
+//! while that was drawn less than F ago (the authority answers with it until
+//! the new one is in a certificate), and the verifier checks that the nonce
+//! is included in the certificate's commitment. A token echoing the
+//! previous nonce drawn F ago or longer is refused as stale; a nonce we did
+//! not draw, never. A 503 `awaiting_certificate` (our nonce is pending in
+//! the next certificate) is retried with the same nonce after `Retry-After`,
+//! keeping the current token and logging at DEBUG only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +57,7 @@ use hyper::Request;
 use hyper::header::{AUTHORIZATION, HOST, RETRY_AFTER};
 use hyper_util::rt::TokioIo;
 use rand::Rng as _;
+use tether_keys::wire::RefusalCode;
 use tether_keys::{ServiceSecret, TokenClaims, UnixTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -139,6 +154,7 @@ pub struct WatchConfig {
     fallback_refresh: Duration,
     event_spread: Duration,
     wall_clock: fn() -> UnixTime,
+    monotonic: fn() -> std::time::Instant,
     instance: String,
 }
 
@@ -173,6 +189,7 @@ impl WatchConfig {
             fallback_refresh: Duration::from_secs(3),
             event_spread: Duration::from_secs(1),
             wall_clock: UnixTime::now,
+            monotonic: std::time::Instant::now,
             instance: random_instance(service),
         }
     }
@@ -224,6 +241,14 @@ impl WatchConfig {
     #[doc(hidden)]
     pub fn wall_clock(mut self, clock: fn() -> UnixTime) -> Self {
         self.wall_clock = clock;
+        self
+    }
+
+    /// The monotonic clock the nonce ring ages its nonces by; for tests,
+    /// which advance it instead of sleeping for minutes.
+    #[doc(hidden)]
+    pub fn monotonic_clock(mut self, clock: fn() -> std::time::Instant) -> Self {
+        self.monotonic = clock;
         self
     }
 }
@@ -510,14 +535,116 @@ enum Fetch {
     /// 429: too many requests for this service; keep the current token and
     /// wait at least this long.
     RateLimited(String, Duration),
+    /// 503 `awaiting_certificate`: our nonce will be in the next
+    /// certificate; keep the current token and the nonce, ask again after
+    /// this long.
+    Pending(String, Duration),
     /// The authority could not be asked: keep the current token.
     Failed(String),
 }
 
-async fn fetch(config: &WatchConfig) -> Fetch {
+/// A new random nonce: 18 bytes, base64url (24 characters).
+fn draw_nonce() -> String {
     let mut raw = [0u8; 18];
     tether_keys::random_fill(&mut raw);
-    let nonce = URL_SAFE_NO_PAD.encode(raw);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The nonces this consumer drew and may still accept (issue 15): the
+/// current one and the previous one, with the monotonic instants they were
+/// drawn at.
+#[derive(Debug)]
+struct NonceRing {
+    current: String,
+    drawn: std::time::Instant,
+    previous: Option<(String, std::time::Instant)>,
+    /// The license's nonce period once a token has shown it (zero: none).
+    period: Option<Duration>,
+    /// Send the current nonce again (the authority said it is pending).
+    keep: bool,
+}
+
+impl NonceRing {
+    fn new(now: std::time::Instant) -> NonceRing {
+        NonceRing {
+            current: draw_nonce(),
+            drawn: now,
+            previous: None,
+            period: None,
+            // The first request sends the nonce just drawn.
+            keep: true,
+        }
+    }
+
+    /// The period, when the license demands freshness.
+    fn freshness(&self) -> Option<Duration> {
+        self.period.filter(|f| !f.is_zero())
+    }
+
+    /// The nonce for a request at `now`. Without a known nonce period, a
+    /// new one per request (unless the authority said the last one is
+    /// pending); with one, a new one once the current is half a period old.
+    fn for_request(&mut self, now: std::time::Instant) -> String {
+        let rotate = match self.freshness() {
+            Some(f) => now.saturating_duration_since(self.drawn) >= f / 2,
+            None => !self.keep,
+        };
+        self.keep = false;
+        if rotate {
+            let old = std::mem::replace(&mut self.current, draw_nonce());
+            self.previous = Some((old, self.drawn));
+            self.drawn = now;
+        }
+        self.current.clone()
+    }
+
+    /// Send the current nonce again: the authority has it pending.
+    fn hold(&mut self) {
+        self.keep = true;
+    }
+
+    /// The nonces a token may echo: the current one, and under a nonce
+    /// period the previous one too ([`NonceRing::judge`] then checks its age).
+    fn accepted(&self) -> Vec<&str> {
+        let mut out = vec![self.current.as_str()];
+        if self.freshness().is_some()
+            && let Some((p, _)) = &self.previous
+        {
+            out.push(p.as_str());
+        }
+        out
+    }
+
+    /// Refuses an echo of the previous nonce drawn a period ago or longer.
+    ///
+    /// # Errors
+    /// [`crate::Error::StaleNonce`].
+    fn judge(&self, echoed: Option<&str>, now: std::time::Instant) -> crate::Result<()> {
+        if let (Some(f), Some((p, at)), Some(e)) = (self.freshness(), &self.previous, echoed)
+            && p == e
+            && e != self.current
+            && now.saturating_duration_since(*at) >= f
+        {
+            return Err(crate::Error::StaleNonce);
+        }
+        Ok(())
+    }
+
+    /// Learns the license's nonce period (seconds) from a verified token.
+    fn learn(&mut self, period_secs: u32) {
+        self.period = Some(Duration::from_secs(u64::from(period_secs)));
+    }
+
+    /// How long until the current nonce is due for replacement, under a
+    /// nonce period.
+    fn rotation_in(&self, now: std::time::Instant) -> Option<Duration> {
+        let f = self.freshness()?;
+        Some((self.drawn + f / 2).saturating_duration_since(now))
+    }
+}
+
+async fn fetch(config: &WatchConfig, ring: &mut NonceRing) -> Fetch {
+    let nonce = ring.for_request((config.monotonic)());
     let path = format!("/token?nonce={nonce}&instance={}", config.instance);
     let answer = match get(
         &config.host_port,
@@ -537,7 +664,17 @@ async fn fetch(config: &WatchConfig) -> Fetch {
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| "no reason given".into());
+        let code = serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_string));
         let reason = format!("authority refused a token ({status}): {message}");
+        if status == 503 && code.as_deref() == Some(RefusalCode::AwaitingCertificate.as_str()) {
+            ring.hold();
+            return Fetch::Pending(
+                format!("our nonce is pending in the authority's next certificate: {message}"),
+                at_least(answer.retry_after.unwrap_or(Duration::from_secs(1))),
+            );
+        }
         return match status {
             429 => Fetch::RateLimited(
                 reason,
@@ -562,7 +699,17 @@ async fn fetch(config: &WatchConfig) -> Fetch {
         Err(_) => return Fetch::Failed("authority answered with malformed JSON".into()),
     };
     let now = (config.wall_clock)();
-    match config.verifier.verify_at(&token, Some(&nonce), now) {
+    let verified = config
+        .verifier
+        .verify_fresh(&token, &ring.accepted(), now)
+        .and_then(|v| {
+            ring.judge(v.nonce.as_deref(), (config.monotonic)())?;
+            Ok(v)
+        });
+    if let Ok(v) = &verified {
+        ring.learn(v.nonce_period);
+    }
+    match verified {
         Ok(v)
             if !crate::verify::instance_matches(
                 v.claims.ins.as_deref(),
@@ -625,6 +772,7 @@ async fn refresh_loop(
     health: Arc<watch::Sender<WatchHealth>>,
 ) {
     let mut next_fetch = Instant::now();
+    let mut ring = NonceRing::new((config.monotonic)());
     let mut deadline: Option<Instant> = None;
     let mut backoff = BACKOFF_MIN;
     let mut last_error = String::new();
@@ -641,12 +789,12 @@ async fn refresh_loop(
                 // The deadline cannot fire while this branch awaits, so a fetch
                 // that hangs must not outlive the token it is meant to replace.
                 let fetched = match deadline {
-                    Some(end) => tokio::time::timeout_at(end, fetch(&config))
+                    Some(end) => tokio::time::timeout_at(end, fetch(&config, &mut ring))
                         .await
                         .unwrap_or_else(|_| {
                             Fetch::Failed("the authority did not answer before the token expired".into())
                         }),
-                    None => fetch(&config).await,
+                    None => fetch(&config, &mut ring).await,
                 };
                 let now = Instant::now();
                 match fetched {
@@ -661,6 +809,10 @@ async fn refresh_loop(
                         } else {
                             next
                         };
+                        // A fresh nonce is due at F/2: fetch with it then.
+                        if let Some(due) = ring.rotation_in((config.monotonic)()) {
+                            next_fetch = next_fetch.min(now + due);
+                        }
                         backoff = BACKOFF_MIN;
                         rate_limited_until = None;
                     }
@@ -676,6 +828,15 @@ async fn refresh_loop(
                         last_error = reason;
                         next_fetch = now + retry;
                         rate_limited_until = Some(next_fetch);
+                        if deadline.is_none() {
+                            tx.send_replace(LicenseState::Unlicensed { reason: last_error.clone() });
+                        }
+                    }
+                    Fetch::Pending(reason, retry) => {
+                        // Expected once per new nonce: no WARN, no license lost.
+                        tracing::debug!(%reason, wait_ms = retry.as_millis() as u64, "nonce pending");
+                        last_error = reason;
+                        next_fetch = now + retry;
                         if deadline.is_none() {
                             tx.send_replace(LicenseState::Unlicensed { reason: last_error.clone() });
                         }
@@ -1027,6 +1188,48 @@ mod tests {
             got,
             [Presence::Absent("unplugged".into()), Presence::Present]
         );
+    }
+
+    /// Issue 15: one nonce per request until a nonce period is known (or
+    /// while the authority has ours pending); then a new one every F/2, the
+    /// previous one accepted for F after it was drawn.
+    #[test]
+    fn the_nonce_ring() {
+        let t0 = std::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut ring = NonceRing::new(t0);
+        let first = ring.for_request(t0);
+        let second = ring.for_request(t0);
+        assert_ne!(first, second, "a new nonce per request without a period");
+        assert_eq!(ring.accepted(), [second.as_str()]);
+        ring.hold();
+        assert_eq!(
+            ring.for_request(t0),
+            second,
+            "a pending nonce is sent again"
+        );
+        ring.learn(0);
+        assert_ne!(ring.for_request(t0), second, "period 0: as before");
+
+        ring.learn(60);
+        let a = ring.for_request(t0 + s(1));
+        assert_eq!(ring.for_request(t0 + s(29)), a);
+        assert!(ring.rotation_in(t0 + s(29)).is_some());
+        // F/2 after it was drawn (at t0, the last per-request draw).
+        let b = ring.for_request(t0 + s(31));
+        assert_ne!(a, b);
+        assert_eq!(ring.accepted(), [b.as_str(), a.as_str()]);
+        assert_eq!(ring.rotation_in(t0 + s(31)), Some(s(30)));
+        ring.judge(Some(&b), t0 + s(100)).unwrap();
+        ring.judge(Some(&a), t0 + s(59)).unwrap();
+        assert_eq!(
+            ring.judge(Some(&a), t0 + s(60)),
+            Err(crate::Error::StaleNonce)
+        );
+        // Two rotations on, the first is forgotten: verify_fresh refuses it.
+        let c = ring.for_request(t0 + s(61));
+        assert_eq!(ring.accepted(), [c.as_str(), b.as_str()]);
+        assert!(!ring.accepted().contains(&a.as_str()));
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //! full on a hit) until they expire, so re-verifying costs a lookup. Time,
 //! audience and nonce checks run on every call, cached or not. Only inputs
 //! that verified are cached, and every cache is bounded.
+//!
+//! Freshness (issue 15; `docs/formats.md`, "Token claims"): under a license
+//! with a `nonce_period`, a token must prove, with its `prf` claim, that its
+//! `(aud, ins, nonce)` leaf is in the Merkle tree its certificate commits
+//! to, and the certificate's per-service counts must stay within the
+//! license's seats. Those checks do not depend on the time or on the nonce
+//! asked for, so they run once per token, before it is cached.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -22,6 +29,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use tether_keys::merkle::{InclusionProof, Leaf};
 use tether_keys::{Certificate, License, PublicKey, TokenClaims, UnixTime, Vendor};
 
 use crate::error::{Error, Result};
@@ -115,6 +123,22 @@ pub struct Verified {
     pub cert_not_after: UnixTime,
     /// The license's seat count for the token's service (`None`: unlimited).
     pub seats: Option<u32>,
+    /// The nonce the token echoes (its `nonce` claim), if any.
+    pub nonce: Option<String>,
+    /// The license's nonce period, in seconds: how often this consumer must
+    /// draw a fresh nonce (0: freshness not required).
+    pub nonce_period: u32,
+}
+
+/// Which `nonce` claim a call accepts.
+#[derive(Debug, Clone, Copy)]
+enum NonceRule<'a> {
+    /// Any, or none.
+    Any,
+    /// Exactly this one.
+    Is(&'a str),
+    /// One of these.
+    OneOf(&'a [&'a str]),
 }
 
 /// The `alg` values accepted, both meaning Ed25519 (RFC 8037; RFC 9864
@@ -346,7 +370,8 @@ impl Verifier {
     /// - [`Error::Malformed`]: over [`MAX_TOKEN_LEN`] bytes, not a compact
     ///   JWS, bad base64url, JSON that is not an object of the expected
     ///   members (a repeated member included), a `lic` or `dcert` that does
-    ///   not decode;
+    ///   not decode, a `prf` that is not an inclusion proof (checked after
+    ///   the signature);
     /// - [`Error::UnsupportedAlgorithm`]: `alg` other than `EdDSA`/`Ed25519`;
     /// - [`Error::BadHeader`]: a header parameter refused (`crit`, `b64`
     ///   other than true, `typ` other than JWT, `cty`, `enc`, `zip`);
@@ -354,6 +379,11 @@ impl Verifier {
     ///   key, the certificate not by the licensed dongle, or `kid` does not
     ///   name the certified session key;
     /// - [`Error::BadSignature`]: the token's signature does not verify;
+    /// - [`Error::NotIncluded`], [`Error::OverSeats`]: under a license with a
+    ///   `nonce_period` (or for any token with a `prf` claim), the token's
+    ///   `(aud, ins, nonce)` leaf is not proven to be in the certificate's
+    ///   commitment, or the commitment counts more instances of a service
+    ///   than the license has seats;
     /// - [`Error::WrongAudience`], [`Error::WrongIssuer`],
     ///   [`Error::ServiceNotLicensed`], [`Error::MissingFeature`],
     ///   [`Error::NonceMismatch`]: an authentic token that is not for us;
@@ -362,6 +392,29 @@ impl Verifier {
     /// - [`Error::Expired`], [`Error::NotYetValid`]: the license, the
     ///   certificate or the token at `now`, give or take the leeway.
     pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: UnixTime) -> Result<Verified> {
+        let rule = match nonce {
+            Some(n) => NonceRule::Is(n),
+            None => NonceRule::Any,
+        };
+        self.verify_with(token, rule, now)
+    }
+
+    /// Verifies `token` at `now` (UNIX seconds), requiring its `nonce` claim
+    /// to be one of `accepted`: what a consumer that keeps a ring of recent
+    /// nonces (its current one and the one before) checks, since the
+    /// authority may answer with the previous nonce until the current one
+    /// is in a certificate.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::verify_at`]; [`Error::NonceMismatch`] when the token has
+    /// no `nonce` claim or one not in `accepted` (an empty `accepted`
+    /// accepts nothing).
+    pub fn verify_fresh(&self, token: &str, accepted: &[&str], now: UnixTime) -> Result<Verified> {
+        self.verify_with(token, NonceRule::OneOf(accepted), now)
+    }
+
+    fn verify_with(&self, token: &str, nonce: NonceRule<'_>, now: UnixTime) -> Result<Verified> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Malformed("token too large"));
         }
@@ -379,6 +432,8 @@ impl Verifier {
             claims: entry.claims.clone(),
             cert_not_after: entry.cert.request.not_after,
             seats: entry.license.terms().seats_for(&entry.claims.aud),
+            nonce: entry.claims.nonce.clone(),
+            nonce_period: entry.license.terms().nonce_period,
         })
     }
 
@@ -411,6 +466,7 @@ impl Verifier {
         if !session.verify(signed.as_bytes(), &signature) {
             return Err(Error::BadSignature);
         }
+        check_inclusion(&claims, &license, &cert)?;
         let entry = CachedToken {
             token: Arc::from(token),
             claims: Arc::new(claims),
@@ -463,7 +519,7 @@ impl Verifier {
     }
 
     /// Audience, issuer, service, features, nonce and every time window.
-    fn check_claims(&self, t: &CachedToken, nonce: Option<&str>, now: UnixTime) -> Result<()> {
+    fn check_claims(&self, t: &CachedToken, nonce: NonceRule<'_>, now: UnixTime) -> Result<()> {
         let c = &*t.claims;
         let terms = t.license.terms();
         let req = &t.cert.request;
@@ -488,9 +544,15 @@ impl Verifier {
         {
             return Err(Error::MissingFeature(missing.clone()));
         }
-        if let Some(n) = nonce
-            && c.nonce.as_deref() != Some(n)
-        {
+        let nonce_ok = match nonce {
+            NonceRule::Any => true,
+            NonceRule::Is(n) => c.nonce.as_deref() == Some(n),
+            NonceRule::OneOf(accepted) => c
+                .nonce
+                .as_deref()
+                .is_some_and(|mine| accepted.contains(&mine)),
+        };
+        if !nonce_ok {
             return Err(Error::NonceMismatch);
         }
         if let Some(own) = &self.expect.instance
@@ -526,4 +588,62 @@ impl Verifier {
         }
         window("token", c.nbf, c.exp, now, leeway)
     }
+}
+
+/// The freshness checks of issue 15 (`docs/formats.md`, "Token claims"),
+/// which depend on neither the time nor the nonce asked for: under a license
+/// with a `nonce_period`, and for any token that carries a `prf` claim, the
+/// certificate's commitment counts no service beyond its seats, and the
+/// proof leads from the leaf `(aud, ins, nonce)` to the committed root, at a
+/// position of the service's range, in a tree of the committed size.
+fn check_inclusion(c: &TokenClaims, license: &License, cert: &Certificate) -> Result<()> {
+    let fresh = license.terms().nonce_period > 0;
+    if !fresh && c.prf.is_none() {
+        return Ok(());
+    }
+    let commitment = &cert.request.commitment;
+    if cert.version() < 2 {
+        return Err(Error::NotIncluded(
+            "a version 1 certificate commits to no consumers",
+        ));
+    }
+    if commitment.is_empty() {
+        return Err(Error::NotIncluded(
+            "the certificate commits to no consumers",
+        ));
+    }
+    for (service, &count) in &commitment.counts {
+        let seats = if license.allows_service(service) {
+            license.terms().seats_for(service)
+        } else {
+            Some(0)
+        };
+        if let Some(seats) = seats
+            && count > seats
+        {
+            return Err(Error::OverSeats {
+                service: service.clone(),
+                count,
+                seats,
+            });
+        }
+    }
+    let Some(prf) = c.prf.as_deref() else {
+        return Err(Error::NotIncluded(
+            "no inclusion proof (prf claim) under a license that demands fresh nonces",
+        ));
+    };
+    let (Some(ins), Some(nonce)) = (c.ins.as_deref(), c.nonce.as_deref()) else {
+        return Err(Error::NotIncluded(
+            "an inclusion proof needs the ins and nonce claims",
+        ));
+    };
+    let proof = InclusionProof::from_claim(prf)
+        .map_err(|_| Error::Malformed("prf is not an inclusion proof"))?;
+    let leaf = Leaf::new(c.aud.as_str(), ins, nonce)
+        .map_err(|_| Error::NotIncluded("aud, ins or nonce is empty or longer than 255 bytes"))?;
+    commitment.check(&leaf, &proof).map_err(|e| match e {
+        tether_keys::Error::NotIncluded(why) => Error::NotIncluded(why),
+        _ => Error::NotIncluded("the inclusion proof does not lead to the root"),
+    })
 }

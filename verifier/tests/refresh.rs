@@ -4,17 +4,21 @@
 //! the wall clock set back), and a token that does not echo our nonce refused.
 //! Then what crowded and rate-limited authorities do to consumers: a refused
 //! event stream is reported at WARN and replaced by polling, `Retry-After` is
-//! honoured, and replicas told `present` at once do not stampede.
+//! honoured, and replicas told `present` at once do not stampede. Last,
+//! freshness (issue 15): the nonce ring's rotation, the previous nonce
+//! accepted, a stale one refused, `awaiting_certificate` waited out quietly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::{
     Certificate, CredentialFile, DelegationRequest, License, LicenseId, LicenseTerms,
     ServiceSecret, TokenClaims, TokenSigner, UnixTime, testkeys,
@@ -49,6 +53,27 @@ struct Fake {
     rate: Option<(f64, Mutex<(f64, Instant)>)>,
     /// Every `/token` request: (replica, when it arrived, status answered).
     log: Mutex<Vec<(usize, Instant, u16)>>,
+    /// Freshness (issue 15): the license has a nonce period, and tokens
+    /// carry inclusion proofs in per-answer certificates.
+    fresh: Option<Mutex<Freshness>>,
+}
+
+/// The fake's view of freshness: a nonce first asked with goes into the
+/// next certificate, so the answer to it echoes the nonce committed before
+/// (or, when there is none, 503 `awaiting_certificate`), and later answers
+/// echo it.
+#[derive(Default)]
+struct Freshness {
+    /// Nonces in the order first asked with.
+    seen: Vec<String>,
+    /// Nonces in a certificate, in order.
+    committed: Vec<String>,
+    /// Answers that echoed an older nonce than the one asked with.
+    echoed_previous: usize,
+    /// 503 `awaiting_certificate` answers.
+    pending_answers: usize,
+    /// Answer every request 503 `awaiting_certificate`.
+    always_pending: bool,
 }
 
 fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
@@ -98,7 +123,23 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
         events_auth: Mutex::new(Vec::new()),
         rate: None,
         log: Mutex::new(Vec::new()),
+        fresh: None,
     };
+    (Arc::new(f), secret)
+}
+
+/// A fake whose license demands a fresh nonce every 60 s (the least a
+/// license allows).
+fn fake_fresh(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
+    let (f, secret) = fake(ttl);
+    let mut f = Arc::into_inner(f).unwrap();
+    f.license = LicenseTerms {
+        nonce_period: 60,
+        ..f.license.terms().clone()
+    }
+    .sign(&testkeys::vendor())
+    .unwrap();
+    f.fresh = Some(Mutex::new(Freshness::default()));
     (Arc::new(f), secret)
 }
 
@@ -136,6 +177,7 @@ fn take_rate(f: &Fake) -> bool {
 #[derive(serde::Deserialize)]
 struct Q {
     nonce: Option<String>,
+    instance: Option<String>,
 }
 
 fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
@@ -202,6 +244,64 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
     } else {
         q.nonce
     };
+    let mut dcert = URL_SAFE_NO_PAD.encode(f.cert.encoded());
+    let (mut nonce, mut ins, mut prf) = (nonce, None, None);
+    if let Some(fresh) = &f.fresh {
+        let mut fr = fresh.lock().unwrap();
+        let asked = nonce.clone().unwrap_or_default();
+        let pending = |fr: &mut Freshness| {
+            fr.pending_answers += 1;
+            let mut r = warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({
+                    "code": "awaiting_certificate",
+                    "message": "your nonce will be in the next certificate"
+                })),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .into_response();
+            r.headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+            logged(StatusCode::SERVICE_UNAVAILABLE, r)
+        };
+        if fr.always_pending {
+            return pending(&mut fr);
+        }
+        if !fr.seen.contains(&asked) {
+            fr.seen.push(asked.clone());
+        }
+        let echo = if fr.committed.contains(&asked) {
+            asked
+        } else {
+            let before = fr.committed.last().cloned();
+            fr.committed.push(asked);
+            match before {
+                Some(p) => {
+                    fr.echoed_previous += 1;
+                    p
+                }
+                None => return pending(&mut fr),
+            }
+        };
+        let instance = q.instance.unwrap_or_default();
+        let set = LeafSet::new([
+            Leaf::new("backend", instance.as_str(), echo.as_str()).unwrap(),
+            Leaf::new("backend", "someone-else", "their-nonce").unwrap(),
+        ]);
+        let mine = Leaf::new("backend", instance.as_str(), echo.as_str()).unwrap();
+        let proof = set.prove(set.index_of(&mine).unwrap()).unwrap();
+        let mut req = DelegationRequest::new(
+            [2; 32],
+            testkeys::session().public(),
+            now - Duration::from_secs(30),
+            now + Duration::from_secs(600),
+        );
+        req.commitment = set.commitment().unwrap();
+        let cert = Certificate::sign(req, "TD-1", 1, &testkeys::dongle()).unwrap();
+        dcert = URL_SAFE_NO_PAD.encode(cert.encoded());
+        nonce = Some(echo);
+        ins = Some(instance);
+        prf = Some(proof.to_claim());
+    }
     let claims = TokenClaims {
         iss: "tether:TD-1".into(),
         sub: "backend".into(),
@@ -211,10 +311,10 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         exp: now + Duration::from_secs(f.ttl),
         jti: format!("{}", now.secs()),
         lic: URL_SAFE_NO_PAD.encode(f.license.encoded()),
-        dcert: URL_SAFE_NO_PAD.encode(f.cert.encoded()),
+        dcert,
         nonce,
-        ins: None,
-        prf: None,
+        ins,
+        prf,
     };
     let token = f.signer.sign(&claims).unwrap();
     logged(
@@ -684,4 +784,120 @@ async fn a_released_watch_is_no_longer_licensed() {
         &*changes.borrow_and_update(),
         LicenseState::Unlicensed { .. }
     ));
+}
+
+/// Issue 15: under a license with a nonce period of 60 s, the refresher
+/// keeps its nonce for 30 s (its monotonic clock, advanced here instead of
+/// slept through), sends the new one when due, accepts the answer that
+/// echoes the previous one (the authority has not committed the new one
+/// yet) without a moment unlicensed, and refuses as stale a previous nonce
+/// drawn 60 s ago or longer. The first answer, 503 `awaiting_certificate`,
+/// is retried with the same nonce, quietly.
+#[tokio::test(flavor = "current_thread")]
+async fn a_freshness_license_rotates_nonces_and_accepts_the_previous_one() {
+    static OFFSET: AtomicU64 = AtomicU64::new(0);
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    fn mono() -> Instant {
+        *BASE.get_or_init(Instant::now) + Duration::from_secs(OFFSET.load(Ordering::SeqCst))
+    }
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (f, secret) = fake_fresh(2);
+    let (url, _stop) = serve(f.clone()).await;
+    let config = WatchConfig::new(&url, "backend", secret, verifier())
+        .follow_events(false)
+        .monotonic_clock(mono);
+    let watch = LicenseWatch::spawn(config);
+    let fresh = || f.fresh.as_ref().unwrap().lock().unwrap();
+
+    until(&watch, Duration::from_secs(4), true).await;
+    {
+        let fr = fresh();
+        assert_eq!(fr.pending_answers, 1, "the first nonce was pending once");
+        assert_eq!(fr.seen.len(), 1, "and asked for again, not replaced");
+    }
+    // Every state from now on.
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let mut rx = watch.subscribe();
+    let record = states.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let s = rx.borrow_and_update().clone();
+            record.lock().unwrap().push(s);
+        }
+    });
+    // Fetches every second (2 s tokens), the same nonce while it is young.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(fresh().seen.len(), 1, "rotated before F/2");
+
+    // F/2 later: a new nonce, answered first with the previous one.
+    OFFSET.store(31, Ordering::SeqCst);
+    let start = Instant::now();
+    while fresh().seen.len() < 2 || fresh().echoed_previous < 1 {
+        assert!(start.elapsed() < Duration::from_secs(6), "no rotation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(watch.is_licensed(), "{:?}", watch.state());
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(watch.is_licensed(), "{:?}", watch.state());
+    assert!(fresh().echoed_previous >= 1);
+    assert!(
+        states
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| matches!(s, LicenseState::Licensed { .. })),
+        "unlicensed for a moment: {:?}",
+        states.lock().unwrap()
+    );
+    assert!(!logs.text().contains("WARN"), "{}", logs.text());
+
+    // Fetches stopped for 69 s (as if rate limited): the nonce sent then
+    // replaces one that is now the previous and 69 s old; the authority's
+    // answer echoing it is stale.
+    OFFSET.store(100, Ordering::SeqCst);
+    let start = Instant::now();
+    loop {
+        let stale =
+            states.lock().unwrap().iter().any(
+                |s| matches!(s, LicenseState::Unlicensed { reason } if reason.contains("stale")),
+            );
+        if stale {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            states.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fresh().seen.len(), 3);
+    // The next answer echoes the current nonce: licensed again.
+    until(&watch, Duration::from_secs(4), true).await;
+}
+
+/// Issue 15: 503 `awaiting_certificate` while a token is held keeps the
+/// service licensed and is retried after `Retry-After` without a WARN.
+#[tokio::test(flavor = "current_thread")]
+async fn awaiting_certificate_keeps_the_current_token_quietly() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (f, secret) = fake_fresh(8);
+    let (url, _stop) = serve(f.clone()).await;
+    let config = WatchConfig::new(&url, "backend", secret, verifier()).follow_events(false);
+    let watch = LicenseWatch::spawn(config);
+    until(&watch, Duration::from_secs(4), true).await;
+    let fresh = || f.fresh.as_ref().unwrap().lock().unwrap();
+    fresh().always_pending = true;
+    let before = fresh().pending_answers;
+    let start = Instant::now();
+    while fresh().pending_answers < before + 2 {
+        assert!(watch.is_licensed(), "{:?}", watch.state());
+        assert!(start.elapsed() < Duration::from_secs(7), "no retries");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(watch.is_licensed(), "{:?}", watch.state());
+    assert!(!logs.text().contains("WARN"), "{}", logs.text());
+    fresh().always_pending = false;
 }

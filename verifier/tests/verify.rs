@@ -767,3 +767,308 @@ mod jose_header {
         }
     }
 }
+
+/// Issue 15, freshness: under a license with a `nonce_period`, a token
+/// proves that its `(aud, ins, nonce)` leaf is in the Merkle tree its
+/// certificate commits to, and the commitment stays within the seats.
+mod freshness {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tether_keys::merkle::{Commitment, InclusionProof, Leaf, LeafSet};
+
+    /// The live consumers: two backends (its 2 seats) and one muxer.
+    fn leaves() -> LeafSet {
+        LeafSet::new([
+            Leaf::new("backend", "b-1", "n-1").unwrap(),
+            Leaf::new("backend", "b-2", "n-2").unwrap(),
+            Leaf::new("muxer", "m-1", "n-m").unwrap(),
+        ])
+    }
+
+    /// A mint whose license demands fresh nonces every 300 s and gives the
+    /// backend 2 seats.
+    fn mint() -> Mint {
+        let mut m = Mint::new();
+        m.terms.nonce_period = 300;
+        m.terms.seats = BTreeMap::from([("backend".into(), 2)]);
+        m
+    }
+
+    /// Claims for instance `ins` of `aud` echoing `nonce`, under a v2
+    /// certificate committing to `commitment`, with `prf`.
+    fn claims(
+        m: &Mint,
+        commitment: Commitment,
+        aud: &str,
+        ins: &str,
+        nonce: &str,
+        prf: Option<&InclusionProof>,
+    ) -> TokenClaims {
+        let mut req = DelegationRequest::new(
+            [9; 32],
+            m.session.public(),
+            m.cert_window.0,
+            m.cert_window.1,
+        );
+        req.commitment = commitment;
+        let cert = Certificate::sign(req, &m.serial, 1, &m.dongle).unwrap();
+        let mut c = m.claims(aud);
+        c.dcert = URL_SAFE_NO_PAD.encode(cert.encoded());
+        c.ins = Some(ins.into());
+        c.nonce = Some(nonce.into());
+        c.prf = prf.map(InclusionProof::to_claim);
+        c
+    }
+
+    /// The token of backend `b-1` (leaf 0), proof and all.
+    fn good(m: &Mint) -> String {
+        let set = leaves();
+        let proof = set.prove(0).unwrap();
+        m.sign(&claims(
+            m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            "n-1",
+            Some(&proof),
+        ))
+    }
+
+    fn refused(m: &Mint, proof: &InclusionProof, nonce: &str) -> Result<(), Error> {
+        let set = leaves();
+        let c = claims(
+            m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            nonce,
+            Some(proof),
+        );
+        check(&m.sign(&c))
+    }
+
+    #[test]
+    fn an_included_nonce_is_accepted() {
+        let m = mint();
+        let t = good(&m);
+        let v = verifier("backend");
+        let got = v.verify_at(&t, Some("n-1"), at(NOW)).unwrap();
+        assert_eq!(got.nonce.as_deref(), Some("n-1"));
+        assert_eq!(got.seats, Some(2));
+        // Stateless, no nonce asked for: the proof is still checked, and passes.
+        v.verify_at(&t, None, at(NOW)).unwrap();
+        // Again, from the cache.
+        v.verify_at(&t, Some("n-1"), at(NOW)).unwrap();
+        // Every leaf of the tree, the muxer's (no seat limit) included.
+        let set = leaves();
+        for (i, leaf) in set.leaves().iter().enumerate() {
+            let c = claims(
+                &m,
+                set.commitment().unwrap(),
+                leaf.service(),
+                leaf.instance(),
+                leaf.nonce(),
+                Some(&set.prove(i).unwrap()),
+            );
+            verifier(leaf.service())
+                .verify_at(&m.sign(&c), Some(leaf.nonce()), at(NOW))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_nonce_not_in_the_tree_is_refused() {
+        let m = mint();
+        let proof = leaves().prove(0).unwrap();
+        let err = refused(&m, &proof, "n-9");
+        assert!(matches!(err, Err(Error::NotIncluded(_))), "{err:?}");
+        // Another instance's nonce, with our instance id.
+        let err = refused(&m, &proof, "n-2");
+        assert!(matches!(err, Err(Error::NotIncluded(_))), "{err:?}");
+        // The refusal is not cached as a success: the same token again.
+        let set = leaves();
+        let t = m.sign(&claims(
+            &m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            "n-9",
+            Some(&proof),
+        ));
+        let v = verifier("backend");
+        for _ in 0..2 {
+            assert!(matches!(
+                v.verify_at(&t, None, at(NOW)),
+                Err(Error::NotIncluded(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn an_altered_proof_is_refused() {
+        let m = mint();
+        let proof = leaves().prove(0).unwrap();
+        assert!(refused(&m, &proof, "n-1").is_ok());
+        let mut path = proof.clone();
+        path.path[0][0] ^= 1;
+        let mut shorter = proof.clone();
+        shorter.path.pop();
+        let mut longer = proof.clone();
+        longer.path.push([0; 32]);
+        let mut index = proof.clone();
+        index.index = 1;
+        let mut size = proof.clone();
+        size.size = 4;
+        let mut muxer_index = proof.clone();
+        muxer_index.index = 2;
+        for (what, p) in [
+            ("path", path),
+            ("shorter", shorter),
+            ("longer", longer),
+            ("index", index),
+            ("size", size),
+            ("muxer's index", muxer_index),
+        ] {
+            let err = refused(&m, &p, "n-1");
+            assert!(matches!(err, Err(Error::NotIncluded(_))), "{what}: {err:?}");
+        }
+        // Not a proof at all.
+        let set = leaves();
+        let mut c = claims(
+            &m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            "n-1",
+            Some(&proof),
+        );
+        c.prf = Some("AAAA".into());
+        assert!(matches!(check(&m.sign(&c)), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn a_commitment_over_the_seats_is_refused() {
+        let m = mint();
+        let set = LeafSet::new([
+            Leaf::new("backend", "b-1", "n-1").unwrap(),
+            Leaf::new("backend", "b-2", "n-2").unwrap(),
+            Leaf::new("backend", "b-3", "n-3").unwrap(),
+        ]);
+        let c = claims(
+            &m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            "n-1",
+            Some(&set.prove(0).unwrap()),
+        );
+        assert_eq!(
+            check(&m.sign(&c)),
+            Err(Error::OverSeats {
+                service: "backend".into(),
+                count: 3,
+                seats: 2
+            })
+        );
+        // A service the license does not allow has no seats at all.
+        let set = LeafSet::new([
+            Leaf::new("backend", "b-1", "n-1").unwrap(),
+            Leaf::new("reports", "r-1", "n-r").unwrap(),
+        ]);
+        let c = claims(
+            &m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            "n-1",
+            Some(&set.prove(0).unwrap()),
+        );
+        assert_eq!(
+            check(&m.sign(&c)),
+            Err(Error::OverSeats {
+                service: "reports".into(),
+                count: 1,
+                seats: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_token_without_proof_or_commitment_is_refused_under_freshness() {
+        let m = mint();
+        let set = leaves();
+        let c = claims(&m, set.commitment().unwrap(), "backend", "b-1", "n-1", None);
+        assert_eq!(
+            check(&m.sign(&c)),
+            Err(Error::NotIncluded(
+                "no inclusion proof (prf claim) under a license that demands fresh nonces"
+            ))
+        );
+        // A certificate that commits to nobody.
+        let c = claims(
+            &m,
+            Commitment::default(),
+            "backend",
+            "b-1",
+            "n-1",
+            Some(&set.prove(0).unwrap()),
+        );
+        assert!(matches!(check(&m.sign(&c)), Err(Error::NotIncluded(_))));
+        // No instance or no nonce: no leaf to prove.
+        let mut c = claims(
+            &m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-1",
+            "n-1",
+            Some(&set.prove(0).unwrap()),
+        );
+        c.ins = None;
+        assert!(matches!(check(&m.sign(&c)), Err(Error::NotIncluded(_))));
+        // The plain token of before (v2 certificate, empty commitment).
+        assert!(matches!(
+            check(&m.token("backend")),
+            Err(Error::NotIncluded(_))
+        ));
+    }
+
+    #[test]
+    fn without_freshness_nothing_changes_but_a_proof_given_is_checked() {
+        let mut m = mint();
+        m.terms.nonce_period = 0;
+        // No proof, no commitment: as before.
+        check(&m.token("backend")).unwrap();
+        let proof = leaves().prove(0).unwrap();
+        refused(&m, &proof, "n-1").unwrap();
+        let mut bad = proof.clone();
+        bad.path[0][5] ^= 0x80;
+        assert!(matches!(
+            refused(&m, &bad, "n-1"),
+            Err(Error::NotIncluded(_))
+        ));
+    }
+
+    #[test]
+    fn verify_fresh_accepts_the_ring_and_nothing_else() {
+        let m = mint();
+        let t = good(&m);
+        let v = verifier("backend");
+        // The authority answered with our previous nonce.
+        let got = v.verify_fresh(&t, &["n-new", "n-1"], at(NOW)).unwrap();
+        assert_eq!(got.nonce.as_deref(), Some("n-1"));
+        assert_eq!(
+            v.verify_fresh(&t, &["n-new", "n-older"], at(NOW)),
+            Err(Error::NonceMismatch)
+        );
+        assert_eq!(v.verify_fresh(&t, &[], at(NOW)), Err(Error::NonceMismatch));
+        // A token with no nonce at all matches no ring.
+        let mut plain = Mint::new();
+        plain.terms.nonce_period = 0;
+        let mut c = plain.claims("backend");
+        c.nonce = None;
+        assert_eq!(
+            v.verify_fresh(&plain.sign(&c), &["n0nce"], at(NOW)),
+            Err(Error::NonceMismatch)
+        );
+    }
+}
