@@ -71,7 +71,11 @@ fn every_vector_gets_its_expected_result() {
             Err(err) => code(&err),
         };
         let want = v["expected"].as_str().unwrap();
-        assert_eq!(name.starts_with("fail_"), want != "ok", "{name}: name and expectation");
+        assert_eq!(
+            name.starts_with("fail_"),
+            want != "ok",
+            "{name}: name and expectation"
+        );
         if got != want {
             failures.push(format!("{name}: expected {want}, got {got}"));
         }
@@ -80,9 +84,20 @@ fn every_vector_gets_its_expected_result() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Every refusal reason of the verifier has a vector.
     for reason in [
-        "malformed", "unsupported_algorithm", "bad_header", "untrusted_chain", "bad_signature",
-        "expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "service_not_licensed",
-        "missing_feature", "wrong_instance", "nonce_mismatch", "certificate_too_long",
+        "malformed",
+        "unsupported_algorithm",
+        "bad_header",
+        "untrusted_chain",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "wrong_audience",
+        "wrong_issuer",
+        "service_not_licensed",
+        "missing_feature",
+        "wrong_instance",
+        "nonce_mismatch",
+        "certificate_too_long",
         "lifetime_too_long",
     ] {
         assert!(seen_refusals.contains(reason), "no vector for {reason}");

@@ -105,7 +105,12 @@ impl Mint {
         let license = terms().sign(&testkeys::vendor()).unwrap();
         let session = testkeys::session();
         let cert = Certificate::sign(
-            DelegationRequest::new([9; 32], session.public(), self.cert_window.0, self.cert_window.1),
+            DelegationRequest::new(
+                [9; 32],
+                session.public(),
+                self.cert_window.0,
+                self.cert_window.1,
+            ),
             "TD-CONF",
             1,
             &testkeys::dongle(),
@@ -148,7 +153,8 @@ impl Mint {
 
 fn main() {
     let vendor_pub = keyfile::public_key_pem(&testkeys::vendor().public(), &[]);
-    let other_vendor = keyfile::public_key_pem(&SecretKey::<Vendor>::from_seed(&[0x77; 32]).public(), &[]);
+    let other_vendor =
+        keyfile::public_key_pem(&SecretKey::<Vendor>::from_seed(&[0x77; 32]).public(), &[]);
     let kid = testkeys::session().public().fingerprint().short();
     let expect = |service: &str| Expect {
         service: service.into(),
@@ -174,135 +180,265 @@ fn main() {
     };
 
     // Tokens that verify.
-    add("valid_basic", "a token for backend, verified at its issue time", base.token(), &|_| {});
-    add("valid_nonce", "the token echoes the nonce asked for", base.token(), &|v| {
-        v.nonce = Some("n0nce".into());
-    });
-    add("valid_feature", "muxer needs feature mux, which the license grants", Mint {
-        claims_edit: |c| {
-            c.aud = "muxer".into();
-            c.sub = "muxer".into();
+    add(
+        "valid_basic",
+        "a token for backend, verified at its issue time",
+        base.token(),
+        &|_| {},
+    );
+    add(
+        "valid_nonce",
+        "the token echoes the nonce asked for",
+        base.token(),
+        &|v| {
+            v.nonce = Some("n0nce".into());
         },
-        ..base.clone()
-    }
-    .token(), &|v| {
-        v.expect = Expect {
-            features: vec!["mux".into()],
-            ..expect("muxer")
-        };
-    });
-    add("valid_instance", "the token names our instance", Mint {
-        claims_edit: |c| c.ins = Some("svc-1".into()),
-        ..base.clone()
-    }
-    .token(), &|v| v.expect.instance = Some("svc-1".into()));
-    add("valid_within_leeway", "3 s past exp, with 5 s of leeway", base.token(), &|v| {
-        v.now = NOW + 63;
-    });
+    );
+    add(
+        "valid_feature",
+        "muxer needs feature mux, which the license grants",
+        Mint {
+            claims_edit: |c| {
+                c.aud = "muxer".into();
+                c.sub = "muxer".into();
+            },
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.expect = Expect {
+                features: vec!["mux".into()],
+                ..expect("muxer")
+            };
+        },
+    );
+    add(
+        "valid_instance",
+        "the token names our instance",
+        Mint {
+            claims_edit: |c| c.ins = Some("svc-1".into()),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expect.instance = Some("svc-1".into()),
+    );
+    add(
+        "valid_within_leeway",
+        "3 s past exp, with 5 s of leeway",
+        base.token(),
+        &|v| {
+            v.now = NOW + 63;
+        },
+    );
 
     // Tokens that are refused, one reason each.
-    add("fail_bad_signature", "signed by a key other than the certified session key", Mint {
-        rogue_signer: true,
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "bad_signature".into());
-    add("fail_tampered_claims", "claims changed after signing", {
-        let t = base.token();
-        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
-        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
-        parts[1] = URL_SAFE_NO_PAD.encode(claims.replace("conformance-jti", "conformance-jtx"));
-        parts.join(".")
-    }, &|v| v.expected = "bad_signature".into());
-    add("fail_expired", "verified 100 s after exp", base.token(), &|v| {
-        v.now = NOW + 160;
-        v.expected = "expired".into();
-    });
-    add("fail_not_yet_valid", "verified 20 s before nbf", base.token(), &|v| {
-        v.now = NOW - 20;
-        v.expected = "not_yet_valid".into();
-    });
-    add("fail_wrong_audience", "a backend token shown to muxer", base.token(), &|v| {
-        v.expect = expect("muxer");
-        v.expected = "wrong_audience".into();
-    });
-    add("fail_wrong_issuer", "iss names another dongle", Mint {
-        claims_edit: |c| c.iss = "tether:TD-OTHER".into(),
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "wrong_issuer".into());
-    add("fail_service_not_licensed", "a token for a service the license does not list", Mint {
-        claims_edit: |c| {
-            c.aud = "reports".into();
-            c.sub = "reports".into();
+    add(
+        "fail_bad_signature",
+        "signed by a key other than the certified session key",
+        Mint {
+            rogue_signer: true,
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "bad_signature".into(),
+    );
+    add(
+        "fail_tampered_claims",
+        "claims changed after signing",
+        {
+            let t = base.token();
+            let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+            let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+            parts[1] = URL_SAFE_NO_PAD.encode(claims.replace("conformance-jti", "conformance-jtx"));
+            parts.join(".")
         },
-        ..base.clone()
-    }
-    .token(), &|v| {
-        v.expect = expect("reports");
-        v.expected = "service_not_licensed".into();
-    });
-    add("fail_missing_feature", "backend requires a feature the license lacks", base.token(), &|v| {
-        v.expect.features = vec!["analytics".into()];
-        v.expected = "missing_feature".into();
-    });
-    add("fail_wrong_instance", "the token names another instance", Mint {
-        claims_edit: |c| c.ins = Some("svc-2".into()),
-        ..base.clone()
-    }
-    .token(), &|v| {
-        v.expect.instance = Some("svc-1".into());
-        v.expected = "wrong_instance".into();
-    });
-    add("fail_nonce_mismatch", "the token echoes another nonce", base.token(), &|v| {
-        v.nonce = Some("another".into());
-        v.expected = "nonce_mismatch".into();
-    });
-    add("fail_untrusted_chain_vendor", "the license is signed by another vendor", base.token(), &|v| {
-        v.vendor_pub = other_vendor.clone();
-        v.expected = "untrusted_chain".into();
-    });
-    add("fail_untrusted_chain_kid", "kid names a key no certificate vouches for", Mint {
-        rogue_kid: true,
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "untrusted_chain".into());
-    add("fail_certificate_too_long", "a certificate window of an hour (15 min allowed)", Mint {
-        cert_window: (NOW - 30, NOW + 3600),
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "certificate_too_long".into());
-    add("fail_lifetime_too_long", "exp 10 min after iat; the license allows 5", Mint {
-        claims_edit: |c| c.exp = c.iat + 600,
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "lifetime_too_long".into());
-    add("fail_unsupported_algorithm", "alg HS256", Mint {
-        header: Some(format!(r#"{{"typ":"JWT","alg":"HS256","kid":"{kid}"}}"#)),
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "unsupported_algorithm".into());
-    add("fail_bad_header", "crit names an extension", Mint {
-        header: Some(format!(r#"{{"alg":"EdDSA","kid":"{kid}","crit":["exp"]}}"#)),
-        ..base.clone()
-    }
-    .token(), &|v| v.expected = "bad_header".into());
-    add("fail_malformed_empty", "the empty string", String::new(), &|v| {
-        v.expected = "malformed".into();
-    });
-    add("fail_malformed_garbage", "not a JWS", "not a token".into(), &|v| {
-        v.expected = "malformed".into();
-    });
-    add("fail_malformed_two_parts", "header and claims, no signature", {
-        let t = base.token();
-        t[..t.rfind('.').unwrap()].to_string()
-    }, &|v| v.expected = "malformed".into());
-    add("fail_malformed_base64", "a signature that is not base64url", {
-        let t = base.token();
-        format!("{}.!!!!", &t[..t.rfind('.').unwrap()])
-    }, &|v| v.expected = "malformed".into());
-    add("fail_malformed_too_large", "9000 bytes (8 KiB allowed)", "a".repeat(9000), &|v| {
-        v.expected = "malformed".into();
-    });
+        &|v| v.expected = "bad_signature".into(),
+    );
+    add(
+        "fail_expired",
+        "verified 100 s after exp",
+        base.token(),
+        &|v| {
+            v.now = NOW + 160;
+            v.expected = "expired".into();
+        },
+    );
+    add(
+        "fail_not_yet_valid",
+        "verified 20 s before nbf",
+        base.token(),
+        &|v| {
+            v.now = NOW - 20;
+            v.expected = "not_yet_valid".into();
+        },
+    );
+    add(
+        "fail_wrong_audience",
+        "a backend token shown to muxer",
+        base.token(),
+        &|v| {
+            v.expect = expect("muxer");
+            v.expected = "wrong_audience".into();
+        },
+    );
+    add(
+        "fail_wrong_issuer",
+        "iss names another dongle",
+        Mint {
+            claims_edit: |c| c.iss = "tether:TD-OTHER".into(),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "wrong_issuer".into(),
+    );
+    add(
+        "fail_service_not_licensed",
+        "a token for a service the license does not list",
+        Mint {
+            claims_edit: |c| {
+                c.aud = "reports".into();
+                c.sub = "reports".into();
+            },
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.expect = expect("reports");
+            v.expected = "service_not_licensed".into();
+        },
+    );
+    add(
+        "fail_missing_feature",
+        "backend requires a feature the license lacks",
+        base.token(),
+        &|v| {
+            v.expect.features = vec!["analytics".into()];
+            v.expected = "missing_feature".into();
+        },
+    );
+    add(
+        "fail_wrong_instance",
+        "the token names another instance",
+        Mint {
+            claims_edit: |c| c.ins = Some("svc-2".into()),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.expect.instance = Some("svc-1".into());
+            v.expected = "wrong_instance".into();
+        },
+    );
+    add(
+        "fail_nonce_mismatch",
+        "the token echoes another nonce",
+        base.token(),
+        &|v| {
+            v.nonce = Some("another".into());
+            v.expected = "nonce_mismatch".into();
+        },
+    );
+    add(
+        "fail_untrusted_chain_vendor",
+        "the license is signed by another vendor",
+        base.token(),
+        &|v| {
+            v.vendor_pub = other_vendor.clone();
+            v.expected = "untrusted_chain".into();
+        },
+    );
+    add(
+        "fail_untrusted_chain_kid",
+        "kid names a key no certificate vouches for",
+        Mint {
+            rogue_kid: true,
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "untrusted_chain".into(),
+    );
+    add(
+        "fail_certificate_too_long",
+        "a certificate window of an hour (15 min allowed)",
+        Mint {
+            cert_window: (NOW - 30, NOW + 3600),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "certificate_too_long".into(),
+    );
+    add(
+        "fail_lifetime_too_long",
+        "exp 10 min after iat; the license allows 5",
+        Mint {
+            claims_edit: |c| c.exp = c.iat + 600,
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "lifetime_too_long".into(),
+    );
+    add(
+        "fail_unsupported_algorithm",
+        "alg HS256",
+        Mint {
+            header: Some(format!(r#"{{"typ":"JWT","alg":"HS256","kid":"{kid}"}}"#)),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "unsupported_algorithm".into(),
+    );
+    add(
+        "fail_bad_header",
+        "crit names an extension",
+        Mint {
+            header: Some(format!(r#"{{"alg":"EdDSA","kid":"{kid}","crit":["exp"]}}"#)),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "bad_header".into(),
+    );
+    add(
+        "fail_malformed_empty",
+        "the empty string",
+        String::new(),
+        &|v| {
+            v.expected = "malformed".into();
+        },
+    );
+    add(
+        "fail_malformed_garbage",
+        "not a JWS",
+        "not a token".into(),
+        &|v| {
+            v.expected = "malformed".into();
+        },
+    );
+    add(
+        "fail_malformed_two_parts",
+        "header and claims, no signature",
+        {
+            let t = base.token();
+            t[..t.rfind('.').unwrap()].to_string()
+        },
+        &|v| v.expected = "malformed".into(),
+    );
+    add(
+        "fail_malformed_base64",
+        "a signature that is not base64url",
+        {
+            let t = base.token();
+            format!("{}.!!!!", &t[..t.rfind('.').unwrap()])
+        },
+        &|v| v.expected = "malformed".into(),
+    );
+    add(
+        "fail_malformed_too_large",
+        "9000 bytes (8 KiB allowed)",
+        "a".repeat(9000),
+        &|v| {
+            v.expected = "malformed".into();
+        },
+    );
 
     let set = Set {
         comment: "Tether conformance vectors (issue 20): every binding must accept the ok ones and refuse the others with the expected reason code. Times are UNIX seconds; leeway is seconds.",

@@ -248,7 +248,10 @@ pub unsafe extern "C" fn tether_verifier_new_from_pem(
             return Err(Fail::new(TetherStatus::NullArgument, "pem is NULL"));
         }
         if pem_len > isize::MAX as usize {
-            return Err(Fail::new(TetherStatus::InvalidArgument, "pem_len too large"));
+            return Err(Fail::new(
+                TetherStatus::InvalidArgument,
+                "pem_len too large",
+            ));
         }
         // SAFETY: not NULL, and the caller promises pem_len readable bytes.
         let bytes = unsafe { std::slice::from_raw_parts(pem, pem_len) };
@@ -373,12 +376,11 @@ pub extern "C" fn tether_status_name(status: i32) -> *const c_char {
 /// This library's version, a static string (do not free).
 #[unsafe(no_mangle)]
 pub extern "C" fn tether_version() -> *const c_char {
-    const VERSION: &CStr = match CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(v) => v,
-        Err(_) => c"unknown",
-    };
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
     VERSION.as_ptr()
 }
 
@@ -528,3 +530,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -226,7 +226,11 @@ pub struct TetherVerifier {
 }
 
 impl TetherVerifier {
-    pub(crate) fn new(vendor: PublicKey<Vendor>, expect: Expectations, instance: Option<String>) -> Self {
+    pub(crate) fn new(
+        vendor: PublicKey<Vendor>,
+        expect: Expectations,
+        instance: Option<String>,
+    ) -> Self {
         TetherVerifier {
             verifier: Verifier::new(vendor, expect.clone()),
             vendor,
@@ -338,7 +342,11 @@ pub fn start_watch(
     start_watch_inner(url, secret_file, v).map_err(|f| (f.status, f.message))
 }
 
-pub(crate) fn start_watch_inner(url: &str, secret_file: &str, v: &TetherVerifier) -> Result<TetherWatch, Fail> {
+pub(crate) fn start_watch_inner(
+    url: &str,
+    secret_file: &str,
+    v: &TetherVerifier,
+) -> Result<TetherWatch, Fail> {
     let authority = url.strip_prefix("http://").unwrap_or("");
     if authority.trim_end_matches('/').is_empty() || authority.contains(char::is_whitespace) {
         return Err(Fail::new(
@@ -386,7 +394,9 @@ impl TetherWatch {
     /// The state and, when unlicensed, why (licensed: `"licensed"`).
     pub fn state(&self) -> (TetherLicenseState, String) {
         match self.watch.as_ref().map(LicenseWatch::state) {
-            Some(LicenseState::Licensed { .. }) => (TetherLicenseState::Licensed, "licensed".into()),
+            Some(LicenseState::Licensed { .. }) => {
+                (TetherLicenseState::Licensed, "licensed".into())
+            }
             Some(LicenseState::Unlicensed { reason }) => (TetherLicenseState::Unlicensed, reason),
             None => (TetherLicenseState::Unlicensed, "stopped".into()),
         }
@@ -406,4 +416,3 @@ impl TetherWatch {
         self.watch.as_ref().map_or("", LicenseWatch::instance)
     }
 }
-
