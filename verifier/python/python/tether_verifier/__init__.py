@@ -230,12 +230,12 @@ def _error(code: str, message: str) -> TetherError:
 def _native_call(fn, *args):
     try:
         return fn(*args)
+    except UnicodeError as e:  # a str that is not UTF-8 (lone surrogates)
+        raise InvalidArgument(f"text is not valid UTF-8: {e}", "invalid_utf8") from None
     except ValueError as e:
         if len(e.args) == 2 and isinstance(e.args[0], str):
             raise _error(e.args[0], e.args[1]) from None
         raise
-    except UnicodeError as e:
-        raise InvalidArgument(f"text is not valid UTF-8: {e}", "invalid_utf8") from None
 
 
 @dataclass(frozen=True)
@@ -287,8 +287,8 @@ def _read_pem(vendor_pub: PathOrPem) -> str:
             return vendor_pub.decode("utf-8")
         except UnicodeDecodeError:
             raise BadKey("vendor public key is not UTF-8 PEM") from None
-    if isinstance(vendor_pub, str) and vendor_pub.lstrip().startswith("-----BEGIN"):
-        return vendor_pub
+    if isinstance(vendor_pub, str) and "-----BEGIN" in vendor_pub:
+        return vendor_pub  # PEM text (a key file may have header lines first)
     try:
         with open(os.fspath(vendor_pub), "rb") as f:
             data = f.read(1 << 20)
