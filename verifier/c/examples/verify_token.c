@@ -56,6 +56,9 @@ static int watch(const char *url, const char *secret_file, const char *vendor_pu
     int licensed = st == TETHER_STATUS_OK && state == TETHER_LICENSE_STATE_LICENSED;
     printf("watch: %s (%s)\n", licensed ? "licensed" : "unlicensed", reason ? reason : "?");
     tether_string_free(reason);
+    char *claims = NULL;
+    if (tether_watch_claims(w, &claims) == TETHER_STATUS_OK && claims) printf("%s\n", claims);
+    tether_string_free(claims);
     tether_watch_stop(w);
     return licensed ? 0 : 1;
 }

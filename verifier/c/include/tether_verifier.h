@@ -229,6 +229,18 @@ enum TetherStatus tether_watch_state(const struct TetherWatch *watch,
                                      enum TetherLicenseState *out_state,
                                      char **out_reason);
 
+// The claims of the token the watch holds, as a JSON object (the token's
+// claims only: no `cert_not_after` or `seats`), in `*out_claims_json`, to
+// be freed with `tether_string_free`; NULL while unlicensed.
+//
+// Returns `TETHER_STATUS_OK` (licensed or not: look at the pointer),
+// `TETHER_STATUS_NULL_ARGUMENT` (watch or out_claims_json NULL) or
+// `TETHER_STATUS_INTERNAL_PANIC`.
+//
+// # Safety
+// `watch` is NULL or a live handle; `out_claims_json` is NULL or writable.
+enum TetherStatus tether_watch_claims(const struct TetherWatch *watch, char **out_claims_json);
+
 // Stops the refresher, gives the seat back to the authority (waiting at
 // most about 2 s for it), and frees the handle. NULL is ignored.
 //

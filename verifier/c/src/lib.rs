@@ -488,6 +488,39 @@ pub unsafe extern "C" fn tether_watch_state(
     })
 }
 
+/// The claims of the token the watch holds, as a JSON object (the token's
+/// claims only: no `cert_not_after` or `seats`), in `*out_claims_json`, to
+/// be freed with `tether_string_free`; NULL while unlicensed.
+///
+/// Returns `TETHER_STATUS_OK` (licensed or not: look at the pointer),
+/// `TETHER_STATUS_NULL_ARGUMENT` (watch or out_claims_json NULL) or
+/// `TETHER_STATUS_INTERNAL_PANIC`.
+///
+/// # Safety
+/// `watch` is NULL or a live handle; `out_claims_json` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tether_watch_claims(
+    watch: *const TetherWatch,
+    out_claims_json: *mut *mut c_char,
+) -> TetherStatus {
+    guard(|| {
+        // SAFETY: NULL or writable (caller's promise).
+        unsafe { put(out_claims_json, ptr::null_mut()) };
+        if watch.is_null() || out_claims_json.is_null() {
+            return Err(Fail::new(
+                TetherStatus::NullArgument,
+                "watch or out_claims_json is NULL",
+            ));
+        }
+        // SAFETY: not NULL, a live handle (caller's promise).
+        if let Some(json) = unsafe { &*watch }.claims_json() {
+            // SAFETY: checked not NULL above.
+            unsafe { put(out_claims_json, give_string(&json)) };
+        }
+        Ok(())
+    })
+}
+
 /// Stops the refresher, gives the seat back to the authority (waiting at
 /// most about 2 s for it), and frees the handle. NULL is ignored.
 ///

@@ -231,6 +231,12 @@ fn null_arguments_are_a_status() {
         );
         assert_eq!(state, TetherLicenseState::Unlicensed);
         assert!(reason.is_null());
+        let mut claims = ptr::dangling_mut();
+        assert_eq!(
+            tether_watch_claims(ptr::null(), &mut claims),
+            TetherStatus::NullArgument
+        );
+        assert!(claims.is_null());
         tether_watch_stop(ptr::null_mut());
         tether_verifier_free(ptr::null_mut());
         tether_string_free(ptr::null_mut());
