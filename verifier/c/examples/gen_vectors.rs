@@ -1,0 +1,449 @@
+//! Writes the conformance set, `tests/conformance/vectors.json`: tokens made
+//! with the fixed test keys, each with the vendor public key, a fixed
+//! verification time, the expectations, and the reason code every binding
+//! must give (`"ok"` for a token that verifies). The Rust verifier
+//! (`tests/tests/conformance.rs`), the C library (`verifier/c/tests/
+//! conformance.c` and its unit tests) and the Python package
+//! (`verifier/python/tests/test_conformance.py`) run every vector.
+//!
+//!   cargo run -p tether-verifier-c --example gen_vectors > tests/conformance/vectors.json
+//!
+//! Ed25519 signatures are deterministic and every input is fixed, so the
+//! output is the same on every run: the Rust runner checks it is current.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use tether_keys::{
+    Certificate, DelegationRequest, LicenseId, LicenseTerms, SecretKey, Session, TokenClaims,
+    Vendor, keyfile, testkeys,
+};
+
+/// The verification time of every vector but those that say otherwise.
+const NOW: u64 = 1_800_000_000;
+
+#[derive(Serialize)]
+struct Expect {
+    service: String,
+    features: Vec<String>,
+    /// Seconds.
+    leeway: u64,
+    instance: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Vector {
+    name: String,
+    description: String,
+    vendor_pub: String,
+    /// UNIX seconds.
+    now: u64,
+    expect: Expect,
+    token: String,
+    nonce: Option<String>,
+    expected: String,
+}
+
+#[derive(Serialize)]
+struct Set {
+    comment: &'static str,
+    generator: &'static str,
+    vectors: Vec<Vector>,
+}
+
+/// What a token is made of; each vector changes one thing.
+#[derive(Clone)]
+struct Mint {
+    cert_window: (u64, u64),
+    claims_edit: fn(&mut TokenClaims),
+    header: Option<String>,
+    /// Sign with another key than the certified one (kid still names it).
+    rogue_signer: bool,
+    /// The kid names another key.
+    rogue_kid: bool,
+}
+
+impl Default for Mint {
+    fn default() -> Self {
+        Mint {
+            cert_window: (NOW - 30, NOW + 300),
+            claims_edit: |_| {},
+            header: None,
+            rogue_signer: false,
+            rogue_kid: false,
+        }
+    }
+}
+
+fn terms() -> LicenseTerms {
+    LicenseTerms {
+        id: LicenseId([3; 16]),
+        customer: "Conformance".into(),
+        dongle_serial: "TD-CONF".into(),
+        dongle_key: testkeys::dongle().public(),
+        issued_at: NOW - 86_400,
+        not_before: NOW - 86_400,
+        not_after: NOW + 86_400,
+        max_token_ttl: 300,
+        features: vec!["mux".into()],
+        services: vec!["backend".into(), "muxer".into()],
+        seats: Default::default(),
+        sequence: 1,
+        grace: 0,
+        nonce_period: 0,
+    }
+}
+
+fn rogue() -> SecretKey<Session> {
+    SecretKey::from_seed(&[0x42; 32])
+}
+
+impl Mint {
+    fn token(&self) -> String {
+        let license = terms().sign(&testkeys::vendor()).unwrap();
+        let session = testkeys::session();
+        let cert = Certificate::sign(
+            DelegationRequest::new(
+                [9; 32],
+                session.public(),
+                self.cert_window.0,
+                self.cert_window.1,
+            ),
+            "TD-CONF",
+            1,
+            &testkeys::dongle(),
+        )
+        .unwrap();
+        let mut claims = TokenClaims {
+            iss: "tether:TD-CONF".into(),
+            sub: "backend".into(),
+            aud: "backend".into(),
+            iat: NOW,
+            nbf: NOW,
+            exp: NOW + 60,
+            jti: "conformance-jti".into(),
+            lic: URL_SAFE_NO_PAD.encode(license.encoded()),
+            dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
+            nonce: Some("n0nce".into()),
+            ins: None,
+            prf: None,
+        };
+        (self.claims_edit)(&mut claims);
+        let kid = if self.rogue_kid {
+            rogue().public().fingerprint().short()
+        } else {
+            session.public().fingerprint().short()
+        };
+        let header = self
+            .header
+            .clone()
+            .unwrap_or_else(|| format!(r#"{{"typ":"JWT","alg":"EdDSA","kid":"{kid}"}}"#));
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(serde_json::to_string(&claims).unwrap())
+        );
+        let signer = if self.rogue_signer { rogue() } else { session };
+        let sig = signer.sign(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+}
+
+fn main() {
+    let vendor_pub = keyfile::public_key_pem(&testkeys::vendor().public(), &[]);
+    let other_vendor =
+        keyfile::public_key_pem(&SecretKey::<Vendor>::from_seed(&[0x77; 32]).public(), &[]);
+    let kid = testkeys::session().public().fingerprint().short();
+    let expect = |service: &str| Expect {
+        service: service.into(),
+        features: vec![],
+        leeway: 5,
+        instance: None,
+    };
+    let base = Mint::default();
+    let mut vectors = Vec::new();
+    let mut add = |name: &str, description: &str, token: String, f: &dyn Fn(&mut Vector)| {
+        let mut v = Vector {
+            name: name.into(),
+            description: description.into(),
+            vendor_pub: vendor_pub.clone(),
+            now: NOW,
+            expect: expect("backend"),
+            token,
+            nonce: None,
+            expected: "ok".into(),
+        };
+        f(&mut v);
+        vectors.push(v);
+    };
+
+    // Tokens that verify.
+    add(
+        "valid_basic",
+        "a token for backend, verified at its issue time",
+        base.token(),
+        &|_| {},
+    );
+    add(
+        "valid_nonce",
+        "the token echoes the nonce asked for",
+        base.token(),
+        &|v| {
+            v.nonce = Some("n0nce".into());
+        },
+    );
+    add(
+        "valid_feature",
+        "muxer needs feature mux, which the license grants",
+        Mint {
+            claims_edit: |c| {
+                c.aud = "muxer".into();
+                c.sub = "muxer".into();
+            },
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.expect = Expect {
+                features: vec!["mux".into()],
+                ..expect("muxer")
+            };
+        },
+    );
+    add(
+        "valid_instance",
+        "the token names our instance",
+        Mint {
+            claims_edit: |c| c.ins = Some("svc-1".into()),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expect.instance = Some("svc-1".into()),
+    );
+    add(
+        "valid_within_leeway",
+        "3 s past exp, with 5 s of leeway",
+        base.token(),
+        &|v| {
+            v.now = NOW + 63;
+        },
+    );
+
+    // Tokens that are refused, one reason each.
+    add(
+        "fail_bad_signature",
+        "signed by a key other than the certified session key",
+        Mint {
+            rogue_signer: true,
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "bad_signature".into(),
+    );
+    add(
+        "fail_tampered_claims",
+        "claims changed after signing",
+        {
+            let t = base.token();
+            let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+            let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+            parts[1] = URL_SAFE_NO_PAD.encode(claims.replace("conformance-jti", "conformance-jtx"));
+            parts.join(".")
+        },
+        &|v| v.expected = "bad_signature".into(),
+    );
+    add(
+        "fail_expired",
+        "verified 100 s after exp",
+        base.token(),
+        &|v| {
+            v.now = NOW + 160;
+            v.expected = "expired".into();
+        },
+    );
+    add(
+        "fail_not_yet_valid",
+        "verified 20 s before nbf",
+        base.token(),
+        &|v| {
+            v.now = NOW - 20;
+            v.expected = "not_yet_valid".into();
+        },
+    );
+    add(
+        "fail_wrong_audience",
+        "a backend token shown to muxer",
+        base.token(),
+        &|v| {
+            v.expect = expect("muxer");
+            v.expected = "wrong_audience".into();
+        },
+    );
+    add(
+        "fail_wrong_issuer",
+        "iss names another dongle",
+        Mint {
+            claims_edit: |c| c.iss = "tether:TD-OTHER".into(),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "wrong_issuer".into(),
+    );
+    add(
+        "fail_service_not_licensed",
+        "a token for a service the license does not list",
+        Mint {
+            claims_edit: |c| {
+                c.aud = "reports".into();
+                c.sub = "reports".into();
+            },
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.expect = expect("reports");
+            v.expected = "service_not_licensed".into();
+        },
+    );
+    add(
+        "fail_missing_feature",
+        "backend requires a feature the license lacks",
+        base.token(),
+        &|v| {
+            v.expect.features = vec!["analytics".into()];
+            v.expected = "missing_feature".into();
+        },
+    );
+    add(
+        "fail_wrong_instance",
+        "the token names another instance",
+        Mint {
+            claims_edit: |c| c.ins = Some("svc-2".into()),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.expect.instance = Some("svc-1".into());
+            v.expected = "wrong_instance".into();
+        },
+    );
+    add(
+        "fail_nonce_mismatch",
+        "the token echoes another nonce",
+        base.token(),
+        &|v| {
+            v.nonce = Some("another".into());
+            v.expected = "nonce_mismatch".into();
+        },
+    );
+    add(
+        "fail_untrusted_chain_vendor",
+        "the license is signed by another vendor",
+        base.token(),
+        &|v| {
+            v.vendor_pub = other_vendor.clone();
+            v.expected = "untrusted_chain".into();
+        },
+    );
+    add(
+        "fail_untrusted_chain_kid",
+        "kid names a key no certificate vouches for",
+        Mint {
+            rogue_kid: true,
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "untrusted_chain".into(),
+    );
+    add(
+        "fail_certificate_too_long",
+        "a certificate window of an hour (15 min allowed)",
+        Mint {
+            cert_window: (NOW - 30, NOW + 3600),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "certificate_too_long".into(),
+    );
+    add(
+        "fail_lifetime_too_long",
+        "exp 10 min after iat; the license allows 5",
+        Mint {
+            claims_edit: |c| c.exp = c.iat + 600,
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "lifetime_too_long".into(),
+    );
+    add(
+        "fail_unsupported_algorithm",
+        "alg HS256",
+        Mint {
+            header: Some(format!(r#"{{"typ":"JWT","alg":"HS256","kid":"{kid}"}}"#)),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "unsupported_algorithm".into(),
+    );
+    add(
+        "fail_bad_header",
+        "crit names an extension",
+        Mint {
+            header: Some(format!(r#"{{"alg":"EdDSA","kid":"{kid}","crit":["exp"]}}"#)),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "bad_header".into(),
+    );
+    add(
+        "fail_malformed_empty",
+        "the empty string",
+        String::new(),
+        &|v| {
+            v.expected = "malformed".into();
+        },
+    );
+    add(
+        "fail_malformed_garbage",
+        "not a JWS",
+        "not a token".into(),
+        &|v| {
+            v.expected = "malformed".into();
+        },
+    );
+    add(
+        "fail_malformed_two_parts",
+        "header and claims, no signature",
+        {
+            let t = base.token();
+            t[..t.rfind('.').unwrap()].to_string()
+        },
+        &|v| v.expected = "malformed".into(),
+    );
+    add(
+        "fail_malformed_base64",
+        "a signature that is not base64url",
+        {
+            let t = base.token();
+            format!("{}.!!!!", &t[..t.rfind('.').unwrap()])
+        },
+        &|v| v.expected = "malformed".into(),
+    );
+    add(
+        "fail_malformed_too_large",
+        "9000 bytes (8 KiB allowed)",
+        "a".repeat(9000),
+        &|v| {
+            v.expected = "malformed".into();
+        },
+    );
+
+    let set = Set {
+        comment: "Tether conformance vectors (issue 20): every binding must accept the ok ones and refuse the others with the expected reason code. Times are UNIX seconds; leeway is seconds.",
+        generator: "cargo run -p tether-verifier-c --example gen_vectors > tests/conformance/vectors.json",
+        vectors,
+    };
+    println!("{}", serde_json::to_string_pretty(&set).unwrap());
+}

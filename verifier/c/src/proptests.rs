@@ -1,0 +1,353 @@
+//! The C entry points called from Rust with bad input (issue 20): NULL,
+//! non-UTF-8, huge tokens, wrong key files, random bytes. Each call returns
+//! a status code and leaves the out pointers NULL on failure; none panics
+//! (a panic would show as `InternalPanic`) or crashes. Also the conformance
+//! set through the C ABI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::{CStr, CString, c_char};
+use std::ptr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn pem() -> String {
+    tether_keys::keyfile::public_key_pem(&tether_keys::testkeys::vendor().public(), &[])
+}
+
+fn expectations(service: &CStr) -> TetherExpectations {
+    TetherExpectations {
+        service: service.as_ptr(),
+        features: ptr::null(),
+        features_len: 0,
+        leeway_secs: 5,
+        instance: ptr::null(),
+    }
+}
+
+fn verifier() -> *mut TetherVerifier {
+    let pem = pem();
+    let expect = expectations(c"backend");
+    let mut out = ptr::null_mut();
+    // SAFETY: valid pointers for the call.
+    let status =
+        unsafe { tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &expect, &mut out) };
+    assert_eq!(status, TetherStatus::Ok);
+    assert!(!out.is_null());
+    out
+}
+
+/// Verifies NUL-terminated `token` bytes; checks the out pointer's contract.
+fn verify_bytes(v: *const TetherVerifier, token: &[u8]) -> TetherStatus {
+    let c = CString::new(token.to_vec()).unwrap();
+    let mut claims: *mut c_char = ptr::dangling_mut();
+    // SAFETY: live handle, a NUL-terminated string, a writable out pointer.
+    let status = unsafe { tether_verify(v, c.as_ptr(), ptr::null(), 0, &mut claims) };
+    if status == TetherStatus::Ok {
+        assert!(!claims.is_null());
+        // SAFETY: a string from the library, freed once.
+        unsafe { tether_string_free(claims) };
+    } else {
+        assert!(claims.is_null(), "out pointer set on failure");
+        assert!(!tether_last_error().is_null(), "no reason in words");
+    }
+    status
+}
+
+fn no_nul(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(1u8..=255, 0..max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_tokens_are_refused_never_crash(token in no_nul(2048)) {
+        let v = verifier();
+        let status = verify_bytes(v, &token);
+        prop_assert!(status.is_refusal() || status == TetherStatus::InvalidUtf8, "{status:?}");
+        // SAFETY: the handle from verifier(), freed once.
+        unsafe { tether_verifier_free(v) };
+    }
+
+    #[test]
+    fn mangled_valid_tokens_are_refused(at in 0usize..400, byte in 1u8..=255) {
+        let v = verifier();
+        let vectors = vectors();
+        let good = vectors.iter().find(|x| x["name"] == "valid_basic").unwrap();
+        let mut token = good["token"].as_str().unwrap().as_bytes().to_vec();
+        let at = at % token.len();
+        prop_assume!(token[at] != byte);
+        token[at] = byte;
+        let status = verify_bytes(v, &token);
+        prop_assert_ne!(status, TetherStatus::Ok);
+        prop_assert_ne!(status, TetherStatus::InternalPanic);
+        // SAFETY: freed once.
+        unsafe { tether_verifier_free(v) };
+    }
+
+    #[test]
+    fn random_pem_bytes_give_a_status(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let expect = expectations(c"backend");
+        let mut out = ptr::dangling_mut();
+        // SAFETY: bytes readable for their length; out writable.
+        let status = unsafe {
+            tether_verifier_new_from_pem(bytes.as_ptr(), bytes.len(), &expect, &mut out)
+        };
+        prop_assert!(matches!(status, TetherStatus::BadKey | TetherStatus::InvalidUtf8), "{status:?}");
+        prop_assert!(out.is_null());
+    }
+
+    #[test]
+    fn random_paths_give_a_status(path in no_nul(200)) {
+        let expect = expectations(c"backend");
+        let c = CString::new(path).unwrap();
+        let mut out = ptr::dangling_mut();
+        // SAFETY: a NUL-terminated string; out writable.
+        let status = unsafe { tether_verifier_new_from_file(c.as_ptr(), &expect, &mut out) };
+        prop_assert!(matches!(status, TetherStatus::BadKey | TetherStatus::InvalidUtf8), "{status:?}");
+        prop_assert!(out.is_null());
+    }
+
+    #[test]
+    fn random_expectations_give_a_status(
+        service in no_nul(40), feature in no_nul(40), instance in no_nul(80), leeway in any::<u64>()
+    ) {
+        let pem = pem();
+        let service = CString::new(service).unwrap();
+        let feature = CString::new(feature).unwrap();
+        let instance = CString::new(instance).unwrap();
+        let features = [feature.as_ptr()];
+        let expect = TetherExpectations {
+            service: service.as_ptr(),
+            features: features.as_ptr(),
+            features_len: 1,
+            leeway_secs: leeway,
+            instance: instance.as_ptr(),
+        };
+        let mut out = ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        let status = unsafe { tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &expect, &mut out) };
+        prop_assert!(matches!(status, TetherStatus::Ok | TetherStatus::InvalidUtf8 | TetherStatus::InvalidArgument), "{status:?}");
+        if status == TetherStatus::Ok {
+            let mut claims = ptr::null_mut();
+            // SAFETY: a live handle, a static string, a writable out pointer.
+            let s = unsafe { tether_verify(out, c"a.b.c".as_ptr(), ptr::null(), 1, &mut claims) };
+            prop_assert!(s.is_refusal());
+            // SAFETY: freed once.
+            unsafe { tether_verifier_free(out) };
+        } else {
+            prop_assert!(out.is_null());
+        }
+    }
+}
+
+#[test]
+fn null_arguments_are_a_status() {
+    let pem = pem();
+    let expect = expectations(c"backend");
+    let mut out = ptr::null_mut();
+    // SAFETY: every pointer is NULL or valid; that is what is under test.
+    unsafe {
+        assert_eq!(
+            tether_verifier_new_from_pem(ptr::null(), 10, &expect, &mut out),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), ptr::null(), &mut out),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &expect, ptr::null_mut()),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_verifier_new_from_file(ptr::null(), &expect, &mut out),
+            TetherStatus::NullArgument
+        );
+        let no_service = TetherExpectations {
+            service: ptr::null(),
+            ..expect
+        };
+        assert_eq!(
+            tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &no_service, &mut out),
+            TetherStatus::NullArgument
+        );
+        let missing_features = TetherExpectations {
+            features_len: 3,
+            ..expect
+        };
+        assert_eq!(
+            tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &missing_features, &mut out),
+            TetherStatus::NullArgument
+        );
+        let null_feature = [ptr::null::<c_char>()];
+        let with_null_feature = TetherExpectations {
+            features: null_feature.as_ptr(),
+            features_len: 1,
+            ..expect
+        };
+        assert_eq!(
+            tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &with_null_feature, &mut out),
+            TetherStatus::NullArgument
+        );
+        assert!(out.is_null());
+        assert_eq!(
+            tether_verify(ptr::null(), c"x".as_ptr(), ptr::null(), 0, ptr::null_mut()),
+            TetherStatus::NullArgument
+        );
+        let v = verifier();
+        assert_eq!(
+            tether_verify(v, ptr::null(), ptr::null(), 0, ptr::null_mut()),
+            TetherStatus::NullArgument
+        );
+        let mut watch = ptr::null_mut();
+        assert_eq!(
+            tether_watch_start(ptr::null(), c"/x".as_ptr(), v, &mut watch),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_watch_start(c"http://127.0.0.1:1".as_ptr(), ptr::null(), v, &mut watch),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_watch_start(
+                c"http://127.0.0.1:1".as_ptr(),
+                c"/x".as_ptr(),
+                ptr::null(),
+                &mut watch
+            ),
+            TetherStatus::NullArgument
+        );
+        assert!(watch.is_null());
+        assert!(!tether_watch_is_licensed(ptr::null()));
+        let mut state = TetherLicenseState::Licensed;
+        let mut reason = ptr::dangling_mut();
+        assert_eq!(
+            tether_watch_state(ptr::null(), &mut state, &mut reason),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(state, TetherLicenseState::Unlicensed);
+        assert!(reason.is_null());
+        let mut claims = ptr::dangling_mut();
+        assert_eq!(
+            tether_watch_claims(ptr::null(), &mut claims),
+            TetherStatus::NullArgument
+        );
+        assert!(claims.is_null());
+        tether_watch_stop(ptr::null_mut());
+        tether_verifier_free(ptr::null_mut());
+        tether_string_free(ptr::null_mut());
+        tether_verifier_free(v);
+    }
+}
+
+#[test]
+fn huge_and_non_utf8_tokens() {
+    let v = verifier();
+    assert_eq!(
+        verify_bytes(v, &vec![b'a'; 1 << 20]),
+        TetherStatus::Malformed
+    );
+    assert_eq!(verify_bytes(v, b"\xff\xfe.a.b"), TetherStatus::InvalidUtf8);
+    // SAFETY: freed once.
+    unsafe { tether_verifier_free(v) };
+}
+
+#[test]
+fn wrong_key_files_are_bad_keys() {
+    let dir = std::env::temp_dir().join(format!("tether-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("dongle.key");
+    tether_keys::keyfile::write_secret_key(
+        &secret,
+        &tether_keys::testkeys::dongle(),
+        &[],
+        tether_keys::keyfile::Overwrite::Replace,
+    )
+    .unwrap();
+    let dongle_pub = dir.join("dongle.pub");
+    tether_keys::keyfile::write_public_key(
+        &dongle_pub,
+        &tether_keys::testkeys::dongle().public(),
+        &[],
+        tether_keys::keyfile::Overwrite::Replace,
+    )
+    .unwrap();
+    let expect = expectations(c"backend");
+    for path in [secret, dongle_pub, dir.clone(), dir.join("missing")] {
+        let c = CString::new(path.to_str().unwrap()).unwrap();
+        let mut out = ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        let status = unsafe { tether_verifier_new_from_file(c.as_ptr(), &expect, &mut out) };
+        assert_eq!(status, TetherStatus::BadKey, "{}", path.display());
+        assert!(out.is_null());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn vectors() -> Vec<serde_json::Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/conformance/vectors.json"
+    );
+    let set: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    set["vectors"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_conformance_set_through_the_c_abi() {
+    let mut failures = Vec::new();
+    for v in vectors() {
+        let name = v["name"].as_str().unwrap();
+        let e = &v["expect"];
+        let service = CString::new(e["service"].as_str().unwrap()).unwrap();
+        let features: Vec<CString> = e["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| CString::new(f.as_str().unwrap()).unwrap())
+            .collect();
+        let feature_ptrs: Vec<*const c_char> = features.iter().map(|f| f.as_ptr()).collect();
+        let instance = e["instance"].as_str().map(|i| CString::new(i).unwrap());
+        let expect = TetherExpectations {
+            service: service.as_ptr(),
+            features: feature_ptrs.as_ptr(),
+            features_len: feature_ptrs.len(),
+            leeway_secs: e["leeway"].as_u64().unwrap(),
+            instance: instance.as_ref().map_or(ptr::null(), |i| i.as_ptr()),
+        };
+        let pem = v["vendor_pub"].as_str().unwrap();
+        let token = CString::new(v["token"].as_str().unwrap()).unwrap();
+        let nonce = v["nonce"].as_str().map(|n| CString::new(n).unwrap());
+        let mut handle = ptr::null_mut();
+        let mut claims = ptr::null_mut();
+        // SAFETY: valid pointers for each call; the handle and string freed once.
+        let got = unsafe {
+            assert_eq!(
+                tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &expect, &mut handle),
+                TetherStatus::Ok
+            );
+            let status = tether_verify(
+                handle,
+                token.as_ptr(),
+                nonce.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
+                v["now"].as_u64().unwrap(),
+                &mut claims,
+            );
+            tether_string_free(claims);
+            tether_verifier_free(handle);
+            CStr::from_ptr(tether_status_name(status as i32))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        if got != v["expected"].as_str().unwrap() {
+            failures.push(format!("{name}: expected {}, got {got}", v["expected"]));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
