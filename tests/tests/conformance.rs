@@ -65,7 +65,7 @@ fn every_vector_gets_its_expected_result() {
         let got = match verifier.verify_at(
             v["token"].as_str().unwrap(),
             v["nonce"].as_str(),
-            v["now"].as_u64().unwrap(),
+            tether_keys::UnixTime::from_secs(v["now"].as_u64().unwrap()),
         ) {
             Ok(_) => "ok",
             Err(err) => code(&err),

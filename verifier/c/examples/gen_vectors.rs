@@ -77,15 +77,19 @@ impl Default for Mint {
     }
 }
 
+fn at(secs: u64) -> tether_keys::UnixTime {
+    tether_keys::UnixTime::from_secs(secs)
+}
+
 fn terms() -> LicenseTerms {
     LicenseTerms {
         id: LicenseId([3; 16]),
         customer: "Conformance".into(),
         dongle_serial: "TD-CONF".into(),
         dongle_key: testkeys::dongle().public(),
-        issued_at: NOW - 86_400,
-        not_before: NOW - 86_400,
-        not_after: NOW + 86_400,
+        issued_at: at(NOW - 86_400),
+        not_before: at(NOW - 86_400),
+        not_after: at(NOW + 86_400),
         max_token_ttl: 300,
         features: vec!["mux".into()],
         services: vec!["backend".into(), "muxer".into()],
@@ -108,8 +112,8 @@ impl Mint {
             DelegationRequest::new(
                 [9; 32],
                 session.public(),
-                self.cert_window.0,
-                self.cert_window.1,
+                at(self.cert_window.0),
+                at(self.cert_window.1),
             ),
             "TD-CONF",
             1,
@@ -120,9 +124,9 @@ impl Mint {
             iss: "tether:TD-CONF".into(),
             sub: "backend".into(),
             aud: "backend".into(),
-            iat: NOW,
-            nbf: NOW,
-            exp: NOW + 60,
+            iat: at(NOW),
+            nbf: at(NOW),
+            exp: at(NOW + 60),
             jti: "conformance-jti".into(),
             lic: URL_SAFE_NO_PAD.encode(license.encoded()),
             dcert: URL_SAFE_NO_PAD.encode(cert.encoded()),
@@ -371,7 +375,7 @@ fn main() {
         "fail_lifetime_too_long",
         "exp 10 min after iat; the license allows 5",
         Mint {
-            claims_edit: |c| c.exp = c.iat + 600,
+            claims_edit: |c| c.exp = c.iat + std::time::Duration::from_secs(600),
             ..base.clone()
         }
         .token(),

@@ -322,9 +322,9 @@ pub unsafe extern "C" fn tether_verify(
         // SAFETY: as above.
         let nonce = unsafe { opt_str_arg(nonce, "nonce") }?;
         let now = if now == 0 {
-            tether_keys::now_unix()
+            tether_keys::UnixTime::now()
         } else {
-            now
+            tether_keys::UnixTime::from_secs(now)
         };
         let verified = v
             .verifier

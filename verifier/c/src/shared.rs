@@ -180,7 +180,7 @@ pub fn claims_json(v: &tether_verifier::Verified) -> String {
         Ok(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
-    obj.insert("cert_not_after".into(), v.cert_not_after.into());
+    obj.insert("cert_not_after".into(), v.cert_not_after.secs().into());
     obj.insert(
         "seats".into(),
         v.seats.map_or(serde_json::Value::Null, Into::into),
@@ -286,7 +286,7 @@ impl TetherVerifier {
         nonce: Option<&str>,
         now: Option<u64>,
     ) -> Result<String, (TetherStatus, String)> {
-        let now = now.unwrap_or_else(tether_keys::now_unix);
+        let now = now.map_or_else(tether_keys::UnixTime::now, tether_keys::UnixTime::from_secs);
         self.verifier
             .verify_at(token, nonce, now)
             .map(|v| claims_json(&v))
