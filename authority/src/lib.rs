@@ -140,7 +140,9 @@ pub async fn run(
     )
     .context("cannot start the presence watchdog")?;
 
-    let routes = http::filters::routes(auth.clone(), draining.clone());
+    // Boxed, like the admin page's: one instantiation of the accept loop
+    // serves both (a second one cost the binary 35 KB).
+    let routes = warp::Filter::boxed(http::filters::routes(auth.clone(), draining.clone()));
     let conns = Arc::new(http::server::ConnMetrics {
         auth: auth.clone(),
         log: http::server::ConnLog::default(),

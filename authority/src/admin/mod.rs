@@ -170,7 +170,9 @@ pub async fn serve(admin: Arc<Admin>, listener: tokio::net::TcpListener) {
         log: crate::http::server::ConnLog::default(),
     });
     let stop = admin.stop.clone();
-    crate::http::server::serve(routes(admin), crate::Listener::Tcp(listener), conns, stop).await;
+    // Boxed like the API's routes, so both share one accept loop's code.
+    let routes = warp::Filter::boxed(routes(admin));
+    crate::http::server::serve(routes, crate::Listener::Tcp(listener), conns, stop).await;
     recorder.abort();
 }
 
