@@ -103,7 +103,7 @@ impl Admin {
 
     fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim().to_ascii_lowercase();
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 
     /// Whether a request with `headers` may be answered: exactly one `Host`,

@@ -182,7 +182,13 @@ async fn foreign_hosts_and_origins_are_refused() {
         format!("Host: admin.example:{port}"),
         "Host: tunnel:9000".to_string(),
     ] {
-        let a = request(r.addr, "GET", "/admin/status.json", &[ok.clone()]).await;
+        let a = request(
+            r.addr,
+            "GET",
+            "/admin/status.json",
+            std::slice::from_ref(&ok),
+        )
+        .await;
         assert_eq!(a.status, 200, "{ok}");
     }
     for bad in [
@@ -194,7 +200,7 @@ async fn foreign_hosts_and_origins_are_refused() {
         // A DNS-rebinding page: its own name, pointing at 127.0.0.1.
         format!("Host: rebind.attacker.example:{port}"),
     ] {
-        let a = request(r.addr, "GET", "/admin", &[bad.clone()]).await;
+        let a = request(r.addr, "GET", "/admin", std::slice::from_ref(&bad)).await;
         assert_eq!(a.status, 403, "{bad}");
         assert!(!a.text().contains("customer"), "{bad}");
     }
