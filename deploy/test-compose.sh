@@ -10,6 +10,8 @@
 #     a license with a short max token TTL, service secrets)
 #  4. up with the emulated-dongle profile; both services licensed;
 #     GET /token through the published port: 200 with a credential, 401 without
+#     the admin page answers on 127.0.0.1:7444 inside the authority's
+#     container and cannot be reached from the backend's
 #  5. unplug the emulated dongle -> both services refuse; replug -> recover;
 #     the same for `web` (busybox httpd under `tether run`, stop mode): its
 #     port stops answering, then serves again, without a container restart
@@ -287,6 +289,12 @@ fi
 probe_out="$(docker exec "$auth_cid" tether dongle probe --hid 2>&1)" && fail "a dongle on a machine without one: $probe_out"
 [[ "$probe_out" == *"no dongle found"* ]] || fail "hid enumeration in the container: $probe_out"
 ok "hid enumeration inside the authority container works (no hardware here: \"no dongle found\")"
+docker exec "$auth_cid" tether health http://127.0.0.1:7444/admin >/dev/null 2>&1 \
+    || fail "the admin page is not served on 127.0.0.1:7444 inside the authority container"
+admin_out="$(docker exec "$(cid_of backend)" tether health http://authority:7444/admin 2>&1)" \
+    && fail "the admin page is reachable from the backend container"
+[[ "$admin_out" == *"cannot reach"* ]] || fail "admin page from the backend container: $admin_out"
+ok "admin page: served on 127.0.0.1:7444 inside the authority container, unreachable from the services' network"
 read -r status body < <(probe get "$authority/token" "$backend_secret")
 [ "$status" = 200 ] || fail "GET /token with a credential: $status $body"
 echo "$body" | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["token"].count(".")==2 and j["expires_in"]<='"$ttl"', j' \

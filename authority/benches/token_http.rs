@@ -178,6 +178,9 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
         rate_limit: 100_000_000,
         clock_tolerance: Duration::from_secs(300),
         log_json: false,
+        admin_listen: None,
+        admin_listen_default: false,
+        admin_hosts: Vec::new(),
     };
     let _ = config::DEFAULT_CONFIG;
     (config, dongle_key, secret, seated)

@@ -359,6 +359,7 @@ impl Authority {
 
     /// Counts a refused dongle (clone, wrong serial, bad signature) with its reason.
     pub fn refuse_dongle(&self, reason: &str) {
+        self.metrics.dongle_refused(self.now().secs(), reason);
         self.status.lock().refused_dongles += 1;
         self.set_absent(reason);
     }
@@ -547,10 +548,14 @@ impl Authority {
     /// when every seat of the service is held; `bad_request` for a malformed
     /// instance, or none for a seat-limited service.
     pub fn issue_for(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
-        let result = self.try_issue(req);
+        let mut service = None;
+        let result = self.try_issue(req, &mut service);
         match &result {
             Ok(_) => self.metrics.issued(),
             Err(r) => self.metrics.refused(r.kind()),
+        }
+        if let Some(service) = service {
+            self.metrics.service_outcome(service, result.is_ok());
         }
         result
     }
@@ -652,11 +657,18 @@ impl Authority {
             .ok_or_else(|| Refusal::new(RefusalCode::Unauthorized, "unknown service credential"))
     }
 
-    fn try_issue(&self, req: &TokenRequest<'_>) -> Result<TokenResponse, Refusal> {
+    /// Issues; sets `served` to the service once its credential is known
+    /// (for the per-service counts).
+    fn try_issue<'s>(
+        &'s self,
+        req: &TokenRequest<'_>,
+        served: &mut Option<&'s str>,
+    ) -> Result<TokenResponse, Refusal> {
         // One license version from start to end, whatever is installed meanwhile.
         let lic = self.license.load();
         let (bearer, nonce) = (req.bearer, req.nonce);
         let service = self.service_of(bearer)?;
+        *served = Some(service);
         if let Some(n) = nonce
             && (n.is_empty()
                 || n.len() > 128

@@ -61,6 +61,14 @@ pub struct Args {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "TETHER_LOG_JSON")]
     pub log_json: bool,
+    /// Where to serve the read-only admin page: `HOST:PORT` (default
+    /// `127.0.0.1:7444`), or `off`.
+    #[arg(long, env = "TETHER_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// A host name the admin page also answers to (besides its own address
+    /// and localhost); repeat or comma-separate for several.
+    #[arg(long, env = "TETHER_ADMIN_HOST", value_delimiter = ',')]
+    pub admin_host: Vec<String>,
 }
 
 /// The TOML file: the same settings as the flags, by the same names.
@@ -79,6 +87,8 @@ struct File {
     rate_limit: Option<u32>,
     clock_tolerance: Option<String>,
     log_json: Option<bool>,
+    admin_listen: Option<String>,
+    admin_host: Option<Vec<String>>,
 }
 
 /// An address to serve the HTTP API on.
@@ -131,6 +141,53 @@ pub struct Config {
     pub clock_tolerance: Duration,
     /// JSON logs.
     pub log_json: bool,
+    /// The admin page's listener: `None` when `off`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether `admin_listen` is the default, not a choice: a default that
+    /// cannot be bound (a second tetherd on the host) is warned about, not fatal.
+    pub admin_listen_default: bool,
+    /// Extra host names the admin page answers to (lowercase).
+    pub admin_hosts: Vec<String>,
+}
+
+/// The admin page's default listener: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7444";
+
+fn admin_listen(text: Option<String>) -> anyhow::Result<(Option<SocketAddr>, bool)> {
+    let Some(text) = text else {
+        let addr = DEFAULT_ADMIN_LISTEN
+            .parse()
+            .context("the default admin listener")?;
+        return Ok((Some(addr), true));
+    };
+    let text = text.trim();
+    if text == "off" {
+        return Ok((None, false));
+    }
+    let addr = text
+        .parse()
+        .with_context(|| format!("admin-listen {text:?}: expected HOST:PORT or off"))?;
+    Ok((Some(addr), false))
+}
+
+fn admin_hosts(names: Vec<String>) -> anyhow::Result<Vec<String>> {
+    names
+        .into_iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let ok = n.len() <= 253
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+            if ok {
+                Ok(n)
+            } else {
+                Err(anyhow::anyhow!(
+                    "admin-host {n:?}: expected a host name, optionally with :PORT"
+                ))
+            }
+        })
+        .collect()
 }
 
 fn duration(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Duration> {
@@ -216,6 +273,13 @@ impl Config {
         if rate_limit == 0 {
             bail!("rate-limit must be at least 1 token per second");
         }
+        let (admin_listen, admin_listen_default) =
+            admin_listen(args.admin_listen.or(file.admin_listen))?;
+        let admin_hosts = admin_hosts(if args.admin_host.is_empty() {
+            file.admin_host.unwrap_or_default()
+        } else {
+            args.admin_host
+        })?;
         Ok(Config {
             license,
             vendor_pub,
@@ -232,6 +296,9 @@ impl Config {
             rate_limit,
             clock_tolerance,
             log_json: args.log_json || file.log_json.unwrap_or(false),
+            admin_listen,
+            admin_listen_default,
+            admin_hosts,
         })
     }
 }
@@ -266,6 +333,28 @@ mod tests {
             c.listen,
             vec![Listen::Tcp("127.0.0.1:7443".parse().unwrap())]
         );
+        assert_eq!(c.admin_listen, Some("127.0.0.1:7444".parse().unwrap()));
+        assert!(c.admin_listen_default);
+    }
+
+    #[test]
+    fn admin_listen_off_address_and_hosts() {
+        let mut a = args();
+        a.admin_listen = Some("off".into());
+        assert_eq!(Config::resolve(a).unwrap().admin_listen, None);
+        let mut a = args();
+        a.admin_listen = Some("0.0.0.0:9000".into());
+        a.admin_host = vec!["Admin.Example".into(), "site-vm:9000".into()];
+        let c = Config::resolve(a).unwrap();
+        assert_eq!(c.admin_listen, Some("0.0.0.0:9000".parse().unwrap()));
+        assert!(!c.admin_listen_default);
+        assert_eq!(c.admin_hosts, ["admin.example", "site-vm:9000"]);
+        let mut a = args();
+        a.admin_listen = Some("unix:/x".into());
+        assert!(format!("{:#}", Config::resolve(a).unwrap_err()).contains("admin-listen"));
+        let mut a = args();
+        a.admin_host = vec!["evil/host".into()];
+        assert!(format!("{:#}", Config::resolve(a).unwrap_err()).contains("admin-host"));
     }
 
     #[test]

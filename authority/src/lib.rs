@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod authority;
 pub mod clock;
 pub mod config;
@@ -106,12 +107,14 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
 }
 
 /// Runs the authority until `shutdown` completes: the watchdog on its thread,
-/// the HTTP API on every listener. Then drains in-flight requests, ends event
+/// the HTTP API on every listener, the admin page on its own
+/// (`config.admin_listen`). Then drains in-flight requests, ends event
 /// streams, stops the watchdog and wipes the session key.
 ///
 /// # Errors
 ///
-/// When the watchdog thread cannot be started.
+/// When the watchdog thread cannot be started, or the admin address the
+/// operator chose cannot be bound.
 pub async fn run(
     auth: Arc<Authority>,
     config: &Config,
@@ -124,6 +127,9 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let _stop_on_drop = stopping.clone().drop_guard();
     let draining = stopping.child_token();
+    // The admin page's listener, before anything starts: an address the
+    // operator chose that cannot be bound stops the daemon here.
+    let admin_listener = admin::bind(config).await?;
     let watchdog = presence::spawn(
         auth.clone(),
         presence::WatchSettings {
@@ -135,7 +141,9 @@ pub async fn run(
     )
     .context("cannot start the presence watchdog")?;
 
-    let routes = http::filters::routes(auth.clone(), draining.clone());
+    // Boxed, like the admin page's: one instantiation of the accept loop
+    // serves both (a second one cost the binary 35 KB).
+    let routes = warp::Filter::boxed(http::filters::routes(auth.clone(), draining.clone()));
     let conns = Arc::new(http::server::ConnMetrics {
         auth: auth.clone(),
         log: http::server::ConnLog::default(),
@@ -148,6 +156,11 @@ pub async fn run(
             conns.clone(),
             draining.clone(),
         ));
+    }
+    if let Some(listener) = admin_listener {
+        let local = listener.local_addr()?;
+        let page = admin::Admin::new(auth.clone(), local, &config.admin_hosts, draining.clone());
+        servers.spawn(admin::serve(page, listener));
     }
     shutdown.await;
     tracing::info!("shutting down: draining requests");

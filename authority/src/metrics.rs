@@ -6,7 +6,10 @@
 //! [`ConnError`] gets its own series (the exhaustive `ALL` lists) instead of
 //! being counted as something else.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -104,7 +107,18 @@ pub struct Metrics {
     seats_limit: Family<ServiceLabel, Gauge>,
     certificates: Counter,
     leaves: Gauge,
+    service_issued: Family<ServiceLabel, Counter>,
+    service_refused: Family<ServiceLabel, Counter>,
+    /// The per-service counters again, for the admin page to read (a
+    /// `Family` cannot be listed). Only enrolled services get here: a
+    /// request is counted by service after its credential is recognised.
+    by_service: Mutex<BTreeMap<String, [Counter; 2]>>,
+    /// The last [`DONGLE_REFUSALS_KEPT`] refused dongles: when, and why.
+    dongle_refusals: Mutex<VecDeque<(u64, String)>>,
 }
+
+/// How many refused dongles [`Metrics::dongle_refusals`] remembers.
+pub const DONGLE_REFUSALS_KEPT: usize = 16;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -196,10 +210,26 @@ impl Default for Metrics {
             "Consumer instances (nonces) the current certificate commits to",
             leaves.clone(),
         );
+        let service_issued = Family::<ServiceLabel, Counter>::default();
+        registry.register(
+            "tether_service_tokens_issued",
+            "Tokens issued, by enrolled service",
+            service_issued.clone(),
+        );
+        let service_refused = Family::<ServiceLabel, Counter>::default();
+        registry.register(
+            "tether_service_tokens_refused",
+            "Token requests refused, by enrolled service (unknown credentials are not here)",
+            service_refused.clone(),
+        );
         Metrics {
             registry,
             certificates,
             leaves,
+            service_issued,
+            service_refused,
+            by_service: Mutex::default(),
+            dongle_refusals: Mutex::default(),
             streams_open,
             streams_refused,
             issued,
@@ -244,6 +274,45 @@ impl Metrics {
                 reason: why.as_str(),
             })
             .inc();
+    }
+
+    /// One request of an enrolled `service` answered: issued or refused.
+    pub fn service_outcome(&self, service: &str, issued: bool) {
+        let mut map = self.by_service.lock();
+        let counters = map.entry(service.to_string()).or_insert_with(|| {
+            let label = ServiceLabel {
+                service: service.to_string(),
+            };
+            [
+                self.service_issued.get_or_create(&label).clone(),
+                self.service_refused.get_or_create(&label).clone(),
+            ]
+        });
+        counters[usize::from(!issued)].inc();
+    }
+
+    /// Tokens issued and refused so far per enrolled service that asked:
+    /// `(service, issued, refused)`, sorted by service.
+    pub fn per_service(&self) -> Vec<(String, u64, u64)> {
+        self.by_service
+            .lock()
+            .iter()
+            .map(|(s, [i, r])| (s.clone(), i.get(), r.get()))
+            .collect()
+    }
+
+    /// A dongle refused at `at` (UNIX seconds) for `reason`.
+    pub fn dongle_refused(&self, at: u64, reason: &str) {
+        let mut log = self.dongle_refusals.lock();
+        if log.len() == DONGLE_REFUSALS_KEPT {
+            log.pop_front();
+        }
+        log.push_back((at, reason.to_string()));
+    }
+
+    /// The last refused dongles, oldest first: `(at, reason)`.
+    pub fn dongle_refusals(&self) -> Vec<(u64, String)> {
+        self.dongle_refusals.lock().iter().cloned().collect()
     }
 
     /// One change of presence state.

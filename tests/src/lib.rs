@@ -198,6 +198,9 @@ impl Site {
             .arg(format!("127.0.0.1:{port}"))
             .args(extra)
             .env("TETHER_CONFIG", "/dev/null")
+            // Many tetherds run at once here: no admin page on its default
+            // port unless a test asks (`--admin-listen` wins over the env).
+            .env("TETHER_ADMIN_LISTEN", "off")
             .env("TETHER_LOG", self.log);
         let proc = Proc::spawn(cmd, "tetherd");
         let url = format!("http://127.0.0.1:{port}");

@@ -546,3 +546,60 @@ fn the_auth_scheme_is_case_insensitive() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
     }
 }
+
+/// The admin page of the real daemon, on its own listener: served there
+/// (never on the API's), with the dongle shown present then absent, and a
+/// chosen admin address that is taken stops tetherd with one clear line.
+#[test]
+fn the_admin_page_is_served_on_its_own_listener_only() {
+    let site = Site::new();
+    let _emu = site.start_emulator(&[]);
+    let admin_port = tether_tests::free_port();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let admin_listen = format!("127.0.0.1:{admin_port}");
+    let (_tetherd, url) = site.start_tetherd(&["--admin-listen", &admin_listen]);
+    wait_for_token(&url, site.secret("backend"), T);
+    let page = http::get(&admin, "/admin", None).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("E2E Test"), "{}", page.body);
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        http::get(&url, "/admin", None).unwrap().status,
+        404,
+        "not on the API's listener"
+    );
+    let state = || {
+        http::get(&admin, "/admin/status.json", None)
+            .unwrap()
+            .json()
+            .unwrap()["dongle"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state(), "present");
+    site.dongle(&["unplug"]);
+    wait_until(T, || state() == "absent");
+
+    // The same address again, chosen explicitly: refused at start.
+    let mut second = std::process::Command::new(tether_tests::bin("tetherd"))
+        .args(["--license"])
+        .arg(&site.license)
+        .arg("--vendor-pub")
+        .arg(&site.vendor_pub)
+        .arg("--credentials")
+        .arg(&site.credentials)
+        .args(["--dongle", "socket:/nonexistent", "--listen", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(site.path("state2"))
+        .args(["--admin-listen", &admin_listen])
+        .env("TETHER_CONFIG", "/dev/null")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = second.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("admin-listen"), "{err}");
+}

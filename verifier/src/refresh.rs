@@ -635,6 +635,17 @@ impl NonceRing {
         self.period = Some(Duration::from_secs(u64::from(period_secs)));
     }
 
+    /// Under a nonce period, how long `echoed` (a nonce of ours) stays
+    /// fresh from `now`: until it is F old. `None` without a nonce period.
+    fn fresh_for(&self, echoed: Option<&str>, now: std::time::Instant) -> Option<Duration> {
+        let f = self.freshness()?;
+        let drawn = match (echoed, &self.previous) {
+            (Some(e), Some((p, at))) if e == p && e != self.current => *at,
+            _ => self.drawn,
+        };
+        Some((drawn + f).saturating_duration_since(now))
+    }
+
     /// How long until the current nonce is due for replacement, under a
     /// nonce period.
     fn rotation_in(&self, now: std::time::Instant) -> Option<Duration> {
@@ -727,8 +738,20 @@ async fn fetch(config: &WatchConfig, ring: &mut NonceRing) -> Fetch {
                 .unwrap_or(i64::MAX)
                 .saturating_sub(i64::try_from(now.secs()).unwrap_or(i64::MAX));
             let life = v.claims.exp.saturating_duration_since(v.claims.iat);
-            let expires = received + life;
-            let next = received + jitter(life / 2);
+            let mut expires = received + life;
+            let mut next = received + jitter(life / 2);
+            // Freshness: a token is good only while its nonce is less than F
+            // old (the bound "F of operation without the dongle" holds for
+            // the token in hand too), and tokens are fetched at least every
+            // F/8, so a rotated nonce is in hand well before the old one
+            // turns F old.
+            if let (Some(fresh), Some(f)) = (
+                ring.fresh_for(v.nonce.as_deref(), (config.monotonic)()),
+                ring.freshness(),
+            ) {
+                expires = expires.min(Instant::now() + fresh);
+                next = next.min(received + f / 8);
+            }
             Fetch::Token(
                 LicenseState::Licensed {
                     claims: v.claims,
