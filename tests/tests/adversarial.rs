@@ -9,6 +9,9 @@
 //!   real `tetherd`.
 //! - `theft`: a copy of the authority's disk, a session key dumped from
 //!   memory, certificates pre-signed while the dongle was at hand.
+//! - `fresh`: a rogue authority with a real dongle against freshness: nonces
+//!   outside the certificate, more leaves than seats, pre-signed
+//!   certificates against a real consumer.
 //! - `faults`: unplug mid-request and mid-renewal, SIGKILL, an unwritable or
 //!   corrupt state, an unreachable authority, clock steps, a noisy neighbour.
 //! - `soak`: steady load and unplug/replug cycles under load
@@ -26,6 +29,8 @@ mod dongle;
 mod faults;
 #[path = "adversarial/forged.rs"]
 mod forged;
+#[path = "adversarial/fresh.rs"]
+mod fresh;
 #[path = "adversarial/rig.rs"]
 mod rig;
 #[path = "adversarial/soak.rs"]

@@ -130,7 +130,16 @@ fn respond(mut s: &TcpStream, status: u16, body: &str) {
 }
 
 /// What the rogue authority answers to `GET /token?nonce=N`: a status and a body.
-pub type Answer = Box<dyn Fn(Option<&str>) -> (u16, String) + Send + Sync>;
+/// The rogue's answer to a `/token` request, given its target (`/token?...`).
+pub type Answer = Box<dyn Fn(&str) -> (u16, String) + Send + Sync>;
+
+/// The value of `name` in a request target's query.
+pub fn query_param<'t>(target: &'t str, name: &str) -> Option<&'t str> {
+    let query = target.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
 
 /// A rogue authority: what a customer with root can run in tetherd's place.
 /// It answers `/token` with whatever the test forges (the consumer's nonce in
@@ -149,7 +158,7 @@ impl Rogue {
     pub fn start() -> Rogue {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let answer: Arc<Mutex<Answer>> = Arc::new(Mutex::new(Box::new(|_| {
+        let answer: Arc<Mutex<Answer>> = Arc::new(Mutex::new(Box::new(|_: &str| {
             (
                 503,
                 r#"{"code":"dongle_absent","message":"rogue: nothing yet"}"#.into(),
@@ -183,10 +192,7 @@ impl Rogue {
                         let _ = c.write_all(event("present").as_bytes());
                         st.lock().unwrap().push(conn);
                     } else if target.starts_with("/token") {
-                        let nonce = target
-                            .split_once("nonce=")
-                            .map(|(_, n)| n.split('&').next().unwrap_or("").to_string());
-                        let (status, body) = (a.lock().unwrap())(nonce.as_deref());
+                        let (status, body) = (a.lock().unwrap())(&target);
                         f.fetch_add(1, Ordering::SeqCst);
                         respond(&conn, status, &body);
                     } else {
@@ -208,6 +214,11 @@ impl Rogue {
     /// From now on, `/token` answers with `f`; connected consumers are told
     /// `absent` then `present`, so they drop what they hold and fetch anew.
     pub fn serve(&self, f: impl Fn(Option<&str>) -> (u16, String) + Send + Sync + 'static) {
+        self.serve_target(move |target| f(query_param(target, "nonce")));
+    }
+
+    /// [`Rogue::serve`], with the whole request target (`/token?...`).
+    pub fn serve_target(&self, f: impl Fn(&str) -> (u16, String) + Send + Sync + 'static) {
         *self.answer.lock().unwrap() = Box::new(f);
         let mut streams = self.streams.lock().unwrap();
         streams.retain(|mut s| {
