@@ -436,15 +436,11 @@ impl Authority {
         instance: &str,
         nonce: &str,
     ) -> Result<&'s crate::freshness::Committed, Refusal> {
-        let new = self.leases.present_nonce(service, instance, nonce);
         match session.committed.get(service, instance) {
-            Some(c) => {
-                if new && c.nonce != nonce {
-                    self.freshness.note_lazy();
-                }
-                Ok(c)
-            }
+            Some(c) => Ok(c),
             None => {
+                // The lease keeps the nonce for the next certificate.
+                self.leases.present_nonce(service, instance, nonce);
                 self.freshness.note_urgent();
                 Err(Refusal::new(
                     RefusalCode::AwaitingCertificate,
@@ -737,12 +733,20 @@ impl Authority {
                 now + Duration::from_secs(ttl + LEASE_LEEWAY_SECS),
                 req.peer,
             )?;
-            if let (Some(n), true) = (nonce, fresh) {
+            let presented = nonce.filter(|_| fresh);
+            if let Some(n) = presented {
                 let committed = self.commit_nonce(session, service, instance, n)?;
                 echoed = Some(committed.nonce.clone());
                 prf = Some(committed.prf.clone());
             }
-            self.leases.set_proof(service, instance, &jti);
+            // One lock for the token's jti and the nonce: a new nonce the
+            // certificate does not hold yet joins the next one, lazily (the
+            // token rides the older leaf meanwhile).
+            if self.leases.record_token(service, instance, &jti, presented)
+                && echoed.as_deref() != presented
+            {
+                self.freshness.note_lazy();
+            }
         }
         let nbf = now
             .saturating_sub(Duration::from_secs(TOKEN_BACKDATE_SECS))

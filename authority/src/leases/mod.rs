@@ -165,7 +165,18 @@ impl Leases {
         peer: Option<SocketAddr>,
     ) -> Result<Acquired, NoSeat> {
         let mut services = self.services.lock();
-        let s = services.entry(service.to_string()).or_default();
+        // No allocation on the hot path: the service is almost always known.
+        let s = if services.contains_key(service) {
+            services.get_mut(service)
+        } else {
+            Some(services.entry(service.to_string()).or_default())
+        };
+        let Some(s) = s else {
+            return Err(NoSeat {
+                seats: 0,
+                retry_after: 1,
+            });
+        };
         // More holders than seats (restored under a license that now has
         // fewer): none renews until the live ones fit in the seats again,
         // else the extra instances would run on for ever.
@@ -244,15 +255,35 @@ impl Leases {
 
     /// Records `jti` as the latest token issued to `instance`'s lease.
     pub fn set_proof(&self, service: &str, instance: &str, jti: &str) {
-        if let Some(lease) = self
-            .services
-            .lock()
+        self.record_token(service, instance, jti, None);
+    }
+
+    /// Records `jti` as the latest token issued to `instance`'s lease and,
+    /// when given, `nonce` as the one it presented last; true when that
+    /// nonce is new (the current certificate cannot hold it yet).
+    pub fn record_token(
+        &self,
+        service: &str,
+        instance: &str,
+        jti: &str,
+        nonce: Option<&str>,
+    ) -> bool {
+        let mut services = self.services.lock();
+        let Some(lease) = services
             .get_mut(service)
             .and_then(|s| s.holders.get_mut(instance))
-        {
-            let [latest, previous] = &mut lease.proofs;
-            *previous = latest.take();
-            *latest = Some(jti.to_string());
+        else {
+            return false;
+        };
+        let [latest, previous] = &mut lease.proofs;
+        *previous = latest.take();
+        *latest = Some(jti.to_string());
+        match nonce {
+            Some(n) if lease.nonce.as_deref() != Some(n) => {
+                lease.nonce = Some(n.to_string());
+                true
+            }
+            _ => false,
         }
     }
 
