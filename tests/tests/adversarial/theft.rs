@@ -333,6 +333,34 @@ fn an_hour_with_the_dongle_buys_at_most_the_documented_bound() {
         &format!("{same} certificates from a full budget"),
     );
     assert_eq!(same, expected, "first costs its window, the rest 60 s each");
+    // Freshness (threat-model.md): certificates pre-signed in that hour
+    // hold no nonce drawn later, so they buy at most F of operation per
+    // consumer (`fresh::pre_signed_certificates_license_nobody_once_nonces_rotate`).
+    // What a dongle relayed live to other sites still buys: instances up to
+    // seats x the certificates it signs within F. From a full budget, and
+    // F = 5 min powered, at most reach_budget / min_charge + 2 F / min_charge.
+    let f = Duration::from_secs(300);
+    let mut within_f = same;
+    // One second powered, one DELEGATE, a power cycle: 300 times.
+    for _ in 0..f.as_secs() {
+        fw.power_up();
+        if fw.delegate(far, max, Duration::from_secs(1)).is_ok() {
+            within_f += 1;
+        }
+    }
+    let min_charge = rules.min_charge.as_secs();
+    let instance_bound =
+        (rules.reach_budget.as_secs() + u64::from(rules.reach_rate) * f.as_secs()) / min_charge;
+    eprintln!(
+        "certificates a live dongle signs within F = 5 min: {within_f} (bound {instance_bound}): live instances per service at most {within_f} x seats"
+    );
+    summary::attack(
+        M,
+        "certificates within F from one dongle (the live-relay instance bound)",
+        within_f <= instance_bound,
+        &format!("{within_f} certificates within 5 min, bound {instance_bound}"),
+    );
+    assert!(within_f <= instance_bound, "{within_f} > {instance_bound}");
     // A window longer than the firmware signs.
     fw.power_up();
     let long = fw.delegate(far, max + 1, Duration::from_secs(3600));
