@@ -985,7 +985,7 @@ pub(crate) mod tests {
         let leaves = auth.next_leaves(now);
         assert_eq!(leaves.len(), 2);
         auth.set_present(session_with(now.secs() - 30, &leaves), 2);
-        auth.freshness.certified(taken);
+        auth.freshness.certified(taken, true);
         assert!(auth.renewal_due().is_none());
 
         let claims_of = |token: &str| -> TokenClaims {

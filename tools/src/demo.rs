@@ -236,7 +236,7 @@ fn provision(dir: &Path) -> anyhow::Result<()> {
         not_before: None,
         max_ttl: "5m".into(),
         seats: Vec::new(),
-        nonce_period: "off".into(),
+        nonce_period: "5m".into(),
         out: dir.join("license.tether"),
         force: false,
     })?;

@@ -165,12 +165,17 @@ impl Freshness {
     }
 
     /// A certificate with the leaves taken at `taken` is installed: nonces
-    /// noted before then are in it; any noted since still wait.
-    pub fn certified(&self, taken: Instant) {
+    /// noted before then are in it; any noted since still wait. `early`:
+    /// it was asked for because nonces waited, so the next early one waits
+    /// [`MIN_GAP`] (the one at a plug-in or a half-life renewal does not
+    /// delay the first instances after it).
+    pub fn certified(&self, taken: Instant, early: bool) {
         {
             let mut guard = self.pending.lock();
             let p = &mut *guard;
-            p.last = Some(taken);
+            if early {
+                p.last = Some(taken);
+            }
             p.hold_off = None;
             for slot in [&mut p.urgent, &mut p.lazy] {
                 *slot = match *slot {
@@ -207,7 +212,7 @@ mod tests {
         let due = f.due(period).unwrap();
         assert!(due >= before + BATCH && due <= Instant::now() + BATCH);
         let taken = f.snapshot();
-        f.certified(taken);
+        f.certified(taken, true);
         assert!(f.due(period).is_none());
         // The next urgent nonce waits for the minimum gap.
         f.note_urgent();
@@ -228,7 +233,7 @@ mod tests {
         let taken = f.snapshot();
         std::thread::sleep(Duration::from_millis(2));
         f.note_urgent();
-        f.certified(taken);
+        f.certified(taken, true);
         // The urgent nonce came after the leaves were taken: still pending.
         assert!(f.due(period).is_some());
     }

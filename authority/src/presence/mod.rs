@@ -295,7 +295,7 @@ fn step(
                     Err(lost) => lose(auth, &lost, stop, backoff),
                 };
             }
-            match certify(client.as_mut(), auth, settings) {
+            match certify(client.as_mut(), auth, settings, early_due) {
                 Ok(_) => Link::Present {
                     client,
                     next_beat: now + settings.heartbeat,
@@ -403,7 +403,7 @@ fn verify(
             info.serial, info.counter
         )));
     }
-    certify(client, auth, settings)
+    certify(client, auth, settings, false)
 }
 
 /// A fresh session key, certified by the dongle, checked, installed.
@@ -411,6 +411,7 @@ fn certify(
     client: &mut dyn Dongle,
     auth: &Authority,
     settings: &WatchSettings,
+    early: bool,
 ) -> Result<u32, Lost> {
     let lic = auth.license();
     let terms = lic.terms();
@@ -460,7 +461,7 @@ fn certify(
         Session::with_leaves(key, cert, &leaves).map_err(|e| Lost::Refused(e.to_string()))?;
     let counter = session.cert().counter;
     auth.set_present(session, counter);
-    auth.freshness.certified(taken);
+    auth.freshness.certified(taken, early);
     auth.metrics.certified(leaves.len());
     Ok(counter)
 }
@@ -595,13 +596,13 @@ mod tests {
         assert_eq!(auth.cert_left(), Duration::from_secs(300));
 
         clock.advance(Duration::from_secs(150));
-        certify(dongle.as_mut(), &auth, &settings).unwrap();
+        certify(dongle.as_mut(), &auth, &settings, false).unwrap();
         assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
 
         // The mark stands at T0 + 150; a clock set back 301 s is refused.
         auth.advance_clock(auth.now()).unwrap();
         clock.set(tether_keys::UnixTime::from_secs(T0 + 150 - 301));
-        let refused = certify(dongle.as_mut(), &auth, &settings).unwrap_err();
+        let refused = certify(dongle.as_mut(), &auth, &settings, false).unwrap_err();
         assert!(matches!(refused, Lost::Clock(_)), "{refused}");
         assert_eq!(window(&auth), (T0 + 150 - CERT_BACKDATE, T0 + 450));
     }
