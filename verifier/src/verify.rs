@@ -278,6 +278,41 @@ struct CachedCert {
     cert: Arc<Certificate>,
     /// The license text it was checked against.
     lic: Arc<str>,
+    /// Inclusion proofs already checked against this certificate: a
+    /// consumer gets every token under one certificate with the same proof.
+    proven: Arc<Mutex<Proven>>,
+}
+
+/// The last few `(prf, aud, ins, nonce)` whose proof held, newest last.
+#[derive(Debug, Default)]
+struct Proven(Vec<(Arc<str>, String, String, String)>);
+
+impl Proven {
+    /// At most this many proofs remembered per certificate.
+    const KEPT: usize = 4;
+
+    fn holds(&self, c: &TokenClaims) -> bool {
+        self.0.iter().any(|(prf, aud, ins, nonce)| {
+            c.prf.as_deref() == Some(&**prf)
+                && c.aud == *aud
+                && c.ins.as_deref() == Some(ins.as_str())
+                && c.nonce.as_deref() == Some(nonce.as_str())
+        })
+    }
+
+    fn remember(&mut self, c: &TokenClaims) {
+        if let (Some(prf), Some(ins), Some(nonce)) = (&c.prf, &c.ins, &c.nonce) {
+            if self.0.len() == Self::KEPT {
+                self.0.remove(0);
+            }
+            self.0.push((
+                Arc::from(prf.as_str()),
+                c.aud.clone(),
+                ins.clone(),
+                nonce.clone(),
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -456,7 +491,7 @@ impl Verifier {
             ))?;
 
         let license = self.license(&claims.lic)?;
-        let cert = self.certificate(&claims.dcert, &claims.lic, &license)?;
+        let (cert, proven) = self.certificate(&claims.dcert, &claims.lic, &license)?;
         let session = cert.request.session_key;
         if header.kid.as_deref() != Some(session.fingerprint().short().as_str()) {
             return Err(Error::UntrustedChain(
@@ -466,7 +501,14 @@ impl Verifier {
         if !session.verify(signed.as_bytes(), &signature) {
             return Err(Error::BadSignature);
         }
-        check_inclusion(&claims, &license, &cert)?;
+        // The proof, unless this very proof of this very leaf held under
+        // this certificate before (the seat counts are checked either way).
+        if claims.prf.is_some() && lock(&proven).holds(&claims) {
+            check_seats(&license, &cert)?;
+        } else {
+            check_inclusion(&claims, &license, &cert)?;
+            lock(&proven).remember(&claims);
+        }
         let entry = CachedToken {
             token: Arc::from(token),
             claims: Arc::new(claims),
@@ -492,11 +534,16 @@ impl Verifier {
         Ok(license)
     }
 
-    fn certificate(&self, dcert: &str, lic: &str, license: &License) -> Result<Arc<Certificate>> {
+    fn certificate(
+        &self,
+        dcert: &str,
+        lic: &str,
+        license: &License,
+    ) -> Result<(Arc<Certificate>, Arc<Mutex<Proven>>)> {
         if let Some(hit) = lock(&self.certs).get(dcert)
             && *hit.lic == *lic
         {
-            return Ok(hit.cert);
+            return Ok((hit.cert, hit.proven));
         }
         let cert = Certificate::decode(&b64(dcert, "dcert is not base64url")?)
             .map_err(|_| Error::Malformed("dcert is not a delegation certificate"))?;
@@ -508,14 +555,16 @@ impl Verifier {
             Error::UntrustedChain("certificate is not signed by the licensed dongle")
         })?;
         let cert = Arc::new(cert);
+        let proven = Arc::new(Mutex::new(Proven::default()));
         lock(&self.certs).insert(
             Arc::from(dcert),
             CachedCert {
                 cert: cert.clone(),
                 lic: Arc::from(lic),
+                proven: proven.clone(),
             },
         );
-        Ok(cert)
+        Ok((cert, proven))
     }
 
     /// Audience, issuer, service, features, nonce and every time window.
@@ -601,6 +650,31 @@ fn check_inclusion(c: &TokenClaims, license: &License, cert: &Certificate) -> Re
     if !fresh && c.prf.is_none() {
         return Ok(());
     }
+    check_seats(license, cert)?;
+    let Some(prf) = c.prf.as_deref() else {
+        return Err(Error::NotIncluded(
+            "no inclusion proof (prf claim) under a license that demands fresh nonces",
+        ));
+    };
+    let (Some(ins), Some(nonce)) = (c.ins.as_deref(), c.nonce.as_deref()) else {
+        return Err(Error::NotIncluded(
+            "an inclusion proof needs the ins and nonce claims",
+        ));
+    };
+    let commitment = &cert.request.commitment;
+    let proof = InclusionProof::from_claim(prf)
+        .map_err(|_| Error::Malformed("prf is not an inclusion proof"))?;
+    let leaf = Leaf::new(c.aud.as_str(), ins, nonce)
+        .map_err(|_| Error::NotIncluded("aud, ins or nonce is empty or longer than 255 bytes"))?;
+    commitment.check(&leaf, &proof).map_err(|e| match e {
+        tether_keys::Error::NotIncluded(why) => Error::NotIncluded(why),
+        _ => Error::NotIncluded("the inclusion proof does not lead to the root"),
+    })
+}
+
+/// A version 2 certificate with a commitment whose every service is
+/// licensed and within its seats (`docs/formats.md`, "Token claims").
+fn check_seats(license: &License, cert: &Certificate) -> Result<()> {
     let commitment = &cert.request.commitment;
     if cert.version() < 2 {
         return Err(Error::NotIncluded(
@@ -628,22 +702,5 @@ fn check_inclusion(c: &TokenClaims, license: &License, cert: &Certificate) -> Re
             });
         }
     }
-    let Some(prf) = c.prf.as_deref() else {
-        return Err(Error::NotIncluded(
-            "no inclusion proof (prf claim) under a license that demands fresh nonces",
-        ));
-    };
-    let (Some(ins), Some(nonce)) = (c.ins.as_deref(), c.nonce.as_deref()) else {
-        return Err(Error::NotIncluded(
-            "an inclusion proof needs the ins and nonce claims",
-        ));
-    };
-    let proof = InclusionProof::from_claim(prf)
-        .map_err(|_| Error::Malformed("prf is not an inclusion proof"))?;
-    let leaf = Leaf::new(c.aud.as_str(), ins, nonce)
-        .map_err(|_| Error::NotIncluded("aud, ins or nonce is empty or longer than 255 bytes"))?;
-    commitment.check(&leaf, &proof).map_err(|e| match e {
-        tether_keys::Error::NotIncluded(why) => Error::NotIncluded(why),
-        _ => Error::NotIncluded("the inclusion proof does not lead to the root"),
-    })
+    Ok(())
 }
