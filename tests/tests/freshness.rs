@@ -228,3 +228,125 @@ fn three_quick_replugs_and_a_restart_never_lock_a_genuine_dongle_out() {
     let (token, _) = licensed(&url, &secret, "a", "after-restart", T);
     assert_included(&token, "backend", "a", "after-restart");
 }
+
+/// A consumer restarted under a stable instance id (one given to
+/// `WatchConfig::instance`, as the C and Python bindings allow) meets the
+/// leaf its previous process left in the certificate: tetherd answers with
+/// that old nonce, which the new process never drew, and commits the latest
+/// nonce presented only lazily (F/8). The refresher has to keep its nonce
+/// meanwhile: drawing a new one on every refusal puts each one in a
+/// certificate one request too late, for ever.
+#[test]
+fn a_consumer_restarted_under_a_stable_instance_id_is_licensed_again() {
+    use tether_keys::{ServiceSecret, Vendor, keyfile};
+    use tether_verifier::{Expectations, LicenseWatch, Verifier, WatchConfig};
+
+    let site = Site::with_license(|t| t.nonce_period = 60);
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    wait_until(T, || {
+        http::get(&url, "/readyz", None).is_ok_and(|r| r.status == 200)
+    });
+    let (vendor, _) = keyfile::read_public_key::<Vendor>(&site.vendor_pub).unwrap();
+    let secret = site.secret("backend").to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let watch_as = || {
+        LicenseWatch::spawn(
+            WatchConfig::new(
+                &url,
+                "backend",
+                ServiceSecret::parse(&secret).unwrap(),
+                Verifier::new(vendor, Expectations::new("backend")),
+            )
+            .follow_events(false)
+            .instance("web-1")
+            .unwrap(),
+        )
+    };
+    let licensed_within = |watch: &LicenseWatch, limit: Duration| {
+        let start = Instant::now();
+        while !watch.is_licensed() {
+            assert!(
+                start.elapsed() < limit,
+                "not licensed within {limit:?}: {:?}",
+                watch.state()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    };
+    let _enter = rt.enter();
+    let first = watch_as();
+    licensed_within(&first, T);
+    // The process dies (no release); its lease and its leaf stay.
+    drop(first);
+    let second = watch_as();
+    // F/8 = 7.5 s for the lazy certificate, then a fetch.
+    let took = licensed_within(&second, Duration::from_secs(30));
+    println!("restarted under the same instance id: licensed after {took:?}");
+}
+
+/// A client with any service's credential (here the unlimited muxer's)
+/// that names a new instance on every request makes every request urgent,
+/// so tetherd asks the dongle for a certificate every `MIN_GAP` (2 s), for
+/// ever. Each DELEGATE costs at least 60 s of the dongle's reach and 2 s
+/// powered earns 4 s: the budget is gone within minutes (an hour's budget
+/// in about two; ten minutes' here, to keep the test short), and from then
+/// on the dongle signs one certificate per 30 s. A genuine new instance of
+/// another service then waits up to 30 s instead of the documented few
+/// seconds, and a re-plug is declined until reach is earned back. A
+/// crash-looping `tether run` (a random instance id per run) does the same
+/// without meaning to.
+#[test]
+#[ignore = "finding: urgent certificates are not budgeted against the dongle's reach rule; needs a design (per-credential share of early certificates, or tetherd tracking the dongle's budget and keeping a reserve)"]
+fn a_client_churning_instance_ids_does_not_delay_genuine_instances() {
+    let site = Site::with_license(|t| {
+        t.nonce_period = 300;
+        t.seats.insert("backend".into(), 4);
+    });
+    let _emu = site.start_emulator(&["--reach-budget", "10m"]);
+    let (_d, url) = site.start_tetherd(&[]);
+    wait_until(T, || {
+        http::get(&url, "/readyz", None).is_ok_and(|r| r.status == 200)
+    });
+    let muxer = site.secret("muxer").to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let _ = http::get(
+                    &url,
+                    &format!("/token?instance=churn-{i}&nonce=n{i}"),
+                    Some(&muxer),
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    // Long enough to spend the ten minutes' budget (about 10 DELEGATEs).
+    std::thread::sleep(Duration::from_secs(30));
+    let secret = site.secret("backend").to_string();
+    let start = Instant::now();
+    let (token, _) = licensed(
+        &url,
+        &secret,
+        "genuine",
+        "genuine-nonce",
+        Duration::from_secs(60),
+    );
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    assert_included(&token, "backend", "genuine", "genuine-nonce");
+    assert!(
+        took < Duration::from_secs(8),
+        "a genuine new instance waited {took:?} behind the churn"
+    );
+}

@@ -719,6 +719,17 @@ async fn fetch(config: &WatchConfig, ring: &mut NonceRing) -> Fetch {
         });
     if let Ok(v) = &verified {
         ring.learn(v.nonce_period);
+    } else if matches!(verified, Err(crate::Error::NonceMismatch))
+        && let Ok(v) = config.verifier.verify_at(&token, None, now)
+    {
+        // A genuine token for a nonce we did not draw: under a nonce period,
+        // the authority answered under the leaf an earlier process of this
+        // instance left in its certificate (a restart under a stable
+        // instance id). Learn the period, so that our nonce is kept until it
+        // is committed rather than replaced on every retry (each one would
+        // reach a certificate one request too late, for ever). The token
+        // itself stays refused.
+        ring.learn(v.nonce_period);
     }
     match verified {
         Ok(v)

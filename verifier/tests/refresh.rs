@@ -901,3 +901,31 @@ async fn awaiting_certificate_keeps_the_current_token_quietly() {
     assert!(!logs.text().contains("WARN"), "{}", logs.text());
     fresh().always_pending = false;
 }
+
+/// Issue 15: a consumer restarted under the same instance id (one given to
+/// `WatchConfig::instance`, as the C and Python bindings allow) finds the
+/// leaf its previous process left in the certificate: the authority answers
+/// with that old nonce, which the new process never drew. It must keep its
+/// own nonce until the authority commits it; drawing a new one on every
+/// refusal puts each one in a certificate one request too late, for ever
+/// (tetherd answers under the committed leaf and commits the latest nonce
+/// presented; the fake does the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_with_a_stable_id_is_not_locked_out() {
+    let (f, secret) = fake_fresh(60);
+    let text = secret.expose().to_string();
+    let (url, _stop) = serve(f.clone()).await;
+    let watch_as = |secret: ServiceSecret| {
+        LicenseWatch::spawn(
+            WatchConfig::new(&url, "backend", secret, verifier())
+                .follow_events(false)
+                .instance("web-1")
+                .unwrap(),
+        )
+    };
+    let first = watch_as(secret);
+    until(&first, Duration::from_secs(4), true).await;
+    drop(first);
+    let second = watch_as(ServiceSecret::parse(&text).unwrap());
+    until(&second, Duration::from_secs(8), true).await;
+}

@@ -1071,4 +1071,36 @@ mod freshness {
             Err(Error::NonceMismatch)
         );
     }
+
+    /// Issue 15 says freshness and the seats in a certificate hold
+    /// "whatever the authority does", but the verifier takes any license
+    /// the vendor signed for the dongle. A rogue authority that kept the
+    /// license's previous version (same id, sequence 1, no nonce period,
+    /// more seats: what the customer ran before the vendor turned freshness
+    /// on, still within its dates) serves tokens under it with a
+    /// certificate committing to no one. The consumer that has been
+    /// verifying sequence 2 takes them, echoing its fresh nonce: pre-signed
+    /// certificates work again, for as long as their windows, and seats
+    /// beyond the current license's.
+    #[test]
+    #[ignore = "finding: no license downgrade protection; needs a design (the consumer pins freshness or the license, or ratchets the sequence per license id)"]
+    fn a_superseded_license_without_a_nonce_period_does_not_switch_freshness_off() {
+        let mut m = mint();
+        m.terms.sequence = 2;
+        let v = verifier("backend");
+        v.verify_fresh(&good(&m), &["n-1"], at(NOW)).unwrap();
+        // The superseded version, still signed by the vendor and in its dates.
+        m.terms.sequence = 1;
+        m.terms.nonce_period = 0;
+        m.terms.seats = BTreeMap::from([("backend".into(), 50)]);
+        let mut c = m.claims("backend");
+        c.ins = Some("b-1".into());
+        c.nonce = Some("n-fresh".into());
+        let old = m.sign(&c);
+        let got = v.verify_fresh(&old, &["n-fresh", "n-1"], at(NOW));
+        assert!(
+            got.is_err(),
+            "a token under the superseded license without freshness was accepted: {got:?}"
+        );
+    }
 }

@@ -238,6 +238,31 @@ mod tests {
         assert!(f.due(period).is_some());
     }
 
+    /// `threat-model.md` ("An honest authority's cost"): rotated nonces join
+    /// a certificate within F/8, each DELEGATE charged at least the native
+    /// dongle's minimum, "sustainable". A site whose consumers rotate at
+    /// random phases always has a rotated nonce waiting, so it asks for a
+    /// certificate every F/8. For every period a license allows (60 to
+    /// 3600 s) that must not spend the dongle's reach faster than it earns
+    /// it: otherwise, once the hour's budget is gone (about 10 min at
+    /// F = 60 s), every certificate waits for reach (one per 30 s), rotated
+    /// nonces miss F/8 and honest consumers lapse when their old nonce turns
+    /// F old, and a re-plug is declined until reach is earned back.
+    #[test]
+    #[ignore = "finding: below F = 240 s the lazy schedule outruns the native dongle's reach rule (design: budget early certificates in tetherd, or raise the least nonce period)"]
+    fn lazy_certificates_are_sustainable_at_every_allowed_nonce_period() {
+        let rules = tether_emulator::Rules::default();
+        for period in [60u64, 120, 180, 240, 300, 3600] {
+            let every = Duration::from_secs(period) / LAZY_DIVISOR;
+            let earned = every * rules.reach_rate;
+            assert!(
+                earned >= rules.min_charge,
+                "F = {period} s: a certificate every {every:?} earns {earned:?} of reach and costs {:?}",
+                rules.min_charge
+            );
+        }
+    }
+
     #[test]
     fn committed_leaves_carry_proofs_that_verify() {
         let set = LeafSet::new((0..37).map(|i| {
