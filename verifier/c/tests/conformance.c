@@ -66,7 +66,8 @@ static void run_vector(char *line) {
     int fresh = f[8][0] == '=';
     const char *accepted[16];
     size_t naccepted = 0;
-    for (char *p = f[8] + 1; fresh && *p && naccepted < 16;) accepted[naccepted++] = strsep(&p, ",");
+    for (char *p = f[8] + 1; fresh && p && *p && naccepted < 16;)
+        accepted[naccepted++] = strsep(&p, ",");
     const char *token = f[9];
     char *pem = unescape_newlines(f[10]);
 
