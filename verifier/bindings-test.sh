@@ -76,7 +76,8 @@ import json, sys
 for v in json.load(open(sys.argv[1]))["vectors"]:
     e = v["expect"]
     print("\t".join([v["name"], v["expected"], str(v["now"]), e["service"], ",".join(e["features"]),
-                     str(e["leeway"]), e["instance"] or "", v["nonce"] or "", v["token"],
+                     str(e["leeway"]), e["instance"] or "", v["nonce"] or "",
+                     "-" if v["accepted"] is None else "=" + ",".join(v["accepted"]), v["token"],
                      v["vendor_pub"].replace("\n", "\\n")]))
 PY
 # shellcheck disable=SC2046 # pkg-config prints several words on purpose

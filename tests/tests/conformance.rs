@@ -29,6 +29,9 @@ fn code(e: &Error) -> &'static str {
         Error::NonceMismatch => "nonce_mismatch",
         Error::CertificateTooLong(_) => "certificate_too_long",
         Error::LifetimeTooLong => "lifetime_too_long",
+        Error::NotIncluded(_) => "not_included",
+        Error::OverSeats { .. } => "over_seats",
+        Error::StaleNonce => "stale_nonce",
         _ => "other_refusal",
     }
 }
@@ -62,11 +65,16 @@ fn every_vector_gets_its_expected_result() {
             expect = expect.instance(id);
         }
         let verifier = Verifier::new(vendor, expect);
-        let got = match verifier.verify_at(
-            v["token"].as_str().unwrap(),
-            v["nonce"].as_str(),
-            tether_keys::UnixTime::from_secs(v["now"].as_u64().unwrap()),
-        ) {
+        let token = v["token"].as_str().unwrap();
+        let now = tether_keys::UnixTime::from_secs(v["now"].as_u64().unwrap());
+        let result = match v["accepted"].as_array() {
+            Some(list) => {
+                let accepted: Vec<&str> = list.iter().map(|n| n.as_str().unwrap()).collect();
+                verifier.verify_fresh(token, &accepted, now)
+            }
+            None => verifier.verify_at(token, v["nonce"].as_str(), now),
+        };
+        let got = match result {
             Ok(_) => "ok",
             Err(err) => code(&err),
         };
@@ -99,6 +107,10 @@ fn every_vector_gets_its_expected_result() {
         "nonce_mismatch",
         "certificate_too_long",
         "lifetime_too_long",
+        "not_included",
+        "over_seats",
+        // stale_nonce has none: only the refresher gives it, never a
+        // verification of one token.
     ] {
         assert!(seen_refusals.contains(reason), "no vector for {reason}");
     }

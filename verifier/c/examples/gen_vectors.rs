@@ -16,6 +16,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
+use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::{
     Certificate, DelegationRequest, LicenseId, LicenseTerms, SecretKey, Session, TokenClaims,
     Vendor, keyfile, testkeys,
@@ -43,6 +44,9 @@ struct Vector {
     expect: Expect,
     token: String,
     nonce: Option<String>,
+    /// When not null, verify with `verify_fresh` (C: `tether_verify_fresh`,
+    /// Python: `Verifier.verify_fresh`): the nonces the consumer accepts.
+    accepted: Option<Vec<String>>,
     expected: String,
 }
 
@@ -63,6 +67,39 @@ struct Mint {
     rogue_signer: bool,
     /// The kid names another key.
     rogue_kid: bool,
+    /// A license that demands fresh nonces, and what the certificate
+    /// commits to.
+    fresh: Option<Fresh>,
+}
+
+/// A `(service, instance, nonce)` leaf.
+type LeafText = (&'static str, &'static str, &'static str);
+
+/// The freshness part of a token (issue 15): the license has a nonce
+/// period of 300 s and 2 seats for backend; the certificate commits to
+/// `leaves`; the token carries `ins` and `nonce`, and the inclusion proof
+/// of `proof_of` (none: no `prf` claim).
+#[derive(Clone, Copy)]
+struct Fresh {
+    leaves: &'static [LeafText],
+    ins: &'static str,
+    nonce: &'static str,
+    proof_of: Option<LeafText>,
+}
+
+/// Two backend instances, each with the nonce it drew.
+const TWO_BACKENDS: &[LeafText] = &[("backend", "b-1", "n-1"), ("backend", "b-2", "n-2")];
+
+/// Instance b-1 with nonce n-1, proven in [`TWO_BACKENDS`].
+const FRESH_B1: Fresh = Fresh {
+    leaves: TWO_BACKENDS,
+    ins: "b-1",
+    nonce: "n-1",
+    proof_of: Some(("backend", "b-1", "n-1")),
+};
+
+fn leaf_set(leaves: &[LeafText]) -> LeafSet {
+    LeafSet::new(leaves.iter().map(|&(s, i, n)| Leaf::new(s, i, n).unwrap()))
 }
 
 impl Default for Mint {
@@ -73,6 +110,7 @@ impl Default for Mint {
             header: None,
             rogue_signer: false,
             rogue_kid: false,
+            fresh: None,
         }
     }
 }
@@ -106,20 +144,21 @@ fn rogue() -> SecretKey<Session> {
 
 impl Mint {
     fn token(&self) -> String {
-        let license = terms().sign(&testkeys::vendor()).unwrap();
+        let mut terms = terms();
+        let mut request = DelegationRequest::new(
+            [9; 32],
+            testkeys::session().public(),
+            at(self.cert_window.0),
+            at(self.cert_window.1),
+        );
+        if let Some(fresh) = &self.fresh {
+            terms.nonce_period = 300;
+            terms.seats = [("backend".to_string(), 2)].into();
+            request.commitment = leaf_set(fresh.leaves).commitment().unwrap();
+        }
+        let license = terms.sign(&testkeys::vendor()).unwrap();
         let session = testkeys::session();
-        let cert = Certificate::sign(
-            DelegationRequest::new(
-                [9; 32],
-                session.public(),
-                at(self.cert_window.0),
-                at(self.cert_window.1),
-            ),
-            "TD-CONF",
-            1,
-            &testkeys::dongle(),
-        )
-        .unwrap();
+        let cert = Certificate::sign(request, "TD-CONF", 1, &testkeys::dongle()).unwrap();
         let mut claims = TokenClaims {
             iss: "tether:TD-CONF".into(),
             sub: "backend".into(),
@@ -134,6 +173,15 @@ impl Mint {
             ins: None,
             prf: None,
         };
+        if let Some(fresh) = &self.fresh {
+            claims.ins = Some(fresh.ins.into());
+            claims.nonce = Some(fresh.nonce.into());
+            claims.prf = fresh.proof_of.map(|(s, i, n)| {
+                let set = leaf_set(fresh.leaves);
+                let leaf = Leaf::new(s, i, n).unwrap();
+                set.prove(set.index_of(&leaf).unwrap()).unwrap().to_claim()
+            });
+        }
         (self.claims_edit)(&mut claims);
         let kid = if self.rogue_kid {
             rogue().public().fingerprint().short()
@@ -177,6 +225,7 @@ fn main() {
             expect: expect("backend"),
             token,
             nonce: None,
+            accepted: None,
             expected: "ok".into(),
         };
         f(&mut v);
@@ -441,6 +490,132 @@ fn main() {
         "a".repeat(9000),
         &|v| {
             v.expected = "malformed".into();
+        },
+    );
+
+    // Freshness (issue 15): a license with a nonce period of 300 s and 2
+    // seats for backend; the consumer verifies with the nonces it drew.
+    let fresh = Mint {
+        fresh: Some(FRESH_B1),
+        ..base.clone()
+    };
+    let accept = |nonces: &[&str]| Some(nonces.iter().map(|n| n.to_string()).collect());
+    add(
+        "ok_fresh_included",
+        "nonce period 300 s, 2 backend seats: the token's leaf (backend, b-1, n-1) is proven in the certificate's 2-leaf commitment, and n-1 is accepted",
+        fresh.token(),
+        &|v| v.accepted = accept(&["n-2", "n-1"]),
+    );
+    add(
+        "ok_fresh_any_nonce",
+        "the same token verified without a nonce rule (tether_verify, nonce NULL): the inclusion is checked all the same",
+        fresh.token(),
+        &|_| {},
+    );
+    add(
+        "fail_fresh_nonce_not_accepted",
+        "the token's nonce n-1 is not among those accepted",
+        fresh.token(),
+        &|v| {
+            v.accepted = accept(&["n-2"]);
+            v.expected = "nonce_mismatch".into();
+        },
+    );
+    add(
+        "fail_fresh_none_accepted",
+        "an empty list of accepted nonces accepts no token",
+        fresh.token(),
+        &|v| {
+            v.accepted = accept(&[]);
+            v.expected = "nonce_mismatch".into();
+        },
+    );
+    add(
+        "fail_not_included",
+        "the token's nonce n-9 is not in the tree: the proof of (backend, b-1, n-1) does not lead from (backend, b-1, n-9) to the root",
+        Mint {
+            fresh: Some(Fresh {
+                nonce: "n-9",
+                ..FRESH_B1
+            }),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-9"]);
+            v.expected = "not_included".into();
+        },
+    );
+    add(
+        "fail_not_included_no_proof",
+        "a license that demands fresh nonces, and a token without a prf claim",
+        Mint {
+            fresh: Some(Fresh {
+                proof_of: None,
+                ..FRESH_B1
+            }),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "not_included".into();
+        },
+    );
+    add(
+        "fail_not_included_other_instance",
+        "the token names instance b-3 with the proof of b-1's leaf",
+        Mint {
+            fresh: Some(Fresh {
+                ins: "b-3",
+                ..FRESH_B1
+            }),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "not_included".into();
+        },
+    );
+    add(
+        "fail_over_seats",
+        "the certificate commits to 3 backend instances; the license has 2 seats",
+        Mint {
+            fresh: Some(Fresh {
+                leaves: &[
+                    ("backend", "b-1", "n-1"),
+                    ("backend", "b-2", "n-2"),
+                    ("backend", "b-3", "n-3"),
+                ],
+                ..FRESH_B1
+            }),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "over_seats".into();
+        },
+    );
+    add(
+        "fail_over_seats_unlicensed_service",
+        "the certificate commits to an instance of reports, which the license does not list (0 seats)",
+        Mint {
+            fresh: Some(Fresh {
+                leaves: &[
+                    ("backend", "b-1", "n-1"),
+                    ("backend", "b-2", "n-2"),
+                    ("reports", "r-1", "n-4"),
+                ],
+                ..FRESH_B1
+            }),
+            ..base.clone()
+        }
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "over_seats".into();
         },
     );
 

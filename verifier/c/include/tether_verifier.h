@@ -50,6 +50,17 @@ typedef enum TetherStatus {
   TETHER_STATUS_CERTIFICATE_TOO_LONG = 14,
   // The token lives longer than the license or its certificate allow.
   TETHER_STATUS_LIFETIME_TOO_LONG = 15,
+  // Under a license that demands fresh nonces (or for a token with a
+  // `prf` claim), the token's `(aud, ins, nonce)` leaf is not proven to
+  // be in its certificate's Merkle commitment (no proof, no commitment,
+  // a proof that does not lead to the root).
+  TETHER_STATUS_NOT_INCLUDED = 16,
+  // The certificate commits to more instances of a service than the
+  // license has seats for.
+  TETHER_STATUS_OVER_SEATS = 17,
+  // The token echoes a nonce drawn a nonce period ago or longer (given by
+  // the refresher, never by an offline verify).
+  TETHER_STATUS_STALE_NONCE = 18,
   // Refused for a reason this version of the library has no code for
   // (a newer verifier's reason): the token is refused all the same.
   TETHER_STATUS_OTHER_REFUSAL = 63,
@@ -151,7 +162,8 @@ void tether_verifier_free(struct TetherVerifier *verifier);
 // it to echo `nonce` unless `nonce` is NULL.
 //
 // On success, when `out_claims_json` is not NULL, `*out_claims_json` is
-// the verified claims as a JSON object (plus `cert_not_after` and `seats`),
+// the verified claims as a JSON object (plus `cert_not_after`, `seats`,
+// `nonce`, `nonce_period`),
 // to be freed with `tether_string_free`; on any failure it is NULL.
 //
 // Returns `TETHER_STATUS_OK`, a refusal (codes 1 to 63: why the token is
@@ -167,6 +179,37 @@ enum TetherStatus tether_verify(const struct TetherVerifier *verifier,
                                 const char *nonce,
                                 uint64_t now,
                                 char **out_claims_json);
+
+// Verifies `token` as `tether_verify` does, but for a consumer that
+// draws its own nonces (a license with a `nonce_period`): the token's
+// nonce must be one of the `n_accepted` strings at `accepted` (the nonces
+// this consumer drew and has not retired; `accepted` may be NULL when
+// `n_accepted` is 0, which accepts none). Under such a license the token
+// must also prove its `(aud, ins, nonce)` leaf is in the certificate's
+// commitment, within the license's seats.
+//
+// On success, when `out_claims_json` is not NULL, `*out_claims_json` is
+// the verified claims as a JSON object (plus `cert_not_after`, `seats`,
+// `nonce`, `nonce_period`), to be freed with `tether_string_free`; on any
+// failure it is NULL.
+//
+// Returns `TETHER_STATUS_OK`, a refusal (codes 1 to 63; a nonce not in the
+// list is `TETHER_STATUS_NONCE_MISMATCH`), `TETHER_STATUS_NULL_ARGUMENT`
+// (verifier or token NULL, `accepted` NULL with `n_accepted` above 0, or a
+// NULL element), `TETHER_STATUS_INVALID_UTF8` (the token or a nonce),
+// `TETHER_STATUS_INVALID_ARGUMENT` (`n_accepted` too large for memory), or
+// `TETHER_STATUS_INTERNAL_PANIC`.
+//
+// # Safety
+// `verifier` is NULL or a live handle; `token` is NULL or a NUL-terminated
+// string; `accepted` is NULL or readable for `n_accepted` pointers, each
+// NULL or a NUL-terminated string; `out_claims_json` is NULL or writable.
+enum TetherStatus tether_verify_fresh(const struct TetherVerifier *verifier,
+                                      const char *token,
+                                      const char *const *accepted,
+                                      size_t n_accepted,
+                                      uint64_t now,
+                                      char **out_claims_json);
 
 // Frees a string this library returned. NULL is ignored.
 //

@@ -290,7 +290,8 @@ pub unsafe extern "C" fn tether_verifier_free(verifier: *mut TetherVerifier) {
 /// it to echo `nonce` unless `nonce` is NULL.
 ///
 /// On success, when `out_claims_json` is not NULL, `*out_claims_json` is
-/// the verified claims as a JSON object (plus `cert_not_after` and `seats`),
+/// the verified claims as a JSON object (plus `cert_not_after`, `seats`,
+/// `nonce`, `nonce_period`),
 /// to be freed with `tether_string_free`; on any failure it is NULL.
 ///
 /// Returns `TETHER_STATUS_OK`, a refusal (codes 1 to 63: why the token is
@@ -329,6 +330,96 @@ pub unsafe extern "C" fn tether_verify(
         let verified = v
             .verifier
             .verify_at(token, nonce, now)
+            .map_err(|e| Fail::from(&e))?;
+        // SAFETY: NULL or writable (caller's promise).
+        unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
+        Ok(())
+    })
+}
+
+/// Reads the array of `n` nonces at `accepted`.
+///
+/// # Safety
+/// `accepted` is NULL or readable for `n` pointers, each NULL or a
+/// NUL-terminated string valid for `'a`.
+unsafe fn nonce_list<'a>(accepted: *const *const c_char, n: usize) -> Result<Vec<&'a str>, Fail> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if accepted.is_null() {
+        return Err(Fail::new(
+            TetherStatus::NullArgument,
+            "accepted is NULL but n_accepted is not 0",
+        ));
+    }
+    if n > isize::MAX as usize / size_of::<*const c_char>() {
+        return Err(Fail::new(
+            TetherStatus::InvalidArgument,
+            "n_accepted too large",
+        ));
+    }
+    // SAFETY: not NULL, within isize::MAX bytes, and the caller promises n
+    // readable pointers.
+    let list = unsafe { std::slice::from_raw_parts(accepted, n) };
+    list.iter()
+        // SAFETY: each element is NULL or a valid string (caller's promise).
+        .map(|&p| unsafe { str_arg(p, "an accepted nonce") })
+        .collect()
+}
+
+/// Verifies `token` as `tether_verify` does, but for a consumer that
+/// draws its own nonces (a license with a `nonce_period`): the token's
+/// nonce must be one of the `n_accepted` strings at `accepted` (the nonces
+/// this consumer drew and has not retired; `accepted` may be NULL when
+/// `n_accepted` is 0, which accepts none). Under such a license the token
+/// must also prove its `(aud, ins, nonce)` leaf is in the certificate's
+/// commitment, within the license's seats.
+///
+/// On success, when `out_claims_json` is not NULL, `*out_claims_json` is
+/// the verified claims as a JSON object (plus `cert_not_after`, `seats`,
+/// `nonce`, `nonce_period`), to be freed with `tether_string_free`; on any
+/// failure it is NULL.
+///
+/// Returns `TETHER_STATUS_OK`, a refusal (codes 1 to 63; a nonce not in the
+/// list is `TETHER_STATUS_NONCE_MISMATCH`), `TETHER_STATUS_NULL_ARGUMENT`
+/// (verifier or token NULL, `accepted` NULL with `n_accepted` above 0, or a
+/// NULL element), `TETHER_STATUS_INVALID_UTF8` (the token or a nonce),
+/// `TETHER_STATUS_INVALID_ARGUMENT` (`n_accepted` too large for memory), or
+/// `TETHER_STATUS_INTERNAL_PANIC`.
+///
+/// # Safety
+/// `verifier` is NULL or a live handle; `token` is NULL or a NUL-terminated
+/// string; `accepted` is NULL or readable for `n_accepted` pointers, each
+/// NULL or a NUL-terminated string; `out_claims_json` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tether_verify_fresh(
+    verifier: *const TetherVerifier,
+    token: *const c_char,
+    accepted: *const *const c_char,
+    n_accepted: usize,
+    now: u64,
+    out_claims_json: *mut *mut c_char,
+) -> TetherStatus {
+    guard(|| {
+        // SAFETY: NULL or writable (caller's promise).
+        unsafe { put(out_claims_json, ptr::null_mut()) };
+        if verifier.is_null() {
+            return Err(Fail::new(TetherStatus::NullArgument, "verifier is NULL"));
+        }
+        // SAFETY: not NULL, and a live handle (caller's promise).
+        let v = unsafe { &*verifier };
+        // SAFETY: valid string or NULL (caller's promise).
+        let token = unsafe { str_arg(token, "token") }?;
+        // SAFETY: NULL or n_accepted valid strings (caller's promise).
+        let accepted = unsafe { nonce_list(accepted, n_accepted) }?;
+        let now = if now == 0 {
+            tether_keys::UnixTime::now()
+        } else {
+            tether_keys::UnixTime::from_secs(now)
+        };
+        let verified = v
+            .verifier
+            .verify_fresh(token, &accepted, now)
             .map_err(|e| Fail::from(&e))?;
         // SAFETY: NULL or writable (caller's promise).
         unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };

@@ -89,6 +89,75 @@ proptest! {
     }
 
     #[test]
+    fn random_accepted_lists_give_a_status(
+        nonces in proptest::collection::vec(
+            prop_oneof![
+                3 => Just(b"n-1".to_vec()),
+                3 => Just(b"n-2".to_vec()),
+                4 => no_nul(24),
+            ],
+            0..8,
+        ),
+        null_at in proptest::option::of(0usize..8),
+    ) {
+        let v = verifier();
+        let token = fresh_token();
+        let owned: Vec<CString> = nonces.iter().map(|n| CString::new(n.clone()).unwrap()).collect();
+        let mut ptrs: Vec<*const c_char> = owned.iter().map(|n| n.as_ptr()).collect();
+        if let Some(i) = null_at.filter(|&i| i < ptrs.len()) {
+            ptrs[i] = ptr::null();
+        }
+        // The first bad element decides; then whether "n-1" is accepted.
+        let mut want = TetherStatus::NonceMismatch;
+        for (p, n) in ptrs.iter().zip(&nonces) {
+            if p.is_null() {
+                want = TetherStatus::NullArgument;
+                break;
+            }
+            match std::str::from_utf8(n) {
+                Err(_) => {
+                    want = TetherStatus::InvalidUtf8;
+                    break;
+                }
+                Ok("n-1") => want = TetherStatus::Ok,
+                Ok(_) => {}
+            }
+        }
+        let mut claims: *mut c_char = ptr::dangling_mut();
+        // SAFETY: a live handle, a NUL-terminated token, ptrs.len() pointers
+        // each NULL or a string, a writable out pointer.
+        let status = unsafe {
+            tether_verify_fresh(v, token.as_ptr(), ptrs.as_ptr(), ptrs.len(), FRESH_NOW, &mut claims)
+        };
+        prop_assert_eq!(status, want);
+        if status == TetherStatus::Ok {
+            prop_assert!(!claims.is_null());
+            // SAFETY: a string from the library, freed once.
+            unsafe { tether_string_free(claims) };
+        } else {
+            prop_assert!(claims.is_null(), "out pointer set on failure");
+        }
+        // SAFETY: freed once.
+        unsafe { tether_verifier_free(v) };
+    }
+
+    #[test]
+    fn random_tokens_are_refused_by_verify_fresh(token in no_nul(2048)) {
+        let v = verifier();
+        let c = CString::new(token).unwrap();
+        let accepted = [c"n-1".as_ptr()];
+        let mut claims: *mut c_char = ptr::dangling_mut();
+        // SAFETY: valid pointers for the call.
+        let status = unsafe {
+            tether_verify_fresh(v, c.as_ptr(), accepted.as_ptr(), 1, 0, &mut claims)
+        };
+        prop_assert!(status.is_refusal() || status == TetherStatus::InvalidUtf8, "{status:?}");
+        prop_assert!(claims.is_null());
+        // SAFETY: freed once.
+        unsafe { tether_verifier_free(v) };
+    }
+
+    #[test]
     fn random_pem_bytes_give_a_status(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let expect = expectations(c"backend");
         let mut out = ptr::dangling_mut();
@@ -256,6 +325,151 @@ fn huge_and_non_utf8_tokens() {
     unsafe { tether_verifier_free(v) };
 }
 
+/// The time the freshness vectors are verified at.
+const FRESH_NOW: u64 = 1_800_000_000;
+
+/// The token of the `ok_fresh_included` vector: nonce `n-1`, with its proof.
+fn fresh_token() -> CString {
+    let vectors = vectors();
+    let v = vectors
+        .iter()
+        .find(|x| x["name"] == "ok_fresh_included")
+        .unwrap();
+    assert_eq!(v["now"].as_u64(), Some(FRESH_NOW));
+    CString::new(v["token"].as_str().unwrap()).unwrap()
+}
+
+/// Calls `tether_verify_fresh`; checks the out pointer's contract.
+///
+/// # Safety
+/// As `tether_verify_fresh`, with `out_claims_json` a local.
+unsafe fn verify_fresh(
+    v: *const TetherVerifier,
+    token: *const c_char,
+    accepted: *const *const c_char,
+    n: usize,
+) -> TetherStatus {
+    let mut claims: *mut c_char = ptr::dangling_mut();
+    // SAFETY: the caller's promise, passed on.
+    let status = unsafe { tether_verify_fresh(v, token, accepted, n, FRESH_NOW, &mut claims) };
+    if status == TetherStatus::Ok {
+        assert!(!claims.is_null());
+        // SAFETY: a string from the library.
+        let json: serde_json::Value =
+            serde_json::from_str(unsafe { CStr::from_ptr(claims) }.to_str().unwrap()).unwrap();
+        assert_eq!(json["nonce"], "n-1");
+        assert_eq!(json["nonce_period"], 300);
+        assert_eq!(json["seats"], 2);
+        // SAFETY: freed once.
+        unsafe { tether_string_free(claims) };
+    } else {
+        assert!(claims.is_null(), "out pointer set on failure");
+        assert!(!tether_last_error().is_null(), "no reason in words");
+    }
+    status
+}
+
+#[test]
+fn verify_fresh_bad_input_is_a_status() {
+    let v = verifier();
+    let token = fresh_token();
+    let good = [c"n-2".as_ptr(), c"n-1".as_ptr()];
+    let with_null = [c"n-1".as_ptr(), ptr::null()];
+    let not_utf8 = [c"\xff\xfe".as_ptr(), c"n-1".as_ptr()];
+    // SAFETY: every pointer is NULL or valid for what the call reads; that
+    // is what is under test. The huge counts are refused before any read.
+    unsafe {
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), good.as_ptr(), 2),
+            TetherStatus::Ok
+        );
+        assert_eq!(
+            verify_fresh(ptr::null(), token.as_ptr(), good.as_ptr(), 2),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            verify_fresh(v, ptr::null(), good.as_ptr(), 2),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), ptr::null(), 1),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), ptr::null(), usize::MAX),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), good.as_ptr(), usize::MAX),
+            TetherStatus::InvalidArgument
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), good.as_ptr(), isize::MAX as usize / 4),
+            TetherStatus::InvalidArgument
+        );
+        // No list accepts no nonce.
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), ptr::null(), 0),
+            TetherStatus::NonceMismatch
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), good.as_ptr(), 1),
+            TetherStatus::NonceMismatch
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), with_null.as_ptr(), 2),
+            TetherStatus::NullArgument
+        );
+        // Only the first element is read when n is 1.
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), with_null.as_ptr(), 1),
+            TetherStatus::Ok
+        );
+        assert_eq!(
+            verify_fresh(v, token.as_ptr(), not_utf8.as_ptr(), 2),
+            TetherStatus::InvalidUtf8
+        );
+        assert_eq!(
+            verify_fresh(v, c"\xff\xfe.a.b".as_ptr(), good.as_ptr(), 2),
+            TetherStatus::InvalidUtf8
+        );
+        let huge = CString::new(vec![b'a'; 1 << 20]).unwrap();
+        assert_eq!(
+            verify_fresh(v, huge.as_ptr(), good.as_ptr(), 2),
+            TetherStatus::Malformed
+        );
+        // A NULL out pointer is allowed.
+        assert_eq!(
+            tether_verify_fresh(
+                v,
+                token.as_ptr(),
+                good.as_ptr(),
+                2,
+                FRESH_NOW,
+                ptr::null_mut()
+            ),
+            TetherStatus::Ok
+        );
+        tether_verifier_free(v);
+    }
+}
+
+#[test]
+fn every_status_has_its_own_name() {
+    let mut names = std::collections::BTreeSet::new();
+    for s in TetherStatus::ALL {
+        // SAFETY: a static string.
+        let name = unsafe { CStr::from_ptr(tether_status_name(s as i32)) };
+        assert_eq!(name.to_str().unwrap(), s.name());
+        assert!(names.insert(s.name()), "{} twice", s.name());
+    }
+    assert_eq!(TetherStatus::NotIncluded as i32, 16);
+    assert_eq!(TetherStatus::OverSeats as i32, 17);
+    assert_eq!(TetherStatus::StaleNonce as i32, 18);
+    assert_eq!(TetherStatus::OtherRefusal as i32, 63);
+    assert!(TetherStatus::StaleNonce.is_refusal());
+}
+
 #[test]
 fn wrong_key_files_are_bad_keys() {
     let dir = std::env::temp_dir().join(format!("tether-c-{}", std::process::id()));
@@ -323,6 +537,14 @@ fn the_conformance_set_through_the_c_abi() {
         let pem = v["vendor_pub"].as_str().unwrap();
         let token = CString::new(v["token"].as_str().unwrap()).unwrap();
         let nonce = v["nonce"].as_str().map(|n| CString::new(n).unwrap());
+        let accepted: Option<Vec<CString>> = v["accepted"].as_array().map(|list| {
+            list.iter()
+                .map(|n| CString::new(n.as_str().unwrap()).unwrap())
+                .collect()
+        });
+        let accepted_ptrs: Option<Vec<*const c_char>> = accepted
+            .as_ref()
+            .map(|list| list.iter().map(|n| n.as_ptr()).collect());
         let mut handle = ptr::null_mut();
         let mut claims = ptr::null_mut();
         // SAFETY: valid pointers for each call; the handle and string freed once.
@@ -331,13 +553,24 @@ fn the_conformance_set_through_the_c_abi() {
                 tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &expect, &mut handle),
                 TetherStatus::Ok
             );
-            let status = tether_verify(
-                handle,
-                token.as_ptr(),
-                nonce.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
-                v["now"].as_u64().unwrap(),
-                &mut claims,
-            );
+            let now = v["now"].as_u64().unwrap();
+            let status = match &accepted_ptrs {
+                Some(list) => tether_verify_fresh(
+                    handle,
+                    token.as_ptr(),
+                    list.as_ptr(),
+                    list.len(),
+                    now,
+                    &mut claims,
+                ),
+                None => tether_verify(
+                    handle,
+                    token.as_ptr(),
+                    nonce.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
+                    now,
+                    &mut claims,
+                ),
+            };
             tether_string_free(claims);
             tether_verifier_free(handle);
             CStr::from_ptr(tether_status_name(status as i32))

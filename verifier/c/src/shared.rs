@@ -48,6 +48,17 @@ pub enum TetherStatus {
     CertificateTooLong = 14,
     /// The token lives longer than the license or its certificate allow.
     LifetimeTooLong = 15,
+    /// Under a license that demands fresh nonces (or for a token with a
+    /// `prf` claim), the token's `(aud, ins, nonce)` leaf is not proven to
+    /// be in its certificate's Merkle commitment (no proof, no commitment,
+    /// a proof that does not lead to the root).
+    NotIncluded = 16,
+    /// The certificate commits to more instances of a service than the
+    /// license has seats for.
+    OverSeats = 17,
+    /// The token echoes a nonce drawn a nonce period ago or longer (given by
+    /// the refresher, never by an offline verify).
+    StaleNonce = 18,
     /// Refused for a reason this version of the library has no code for
     /// (a newer verifier's reason): the token is refused all the same.
     OtherRefusal = 63,
@@ -69,7 +80,7 @@ pub enum TetherStatus {
 
 impl TetherStatus {
     /// Every status, in code order.
-    pub(crate) const ALL: [TetherStatus; 23] = [
+    pub(crate) const ALL: [TetherStatus; 26] = [
         TetherStatus::Ok,
         TetherStatus::Malformed,
         TetherStatus::UnsupportedAlgorithm,
@@ -86,6 +97,9 @@ impl TetherStatus {
         TetherStatus::NonceMismatch,
         TetherStatus::CertificateTooLong,
         TetherStatus::LifetimeTooLong,
+        TetherStatus::NotIncluded,
+        TetherStatus::OverSeats,
+        TetherStatus::StaleNonce,
         TetherStatus::OtherRefusal,
         TetherStatus::NullArgument,
         TetherStatus::InvalidUtf8,
@@ -119,6 +133,9 @@ impl TetherStatus {
             TetherStatus::NonceMismatch => &Name(c"nonce_mismatch"),
             TetherStatus::CertificateTooLong => &Name(c"certificate_too_long"),
             TetherStatus::LifetimeTooLong => &Name(c"lifetime_too_long"),
+            TetherStatus::NotIncluded => &Name(c"not_included"),
+            TetherStatus::OverSeats => &Name(c"over_seats"),
+            TetherStatus::StaleNonce => &Name(c"stale_nonce"),
             TetherStatus::OtherRefusal => &Name(c"other_refusal"),
             TetherStatus::NullArgument => &Name(c"null_argument"),
             TetherStatus::InvalidUtf8 => &Name(c"invalid_utf8"),
@@ -167,20 +184,30 @@ pub fn status_of(error: &Error) -> TetherStatus {
         Error::NonceMismatch => TetherStatus::NonceMismatch,
         Error::CertificateTooLong(_) => TetherStatus::CertificateTooLong,
         Error::LifetimeTooLong => TetherStatus::LifetimeTooLong,
+        Error::NotIncluded(_) => TetherStatus::NotIncluded,
+        Error::OverSeats { .. } => TetherStatus::OverSeats,
+        Error::StaleNonce => TetherStatus::StaleNonce,
         _ => TetherStatus::OtherRefusal,
     }
 }
 
 /// A verified token as one JSON object: the token's claims (`iss`, `sub`,
 /// `aud`, `iat`, `nbf`, `exp`, `jti`, `lic`, `dcert`, and `nonce`, `ins`
-/// when present), plus `cert_not_after` (UNIX seconds) and `seats` (the
-/// license's seat count for the service, `null` for unlimited).
+/// when present), plus `cert_not_after` (UNIX seconds), `seats` (the
+/// license's seat count for the service, `null` for unlimited), `nonce`
+/// (the nonce the token echoes, `null` for none) and `nonce_period` (the
+/// license's, in seconds; 0: freshness not required).
 pub fn claims_json(v: &tether_verifier::Verified) -> String {
     let mut obj = match serde_json::to_value(&*v.claims) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
     obj.insert("cert_not_after".into(), v.cert_not_after.secs().into());
+    obj.insert(
+        "nonce".into(),
+        v.nonce.clone().map_or(serde_json::Value::Null, Into::into),
+    );
+    obj.insert("nonce_period".into(), v.nonce_period.into());
     obj.insert(
         "seats".into(),
         v.seats.map_or(serde_json::Value::Null, Into::into),
@@ -289,6 +316,26 @@ impl TetherVerifier {
         let now = now.map_or_else(tether_keys::UnixTime::now, tether_keys::UnixTime::from_secs);
         self.verifier
             .verify_at(token, nonce, now)
+            .map(|v| claims_json(&v))
+            .map_err(|e| (status_of(&e), e.to_string()))
+    }
+
+    /// Verifies `token` at `now` (UNIX seconds; `None`: the system clock),
+    /// requiring its nonce to be one of `accepted` (the nonces this consumer
+    /// drew and has not retired): [`Verifier::verify_fresh`]. The claims as
+    /// [`claims_json`], or the refusal's status and words.
+    ///
+    /// # Errors
+    /// The refusal, as a status (1 to 63) and the reason in words.
+    pub fn verify_fresh(
+        &self,
+        token: &str,
+        accepted: &[&str],
+        now: Option<u64>,
+    ) -> Result<String, (TetherStatus, String)> {
+        let now = now.map_or_else(tether_keys::UnixTime::now, tether_keys::UnixTime::from_secs);
+        self.verifier
+            .verify_fresh(token, accepted, now)
             .map(|v| claims_json(&v))
             .map_err(|e| (status_of(&e), e.to_string()))
     }

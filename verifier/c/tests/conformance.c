@@ -2,8 +2,11 @@
  * The conformance set (tests/conformance/vectors.json) through the C ABI,
  * plus bad input across the boundary. verifier/bindings-test.sh flattens the
  * JSON into one line per vector, fields separated by tabs:
- *   name expected now service features(comma-separated) leeway instance nonce token vendor_pub
- * (an empty field is none; the PEM's newlines written as \n).
+ *   name expected now service features(comma-separated) leeway instance nonce
+ *   accepted token vendor_pub
+ * (an empty field is none; the PEM's newlines written as \n). accepted is
+ * "-" for none (verify with tether_verify), else "=" and the accepted nonces
+ * comma-separated (verify with tether_verify_fresh; "=" alone: none accepted).
  * Prints "N passed, N failed"; exit 0 only when none failed.
  */
 #define _GNU_SOURCE
@@ -39,11 +42,11 @@ static char *unescape_newlines(char *s) {
 }
 
 static void run_vector(char *line) {
-    char *f[10];
-    for (int i = 0; i < 10; i++) {
+    char *f[11];
+    for (int i = 0; i < 11; i++) {
         f[i] = strsep(&line, "\t");
         if (!f[i]) {
-            check(0, "vector line", "fewer than 10 fields");
+            check(0, "vector line", "fewer than 11 fields");
             return;
         }
     }
@@ -60,8 +63,13 @@ static void run_vector(char *line) {
         .instance = *f[6] ? f[6] : NULL,
     };
     const char *nonce = *f[7] ? f[7] : NULL;
-    const char *token = f[8];
-    char *pem = unescape_newlines(f[9]);
+    int fresh = f[8][0] == '=';
+    const char *accepted[16];
+    size_t naccepted = 0;
+    for (char *p = f[8] + 1; fresh && p && *p && naccepted < 16;)
+        accepted[naccepted++] = strsep(&p, ",");
+    const char *token = f[9];
+    char *pem = unescape_newlines(f[10]);
 
     TetherVerifier *v = NULL;
     TetherStatus st = tether_verifier_new_from_pem((const uint8_t *)pem, strlen(pem), &expect, &v);
@@ -70,13 +78,15 @@ static void run_vector(char *line) {
         return;
     }
     char *claims = NULL;
-    st = tether_verify(v, token, nonce, now, &claims);
+    st = fresh ? tether_verify_fresh(v, token, naccepted ? accepted : NULL, naccepted, now, &claims)
+               : tether_verify(v, token, nonce, now, &claims);
     const char *got = tether_status_name(st);
     char detail[256];
     snprintf(detail, sizeof detail, "expected %s, got %s (%s)", expected, got,
              tether_last_error() ? tether_last_error() : "");
     int ok = strcmp(got, expected) == 0;
     if (ok && st == TETHER_STATUS_OK) ok = claims != NULL && strstr(claims, "\"aud\"") != NULL;
+    if (ok && st == TETHER_STATUS_OK && fresh) ok = strstr(claims, "\"nonce_period\":300") != NULL;
     if (ok && st != TETHER_STATUS_OK) ok = claims == NULL;
     check(ok, name, detail);
     tether_string_free(claims);
@@ -113,6 +123,32 @@ static void bad_input(const char *pem) {
           NULL);
     check(tether_verify(v, "\xff\xfe.a.b", NULL, 0, NULL) == TETHER_STATUS_INVALID_UTF8,
           "non-UTF-8 token", NULL);
+    const char *nonces[] = {"n-1", NULL, "\xff"};
+    claims = (char *)1;
+    check(tether_verify_fresh(NULL, "x", nonces, 1, 0, &claims) == TETHER_STATUS_NULL_ARGUMENT &&
+              !claims,
+          "fresh: NULL verifier", NULL);
+    check(tether_verify_fresh(v, NULL, nonces, 1, 0, NULL) == TETHER_STATUS_NULL_ARGUMENT,
+          "fresh: NULL token", NULL);
+    check(tether_verify_fresh(v, "a.b.c", NULL, 1, 0, NULL) == TETHER_STATUS_NULL_ARGUMENT,
+          "fresh: NULL array", NULL);
+    check(tether_verify_fresh(v, "a.b.c", NULL, SIZE_MAX, 0, NULL) == TETHER_STATUS_NULL_ARGUMENT,
+          "fresh: NULL array, huge count", NULL);
+    check(tether_verify_fresh(v, "a.b.c", nonces, SIZE_MAX, 0, NULL) ==
+              TETHER_STATUS_INVALID_ARGUMENT,
+          "fresh: huge count", NULL);
+    check(tether_verify_fresh(v, "a.b.c", nonces, 2, 0, NULL) == TETHER_STATUS_NULL_ARGUMENT,
+          "fresh: NULL element", NULL);
+    const char *bad_nonce[] = {"\xff\xfe"};
+    check(tether_verify_fresh(v, "a.b.c", bad_nonce, 1, 0, NULL) == TETHER_STATUS_INVALID_UTF8,
+          "fresh: non-UTF-8 nonce", NULL);
+    check(tether_verify_fresh(v, "a.b.c", NULL, 0, 0, &claims) == TETHER_STATUS_MALFORMED && !claims,
+          "fresh: no nonces, bad token", NULL);
+    check(strcmp(tether_status_name(TETHER_STATUS_NOT_INCLUDED), "not_included") == 0 &&
+              strcmp(tether_status_name(TETHER_STATUS_OVER_SEATS), "over_seats") == 0 &&
+              strcmp(tether_status_name(TETHER_STATUS_STALE_NONCE), "stale_nonce") == 0 &&
+              TETHER_STATUS_NOT_INCLUDED == 16 && TETHER_STATUS_STALE_NONCE == 18,
+          "freshness status codes", NULL);
     size_t big = 1 << 20;
     char *huge = malloc(big + 1);
     memset(huge, 'a', big);

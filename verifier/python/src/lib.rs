@@ -59,6 +59,22 @@ impl Verifier {
             Err((status, message)) => (status.name(), message),
         }
     }
+
+    /// As `verify`, but the token's nonce must be one of `accepted` (the
+    /// nonces this consumer drew): `Verifier::verify_fresh`.
+    #[pyo3(signature = (token, accepted, now=None))]
+    fn verify_fresh(
+        &self,
+        token: &str,
+        accepted: Vec<String>,
+        now: Option<u64>,
+    ) -> (&'static str, String) {
+        let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+        match self.inner.verify_fresh(token, &accepted, now) {
+            Ok(json) => (TetherStatus::Ok.name(), json),
+            Err((status, message)) => (status.name(), message),
+        }
+    }
 }
 
 /// The refresher: keeps a service licensed from its own thread.

@@ -65,3 +65,40 @@ def test_hierarchy():
     assert issubclass(tv.TokenRefused, tv.TetherError)
     assert issubclass(tv.BadKey, tv.TetherError)
     assert tv.STATUS_CODES["ok"] == 0 and tv.STATUS_CODES["expired"] == 6
+    for cls, code, number in [(tv.NotIncludedError, "not_included", 16),
+                              (tv.OverSeatsError, "over_seats", 17),
+                              (tv.StaleNonceError, "stale_nonce", 18)]:
+        assert issubclass(cls, tv.TokenRefused) and cls.code == code
+        assert tv.STATUS_CODES[code] == number
+    assert tv.STATUS_CODES["other_refusal"] == 63
+
+
+FRESH = next(v for v in VECTORS if v["name"] == "ok_fresh_included")
+
+
+def test_verify_fresh_bad_input():
+    v = tv.Verifier(PEM, service="backend")
+    claims = v.verify_fresh(FRESH["token"], ("n-1",), now=FRESH["now"])
+    assert (claims.nonce, claims.nonce_period, claims.seats) == ("n-1", 300, 2)
+    with pytest.raises(tv.NonceMismatch):
+        v.verify_fresh(FRESH["token"], [], now=FRESH["now"])
+    with pytest.raises(tv.NonceMismatch):
+        v.verify_fresh(FRESH["token"], iter(["n-2"]), now=FRESH["now"])
+    for accepted in ["n-1", b"n-1", [None], [b"n-1"], ["n-1", 5]]:
+        with pytest.raises(tv.InvalidArgument):
+            v.verify_fresh(FRESH["token"], accepted, now=FRESH["now"])
+    with pytest.raises(tv.InvalidArgument):
+        v.verify_fresh(FRESH["token"], ["\ud800"], now=FRESH["now"])  # not UTF-8
+    with pytest.raises(tv.InvalidArgument):
+        v.verify_fresh(b"\xff\xfe.a.b", ["n-1"])
+    with pytest.raises(tv.InvalidArgument):
+        v.verify_fresh(FRESH["token"], ["n-1"], now=-5)
+    with pytest.raises(tv.MalformedToken):
+        v.verify_fresh("a" * (1 << 20), ["n-1"] * 1000)
+    with pytest.raises(TypeError):
+        v.verify_fresh(FRESH["token"], None)  # type: ignore[arg-type]
+
+
+def test_plain_verify_has_no_nonce_period_requirement():
+    claims = tv.Verifier(PEM, service="backend").verify(GOOD["token"], now=GOOD["now"])
+    assert claims.nonce_period == 0

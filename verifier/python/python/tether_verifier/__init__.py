@@ -56,6 +56,9 @@ __all__ = [
     "NonceMismatch",
     "CertificateTooLong",
     "LifetimeTooLong",
+    "NotIncludedError",
+    "OverSeatsError",
+    "StaleNonceError",
     "OtherRefusal",
     "BadKey",
     "InvalidArgument",
@@ -176,6 +179,28 @@ class LifetimeTooLong(TokenRefused):
     code = "lifetime_too_long"
 
 
+class NotIncludedError(TokenRefused):
+    """Under a license that demands fresh nonces (or for a token with a
+    ``prf`` claim), the token's (aud, ins, nonce) leaf is not proven to be in
+    its certificate's commitment."""
+
+    code = "not_included"
+
+
+class OverSeatsError(TokenRefused):
+    """The certificate commits to more instances of a service than the
+    license has seats for."""
+
+    code = "over_seats"
+
+
+class StaleNonceError(TokenRefused):
+    """The token echoes a nonce drawn a nonce period ago or longer (a
+    watch's reason; a single verification never gives it)."""
+
+    code = "stale_nonce"
+
+
 class OtherRefusal(TokenRefused):
     """Refused for a reason this version has no class for (a newer verifier's)."""
 
@@ -212,7 +237,7 @@ _BY_CODE: Dict[str, Type[TetherError]] = {
         MalformedToken, UnsupportedAlgorithm, BadHeader, UntrustedChain, BadSignature,
         TokenExpired, TokenNotYetValid, WrongAudience, WrongIssuer, ServiceNotLicensed,
         MissingFeature, WrongInstance, NonceMismatch, CertificateTooLong, LifetimeTooLong,
-        OtherRefusal, BadKey, InvalidArgument, TetherIOError, InternalError,
+        NotIncludedError, OverSeatsError, StaleNonceError, OtherRefusal, BadKey, InvalidArgument, TetherIOError, InternalError,
     )
 }
 _BY_CODE["null_argument"] = InvalidArgument
@@ -257,13 +282,16 @@ class Claims:
     jti: str
     """Unique token id."""
     nonce: Optional[str]
-    """The nonce echoed, if one was asked for."""
+    """The nonce the token echoes, if any."""
     ins: Optional[str]
     """The consumer instance the token was issued to, if any."""
     cert_not_after: Optional[int]
     """End of the certificate vouching for the token (``None`` from a watch)."""
     seats: Optional[int]
     """The license's seat count for the service (``None``: unlimited)."""
+    nonce_period: Optional[int]
+    """The license's nonce period in seconds: how often a consumer must draw
+    a fresh nonce (0: freshness not required; ``None`` from a watch)."""
     raw: Dict[str, object]
     """Every claim as decoded (``lic`` and ``dcert`` included)."""
 
@@ -273,7 +301,8 @@ class Claims:
         return cls(
             iss=d["iss"], sub=d["sub"], aud=d["aud"], iat=d["iat"], nbf=d["nbf"],
             exp=d["exp"], jti=d["jti"], nonce=d.get("nonce"), ins=d.get("ins"),
-            cert_not_after=d.get("cert_not_after"), seats=d.get("seats"), raw=d,
+            cert_not_after=d.get("cert_not_after"), seats=d.get("seats"),
+            nonce_period=d.get("nonce_period"), raw=d,
         )
 
 
@@ -343,18 +372,49 @@ class Verifier:
         :class:`Claims`; raises the :class:`TokenRefused` subclass of the
         reason it is refused (or :class:`InvalidArgument` for a token that is
         not UTF-8)."""
-        if isinstance(token, bytes):
-            try:
-                token = token.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidArgument("token is not UTF-8", "invalid_utf8") from None
-        when = None if now is None else int(now)
-        if when is not None and when < 0:
-            raise InvalidArgument("now must be UNIX seconds, at least 0")
+        token, when = _token_and_time(token, now)
         code, payload = _native_call(self._native.verify, token, nonce, when)
         if code != "ok":
             raise _error(code, payload)
         return Claims._from_json(payload)
+
+    def verify_fresh(
+        self,
+        token: Union[str, bytes],
+        accepted: Iterable[str],
+        now: Optional[float] = None,
+    ) -> Claims:
+        """Verifies ``token`` as :meth:`verify` does, for a consumer that
+        draws its own nonces (a license with a nonce period): the token's
+        nonce must be one of ``accepted`` (the nonces drawn and not retired;
+        none accepts no token), else :class:`NonceMismatch`. Under such a
+        license the token must also prove its (aud, ins, nonce) leaf is in
+        the certificate's commitment (:class:`NotIncludedError`), within the
+        license's seats (:class:`OverSeatsError`). ``accepted`` must be an
+        iterable of ``str``, not one ``str``."""
+        if isinstance(accepted, (str, bytes)):
+            raise InvalidArgument("accepted must be a list of nonces, not one string")
+        nonces = list(accepted)
+        if not all(isinstance(n, str) for n in nonces):
+            raise InvalidArgument("accepted nonces must be str")
+        token, when = _token_and_time(token, now)
+        code, payload = _native_call(self._native.verify_fresh, token, nonces, when)
+        if code != "ok":
+            raise _error(code, payload)
+        return Claims._from_json(payload)
+
+
+def _token_and_time(token: Union[str, bytes], now: Optional[float]) -> Tuple[str, Optional[int]]:
+    """The token as text and ``now`` as whole seconds, checked."""
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgument("token is not UTF-8", "invalid_utf8") from None
+    when = None if now is None else int(now)
+    if when is not None and when < 0:
+        raise InvalidArgument("now must be UNIX seconds, at least 0")
+    return token, when
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ class Verifier:
     def verify(
         self, token: str, nonce: Optional[str] = None, now: Optional[int] = None
     ) -> Tuple[str, str]: ...
+    def verify_fresh(
+        self, token: str, accepted: List[str], now: Optional[int] = None
+    ) -> Tuple[str, str]: ...
 
 class Watch:
     def __init__(self, url: str, secret_file: str, verifier: Verifier) -> None: ...
