@@ -80,6 +80,15 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
     license
         .verify(&vendor)
         .with_context(|| format!("{}", config.license.display()))?;
+    let period = u64::from(license.terms().nonce_period);
+    if period > 0 && period < freshness::LEAST_SUSTAINABLE_PERIOD.as_secs() {
+        tracing::warn!(
+            nonce_period_s = period,
+            least_s = freshness::LEAST_SUSTAINABLE_PERIOD.as_secs(),
+            "the license's nonce period is shorter than the native dongle's reach rule sustains: \
+             consumers may lapse once its budget is spent (docs/threat-model.md, Freshness)"
+        );
+    }
     let credentials = CredentialFile::load(&config.credentials, false)?;
     for service in credentials.services() {
         if !license.allows_service(service) {

@@ -199,7 +199,7 @@ pub struct LicenseIssueArgs {
     #[arg(long, env = "TETHER_SEATS", value_delimiter = ',')]
     pub seats: Vec<String>,
     /// Freshness: how often each consumer instance must present a fresh
-    /// nonce that the dongle itself commits to (1m to 1h, e.g. 5m), so that
+    /// nonce that the dongle itself commits to (4m to 1h, e.g. 5m), so that
     /// time with the dongle buys at most this much operation without it;
     /// `off` for none (consumers older than format 2 need it off).
     #[arg(long, env = "TETHER_NONCE_PERIOD", default_value = "off")]
@@ -400,6 +400,11 @@ pub struct ServiceArgs {
     /// disagree with the authority's. `/status` reports the measured skew.
     #[arg(long, env = "TETHER_LEEWAY", default_value = "5s", value_parser = parse_leeway)]
     pub leeway: Duration,
+    /// Refuse licenses that demand no fresh nonces, so that an older version
+    /// of the license, issued before freshness, cannot switch it off
+    /// (docs/threat-model.md, Freshness).
+    #[arg(long, env = "TETHER_REQUIRE_FRESHNESS")]
+    pub require_freshness: bool,
     /// After the authority reports the dongle back, wait a random delay of up
     /// to this long before fetching, so replicas of one service do not
     /// stampede its rate limit (about replicas / rate-limit seconds).

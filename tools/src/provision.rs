@@ -161,8 +161,11 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         "off" | "0" => 0,
         text => u32::try_from(tether_keys::parse_duration(text)?.as_secs())
             .ok()
-            .filter(|p| (60..=3600).contains(p))
-            .context("--nonce-period must be off or between 1m and 1h")?,
+            .filter(|p| (240..=3600).contains(p))
+            .context(
+                "--nonce-period must be off or between 4m and 1h: below 4 min the native dongle's \
+                 reach rule cannot keep up with rotating nonces (docs/threat-model.md, Freshness)",
+            )?,
     };
     let now = tether_keys::UnixTime::now();
     let not_before = args

@@ -132,9 +132,12 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     let (vendor, _) = keyfile::read_public_key::<Vendor>(&args.vendor_pub)?;
     let secret = crate::client::load_secret(&args.secret)?;
     let features = args.require.unwrap_or_else(|| kind.default_features());
-    let expectations = Expectations::new(&name)
+    let mut expectations = Expectations::new(&name)
         .require_features(features)
         .leeway(args.leeway.as_secs());
+    if args.require_freshness {
+        expectations = expectations.require_freshness();
+    }
     let verifier = Verifier::new(vendor, expectations);
     crate::logs::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

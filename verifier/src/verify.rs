@@ -30,7 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use tether_keys::merkle::{InclusionProof, Leaf};
-use tether_keys::{Certificate, License, PublicKey, TokenClaims, UnixTime, Vendor};
+use tether_keys::{Certificate, License, LicenseId, PublicKey, TokenClaims, UnixTime, Vendor};
 
 use crate::error::{Error, Result};
 
@@ -45,6 +45,7 @@ pub struct Expectations {
     leeway: u64,
     max_cert_lifetime: u64,
     instance: Option<String>,
+    require_freshness: bool,
 }
 
 impl Expectations {
@@ -57,6 +58,7 @@ impl Expectations {
             leeway: 5,
             max_cert_lifetime: 15 * 60,
             instance: None,
+            require_freshness: false,
         }
     }
 
@@ -65,6 +67,15 @@ impl Expectations {
     /// is refused there.
     pub fn instance(mut self, id: impl Into<String>) -> Self {
         self.instance = Some(id.into());
+        self
+    }
+
+    /// Refuse licenses without a nonce period (freshness, `docs/threat-model.md`):
+    /// pinned by a vendor whose licenses all demand fresh nonces, so that a
+    /// rogue authority cannot switch freshness off with an older version of
+    /// the license issued before it did (the refusal is [`Error::NotIncluded`]).
+    pub fn require_freshness(mut self) -> Self {
+        self.require_freshness = true;
         self
     }
 
@@ -332,6 +343,10 @@ pub struct Verifier {
     licenses: Mutex<Bounded<Arc<str>, Arc<License>>>,
     certs: Mutex<Bounded<Arc<str>, CachedCert>>,
     tokens: Mutex<Bounded<Arc<str>, CachedToken>>,
+    /// The highest sequence verified per license id: an older version of a
+    /// license (say, one without freshness, or with more seats) is refused
+    /// once a newer one was seen.
+    sequences: Mutex<HashMap<LicenseId, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -379,6 +394,7 @@ impl Verifier {
             licenses: Mutex::new(Bounded::new(16)),
             certs: Mutex::new(Bounded::new(64)),
             tokens: Mutex::new(Bounded::new(4096)),
+            sequences: Mutex::new(HashMap::new()),
         }
     }
 
@@ -463,6 +479,22 @@ impl Verifier {
             _ => self.verify_chain(token, signed_len)?,
         };
         self.check_claims(&entry, nonce, now)?;
+        let terms = entry.license.terms();
+        if self.expect.require_freshness && terms.nonce_period == 0 {
+            return Err(Error::NotIncluded(
+                "the license demands no fresh nonces, and this service requires them",
+            ));
+        }
+        {
+            let mut seen = lock(&self.sequences);
+            let highest = seen.entry(terms.id).or_insert(terms.sequence);
+            if terms.sequence < *highest {
+                return Err(Error::UntrustedChain(
+                    "a superseded version of the license (its sequence is below one already verified)",
+                ));
+            }
+            *highest = terms.sequence;
+        }
         Ok(Verified {
             claims: entry.claims.clone(),
             cert_not_after: entry.cert.request.not_after,

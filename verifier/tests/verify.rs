@@ -1082,8 +1082,24 @@ mod freshness {
     /// verifying sequence 2 takes them, echoing its fresh nonce: pre-signed
     /// certificates work again, for as long as their windows, and seats
     /// beyond the current license's.
+    /// A consumer started afresh has seen no newer version: the vendor pins
+    /// freshness instead, and a license without it is refused.
     #[test]
-    #[ignore = "finding: no license downgrade protection; needs a design (the consumer pins freshness or the license, or ratchets the sequence per license id)"]
+    fn a_consumer_that_requires_freshness_refuses_a_license_without_it() {
+        let mut m = mint();
+        m.terms.nonce_period = 0;
+        let v = Verifier::new(
+            testkeys::vendor().public(),
+            Expectations::new("backend").require_freshness(),
+        );
+        let mut c = m.claims("backend");
+        c.ins = Some("b-1".into());
+        c.nonce = Some("n-1".into());
+        let got = v.verify_at(&m.sign(&c), Some("n-1"), at(NOW));
+        assert!(matches!(got, Err(Error::NotIncluded(_))), "{got:?}");
+    }
+
+    #[test]
     fn a_superseded_license_without_a_nonce_period_does_not_switch_freshness_off() {
         let mut m = mint();
         m.terms.sequence = 2;

@@ -40,6 +40,21 @@ pub const BATCH: Duration = Duration::from_millis(250);
 /// so its new nonce is in a certificate it has fetched well before its old
 /// one turns F old (F/2 + F/8 + F/8 + F/8 < F).
 pub const LAZY_DIVISOR: u32 = 8;
+/// Early certificates tetherd asks for in a burst, at most; then one per
+/// [`EARLY_EVERY`]. The native dongle's reach rule earns 2 s of validity per
+/// second powered and charges at least 60 s a certificate, so it sustains
+/// one every 30 s: a client that churns instance ids (each new one wants a
+/// certificate) spends this budget, not the dongle's, which keeps its
+/// reserve for re-plugs, restarts and half-life renewals.
+pub const EARLY_BURST: u32 = 10;
+/// One early certificate more in the budget per this long.
+pub const EARLY_EVERY: Duration = Duration::from_secs(30);
+/// The least nonce period the native dongle's reach rule sustains: rotated
+/// nonces ask for a certificate every F/8, which must earn (2 s a second)
+/// the 60 s each costs, and fit the early-certificate budget (one per 30 s).
+/// The license format accepts 60 s and up (tests, other dongles); `tether
+/// license issue` refuses less than this and `tetherd` warns.
+pub const LEAST_SUSTAINABLE_PERIOD: Duration = Duration::from_secs(240);
 /// The shortest time between two certificates asked for early.
 pub const MIN_GAP: Duration = Duration::from_secs(2);
 
@@ -104,6 +119,21 @@ struct Pending {
     last: Option<Instant>,
     /// No early certificate before this (the dongle declined one).
     hold_off: Option<Instant>,
+    /// Early certificates left in the budget ([`EARLY_BURST`], one more
+    /// every [`EARLY_EVERY`]), as of `budget_at`; `None`: full.
+    budget: Option<(f64, Instant)>,
+}
+
+impl Pending {
+    /// Early certificates available at `now`.
+    fn available(&self, now: Instant) -> f64 {
+        match self.budget {
+            None => f64::from(EARLY_BURST),
+            Some((left, at)) => (left
+                + now.saturating_duration_since(at).as_secs_f64() / EARLY_EVERY.as_secs_f64())
+            .min(f64::from(EARLY_BURST)),
+        }
+    }
 }
 
 /// Nonces waiting for a certificate, and when to ask the dongle for one.
@@ -150,7 +180,14 @@ impl Freshness {
             (u, l) => u.or(l)?,
         };
         let due = earliest.map_or(due, |e| due.max(e));
-        Some(p.hold_off.map_or(due, |h| due.max(h)))
+        let due = p.hold_off.map_or(due, |h| due.max(h));
+        // The early-certificate budget: when empty, the next one refills.
+        let now = Instant::now();
+        let short = 1.0 - p.available(now);
+        if short > 0.0 {
+            return Some(due.max(now + EARLY_EVERY.mul_f64(short)));
+        }
+        Some(due)
     }
 
     /// The dongle declined a certificate: ask again no sooner than `until`.
@@ -175,6 +212,8 @@ impl Freshness {
             let p = &mut *guard;
             if early {
                 p.last = Some(taken);
+                let now = Instant::now();
+                p.budget = Some(((p.available(now) - 1.0).max(0.0), now));
             }
             p.hold_off = None;
             for slot in [&mut p.urgent, &mut p.lazy] {
@@ -249,10 +288,9 @@ mod tests {
     /// nonces miss F/8 and honest consumers lapse when their old nonce turns
     /// F old, and a re-plug is declined until reach is earned back.
     #[test]
-    #[ignore = "finding: below F = 240 s the lazy schedule outruns the native dongle's reach rule (design: budget early certificates in tetherd, or raise the least nonce period)"]
-    fn lazy_certificates_are_sustainable_at_every_allowed_nonce_period() {
+    fn lazy_certificates_are_sustainable_at_every_nonce_period_the_cli_issues() {
         let rules = tether_emulator::Rules::default();
-        for period in [60u64, 120, 180, 240, 300, 3600] {
+        for period in [LEAST_SUSTAINABLE_PERIOD.as_secs(), 300, 600, 3600] {
             let every = Duration::from_secs(period) / LAZY_DIVISOR;
             let earned = every * rules.reach_rate;
             assert!(
@@ -260,7 +298,39 @@ mod tests {
                 "F = {period} s: a certificate every {every:?} earns {earned:?} of reach and costs {:?}",
                 rules.min_charge
             );
+            // And the early-certificate budget keeps up with it too.
+            assert!(every >= EARLY_EVERY, "F = {period} s");
         }
+        // Below it, not: tetherd warns at start, the CLI refuses to issue.
+        let shorter = (LEAST_SUSTAINABLE_PERIOD - Duration::from_secs(1)) / LAZY_DIVISOR;
+        assert!(shorter * rules.reach_rate < rules.min_charge);
+    }
+
+    /// A client churning instance ids gets at most the burst of early
+    /// certificates, then one per `EARLY_EVERY`: the dongle's own budget is
+    /// not spent on it.
+    #[test]
+    fn early_certificates_are_budgeted() {
+        let f = Freshness::default();
+        let period = Duration::from_secs(300);
+        for _ in 0..EARLY_BURST {
+            f.note_urgent();
+            assert!(f.due(period).unwrap() < Instant::now() + MIN_GAP + BATCH);
+            f.certified(f.snapshot(), true);
+        }
+        f.note_urgent();
+        let due = f.due(period).unwrap();
+        assert!(
+            due > Instant::now() + EARLY_EVERY - Duration::from_secs(1),
+            "{due:?}"
+        );
+        // Certificates at plug-in or half-life renewals do not spend it.
+        let g = Freshness::default();
+        for _ in 0..50 {
+            g.certified(g.snapshot(), false);
+        }
+        g.note_urgent();
+        assert!(g.due(period).unwrap() < Instant::now() + BATCH + Duration::from_millis(50));
     }
 
     #[test]
