@@ -220,6 +220,8 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             seats: t.seats.clone(),
             sequence: t.sequence,
             max_token_ttl: t.max_token_ttl,
+            expires_in_secs: t.not_after.saturating_duration_since(now).as_secs(),
+            revoked: auth.is_revoked(),
         },
         tokens_issued: auth.metrics.issued_total(),
         now: auth.now(),
