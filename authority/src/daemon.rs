@@ -68,14 +68,17 @@ fn start(args: Args) -> anyhow::Result<()> {
     // The state directory is ours (locked) from here: `tether license
     // install` finds us by this file and signals SIGHUP.
     let pid_file = config.state_dir.join(crate::license::PID_FILE);
-    tether_keys::fsutil::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes(), 0o644)?;
+    tether_keys::fsutil::write_atomic(
+        &pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o644,
+    )?;
     let _remove_pid = RemoveOnDrop(pid_file);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        if let Ok(mut hup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             let auth = auth.clone();
             tokio::spawn(async move {

@@ -594,7 +594,11 @@ pub fn read_license(path: &Path) -> Result<License> {
 pub fn revocation_pem(rev: &crate::Revocation) -> String {
     #[allow(clippy::expect_used)] // See "# Panics": fixed label, bounded input.
     let block = armor(REVOCATION_LABEL, rev.encoded()).expect("a revocation always armors");
-    with_headers(&[("Tether-License-Id", &rev.license_id.to_string())], &block).to_string()
+    with_headers(
+        &[("Tether-License-Id", &rev.license_id.to_string())],
+        &block,
+    )
+    .to_string()
 }
 
 /// What a file handed to `tether license install` holds.

@@ -21,16 +21,29 @@ const T: Duration = Duration::from_secs(10);
 
 /// A version of the site's license at `sequence`, `edit`ed, signed by the
 /// vendor and written to `name`.
-fn version(site: &Site, sequence: u64, name: &str, edit: impl FnOnce(&mut LicenseTerms)) -> PathBuf {
+fn version(
+    site: &Site,
+    sequence: u64,
+    name: &str,
+    edit: impl FnOnce(&mut LicenseTerms),
+) -> PathBuf {
     let (vendor, _) = keyfile::read_secret_key::<Vendor>(&site.vendor_key).unwrap();
-    let mut terms = keyfile::read_license(&site.license).unwrap().terms().clone();
+    let mut terms = keyfile::read_license(&site.license)
+        .unwrap()
+        .terms()
+        .clone();
     terms.sequence = sequence;
     terms.issued_at = UnixTime::now();
     edit(&mut terms);
     let path = site.path(name);
     let license = terms.sign(&vendor).unwrap();
-    keyfile::write_file(&path, keyfile::license_pem(&license).as_bytes(), 0o644, Overwrite::Never)
-        .unwrap();
+    keyfile::write_file(
+        &path,
+        keyfile::license_pem(&license).as_bytes(),
+        0o644,
+        Overwrite::Never,
+    )
+    .unwrap();
     path
 }
 
@@ -100,7 +113,11 @@ fn a_license_is_updated_refused_kept_and_revoked() {
     let v2 = version(&site, 2, "v2.tether", |t| t.features.push("record".into()));
     let out = install(&site, &v2);
     assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
-    assert!(text(&out.stdout).contains("accepted"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("accepted"),
+        "{}",
+        text(&out.stdout)
+    );
     let next = wait_for_token(&url, &secret, T);
     let served = license_of(&next);
     assert_eq!(served.terms().sequence, 2);
@@ -109,15 +126,20 @@ fn a_license_is_updated_refused_kept_and_revoked() {
     stop_loop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     assert!(ok.load(Ordering::Relaxed) > 10);
-    assert_eq!(refused.load(Ordering::Relaxed), 0, "refusals during the update");
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        0,
+        "refusals during the update"
+    );
     let st = status(&url);
     assert_eq!(st["license"]["sequence"], 2);
     let left = st["license"]["expires_in_secs"].as_u64().unwrap();
     assert!((80_000..=86_400).contains(&left), "{left}");
     assert_eq!(st["license"]["revoked"], false);
-    let verdict: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(site.path("state/license-verdict.json")).unwrap())
-            .unwrap();
+    let verdict: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(site.path("state/license-verdict.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(verdict["accepted"], true);
     assert_eq!(verdict["sequence"], 2);
 
@@ -126,9 +148,17 @@ fn a_license_is_updated_refused_kept_and_revoked() {
         let out = install(&site, file);
         assert!(!out.status.success());
         let err = text(&out.stderr);
-        assert!(err.contains("refused") && err.contains("not above"), "{err}");
+        assert!(
+            err.contains("refused") && err.contains("not above"),
+            "{err}"
+        );
     }
-    assert_eq!(license_of(&wait_for_token(&url, &secret, T)).terms().sequence, 2);
+    assert_eq!(
+        license_of(&wait_for_token(&url, &secret, T))
+            .terms()
+            .sequence,
+        2
+    );
     assert!(d.log().contains("license update refused"), "{}", d.log());
 
     // A restart keeps the update, though --license still names v1.
@@ -136,7 +166,12 @@ fn a_license_is_updated_refused_kept_and_revoked() {
     assert!(!site.path("state/tetherd.pid").exists());
     let (mut d, url) = site.start_tetherd_on(&port, &[]);
     assert_eq!(status(&url)["license"]["sequence"], 2);
-    assert_eq!(license_of(&wait_for_token(&url, &secret, T)).terms().sequence, 2);
+    assert_eq!(
+        license_of(&wait_for_token(&url, &secret, T))
+            .terms()
+            .sequence,
+        2
+    );
     stop(&mut d);
 
     // The old file put back, without the kept one: refused at start.
@@ -144,7 +179,10 @@ fn a_license_is_updated_refused_kept_and_revoked() {
     let mut old = Proc::spawn(site.tetherd_command(&[], &port, &[]), "tetherd");
     assert_eq!(old.wait_exit(T), Some(1));
     let log = old.log();
-    assert!(log.contains("below sequence 2") && log.contains("cannot be put back"), "{log}");
+    assert!(
+        log.contains("below sequence 2") && log.contains("cannot be put back"),
+        "{log}"
+    );
     drop(old);
 
     // With v2 named: serves; then a revocation stops it, after a restart too.

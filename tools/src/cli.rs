@@ -189,7 +189,11 @@ pub struct LicenseInstallArgs {
     #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
     pub state_dir: PathBuf,
     /// The vendor public key (vendor.pub): the file is checked before it is handed over.
-    #[arg(long, env = "TETHER_VENDOR_PUB", default_value = "/etc/tether/vendor.pub")]
+    #[arg(
+        long,
+        env = "TETHER_VENDOR_PUB",
+        default_value = "/etc/tether/vendor.pub"
+    )]
     pub vendor_pub: PathBuf,
     /// How long to wait for tetherd's verdict (e.g. 10s).
     #[arg(long, default_value = "10s")]
@@ -211,7 +215,11 @@ pub struct LicenseIssueArgs {
     pub supersedes: Option<PathBuf>,
     /// The dongle's public key file (dongle.pub, carries the serial); with
     /// --supersedes, only checked to be the same dongle.
-    #[arg(long, env = "TETHER_DONGLE_PUB", required_unless_present = "supersedes")]
+    #[arg(
+        long,
+        env = "TETHER_DONGLE_PUB",
+        required_unless_present = "supersedes"
+    )]
     pub dongle_pub: Option<PathBuf>,
     /// The dongle serial, when dongle.pub does not name it.
     #[arg(long, env = "TETHER_DONGLE_SERIAL")]

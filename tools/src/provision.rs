@@ -176,15 +176,14 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
             }
             (key, serial)
         }
-        (Some(o), None) => (o.dongle_key.clone(), o.dongle_serial.clone()),
+        (Some(o), None) => (o.dongle_key, o.dongle_serial.clone()),
         (None, Some(d)) => d,
         (None, None) => bail!("--dongle-pub is required"),
     };
     let max_token_ttl = match (&args.max_ttl, &old) {
         (None, Some(o)) => o.max_token_ttl,
         (text, _) => {
-            let max_ttl =
-                tether_keys::parse_duration(text.as_deref().unwrap_or("5m"))?.as_secs();
+            let max_ttl = tether_keys::parse_duration(text.as_deref().unwrap_or("5m"))?.as_secs();
             u32::try_from(max_ttl)
                 .ok()
                 .filter(|t| *t > 0)

@@ -99,7 +99,8 @@ impl Authority {
 
     fn swap(&self, new: License) {
         for service in &new.terms().services {
-            self.leases.set_seats(service, new.terms().seats_for(service));
+            self.leases
+                .set_seats(service, new.terms().seats_for(service));
         }
         self.license_slot().store(Arc::new(ActiveLicense::new(new)));
     }
@@ -170,7 +171,9 @@ impl Authority {
                     .map_err(|e| e.to_string())?;
                 let old = self.license().terms().sequence;
                 self.swap(*new);
-                Ok(format!("license {id} sequence {seq} replaces sequence {old}"))
+                Ok(format!(
+                    "license {id} sequence {seq} replaces sequence {old}"
+                ))
             }
             LicenseUpdate::Revocation(rev) => self.revoke(&rev, vendor),
         }
@@ -190,10 +193,8 @@ impl Authority {
         self.store
             .record_revocation(&id, rev.through_sequence)
             .map_err(|e| e.to_string())?;
-        self.revoked_below.fetch_max(
-            rev.through_sequence.saturating_add(1),
-            Ordering::Relaxed,
-        );
+        self.revoked_below
+            .fetch_max(rev.through_sequence.saturating_add(1), Ordering::Relaxed);
         Ok(if self.is_revoked() {
             format!(
                 "license {id} revoked through sequence {}: no more tokens",
@@ -250,8 +251,7 @@ impl Authority {
 /// Whether to warn that the license ends soon: within
 /// [`EXPIRY_WARNING`] of `not_after`, and not warned in the last day.
 pub fn expiry_warning_due(now: UnixTime, not_after: UnixTime, last: Option<UnixTime>) -> bool {
-    let soon = now < not_after
-        && not_after.saturating_duration_since(now) <= EXPIRY_WARNING;
+    let soon = now < not_after && not_after.saturating_duration_since(now) <= EXPIRY_WARNING;
     soon && last.is_none_or(|l| now.saturating_duration_since(l) >= Duration::from_secs(86_400))
 }
 
@@ -329,10 +329,9 @@ mod tests {
         std::fs::write(auth.state_dir().join(PENDING_FILE), text).unwrap();
         let v = auth.process_pending(&testkeys::vendor().public()).unwrap();
         assert!(!auth.state_dir().join(PENDING_FILE).exists());
-        let written: Verdict = serde_json::from_slice(
-            &std::fs::read(auth.state_dir().join(VERDICT_FILE)).unwrap(),
-        )
-        .unwrap();
+        let written: Verdict =
+            serde_json::from_slice(&std::fs::read(auth.state_dir().join(VERDICT_FILE)).unwrap())
+                .unwrap();
         assert_eq!(written, v);
         assert_eq!(v.file_sha256, sha256_hex(text.as_bytes()));
         v
@@ -376,12 +375,8 @@ mod tests {
         assert_eq!(auth.license().terms().sequence, 3);
         auth.issue(Some(&secret), None).unwrap();
         // At a restart, the kept license wins over an older --license.
-        let given = License::decode(
-            &URL_SAFE_NO_PAD
-                .decode(&auth.license().lic_b64)
-                .unwrap(),
-        )
-        .unwrap();
+        let given =
+            License::decode(&URL_SAFE_NO_PAD.decode(&auth.license().lic_b64).unwrap()).unwrap();
         let mut t1 = given.terms().clone();
         t1.sequence = 1;
         let one = t1.sign(&testkeys::vendor()).unwrap();
@@ -407,7 +402,10 @@ mod tests {
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::LicenseRevoked);
         assert_eq!(refused.http_status(), 403);
-        assert_eq!(auth.ready().unwrap_err().kind(), RefusalCode::LicenseRevoked);
+        assert_eq!(
+            auth.ready().unwrap_err().kind(),
+            RefusalCode::LicenseRevoked
+        );
         assert_eq!(auth.store.revoked_through(&"01".repeat(16)), Some(1));
         drop(auth);
         let (again, _) = authority(dir.path());
