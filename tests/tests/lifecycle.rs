@@ -209,3 +209,24 @@ fn a_license_is_updated_refused_kept_and_revoked() {
     std::thread::sleep(Duration::from_millis(500));
     check_revoked(&url);
 }
+
+/// In its last 14 days a license is warned about in the log (once a day),
+/// and `/status` says how long it has left.
+#[test]
+fn a_license_ending_soon_is_warned_about() {
+    let site = Site::with_license(|t| {
+        t.not_after = UnixTime::now() + Duration::from_secs(10 * 86_400);
+    });
+    let _emu = site.start_emulator(&[]);
+    let (d, url) = site.start_tetherd(&[]);
+    let left = status(&url)["license"]["expires_in_secs"].as_u64().unwrap();
+    assert!((10 * 86_400 - 60..=10 * 86_400).contains(&left), "{left}");
+    tether_tests::wait_until(T, || d.log().contains("the license ends in"));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        d.log().matches("the license ends in").count(),
+        1,
+        "{}",
+        d.log()
+    );
+}
