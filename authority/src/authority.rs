@@ -164,6 +164,8 @@ pub struct Authority {
     pub(crate) revoked_below: AtomicU64,
     /// Wakes the license watcher at once (SIGHUP) instead of at its next poll.
     pub license_check: tokio::sync::Notify,
+    /// Verdicts on license installs, for `/events` (`event: license`).
+    pub license_events: tokio::sync::broadcast::Sender<crate::license::Verdict>,
 }
 
 impl Authority {
@@ -242,6 +244,7 @@ impl Authority {
             freshness: Freshness::default(),
             revoked_below,
             license_check: tokio::sync::Notify::new(),
+            license_events: tokio::sync::broadcast::channel(16).0,
         }
     }
 

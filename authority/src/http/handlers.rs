@@ -133,11 +133,25 @@ pub async fn events(
         let ev = rx.borrow_and_update().clone();
         Some((ev, (rx, false)))
     });
+    // License installs (`tether license install`): their verdicts, as
+    // `event: license` (consumers that know only `state` skip them).
+    let installs =
+        futures_util::stream::unfold(auth.license_events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(verdict) => return Some((verdict, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .map(|verdict| Event::default().event("license").json_data(verdict));
+    let states = changes.map(|ev| Event::default().event("state").json_data(ev));
     // The place is held as long as the stream.
-    let stream = changes
+    let stream = futures_util::stream::select(states, installs)
         .map(move |ev| {
             let _held = &place;
-            Event::default().event("state").json_data(ev)
+            ev
         })
         .take_until(shutdown.cancelled_owned());
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())

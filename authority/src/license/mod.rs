@@ -244,6 +244,8 @@ impl Authority {
             tracing::error!(error = %e, "cannot write the license verdict");
         }
         let _ = std::fs::remove_file(&pending);
+        // No subscriber is not an error.
+        let _ = self.license_events.send(verdict.clone());
         Some(verdict)
     }
 }
