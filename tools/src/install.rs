@@ -35,12 +35,21 @@ fn running_tetherd(dir: &Path) -> anyhow::Result<rustix::process::Pid> {
         .ok()
         .and_then(rustix::process::Pid::from_raw)
         .with_context(|| format!("{}: not a process id", path.display()))?;
-    if rustix::process::test_kill_process(pid).is_err() {
+    // The running tetherd holds the state directory's lock: a stale pid
+    // file (a daemon killed with SIGKILL, its pid perhaps reused) must not
+    // make us signal an unrelated process.
+    let lock_path = dir.join("state.lock");
+    let held = match std::fs::OpenOptions::new().write(true).open(&lock_path) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    };
+    if !held || rustix::process::test_kill_process(pid).is_err() {
         bail!(
-            "no tetherd is running on {} (process {} from {} is gone): start tetherd, then install",
+            "no tetherd is running on {} ({} names process {}, which does not hold {}): start tetherd, then install",
             dir.display(),
+            path.display(),
             pid.as_raw_nonzero(),
-            path.display()
+            lock_path.display()
         );
     }
     Ok(pid)

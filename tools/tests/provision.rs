@@ -446,6 +446,22 @@ fn revoke_and_install_without_a_daemon() {
         ])
         .fails_with("no tetherd is running");
     }
+    // A stale pid file (our own pid: a live process) without the lock held.
+    fs::write(
+        state.join("tetherd.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    tether(&[
+        "license",
+        "install",
+        "--state-dir",
+        s(&state),
+        "--vendor-pub",
+        s(&site.p("vendor/vendor.pub")),
+        s(&rev),
+    ])
+    .fails_with("does not hold");
     assert!(!state.join("license-pending.tether").exists());
     // A file from another vendor is refused before anything else.
     tether(&["keygen", "vendor", "--out", s(&site.p("v2"))]).ok();
