@@ -159,6 +159,13 @@ pub struct Authority {
     pub metrics: Metrics,
     /// Nonces waiting for a certificate (licenses with a nonce period).
     pub freshness: Freshness,
+    /// Sequences below this one are revoked (0: none), for the license's id
+    /// (which never changes while the authority runs).
+    pub(crate) revoked_below: AtomicU64,
+    /// Wakes the license watcher at once (SIGHUP) instead of at its next poll.
+    pub license_check: tokio::sync::Notify,
+    /// Verdicts on license installs, for `/events` (`event: license`).
+    pub license_events: tokio::sync::broadcast::Sender<crate::license::Verdict>,
 }
 
 impl Authority {
@@ -196,6 +203,11 @@ impl Authority {
             .collect();
         let clock_mark = AtomicU64::new(store.marks().clock.secs());
         let terms = license.terms();
+        let revoked_below = AtomicU64::new(
+            store
+                .revoked_through(&terms.id.to_string())
+                .map_or(0, |s| s.saturating_add(1)),
+        );
         let leases = Leases::new(
             terms
                 .services
@@ -230,6 +242,9 @@ impl Authority {
             store,
             metrics: Metrics::default(),
             freshness: Freshness::default(),
+            revoked_below,
+            license_check: tokio::sync::Notify::new(),
+            license_events: tokio::sync::broadcast::channel(16).0,
         }
     }
 
@@ -580,6 +595,15 @@ impl Authority {
         license: &ActiveLicense,
     ) -> Result<(u64, &'s Session), Refusal> {
         let terms = license.terms();
+        if terms.sequence < self.revoked_below.load(Ordering::Relaxed) {
+            return Err(Refusal::new(
+                RefusalCode::LicenseRevoked,
+                format!(
+                    "license {} (sequence {}) was revoked by the vendor",
+                    terms.id, terms.sequence
+                ),
+            ));
+        }
         license
             .check_time(now, Duration::ZERO)
             .map_err(|e| Refusal::new(RefusalCode::LicenseNotValid, e.to_string()))?;

@@ -65,10 +65,29 @@ fn init_logs(json: bool) {
 fn start(args: Args) -> anyhow::Result<()> {
     let config = Config::resolve(args)?;
     let auth = load(&config)?;
+    // The state directory is ours (locked) from here: `tether license
+    // install` finds us by this file and signals SIGHUP.
+    let pid_file = config.state_dir.join(crate::license::PID_FILE);
+    tether_keys::fsutil::write_atomic(
+        &pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o644,
+    )?;
+    let _remove_pid = RemoveOnDrop(pid_file);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: looking for a license update");
+                    auth.license_check.notify_one();
+                }
+            });
+        }
         let mut listeners = Vec::new();
         for listen in &config.listen {
             let l = Listener::bind(listen).await?;
@@ -80,6 +99,15 @@ fn start(args: Args) -> anyhow::Result<()> {
         }
         run(auth, &config, listeners, shutdown_signal()).await
     })
+}
+
+/// Removes a file when dropped (the pid file, however `start` ends).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Completes on SIGTERM or SIGINT. tetherd's own: it logs under this

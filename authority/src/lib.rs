@@ -80,6 +80,20 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
     license
         .verify(&vendor)
         .with_context(|| format!("{}", config.license.display()))?;
+    let store = state::StateStore::open(&config.state_dir)?;
+    let license = license::prefer_installed(license, &config.state_dir, &vendor);
+    let (id, sequence) = (license.terms().id.to_string(), license.terms().sequence);
+    if let Some(high) = store.license_sequence(&id)
+        && sequence < high
+    {
+        anyhow::bail!(
+            "{}: license {id} is at sequence {sequence}, below sequence {high} already installed here ({}): \
+             an older version of a license cannot be put back; start with the latest license file",
+            config.license.display(),
+            store.path().display()
+        );
+    }
+    store.record_license_sequence(&id, sequence)?;
     let period = u64::from(license.terms().nonce_period);
     if period > 0 && period < freshness::LEAST_SUSTAINABLE_PERIOD.as_secs() {
         tracing::warn!(
@@ -98,13 +112,15 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
             );
         }
     }
-    let store = state::StateStore::open(&config.state_dir)?;
     let settings = authority::IssueSettings {
         token_ttl: config.token_ttl,
         clock_tolerance: config.clock_tolerance,
         rate_limit: config.rate_limit,
     };
     let auth = Arc::new(Authority::new(license, credentials, settings, store));
+    if auth.is_revoked() {
+        tracing::error!(license = %id, sequence, "this license was revoked by the vendor: every token is refused (license_revoked)");
+    }
     let now = auth.now();
     if let Some(mark) = auth.clock_rolled_back(now) {
         let advice = state::clock_behind_advice(now, mark, auth.store.path());
@@ -158,6 +174,15 @@ pub async fn run(
         log: http::server::ConnLog::default(),
     });
     let mut servers = tokio::task::JoinSet::new();
+    // License updates and revocations (`tether license install`), and
+    // expiry warnings. A vendor key that no longer reads leaves the
+    // installed license serving, without updates.
+    match keyfile::read_public_key::<Vendor>(&config.vendor_pub) {
+        Ok((vendor, _)) => {
+            tokio::spawn(license::watch(auth.clone(), vendor, draining.clone()));
+        }
+        Err(e) => tracing::error!(error = %e, "license updates disabled"),
+    }
     for listener in listeners {
         servers.spawn(http::server::serve(
             routes.clone(),

@@ -32,6 +32,15 @@ pub struct Marks {
     /// lifetime plus leeway.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leases: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// The highest sequence ever installed, by license id (hex): an older
+    /// version of a license is refused, at start and on install, even after
+    /// a restart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub license_sequence: BTreeMap<String, u64>,
+    /// Installed revocations, by license id (hex): every sequence up to and
+    /// including this one is revoked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: BTreeMap<String, u64>,
 }
 
 /// Errors reading or writing the state file.
@@ -244,6 +253,51 @@ impl StateStore {
         Ok(())
     }
 
+    /// Raises the highest installed sequence of license `id` to `sequence`
+    /// (never lowers it), and persists.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the state file cannot be written.
+    pub fn record_license_sequence(&self, id: &str, sequence: u64) -> Result<(), StateError> {
+        self.raise(|m| &mut m.license_sequence, id, sequence)
+    }
+
+    /// The highest sequence of license `id` ever installed here.
+    pub fn license_sequence(&self, id: &str) -> Option<u64> {
+        self.lock().license_sequence.get(id).copied()
+    }
+
+    /// Records a revocation of license `id` through `sequence` (a higher
+    /// one already recorded stays), and persists.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the state file cannot be written.
+    pub fn record_revocation(&self, id: &str, sequence: u64) -> Result<(), StateError> {
+        self.raise(|m| &mut m.revoked, id, sequence)
+    }
+
+    /// The sequence through which license `id` is revoked, if it is.
+    pub fn revoked_through(&self, id: &str) -> Option<u64> {
+        self.lock().revoked.get(id).copied()
+    }
+
+    fn raise(
+        &self,
+        map: impl Fn(&mut Marks) -> &mut BTreeMap<String, u64>,
+        id: &str,
+        value: u64,
+    ) -> Result<(), StateError> {
+        let mut marks = self.lock();
+        if map(&mut marks).get(id).is_some_and(|v| *v >= value) {
+            return Ok(());
+        }
+        let mut next = marks.clone();
+        map(&mut next).insert(id.to_string(), value);
+        self.persist(&next)?;
+        *marks = next;
+        Ok(())
+    }
+
     /// The highest counter seen for `serial`.
     pub fn counter(&self, serial: &str) -> Option<u32> {
         self.lock().counters.get(serial).copied()
@@ -298,6 +352,23 @@ mod tests {
         drop(store);
         let again = StateStore::open(dir.path()).unwrap();
         assert_eq!(again.marks().clock.secs(), 1000);
+    }
+
+    #[test]
+    fn license_sequence_and_revocation_only_rise_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.record_license_sequence("ab", 3).unwrap();
+        store.record_license_sequence("ab", 2).unwrap();
+        store.record_revocation("ab", 3).unwrap();
+        store.record_revocation("ab", 1).unwrap();
+        drop(store);
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.license_sequence("ab"), Some(3));
+        assert_eq!(again.revoked_through("ab"), Some(3));
+        assert_eq!(again.license_sequence("cd"), None);
+        let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+        assert!(text.contains("\"license_sequence\""), "{text}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 /// Prefix of the message a vendor signs for a license.
 pub const LICENSE: &[u8] = b"tether/license/v1\0";
+/// Prefix of the message a vendor signs for a revocation.
+pub const REVOCATION: &[u8] = b"tether/revocation/v1\0";
 /// Prefix of the message a dongle signs for a delegation certificate.
 pub const DELEGATION: &[u8] = b"tether/delegation/v1\0";
 /// Prefix of the message a dongle signs to prove presence.

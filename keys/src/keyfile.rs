@@ -56,6 +56,7 @@ const PRIVATE_LABEL: &str = "PRIVATE KEY";
 const PUBLIC_LABEL: &str = "PUBLIC KEY";
 /// Tether's own label for a license (`docs/formats.md`, "License").
 const LICENSE_LABEL: &str = "TETHER LICENSE";
+const REVOCATION_LABEL: &str = "TETHER REVOCATION";
 /// Line ending of every file written; the reader takes LF, CRLF or CR.
 const LINE_ENDING: LineEnding = LineEnding::LF;
 
@@ -581,6 +582,60 @@ pub fn parse_license(path: &Path, text: &str) -> Result<License> {
 pub fn read_license(path: &Path) -> Result<License> {
     let text = read_text(path, false)?;
     parse_license(path, &text)
+}
+
+/// The PEM text of a revocation file (`docs/formats.md`, "Revocation"): an
+/// informational `Tether-License-Id` line, then the signed bytes as a
+/// `TETHER REVOCATION` block.
+///
+/// # Panics
+///
+/// Never in practice: the label is fixed and a revocation is 121 bytes.
+pub fn revocation_pem(rev: &crate::Revocation) -> String {
+    #[allow(clippy::expect_used)] // See "# Panics": fixed label, bounded input.
+    let block = armor(REVOCATION_LABEL, rev.encoded()).expect("a revocation always armors");
+    with_headers(
+        &[("Tether-License-Id", &rev.license_id.to_string())],
+        &block,
+    )
+    .to_string()
+}
+
+/// What a file handed to `tether license install` holds.
+#[derive(Debug, Clone)]
+pub enum LicenseUpdate {
+    /// A license (a new version of the installed one).
+    License(Box<License>),
+    /// A revocation of the installed license.
+    Revocation(crate::Revocation),
+}
+
+/// Parses a license or a revocation file's text, by its block's label.
+/// Decodes but does not verify.
+///
+/// # Errors
+///
+/// [`Error::BadFile`] naming `path` if the text holds neither block or the
+/// block does not decode.
+pub fn parse_update(path: &Path, text: &str) -> Result<LicenseUpdate> {
+    if text.contains(&format!("-----BEGIN {REVOCATION_LABEL}-----")) {
+        let (_, bytes) = dearmor(path, text, REVOCATION_LABEL)?;
+        crate::Revocation::decode(&bytes)
+            .map(LicenseUpdate::Revocation)
+            .map_err(|e| Error::bad_file(path, e.to_string()))
+    } else {
+        parse_license(path, text).map(|l| LicenseUpdate::License(Box::new(l)))
+    }
+}
+
+/// Reads and decodes (but does not verify) a license or revocation file.
+///
+/// # Errors
+///
+/// [`Error::Io`] if it cannot be read; otherwise as [`parse_update`].
+pub fn read_update(path: &Path) -> Result<LicenseUpdate> {
+    let text = read_text(path, false)?;
+    parse_update(path, &text)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod key;
 pub mod keyfile;
 pub mod license;
 pub mod merkle;
+pub mod revocation;
 mod time;
 pub mod token;
 pub mod wire;
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use key::{Dongle, Fingerprint, PublicKey, SecretKey, Session, Vendor};
 pub use license::{License, LicenseId, LicenseTerms};
 pub use merkle::{Commitment, InclusionProof, Leaf, LeafSet};
+pub use revocation::Revocation;
 pub use time::UnixTime;
 pub use token::TokenSigner;
 

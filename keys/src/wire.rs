@@ -127,6 +127,12 @@ pub struct LicenseSummary {
     pub sequence: u64,
     /// Longest token lifetime allowed, in seconds.
     pub max_token_ttl: u32,
+    /// Seconds until `not_after` (0 once past).
+    #[serde(default)]
+    pub expires_in_secs: u64,
+    /// Whether an installed revocation covers this license.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// The body of `GET /status`.
@@ -214,11 +220,13 @@ pub enum RefusalCode {
     /// 503: the instance's nonce goes into the next dongle certificate
     /// (freshness); `Retry-After` says when to ask again.
     AwaitingCertificate,
+    /// 403: the vendor revoked the license (an installed revocation).
+    LicenseRevoked,
 }
 
 impl RefusalCode {
     /// Every code, in the order `/metrics` lists them.
-    pub const ALL: [RefusalCode; 14] = [
+    pub const ALL: [RefusalCode; 15] = [
         RefusalCode::Unauthorized,
         RefusalCode::ServiceNotLicensed,
         RefusalCode::LicenseNotValid,
@@ -233,6 +241,7 @@ impl RefusalCode {
         RefusalCode::NoSeatFree,
         RefusalCode::NoLease,
         RefusalCode::AwaitingCertificate,
+        RefusalCode::LicenseRevoked,
     ];
 
     /// The snake_case code of JSON errors and metric labels.
@@ -252,6 +261,7 @@ impl RefusalCode {
             RefusalCode::NoSeatFree => "no_seat_free",
             RefusalCode::NoLease => "no_lease",
             RefusalCode::AwaitingCertificate => "awaiting_certificate",
+            RefusalCode::LicenseRevoked => "license_revoked",
         }
     }
 
@@ -260,7 +270,9 @@ impl RefusalCode {
         match self {
             RefusalCode::BadRequest => 400,
             RefusalCode::Unauthorized => 401,
-            RefusalCode::ServiceNotLicensed | RefusalCode::LicenseNotValid => 403,
+            RefusalCode::ServiceNotLicensed
+            | RefusalCode::LicenseNotValid
+            | RefusalCode::LicenseRevoked => 403,
             RefusalCode::NotFound | RefusalCode::NoLease => 404,
             RefusalCode::MethodNotAllowed => 405,
             RefusalCode::NoSeatFree => 409,

@@ -35,6 +35,8 @@ pub struct Site {
     pub dir: tempfile::TempDir,
     pub serial: String,
     pub vendor_pub: PathBuf,
+    /// The vendor private key (for tests that issue license updates).
+    pub vendor_key: PathBuf,
     pub license: PathBuf,
     pub credentials: PathBuf,
     pub identity: PathBuf,
@@ -59,6 +61,8 @@ impl Site {
         let serial = format!("TD-E2E-{}", std::process::id());
         let vendor_pub = root.join("vendor.pub");
         keyfile::write_public_key(&vendor_pub, &vendor.public(), &[], Overwrite::Never).unwrap();
+        let vendor_key = root.join("vendor.key");
+        keyfile::write_secret_key(&vendor_key, &vendor, &[], Overwrite::Never).unwrap();
         let identity = root.join("dongle");
         std::fs::create_dir_all(&identity).unwrap();
         keyfile::write_secret_key(
@@ -107,6 +111,7 @@ impl Site {
             dir,
             serial,
             vendor_pub,
+            vendor_key,
             license: license_path,
             credentials,
             identity,
@@ -176,6 +181,17 @@ impl Site {
         port: &str,
         extra: &[&str],
     ) -> (Proc, String) {
+        let proc = Proc::spawn(self.tetherd_command(wrapper, port, extra), "tetherd");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until(Duration::from_secs(10), || {
+            http::get(&url, "/healthz", None).is_ok()
+        });
+        (proc, url)
+    }
+
+    /// The `tetherd` command [`Site::start_tetherd_under`] runs, for tests
+    /// that expect it not to start.
+    pub fn tetherd_command(&self, wrapper: &[&str], port: &str, extra: &[&str]) -> Command {
         let mut cmd = match wrapper.split_first() {
             None => Command::new(bin("tetherd")),
             Some((first, rest)) => {
@@ -202,12 +218,7 @@ impl Site {
             // port unless a test asks (`--admin-listen` wins over the env).
             .env("TETHER_ADMIN_LISTEN", "off")
             .env("TETHER_LOG", self.log);
-        let proc = Proc::spawn(cmd, "tetherd");
-        let url = format!("http://127.0.0.1:{port}");
-        wait_until(Duration::from_secs(10), || {
-            http::get(&url, "/healthz", None).is_ok()
-        });
-        (proc, url)
+        cmd
     }
 }
 

@@ -161,6 +161,45 @@ pub enum LicenseCmd {
         /// The license file.
         file: PathBuf,
     },
+    /// Hand a license update or a revocation to the running tetherd of a
+    /// state directory, and wait for its verdict (exit 0 when accepted).
+    Install(LicenseInstallArgs),
+    /// Sign a revocation of a license: tetherd stops issuing under it once
+    /// installed (`tether license install`), and after restarts too.
+    Revoke {
+        /// The vendor private key (vendor.key).
+        #[arg(long, env = "TETHER_VENDOR_KEY")]
+        vendor_key: PathBuf,
+        /// The license to revoke: its id, and every sequence up to its own.
+        #[arg(long)]
+        license: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Flags of `tether license install`.
+#[derive(Debug, Args)]
+pub struct LicenseInstallArgs {
+    /// tetherd's state directory.
+    #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
+    pub state_dir: PathBuf,
+    /// The vendor public key (vendor.pub): the file is checked before it is handed over.
+    #[arg(
+        long,
+        env = "TETHER_VENDOR_PUB",
+        default_value = "/etc/tether/vendor.pub"
+    )]
+    pub vendor_pub: PathBuf,
+    /// How long to wait for tetherd's verdict (e.g. 10s).
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+    /// The license update or revocation file.
+    pub file: PathBuf,
 }
 
 /// Flags of `tether license issue`.
@@ -169,41 +208,61 @@ pub struct LicenseIssueArgs {
     /// The vendor private key (vendor.key).
     #[arg(long, env = "TETHER_VENDOR_KEY")]
     pub vendor_key: PathBuf,
-    /// The dongle's public key file (dongle.pub, carries the serial).
-    #[arg(long, env = "TETHER_DONGLE_PUB")]
-    pub dongle_pub: PathBuf,
+    /// A license this one replaces: its next version keeps its id, dongle
+    /// and (unless given) every term; the sequence is one higher. Install it
+    /// at the site with `tether license install`.
+    #[arg(long)]
+    pub supersedes: Option<PathBuf>,
+    /// The dongle's public key file (dongle.pub, carries the serial); with
+    /// --supersedes, only checked to be the same dongle.
+    #[arg(
+        long,
+        env = "TETHER_DONGLE_PUB",
+        required_unless_present = "supersedes"
+    )]
+    pub dongle_pub: Option<PathBuf>,
     /// The dongle serial, when dongle.pub does not name it.
     #[arg(long, env = "TETHER_DONGLE_SERIAL")]
     pub serial: Option<String>,
     /// Customer name.
-    #[arg(long, env = "TETHER_CUSTOMER")]
-    pub customer: String,
-    /// Features granted, comma-separated.
+    #[arg(long, env = "TETHER_CUSTOMER", required_unless_present = "supersedes")]
+    pub customer: Option<String>,
+    /// Features granted, comma-separated (with --supersedes, default: the old ones).
     #[arg(long, env = "TETHER_FEATURES", value_delimiter = ',')]
-    pub features: Vec<String>,
-    /// Services allowed to obtain tokens, comma-separated.
-    #[arg(long, env = "TETHER_SERVICES", value_delimiter = ',', required = true)]
-    pub services: Vec<String>,
-    /// How long the license is valid from --not-before (e.g. 365d).
-    #[arg(long, env = "TETHER_VALID_FOR", default_value = "365d")]
-    pub valid_for: String,
-    /// Start of validity as UNIX seconds (default: now).
+    pub features: Option<Vec<String>>,
+    /// Services allowed to obtain tokens, comma-separated (with
+    /// --supersedes, default: the old ones).
+    #[arg(
+        long,
+        env = "TETHER_SERVICES",
+        value_delimiter = ',',
+        required_unless_present = "supersedes"
+    )]
+    pub services: Option<Vec<String>>,
+    /// How long the license is valid from --not-before (e.g. 365d; default
+    /// 365d, or with --supersedes the old end).
+    #[arg(long, env = "TETHER_VALID_FOR")]
+    pub valid_for: Option<String>,
+    /// Start of validity as UNIX seconds (default: now, or with
+    /// --supersedes the old start).
     #[arg(long, env = "TETHER_NOT_BEFORE")]
     pub not_before: Option<u64>,
-    /// Longest token lifetime an authority may issue (e.g. 5m).
-    #[arg(long, env = "TETHER_MAX_TTL", default_value = "5m")]
-    pub max_ttl: String,
+    /// Longest token lifetime an authority may issue (e.g. 5m; with
+    /// --supersedes, default: the old one).
+    #[arg(long, env = "TETHER_MAX_TTL")]
+    pub max_ttl: Option<String>,
     /// Seats: how many instances of a service may run at once, as
     /// SERVICE=COUNT pairs, comma-separated (e.g. backend=4,muxer=1); a
-    /// service left out is unlimited.
+    /// service left out is unlimited (with --supersedes, default: the old seats).
     #[arg(long, env = "TETHER_SEATS", value_delimiter = ',')]
-    pub seats: Vec<String>,
+    pub seats: Option<Vec<String>>,
     /// Freshness: how often each consumer instance must present a fresh
     /// nonce that the dongle itself commits to (4m to 1h, e.g. 5m), so that
     /// time with the dongle buys at most this much operation without it;
-    /// `off` for none (consumers older than format 2 need it off).
-    #[arg(long, env = "TETHER_NONCE_PERIOD", default_value = "off")]
-    pub nonce_period: String,
+    /// `off` for none (consumers older than format 2 need it off); the
+    /// default: off, or with --supersedes the old period.
+    #[arg(long, env = "TETHER_NONCE_PERIOD")]
+    pub nonce_period: Option<String>,
     /// Output file.
     #[arg(long, env = "TETHER_LICENSE_OUT")]
     pub out: PathBuf,

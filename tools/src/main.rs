@@ -9,6 +9,7 @@ mod client;
 mod demo;
 mod dongle;
 mod inspect;
+mod install;
 mod logs;
 mod provision;
 mod run;

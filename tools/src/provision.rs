@@ -139,27 +139,61 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         return Err(tether_keys::Error::Exists(args.out.clone()).into());
     }
     let (vendor, _) = keyfile::read_secret_key::<Vendor>(&args.vendor_key)?;
-    let (dongle_key, headers) = keyfile::read_public_key::<Dongle>(&args.dongle_pub)?;
-    let serial = match (&args.serial, headers.get(SERIAL_HEADER)) {
-        (Some(given), Some(in_file)) if given != in_file => bail!(
-            "--serial {given} differs from the serial {in_file} in {}",
-            args.dongle_pub.display()
-        ),
-        (Some(s), _) | (None, Some(s)) => s.clone(),
-        (None, None) => bail!(
-            "{} names no serial: pass --serial",
-            args.dongle_pub.display()
-        ),
+    let old = match &args.supersedes {
+        Some(path) => {
+            let old = keyfile::read_license(path)?;
+            old.verify(&vendor.public())
+                .with_context(|| format!("{}: not signed by this vendor key", path.display()))?;
+            Some(old.terms().clone())
+        }
+        None => None,
     };
-    let valid_for = tether_keys::parse_duration(&args.valid_for)?.as_secs();
-    let max_ttl = tether_keys::parse_duration(&args.max_ttl)?.as_secs();
-    let max_token_ttl = u32::try_from(max_ttl)
-        .ok()
-        .filter(|t| *t > 0)
-        .context("--max-ttl must be between 1s and about 136 years")?;
-    let nonce_period = match args.nonce_period.as_str() {
-        "off" | "0" => 0,
-        text => u32::try_from(tether_keys::parse_duration(text)?.as_secs())
+    let dongle = match &args.dongle_pub {
+        Some(path) => {
+            let (dongle_key, headers) = keyfile::read_public_key::<Dongle>(path)?;
+            let serial = match (&args.serial, headers.get(SERIAL_HEADER)) {
+                (Some(given), Some(in_file)) if given != in_file => bail!(
+                    "--serial {given} differs from the serial {in_file} in {}",
+                    path.display()
+                ),
+                (Some(s), _) | (None, Some(s)) => s.clone(),
+                (None, None) => match &old {
+                    Some(o) => o.dongle_serial.clone(),
+                    None => bail!("{} names no serial: pass --serial", path.display()),
+                },
+            };
+            Some((dongle_key, serial))
+        }
+        None => None,
+    };
+    let (dongle_key, serial) = match (&old, dongle) {
+        (Some(o), Some((key, serial))) => {
+            if key != o.dongle_key || serial != o.dongle_serial {
+                bail!(
+                    "the superseded license is for dongle {}, not {serial}: a license update cannot change the dongle (issue a new license instead)",
+                    o.dongle_serial
+                );
+            }
+            (key, serial)
+        }
+        (Some(o), None) => (o.dongle_key, o.dongle_serial.clone()),
+        (None, Some(d)) => d,
+        (None, None) => bail!("--dongle-pub is required"),
+    };
+    let max_token_ttl = match (&args.max_ttl, &old) {
+        (None, Some(o)) => o.max_token_ttl,
+        (text, _) => {
+            let max_ttl = tether_keys::parse_duration(text.as_deref().unwrap_or("5m"))?.as_secs();
+            u32::try_from(max_ttl)
+                .ok()
+                .filter(|t| *t > 0)
+                .context("--max-ttl must be between 1s and about 136 years")?
+        }
+    };
+    let nonce_period = match (args.nonce_period.as_deref(), &old) {
+        (None, Some(o)) => o.nonce_period,
+        (None | Some("off" | "0"), _) => 0,
+        (Some(text), _) => u32::try_from(tether_keys::parse_duration(text)?.as_secs())
             .ok()
             .filter(|p| (240..=3600).contains(p))
             .context(
@@ -168,32 +202,72 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
             )?,
     };
     let now = tether_keys::UnixTime::now();
-    let not_before = args
-        .not_before
-        .map_or(now, tether_keys::UnixTime::from_secs);
-    let not_after = not_before
-        .checked_add(std::time::Duration::from_secs(valid_for))
-        .context("--valid-for is too long")?;
-    let features: Vec<String> = args
-        .features
-        .iter()
-        .filter(|f| !f.is_empty())
-        .cloned()
-        .collect();
+    let not_before = match (args.not_before, &old) {
+        (Some(t), _) => tether_keys::UnixTime::from_secs(t),
+        (None, Some(o)) => o.not_before,
+        (None, None) => now,
+    };
+    let not_after = match (&args.valid_for, &old) {
+        (None, Some(o)) => o.not_after,
+        (text, _) => {
+            let valid_for =
+                tether_keys::parse_duration(text.as_deref().unwrap_or("365d"))?.as_secs();
+            not_before
+                .checked_add(std::time::Duration::from_secs(valid_for))
+                .context("--valid-for is too long")?
+        }
+    };
+    let features = match (&args.features, &old) {
+        (None, Some(o)) => o.features.clone(),
+        (given, _) => {
+            let given: Vec<String> = given
+                .iter()
+                .flatten()
+                .filter(|f| !f.is_empty())
+                .cloned()
+                .collect();
+            normalize_names("feature", &given)?
+        }
+    };
+    let services = match (&args.services, &old) {
+        (None, Some(o)) => o.services.clone(),
+        (given, _) => normalize_names("service", given.as_deref().unwrap_or_default())?,
+    };
+    let seats = match (&args.seats, &old) {
+        // Seats of services the update drops go with them.
+        (None, Some(o)) => o
+            .seats
+            .iter()
+            .filter(|(s, _)| services.contains(s))
+            .map(|(s, c)| (s.clone(), *c))
+            .collect(),
+        (given, _) => parse_seats(given.as_deref().unwrap_or_default())?,
+    };
+    let customer = match (&args.customer, &old) {
+        (Some(c), _) => c.clone(),
+        (None, Some(o)) => o.customer.clone(),
+        (None, None) => bail!("--customer is required"),
+    };
     let terms = LicenseTerms {
-        id: LicenseId::generate(),
-        customer: args.customer.clone(),
+        id: old.as_ref().map_or_else(LicenseId::generate, |o| o.id),
+        customer,
         dongle_serial: serial,
         dongle_key,
         issued_at: now,
         not_before,
         not_after,
         max_token_ttl,
-        features: normalize_names("feature", &features)?,
-        services: normalize_names("service", &args.services)?,
-        seats: parse_seats(&args.seats)?,
-        sequence: 1,
-        grace: 0,
+        features,
+        services,
+        seats,
+        sequence: match &old {
+            Some(o) => o
+                .sequence
+                .checked_add(1)
+                .context("the superseded license has the last sequence there is")?,
+            None => 1,
+        },
+        grace: old.as_ref().map_or(0, |o| o.grace),
         nonce_period,
     };
     let license = terms.sign(&vendor)?;
@@ -204,6 +278,39 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         overwrite(args.force),
     )?;
     Ok(license)
+}
+
+/// Signs a revocation of the license in `license` (every sequence up to
+/// its own) and writes it to `out`.
+///
+/// # Errors
+///
+/// When a file cannot be read or written, or the license is not signed by
+/// this vendor key.
+pub fn license_revoke(
+    vendor_key: &Path,
+    license: &Path,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<tether_keys::Revocation> {
+    refuse_existing(&[out], force)?;
+    let (vendor, _) = keyfile::read_secret_key::<Vendor>(vendor_key)?;
+    let lic = keyfile::read_license(license)?;
+    lic.verify(&vendor.public())
+        .with_context(|| format!("{}: not signed by this vendor key", license.display()))?;
+    let rev = tether_keys::Revocation::sign(
+        lic.terms().id,
+        lic.terms().sequence,
+        tether_keys::UnixTime::now(),
+        &vendor,
+    );
+    keyfile::write_file(
+        out,
+        keyfile::revocation_pem(&rev).as_bytes(),
+        0o644,
+        overwrite(force),
+    )?;
+    Ok(rev)
 }
 
 /// Parses `--seats SERVICE=COUNT,...` (the license checks that each service
@@ -236,12 +343,28 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
         LicenseCmd::Issue(args) => {
             let license = license_issue(&args)?;
             println!(
-                "license {} for {} written to {}",
+                "license {} (sequence {}) for {} written to {}",
                 license.terms().id,
+                license.terms().sequence,
                 license.terms().customer,
                 args.out.display()
             );
         }
+        LicenseCmd::Revoke {
+            vendor_key,
+            license,
+            out,
+            force,
+        } => {
+            let rev = license_revoke(&vendor_key, &license, &out, force)?;
+            println!(
+                "revocation of license {} through sequence {} written to {}",
+                rev.license_id,
+                rev.through_sequence,
+                out.display()
+            );
+        }
+        LicenseCmd::Install(args) => return crate::install::install(&args),
         LicenseCmd::Verify { vendor_pub, file } => {
             let (vendor, _) = keyfile::read_public_key::<Vendor>(&vendor_pub)?;
             let license = keyfile::read_license(&file)?;

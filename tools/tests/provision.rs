@@ -310,3 +310,169 @@ fn wrong_key_type_and_missing_file_are_named() {
     ])
     .fails_with("holds a PUBLIC KEY block, expected TETHER LICENSE");
 }
+
+fn inspect_json(path: &Path) -> serde_json::Value {
+    let run = tether(&["inspect", "--json", s(path)]);
+    serde_json::from_str(&run.ok().stdout()).unwrap()
+}
+
+/// Issue 17: the next version of a license keeps its id, dongle and
+/// customer, is one sequence higher, and takes the terms the vendor changes.
+#[test]
+fn superseding_keeps_the_license_and_raises_the_sequence() {
+    let site = Site::new();
+    site.issue("v1.tether", &["--seats", "backend=2"]).ok();
+    let (v1, v2) = (site.p("v1.tether"), site.p("v2.tether"));
+    let key = site.p("vendor/vendor.key");
+    tether(&[
+        "license",
+        "issue",
+        "--vendor-key",
+        s(&key),
+        "--supersedes",
+        s(&v1),
+        "--services",
+        "backend",
+        "--seats",
+        "backend=5",
+        "--valid-for",
+        "730d",
+        "--nonce-period",
+        "5m",
+        "--out",
+        s(&v2),
+    ])
+    .ok();
+    let (a, b) = (inspect_json(&v1), inspect_json(&v2));
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(b["customer"], "ACME Corp");
+    assert_eq!(b["dongle_serial"], "TD-TEST-1");
+    assert_eq!(a["sequence"], 1);
+    assert_eq!(b["sequence"], 2);
+    assert_eq!(b["services"], serde_json::json!(["backend"]));
+    assert_eq!(b["features"], a["features"]);
+    assert!(b.to_string().contains("\"backend\":5"), "{b}");
+    // Unchanged flags keep the old terms; a third version is sequence 3.
+    let v3 = site.p("v3.tether");
+    tether(&[
+        "license",
+        "issue",
+        "--vendor-key",
+        s(&key),
+        "--supersedes",
+        s(&v2),
+        "--customer",
+        "ACME Renamed",
+        "--dongle-pub",
+        s(&site.p("dongle/dongle.pub")),
+        "--out",
+        s(&v3),
+    ])
+    .ok();
+    let c = inspect_json(&v3);
+    assert_eq!(c["sequence"], 3);
+    assert_eq!(c["customer"], "ACME Renamed");
+    assert_eq!(c["services"], b["services"]);
+    assert_eq!(c["not_after"], b["not_after"]);
+    // Another dongle is refused.
+    tether(&[
+        "keygen",
+        "dongle",
+        "--out",
+        s(&site.p("other")),
+        "--serial",
+        "TD-OTHER",
+    ])
+    .ok();
+    tether(&[
+        "license",
+        "issue",
+        "--vendor-key",
+        s(&key),
+        "--supersedes",
+        s(&v2),
+        "--dongle-pub",
+        s(&site.p("other/dongle.pub")),
+        "--out",
+        s(&site.p("v4.tether")),
+    ])
+    .fails_with("cannot change the dongle");
+    // Without --supersedes, the dongle and customer are still required.
+    tether(&[
+        "license",
+        "issue",
+        "--vendor-key",
+        s(&key),
+        "--out",
+        s(&site.p("v5.tether")),
+    ]);
+    assert!(!site.p("v5.tether").exists());
+}
+
+/// Issue 17: a revocation is signed for a license; installing anything
+/// with no tetherd running is refused clearly and places nothing.
+#[test]
+fn revoke_and_install_without_a_daemon() {
+    let site = Site::new();
+    site.issue("license.tether", &[]).ok();
+    let rev = site.p("revoke.tether");
+    let out = tether(&[
+        "license",
+        "revoke",
+        "--vendor-key",
+        s(&site.p("vendor/vendor.key")),
+        "--license",
+        s(&site.p("license.tether")),
+        "--out",
+        s(&rev),
+    ]);
+    assert!(out.ok().stdout().contains("through sequence 1"));
+    assert!(
+        fs::read_to_string(&rev)
+            .unwrap()
+            .contains("-----BEGIN TETHER REVOCATION-----")
+    );
+    let state = site.p("state");
+    fs::create_dir_all(&state).unwrap();
+    for file in [&rev, &site.p("license.tether")] {
+        tether(&[
+            "license",
+            "install",
+            "--state-dir",
+            s(&state),
+            "--vendor-pub",
+            s(&site.p("vendor/vendor.pub")),
+            s(file),
+        ])
+        .fails_with("no tetherd is running");
+    }
+    // A stale pid file (our own pid: a live process) without the lock held.
+    fs::write(
+        state.join("tetherd.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    tether(&[
+        "license",
+        "install",
+        "--state-dir",
+        s(&state),
+        "--vendor-pub",
+        s(&site.p("vendor/vendor.pub")),
+        s(&rev),
+    ])
+    .fails_with("does not hold");
+    assert!(!state.join("license-pending.tether").exists());
+    // A file from another vendor is refused before anything else.
+    tether(&["keygen", "vendor", "--out", s(&site.p("v2"))]).ok();
+    tether(&[
+        "license",
+        "install",
+        "--state-dir",
+        s(&state),
+        "--vendor-pub",
+        s(&site.p("v2/vendor.pub")),
+        s(&rev),
+    ])
+    .fails_with("vendor");
+}

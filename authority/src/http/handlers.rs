@@ -133,11 +133,25 @@ pub async fn events(
         let ev = rx.borrow_and_update().clone();
         Some((ev, (rx, false)))
     });
+    // License installs (`tether license install`): their verdicts, as
+    // `event: license` (consumers that know only `state` skip them).
+    let installs =
+        futures_util::stream::unfold(auth.license_events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(verdict) => return Some((verdict, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .map(|verdict| Event::default().event("license").json_data(verdict));
+    let states = changes.map(|ev| Event::default().event("state").json_data(ev));
     // The place is held as long as the stream.
-    let stream = changes
+    let stream = futures_util::stream::select(states, installs)
         .map(move |ev| {
             let _held = &place;
-            Event::default().event("state").json_data(ev)
+            ev
         })
         .take_until(shutdown.cancelled_owned());
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
@@ -220,6 +234,8 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             seats: t.seats.clone(),
             sequence: t.sequence,
             max_token_ttl: t.max_token_ttl,
+            expires_in_secs: t.not_after.saturating_duration_since(now).as_secs(),
+            revoked: auth.is_revoked(),
         },
         tokens_issued: auth.metrics.issued_total(),
         now: auth.now(),

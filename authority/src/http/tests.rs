@@ -152,6 +152,46 @@ impl Stream {
     }
 }
 
+/// Issue 17: a license install's verdict is an `event: license` on
+/// `/events`, after the state events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_install_is_an_event() {
+    let rig = rig().await;
+    let mut stream = Stream::open(rig.addr, &[]).await.unwrap();
+    stream.next_event(Duration::from_secs(5)).await;
+    let mut terms = rig.auth.license().terms().clone();
+    terms.sequence = 2;
+    let pem =
+        tether_keys::keyfile::license_pem(&terms.sign(&tether_keys::testkeys::vendor()).unwrap());
+    std::fs::write(rig.auth.state_dir().join(crate::license::PENDING_FILE), pem).unwrap();
+    let auth = rig.auth.clone();
+    tokio::task::spawn_blocking(move || {
+        auth.process_pending(&tether_keys::testkeys::vendor().public())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let data = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut line = String::new();
+        let mut named = false;
+        loop {
+            line.clear();
+            assert!(stream.reader.read_line(&mut line).await.unwrap() > 0, "EOF");
+            let l = line.trim_end();
+            if l == "event: license" || l == "event:license" {
+                named = true;
+            } else if named && let Some(data) = l.strip_prefix("data:") {
+                return serde_json::from_str::<serde_json::Value>(data.trim()).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("no license event");
+    assert_eq!(data["accepted"], true);
+    assert_eq!(data["sequence"], 2);
+    rig.stop.cancel();
+}
+
 /// Issue 13, item 3: 256 anonymous streams held do not keep a consumer with
 /// a credential from opening its stream and hearing an unplug at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
