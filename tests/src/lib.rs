@@ -35,8 +35,10 @@ pub struct Site {
     pub dir: tempfile::TempDir,
     pub serial: String,
     pub vendor_pub: PathBuf,
-    /// The vendor private key (for tests that issue license updates).
+    /// The vendor private key (for tests that issue license updates), in a
+    /// directory of its own: the vendor's machine, not the site's disk.
     pub vendor_key: PathBuf,
+    pub vendor_dir: tempfile::TempDir,
     pub license: PathBuf,
     pub credentials: PathBuf,
     pub identity: PathBuf,
@@ -61,7 +63,8 @@ impl Site {
         let serial = format!("TD-E2E-{}", std::process::id());
         let vendor_pub = root.join("vendor.pub");
         keyfile::write_public_key(&vendor_pub, &vendor.public(), &[], Overwrite::Never).unwrap();
-        let vendor_key = root.join("vendor.key");
+        let vendor_dir = tempfile::tempdir().unwrap();
+        let vendor_key = vendor_dir.path().join("vendor.key");
         keyfile::write_secret_key(&vendor_key, &vendor, &[], Overwrite::Never).unwrap();
         let identity = root.join("dongle");
         std::fs::create_dir_all(&identity).unwrap();
@@ -112,6 +115,7 @@ impl Site {
             serial,
             vendor_pub,
             vendor_key,
+            vendor_dir,
             license: license_path,
             credentials,
             identity,

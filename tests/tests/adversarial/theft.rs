@@ -74,6 +74,9 @@ fn a_copy_of_the_authority_disk_mints_nothing() {
             || keyfile::read_secret_key::<Dongle>(f).is_ok()
             || keyfile::read_secret_key::<Vendor>(f).is_ok()
             || String::from_utf8_lossy(&text).contains("PRIVATE KEY");
+        if holds_key {
+            eprintln!("holds a private key: {}", f.display());
+        }
         signing_keys += usize::from(holds_key);
     }
     summary::attack(
