@@ -334,6 +334,53 @@ fn main() {
             .incoming(bench_listener)
             .run(),
     );
+    // The admin page of the plain server, and an operator's browser on it:
+    // its event stream held open and /admin/status.json every 2 s (what
+    // the page's script does), switched on for the "page open" rounds.
+    let admin_listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let admin_addr = admin_listener.local_addr().unwrap();
+    let page = tether_authority::admin::Admin::new(
+        auth.clone(),
+        admin_addr,
+        &[],
+        CancellationToken::new(),
+    );
+    runtime.spawn(tether_authority::admin::serve(page, admin_listener));
+    let viewing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _viewer = {
+        let viewing = viewing.clone();
+        std::thread::spawn(move || {
+            let host = format!("Host: {admin_addr}\r\n");
+            let mut stream = TcpStream::connect(admin_addr).unwrap();
+            stream
+                .write_all(format!("GET /admin/events HTTP/1.1\r\n{host}\r\n").as_bytes())
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let mut last_poll = Instant::now();
+            loop {
+                let _ = stream.read(&mut buf);
+                if viewing.load(std::sync::atomic::Ordering::Relaxed)
+                    && last_poll.elapsed() >= Duration::from_secs(2)
+                {
+                    last_poll = Instant::now();
+                    if let Ok(mut s) = TcpStream::connect(admin_addr) {
+                        let _ = s.write_all(
+                            format!(
+                                "GET /admin/status.json HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        );
+                        let _ = s.read_to_end(&mut Vec::new());
+                    }
+                }
+            }
+        })
+    };
     let token = auth.issue(Some(&secret), None).unwrap().token;
     let signed_len = token.rfind('.').unwrap();
     payload.set(vec![b'x'; signed_len]).unwrap();
@@ -399,8 +446,11 @@ fn main() {
     );
     let certs_before = fresh.auth.metrics.certificates();
     let fresh_started = Instant::now();
-    let mut runs: [Vec<Wrk>; 6] = Default::default();
+    let mut runs: [Vec<Wrk>; 7] = Default::default();
     for _ in 0..rounds {
+        viewing.store(true, std::sync::atomic::Ordering::Relaxed);
+        runs[6].push(wrk(&format!("{base}/token"), Some(&bearer), secs));
+        viewing.store(false, std::sync::atomic::Ordering::Relaxed);
         runs[5].push(wrk(&format!("{bench_base}/bench/sign-fresh"), None, secs));
         runs[4].push(wrk_script(
             &format!("{}/token", fresh.base),
@@ -420,7 +470,7 @@ fn main() {
     }
     let fresh_elapsed = fresh_started.elapsed();
     let fresh_certs = fresh.auth.metrics.certificates() - certs_before;
-    let [t, s, k, q, f, sf] = runs.map(|r| combine(&r));
+    let [t, s, k, q, f, sf, a] = runs.map(|r| combine(&r));
     let hwm = rss_kib("VmHWM:");
     let rss = rss_kib("VmRSS:");
     println!(
@@ -432,6 +482,7 @@ fn main() {
         ("one signature", &s),
         ("one sig. (fresh)", &sf),
         ("GET /token", &k),
+        ("/token, admin open", &a),
         ("/token + seats", &q),
         ("/token + fresh", &f),
     ] {
@@ -444,6 +495,10 @@ fn main() {
         "  /token vs one signature: {:.1}%  (target >= 85%);  vs trivial: {:.1}%",
         100.0 * k.rps / s.rps,
         100.0 * k.rps / t.rps
+    );
+    println!(
+        "  /token with the admin page open and streaming vs without: {:.1}%",
+        100.0 * a.rps / k.rps
     );
     println!(
         "  /token with seat accounting (1,000 instances cycling, 1,000 seats) vs one signature: {:.1}%  (target >= 85%)",
