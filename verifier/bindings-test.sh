@@ -154,6 +154,13 @@ rm -rf "$wheels"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     --force-reinstall --no-deps "$wheels"/tether_verifier-*.whl
 "$venv/bin/python" -c 'import tether_verifier as tv; print("tether_verifier", tv.__version__, "from", tv.__file__)'
+# The wheel's metadata (pyproject.toml) and the native module (the workspace
+# version) must name the same release.
+"$venv/bin/python" - "$version" <<'PY'
+import importlib.metadata as md, sys, tether_verifier as tv
+versions = {"workspace": sys.argv[1], "native module": tv.__version__, "wheel": md.version("tether_verifier")}
+assert len(set(versions.values())) == 1, f"version mismatch {versions}: set verifier/python/pyproject.toml"
+PY
 
 step "pytest verifier/python/tests"
 report=$work/pytest.xml

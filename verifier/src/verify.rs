@@ -353,6 +353,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether a license or certificate failed to decode because it is in a
+/// format version (or for a dongle kind) a later Tether writes: refused all
+/// the same, but the reason says to upgrade rather than "not a license".
+fn newer_format(e: &tether_keys::Error) -> bool {
+    matches!(
+        e,
+        tether_keys::Error::UnsupportedVersion { .. }
+            | tether_keys::Error::UnsupportedDongleKind { .. }
+    )
+}
+
 fn b64(part: &str, what: &'static str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(part)
@@ -556,8 +567,15 @@ impl Verifier {
         if let Some(hit) = lock(&self.licenses).get(lic) {
             return Ok(hit);
         }
-        let license = License::decode(&b64(lic, "lic is not base64url")?)
-            .map_err(|_| Error::Malformed("lic is not a license"))?;
+        let license = License::decode(&b64(lic, "lic is not base64url")?).map_err(|e| {
+            if newer_format(&e) {
+                Error::Malformed(
+                    "lic is in a license format this build does not read (newer Tether): upgrade the verifier",
+                )
+            } else {
+                Error::Malformed("lic is not a license")
+            }
+        })?;
         license.verify(&self.vendor).map_err(|_| {
             Error::UntrustedChain("license is not signed by the trusted vendor key")
         })?;
@@ -577,8 +595,15 @@ impl Verifier {
         {
             return Ok((hit.cert, hit.proven));
         }
-        let cert = Certificate::decode(&b64(dcert, "dcert is not base64url")?)
-            .map_err(|_| Error::Malformed("dcert is not a delegation certificate"))?;
+        let cert = Certificate::decode(&b64(dcert, "dcert is not base64url")?).map_err(|e| {
+            if newer_format(&e) {
+                Error::Malformed(
+                    "dcert is in a certificate format this build does not read (newer Tether): upgrade the verifier",
+                )
+            } else {
+                Error::Malformed("dcert is not a delegation certificate")
+            }
+        })?;
         let terms = license.terms();
         if cert.serial != terms.dongle_serial {
             return Err(Error::UntrustedChain("certificate is from another dongle"));

@@ -208,6 +208,40 @@ fn uncertified_keys_are_refused() {
 }
 
 #[test]
+fn a_newer_license_or_certificate_format_is_refused_saying_to_upgrade() {
+    let mint = Mint::new();
+    // The version byte (the body's first) of a format a later Tether writes.
+    let mut claims = mint.claims("backend");
+    let mut lic = URL_SAFE_NO_PAD.decode(&claims.lic).unwrap();
+    lic[0] = 3;
+    claims.lic = URL_SAFE_NO_PAD.encode(&lic);
+    assert_eq!(
+        check(&mint.sign(&claims)),
+        Err(Error::Malformed(
+            "lic is in a license format this build does not read (newer Tether): upgrade the verifier"
+        ))
+    );
+    let mut claims = mint.claims("backend");
+    let mut cert = URL_SAFE_NO_PAD.decode(&claims.dcert).unwrap();
+    cert[0] = 3;
+    claims.dcert = URL_SAFE_NO_PAD.encode(&cert);
+    assert_eq!(
+        check(&mint.sign(&claims)),
+        Err(Error::Malformed(
+            "dcert is in a certificate format this build does not read (newer Tether): upgrade the verifier"
+        ))
+    );
+    // A broken one of a version this build reads is still just not a license.
+    let mut claims = mint.claims("backend");
+    let lic = URL_SAFE_NO_PAD.decode(&claims.lic).unwrap();
+    claims.lic = URL_SAFE_NO_PAD.encode(&lic[..lic.len() - 1]);
+    assert_eq!(
+        check(&mint.sign(&claims)),
+        Err(Error::Malformed("lic is not a license"))
+    );
+}
+
+#[test]
 fn tampering_is_caught() {
     let token = Mint::new().token("backend");
     let parts: Vec<&str> = token.split('.').collect();

@@ -331,8 +331,12 @@ pub unsafe extern "C" fn tether_verify(
             .verifier
             .verify_at(token, nonce, now)
             .map_err(|e| Fail::from(&e))?;
-        // SAFETY: NULL or writable (caller's promise).
-        unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
+        // The claims JSON only when asked for: a string given to a NULL out
+        // pointer could never be freed.
+        if !out_claims_json.is_null() {
+            // SAFETY: not NULL, and writable (caller's promise).
+            unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
+        }
         Ok(())
     })
 }
@@ -421,8 +425,12 @@ pub unsafe extern "C" fn tether_verify_fresh(
             .verifier
             .verify_fresh(token, &accepted, now)
             .map_err(|e| Fail::from(&e))?;
-        // SAFETY: NULL or writable (caller's promise).
-        unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
+        // The claims JSON only when asked for: a string given to a NULL out
+        // pointer could never be freed.
+        if !out_claims_json.is_null() {
+            // SAFETY: not NULL, and writable (caller's promise).
+            unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
+        }
         Ok(())
     })
 }
