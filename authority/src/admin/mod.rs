@@ -13,7 +13,7 @@
 //! form, nothing that changes state. Every answer carries a strict
 //! Content-Security-Policy (no inline script or style, no eval, nothing from
 //! elsewhere), `X-Frame-Options: DENY`, `nosniff` and `no-referrer`. The
-//! `Host` must be the listener's own address, localhost / 127.0.0.1 / [::1]
+//! `Host` must be the listener's own address, localhost / 127.0.0.1 / `[::1]`
 //! with its port, or a name given by `--admin-host`, and a present `Origin`
 //! must name the same: a DNS-rebinding page or another site's script gets
 //! 403. Nothing secret is rendered: the view holds no credential, token or
@@ -234,7 +234,7 @@ fn typed(body: &'static str, content_type: &'static str) -> Response {
     resp
 }
 
-/// The answer to one request (before [`harden`]).
+/// The answer to one request (before `harden`).
 pub fn answer(method: &Method, path: &str, headers: &HeaderMap, admin: &Arc<Admin>) -> Response {
     if !admin.request_allowed(headers) {
         return text(
