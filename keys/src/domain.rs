@@ -19,3 +19,36 @@ pub fn tagged(tag: &[u8], message: &[u8]) -> Vec<u8> {
     out.extend_from_slice(message);
     out
 }
+
+/// Checks a vendor-signed document (a license, a revocation): it names
+/// `vendor` (`named`), and its last 64 bytes are `vendor`'s Ed25519
+/// signature (`verify_strict`, RFC 8032 section 5.1.7) over the rest under
+/// `tag`.
+///
+/// # Errors
+///
+/// [`crate::Error::WrongVendor`] when it names another vendor key,
+/// [`crate::Error::BadSignature`] (naming `what`) when the signature does
+/// not hold.
+pub(crate) fn verify_vendor_signed(
+    vendor: &crate::key::PublicKey<crate::key::Vendor>,
+    named: crate::key::Fingerprint,
+    encoded: &[u8],
+    signature: &[u8; 64],
+    tag: &[u8],
+    what: &'static str,
+) -> crate::Result<()> {
+    let expected = vendor.fingerprint();
+    if named != expected {
+        return Err(crate::Error::WrongVendor {
+            found: named.to_string(),
+            expected: expected.to_string(),
+        });
+    }
+    let body = &encoded[..encoded.len().saturating_sub(64)];
+    if vendor.verify(&tagged(tag, body), signature) {
+        Ok(())
+    } else {
+        Err(crate::Error::BadSignature(what))
+    }
+}

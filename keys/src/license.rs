@@ -353,19 +353,14 @@ impl License {
     /// [`Error::WrongVendor`] when the license names a different vendor key,
     /// [`Error::BadSignature`] when the signature does not verify.
     pub fn verify(&self, vendor: &PublicKey<Vendor>) -> Result<()> {
-        let expected = vendor.fingerprint();
-        if self.vendor != expected {
-            return Err(Error::WrongVendor {
-                found: self.vendor.to_string(),
-                expected: expected.to_string(),
-            });
-        }
-        let body = &self.encoded[..self.encoded.len() - 64];
-        if vendor.verify(&domain::tagged(domain::LICENSE, body), &self.signature) {
-            Ok(())
-        } else {
-            Err(Error::BadSignature("license"))
-        }
+        domain::verify_vendor_signed(
+            vendor,
+            self.vendor,
+            &self.encoded,
+            &self.signature,
+            domain::LICENSE,
+            "license",
+        )
     }
 
     /// Checks that `now` lies in the validity window, widened by `leeway`

@@ -97,19 +97,14 @@ impl Revocation {
     /// [`Error::WrongVendor`] when signed by another vendor key,
     /// [`Error::BadSignature`] when the signature does not hold.
     pub fn verify(&self, vendor: &PublicKey<Vendor>) -> Result<()> {
-        let expected = vendor.fingerprint();
-        if self.vendor != expected {
-            return Err(Error::WrongVendor {
-                found: self.vendor.to_string(),
-                expected: expected.to_string(),
-            });
-        }
-        let body = &self.encoded[..self.encoded.len() - 64];
-        if vendor.verify(&domain::tagged(domain::REVOCATION, body), &self.signature) {
-            Ok(())
-        } else {
-            Err(Error::BadSignature("revocation"))
-        }
+        domain::verify_vendor_signed(
+            vendor,
+            self.vendor,
+            &self.encoded,
+            &self.signature,
+            domain::REVOCATION,
+            "revocation",
+        )
     }
 
     /// The signed bytes.
