@@ -53,6 +53,17 @@ pub struct Lease {
     pub nonce: Option<String>,
 }
 
+impl Lease {
+    /// Records `nonce` as the one presented last; true when it is new.
+    fn present(&mut self, nonce: &str) -> bool {
+        if self.nonce.as_deref() == Some(nonce) {
+            return false;
+        }
+        self.nonce = Some(nonce.to_string());
+        true
+    }
+}
+
 /// What [`Leases::acquire`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acquired {
@@ -268,40 +279,33 @@ impl Leases {
         jti: &str,
         nonce: Option<&str>,
     ) -> bool {
-        let mut services = self.services.lock();
-        let Some(lease) = services
-            .get_mut(service)
-            .and_then(|s| s.holders.get_mut(instance))
-        else {
-            return false;
-        };
-        let [latest, previous] = &mut lease.proofs;
-        *previous = latest.take();
-        *latest = Some(jti.to_string());
-        match nonce {
-            Some(n) if lease.nonce.as_deref() != Some(n) => {
-                lease.nonce = Some(n.to_string());
-                true
-            }
-            _ => false,
-        }
+        self.with_lease(service, instance, |lease| {
+            let [latest, previous] = &mut lease.proofs;
+            *previous = latest.take();
+            *latest = Some(jti.to_string());
+            nonce.is_some_and(|n| lease.present(n))
+        })
     }
 
     /// Records `nonce` as the one `instance`'s lease presented last; true
     /// when it is new (a leaf the current certificate cannot hold yet).
     pub fn present_nonce(&self, service: &str, instance: &str, nonce: &str) -> bool {
-        let mut services = self.services.lock();
-        let Some(lease) = services
+        self.with_lease(service, instance, |lease| lease.present(nonce))
+    }
+
+    /// `f` on `instance`'s lease of `service`, under the table's lock;
+    /// false when it holds none.
+    fn with_lease(
+        &self,
+        service: &str,
+        instance: &str,
+        f: impl FnOnce(&mut Lease) -> bool,
+    ) -> bool {
+        self.services
+            .lock()
             .get_mut(service)
             .and_then(|s| s.holders.get_mut(instance))
-        else {
-            return false;
-        };
-        if lease.nonce.as_deref() == Some(nonce) {
-            return false;
-        }
-        lease.nonce = Some(nonce.to_string());
-        true
+            .is_some_and(f)
     }
 
     /// The leaves of the next certificate (freshness): `(service, instance,
