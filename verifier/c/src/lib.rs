@@ -322,23 +322,35 @@ pub unsafe extern "C" fn tether_verify(
         let token = unsafe { str_arg(token, "token") }?;
         // SAFETY: as above.
         let nonce = unsafe { opt_str_arg(nonce, "nonce") }?;
-        let now = if now == 0 {
-            tether_keys::UnixTime::now()
-        } else {
-            tether_keys::UnixTime::from_secs(now)
-        };
         let verified = v
             .verifier
-            .verify_at(token, nonce, now)
+            .verify_at(token, nonce, at(now))
             .map_err(|e| Fail::from(&e))?;
-        // The claims JSON only when asked for: a string given to a NULL out
-        // pointer could never be freed.
-        if !out_claims_json.is_null() {
-            // SAFETY: not NULL, and writable (caller's promise).
-            unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
-        }
+        // SAFETY: NULL or writable (caller's promise).
+        unsafe { give_claims(out_claims_json, &verified) };
         Ok(())
     })
+}
+
+/// `now` as the verifiers take it: UNIX seconds, 0 for the system clock.
+fn at(now: u64) -> tether_keys::UnixTime {
+    if now == 0 {
+        tether_keys::UnixTime::now()
+    } else {
+        tether_keys::UnixTime::from_secs(now)
+    }
+}
+
+/// Hands the claims JSON of `verified` to the caller, only when asked for:
+/// a string given to a NULL out pointer could never be freed.
+///
+/// # Safety
+/// `out_claims_json` is NULL or writable.
+unsafe fn give_claims(out_claims_json: *mut *mut c_char, verified: &tether_verifier::Verified) {
+    if !out_claims_json.is_null() {
+        // SAFETY: not NULL, and writable (caller's promise).
+        unsafe { put(out_claims_json, give_string(&claims_json(verified))) };
+    }
 }
 
 /// Reads the array of `n` nonces at `accepted`.
@@ -416,21 +428,12 @@ pub unsafe extern "C" fn tether_verify_fresh(
         let token = unsafe { str_arg(token, "token") }?;
         // SAFETY: NULL or n_accepted valid strings (caller's promise).
         let accepted = unsafe { nonce_list(accepted, n_accepted) }?;
-        let now = if now == 0 {
-            tether_keys::UnixTime::now()
-        } else {
-            tether_keys::UnixTime::from_secs(now)
-        };
         let verified = v
             .verifier
-            .verify_fresh(token, &accepted, now)
+            .verify_fresh(token, &accepted, at(now))
             .map_err(|e| Fail::from(&e))?;
-        // The claims JSON only when asked for: a string given to a NULL out
-        // pointer could never be freed.
-        if !out_claims_json.is_null() {
-            // SAFETY: not NULL, and writable (caller's promise).
-            unsafe { put(out_claims_json, give_string(&claims_json(&verified))) };
-        }
+        // SAFETY: NULL or writable (caller's promise).
+        unsafe { give_claims(out_claims_json, &verified) };
         Ok(())
     })
 }
