@@ -152,6 +152,12 @@ enum NonceRule<'a> {
     OneOf(&'a [&'a str]),
 }
 
+impl<'a> From<Option<&'a str>> for NonceRule<'a> {
+    fn from(nonce: Option<&'a str>) -> Self {
+        nonce.map_or(NonceRule::Any, NonceRule::Is)
+    }
+}
+
 /// The `alg` values accepted, both meaning Ed25519 (RFC 8037; RFC 9864
 /// section 2.2): `EdDSA` is what Tether emits, `Ed25519` its
 /// fully-specified name. Compared exactly: `alg` is case-sensitive.
@@ -454,11 +460,7 @@ impl Verifier {
     /// - [`Error::Expired`], [`Error::NotYetValid`]: the license, the
     ///   certificate or the token at `now`, give or take the leeway.
     pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: UnixTime) -> Result<Verified> {
-        let rule = match nonce {
-            Some(n) => NonceRule::Is(n),
-            None => NonceRule::Any,
-        };
-        self.verify_with(token, rule, now)
+        self.verify_with(token.as_bytes(), NonceRule::from(nonce), now)
     }
 
     /// Verifies `token` at `now` (UNIX seconds), requiring its `nonce` claim
@@ -473,21 +475,61 @@ impl Verifier {
     /// no `nonce` claim or one not in `accepted` (an empty `accepted`
     /// accepts nothing).
     pub fn verify_fresh(&self, token: &str, accepted: &[&str], now: UnixTime) -> Result<Verified> {
+        self.verify_with(token.as_bytes(), NonceRule::OneOf(accepted), now)
+    }
+
+    /// [`Self::verify_at`] for a token given as bytes, as it comes off a
+    /// socket or across the C ABI: a token this verifier has already
+    /// verified is recognised by its bytes, so only a new token is checked
+    /// to be UTF-8 (a compact JWS is ASCII, RFC 7515 section 7.1).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::verify_at`]; [`Error::Malformed`] for bytes that are not
+    /// UTF-8.
+    pub fn verify_bytes_at(
+        &self,
+        token: &[u8],
+        nonce: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Verified> {
+        self.verify_with(token, NonceRule::from(nonce), now)
+    }
+
+    /// [`Self::verify_fresh`] for a token given as bytes (see
+    /// [`Self::verify_bytes_at`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::verify_fresh`]; [`Error::Malformed`] for bytes that are
+    /// not UTF-8.
+    pub fn verify_fresh_bytes(
+        &self,
+        token: &[u8],
+        accepted: &[&str],
+        now: UnixTime,
+    ) -> Result<Verified> {
         self.verify_with(token, NonceRule::OneOf(accepted), now)
     }
 
-    fn verify_with(&self, token: &str, nonce: NonceRule<'_>, now: UnixTime) -> Result<Verified> {
+    fn verify_with(&self, token: &[u8], nonce: NonceRule<'_>, now: UnixTime) -> Result<Verified> {
+        const NOT_TEXT: Error = Error::Malformed("token is not UTF-8 text");
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Malformed("token too large"));
         }
         let signed_len = token
-            .rfind('.')
+            .iter()
+            .rposition(|&b| b == b'.')
             .ok_or(Error::Malformed("not a compact JWS"))?;
-        let sig_text = &token[signed_len + 1..];
+        let sig_text = std::str::from_utf8(&token[signed_len + 1..]).map_err(|_| NOT_TEXT)?;
         let cached = lock(&self.tokens).get(sig_text);
         let entry = match cached {
-            Some(hit) if *hit.token == *token => hit,
-            _ => self.verify_chain(token, signed_len)?,
+            // Equal bytes to a cached (so UTF-8) token: no need to check again.
+            Some(hit) if hit.token.as_bytes() == token => hit,
+            _ => self.verify_chain(
+                std::str::from_utf8(token).map_err(|_| NOT_TEXT)?,
+                signed_len,
+            )?,
         };
         self.check_claims(&entry, nonce, now)?;
         let terms = entry.license.terms();

@@ -81,6 +81,31 @@ unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Fail> {
         .map_err(|_| Fail::new(TetherStatus::InvalidUtf8, format!("{what} is not UTF-8")))
 }
 
+/// Reads the token argument as bytes: the verifier recognises a token it
+/// has verified before by its bytes and checks only new ones for UTF-8, so
+/// the cached path (the common one) does not scan the token twice.
+///
+/// # Safety
+/// As [`str_arg`].
+unsafe fn token_arg<'a>(p: *const c_char) -> Result<&'a [u8], Fail> {
+    if p.is_null() {
+        return Err(Fail::new(TetherStatus::NullArgument, "token is NULL"));
+    }
+    // SAFETY: not NULL, and the caller promises a NUL-terminated string
+    // valid for 'a.
+    Ok(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// The failure for a refused `token`: `TETHER_STATUS_INVALID_UTF8` when it
+/// is not UTF-8 (as for every other text argument), the refusal otherwise.
+fn token_fail(token: &[u8], e: &tether_verifier::Error) -> Fail {
+    if std::str::from_utf8(token).is_err() {
+        Fail::new(TetherStatus::InvalidUtf8, "token is not UTF-8")
+    } else {
+        Fail::from(e)
+    }
+}
+
 /// As [`str_arg`], NULL meaning none.
 ///
 /// # Safety
@@ -319,13 +344,13 @@ pub unsafe extern "C" fn tether_verify(
         // SAFETY: not NULL, and a live handle (caller's promise).
         let v = unsafe { &*verifier };
         // SAFETY: valid strings or NULL (caller's promise).
-        let token = unsafe { str_arg(token, "token") }?;
+        let token = unsafe { token_arg(token) }?;
         // SAFETY: as above.
         let nonce = unsafe { opt_str_arg(nonce, "nonce") }?;
         let verified = v
             .verifier
-            .verify_at(token, nonce, at(now))
-            .map_err(|e| Fail::from(&e))?;
+            .verify_bytes_at(token, nonce, at(now))
+            .map_err(|e| token_fail(token, &e))?;
         // SAFETY: NULL or writable (caller's promise).
         unsafe { give_claims(out_claims_json, &verified) };
         Ok(())
@@ -425,13 +450,13 @@ pub unsafe extern "C" fn tether_verify_fresh(
         // SAFETY: not NULL, and a live handle (caller's promise).
         let v = unsafe { &*verifier };
         // SAFETY: valid string or NULL (caller's promise).
-        let token = unsafe { str_arg(token, "token") }?;
+        let token = unsafe { token_arg(token) }?;
         // SAFETY: NULL or n_accepted valid strings (caller's promise).
         let accepted = unsafe { nonce_list(accepted, n_accepted) }?;
         let verified = v
             .verifier
-            .verify_fresh(token, &accepted, at(now))
-            .map_err(|e| Fail::from(&e))?;
+            .verify_fresh_bytes(token, &accepted, at(now))
+            .map_err(|e| token_fail(token, &e))?;
         // SAFETY: NULL or writable (caller's promise).
         unsafe { give_claims(out_claims_json, &verified) };
         Ok(())
