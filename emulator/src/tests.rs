@@ -205,7 +205,7 @@ fn receipts_and_site_requests_raise_the_counter_and_verify() {
         license_sequence: 1,
         revoked_through: 1,
         revocation_sha256: [9; 32],
-        signed_at: UnixTime::from_secs(now),
+        installed_at: UnixTime::from_secs(now),
     };
     let receipt = c.receipt(&req).unwrap();
     assert_eq!(receipt.request, req);

@@ -4,7 +4,7 @@
 //! When tetherd installs a vendor-signed [`Revocation`] that stops the
 //! license it serves, it asks the dongle to sign a receipt over the license
 //! id, the sequence it served, the revocation (its "through" sequence and
-//! the SHA-256 of its bytes) and its own clock; the dongle adds its kind,
+//! the SHA-256 of its bytes) and when it installed it (its own clock); the dongle adds its kind,
 //! serial and signature counter (raised and kept in flash first, as for a
 //! certificate) and signs `domain::RECEIPT || body` with the key the
 //! license names. The operator sends the file back; the vendor checks it
@@ -26,7 +26,7 @@ use crate::{Error, License, LicenseId, Result, Revocation, UnixTime, domain};
 /// Version byte of the receipt body.
 pub const RECEIPT_VERSION: u8 = 1;
 /// Length of an encoded [`ReceiptRequest`]: license id (16), license
-/// sequence (8), revoked through (8), revocation SHA-256 (32), signed at (8).
+/// sequence (8), revoked through (8), revocation SHA-256 (32), installed at (8).
 pub const RECEIPT_REQUEST_LEN: usize = 16 + 8 + 8 + 32 + 8;
 /// The longest encoded receipt: a 255-byte serial.
 pub const MAX_RECEIPT_LEN: usize = 2 + 1 + 255 + RECEIPT_REQUEST_LEN + 4 + 64;
@@ -44,14 +44,14 @@ pub struct ReceiptRequest {
     pub revoked_through: u64,
     /// SHA-256 of the revocation's 121 signed bytes.
     pub revocation_sha256: [u8; 32],
-    /// When the authority asked, by its own clock (the dongle has none):
-    /// informational.
-    pub signed_at: UnixTime,
+    /// When the authority installed the revocation, by its own clock (the
+    /// dongle has none): informational.
+    pub installed_at: UnixTime,
 }
 
 impl ReceiptRequest {
-    /// The request for `revocation`, installed while the authority served
-    /// `license_sequence`, asked at `now`.
+    /// The request for `revocation`, installed at `now` while the authority
+    /// served `license_sequence`.
     pub fn for_revocation(
         revocation: &Revocation,
         license_sequence: u64,
@@ -62,7 +62,7 @@ impl ReceiptRequest {
             license_sequence,
             revoked_through: revocation.through_sequence,
             revocation_sha256: Sha256::digest(revocation.encoded()).into(),
-            signed_at: now,
+            installed_at: now,
         }
     }
 
@@ -71,7 +71,7 @@ impl ReceiptRequest {
         w.u64(self.license_sequence);
         w.u64(self.revoked_through);
         w.bytes(&self.revocation_sha256);
-        w.u64(self.signed_at.secs());
+        w.u64(self.installed_at.secs());
     }
 
     fn read(r: &mut Reader<'_>) -> Result<ReceiptRequest> {
@@ -80,7 +80,7 @@ impl ReceiptRequest {
             license_sequence: r.u64()?,
             revoked_through: r.u64()?,
             revocation_sha256: r.array()?,
-            signed_at: UnixTime::from_secs(r.u64()?),
+            installed_at: UnixTime::from_secs(r.u64()?),
         })
     }
 

@@ -582,7 +582,7 @@ mod tests {
             license_sequence: 2,
             revoked_through: 2,
             revocation_sha256: [4; 32],
-            signed_at: tether_keys::UnixTime::from_secs(99),
+            installed_at: tether_keys::UnixTime::from_secs(99),
         };
         let (cmd, p) = Request::Receipt(req).encode();
         assert_eq!(cmd.byte(), 0xC4);
