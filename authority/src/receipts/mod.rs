@@ -17,7 +17,7 @@
 //!
 //! The license watcher ([`crate::license::watch`]) looks for pending files
 //! at every poll and on SIGHUP and raises [`DongleJobs`]; the watchdog runs
-//! them between heartbeats ([`run`]). Everything the dongle answers is
+//! them between heartbeats (`run`). Everything the dongle answers is
 //! checked as a certificate is: the licensed key, the request echoed, the
 //! serial, a counter above every one seen (then persisted).
 
