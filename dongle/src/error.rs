@@ -108,7 +108,7 @@ pub enum ProtocolError {
     },
 }
 
-/// The error codes of an ERROR response (section 4.5). Unknown codes are
+/// The error codes of an ERROR response (section 5). Unknown codes are
 /// kept as [`ErrorCode::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

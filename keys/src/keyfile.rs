@@ -609,7 +609,7 @@ pub fn revocation_pem(rev: &crate::Revocation) -> String {
 ///
 /// # Panics
 ///
-/// Never in practice: the label is fixed and a receipt is at most 470 bytes.
+/// Never in practice: the label is fixed and a receipt is at most 398 bytes.
 pub fn receipt_pem(receipt: &crate::Receipt) -> String {
     #[allow(clippy::expect_used)] // See "# Panics": fixed label, bounded input.
     let block = armor(RECEIPT_LABEL, receipt.encoded()).expect("a receipt always armors");
@@ -643,7 +643,7 @@ pub fn read_receipt(path: &Path) -> Result<crate::Receipt> {
 ///
 /// # Panics
 ///
-/// Never in practice: the label is fixed and a request is at most 490 bytes.
+/// Never in practice: the label is fixed and a request is at most 422 bytes.
 pub fn site_request_pem(request: &crate::SiteRequest) -> String {
     #[allow(clippy::expect_used)] // See "# Panics": fixed label, bounded input.
     let block = armor(SITE_REQUEST_LABEL, request.encoded()).expect("a site request always armors");

@@ -377,6 +377,12 @@ mod tests {
         long.push(0);
         assert!(Receipt::decode(&long).is_err());
         assert!(Receipt::sign(req, "", 1, &testkeys::dongle()).is_err());
+        // The longest serial gives the longest receipt, which decodes.
+        let longest = Receipt::sign(req, &"S".repeat(255), 1, &testkeys::dongle()).unwrap();
+        assert_eq!(longest.encoded().len(), MAX_RECEIPT_LEN);
+        assert_eq!(MAX_RECEIPT_LEN, 398);
+        assert!(Receipt::decode(longest.encoded()).is_ok());
+        assert!(Receipt::sign(req, &"S".repeat(256), 1, &testkeys::dongle()).is_err());
         assert!(Receipt::sign(req, "a b", 1, &testkeys::dongle()).is_err());
     }
 

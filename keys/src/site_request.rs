@@ -292,6 +292,10 @@ mod tests {
                 .to_string()
                 .contains("serves license 0202")
         );
+        let longest = SiteRequest::sign(ask(), &"S".repeat(255), 1, &testkeys::dongle()).unwrap();
+        assert_eq!(longest.encoded().len(), MAX_SITE_REQUEST_LEN);
+        assert_eq!(MAX_SITE_REQUEST_LEN, 422);
+        assert!(SiteRequest::decode(longest.encoded()).is_ok());
         let mut long = enc.to_vec();
         long.push(1);
         assert!(SiteRequest::decode(&long).is_err());
