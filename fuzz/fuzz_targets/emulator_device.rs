@@ -16,12 +16,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tether_emulator::Fault;
 use tether_dongle::ctaphid::{Command, Message, Packet, Progress, Reassembler};
 use tether_dongle::native::message::{
     DongleInfo, InitResponse, decode_delegate, decode_error, decode_presence, decode_receipt,
     decode_site_request,
 };
+use tether_emulator::Fault;
 use tether_fuzz::{RECORD_LEN, clock_step, device, fault};
 use tether_keys::{Dongle, PublicKey, testkeys};
 
@@ -67,8 +67,8 @@ impl Host {
                     .expect("receipt not signed by the dongle key");
             }
             Command::SiteRequest => {
-                let r = decode_site_request(&m.payload)
-                    .expect("SITE_REQUEST answer does not decode");
+                let r =
+                    decode_site_request(&m.payload).expect("SITE_REQUEST answer does not decode");
                 r.verify_signature()
                     .expect("site request not signed by its dongle key");
             }
