@@ -628,11 +628,20 @@ pub fn receipt_pem(receipt: &crate::Receipt) -> String {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if it cannot be read; [`Error::BadFile`] naming `path` if
-/// it holds no `TETHER RECEIPT` block or the block does not decode.
+/// [`Error::Io`] if it cannot be read; otherwise as [`parse_receipt`].
 pub fn read_receipt(path: &Path) -> Result<crate::Receipt> {
     let text = read_text(path, false)?;
-    let (_, bytes) = dearmor(path, &text, RECEIPT_LABEL)?;
+    parse_receipt(path, &text)
+}
+
+/// Parses a revocation receipt file's text (decodes, does not verify).
+///
+/// # Errors
+///
+/// [`Error::BadFile`] naming `path` if it holds no `TETHER RECEIPT` block
+/// or the block does not decode.
+pub fn parse_receipt(path: &Path, text: &str) -> Result<crate::Receipt> {
+    let (_, bytes) = dearmor(path, text, RECEIPT_LABEL)?;
     crate::Receipt::decode(&bytes).map_err(|e| Error::bad_file(path, e.to_string()))
 }
 

@@ -159,8 +159,16 @@ fn a_revocation_gets_a_receipt_the_vendor_verifies() {
         text(&human.stdout)
     );
 
+    // `tether inspect` shows it, unverified.
+    let shown = tether(&["inspect", "--json"], &[&receipt]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["kind"], "revocation-receipt");
+    assert_eq!(shown["counter"].as_u64(), Some(counter));
+
     // Answering another revocation: refused.
-    let other_rev = revocation(&site, 1, &vendor(&site), "revoke-2.tether");
+    // (through 2: the same id, through and second would be the same bytes)
+    let other_rev = revocation(&site, 2, &vendor(&site), "revoke-2.tether");
     let (ok, json) = verify_receipt(
         &site,
         &site.license,
@@ -311,6 +319,11 @@ fn a_site_request_round_trips_and_a_tampered_one_is_refused() {
     assert_eq!(json["nonce"].as_str().unwrap().len(), 64);
     let (ok, json) = verify(&out_path, false);
     assert!(ok && json["license_checked"] == false, "{json}");
+
+    let shown = tether(&["inspect", "--json"], &[&out_path]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["kind"], "site-request");
+    assert_eq!(shown["nonce"], json["nonce"]);
 
     // A second request carries another nonce and a higher counter.
     let again_path = site.path("request-2.tether");

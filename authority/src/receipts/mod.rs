@@ -70,6 +70,8 @@ pub struct SiteRequestVerdict {
 pub struct DongleJobs {
     due: AtomicBool,
     hold_until: Mutex<Option<Instant>>,
+    /// A refusal was logged at WARN; the ones that repeat go to DEBUG.
+    warned: AtomicBool,
 }
 
 impl DongleJobs {
@@ -191,9 +193,17 @@ pub(crate) fn run(dongle: &mut dyn Dongle, auth: &Authority) -> Result<(), JobEr
     let outcome = site_request(dongle, auth, &dir).and_then(|()| receipts(dongle, auth, &dir));
     match outcome {
         Err(JobError::Link(e @ (LinkError::Declined(_) | LinkError::Unsupported(_)))) => {
-            tracing::warn!(error = %e, "the dongle did not sign a receipt or site request; asking again later");
+            if auth.jobs.warned.swap(true, Ordering::Relaxed) {
+                tracing::debug!(error = %e, "the dongle again did not sign a revocation receipt");
+            } else {
+                tracing::warn!(error = %e, "the dongle did not sign a revocation receipt; it stays pending and is asked for every 30 s and at each plug");
+            }
             auth.jobs.hold_off();
             auth.jobs.wake();
+            Ok(())
+        }
+        Ok(()) => {
+            auth.jobs.warned.store(false, Ordering::Relaxed);
             Ok(())
         }
         other => other,
