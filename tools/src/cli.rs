@@ -192,7 +192,7 @@ pub enum LicenseCmd {
 /// `tether license receipt ...`.
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCmd {
-    /// At the vendor: check a revocation receipt (STATE_DIR/receipts/<id>.receipt)
+    /// At the vendor: check a revocation receipt (`STATE_DIR/receipts/ID.receipt`)
     /// against the license it revokes; exit 0 when it proves the site's
     /// dongle dropped the license.
     Verify(ReceiptVerifyArgs),
