@@ -199,9 +199,12 @@ impl Authority {
             // The revocation holds from now on; the receipt follows when the
             // dongle signs it (now if present, else at its next plug).
             let receipt = match self.ask_receipt(rev, lic.terms().sequence) {
+                // Relative to the state directory: the reason goes to
+                // `/events` too, which should not show local paths.
                 Ok(()) => format!(
-                    "the dongle signs a receipt into {}",
-                    crate::receipts::receipt_path(self.state_dir(), &id).display()
+                    "the dongle signs a receipt into {}/{id}.{} in the state directory",
+                    crate::receipts::RECEIPTS_DIR,
+                    crate::receipts::RECEIPT_EXT
                 ),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot ask for a revocation receipt");
