@@ -4,7 +4,7 @@
 //! receipt for another license, with another counter, or answering another
 //! revocation is refused; a revocation by another vendor key is refused;
 //! with the dongle unplugged at revoke, the revocation holds at once and
-//! the receipt appears after the re-plug; a site request round-trips and a
+//! the receipt appears after the re-plug, across a restart of tetherd; a site request round-trips and a
 //! tampered one is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -265,9 +265,17 @@ fn with_the_dongle_unplugged_the_revocation_holds_and_the_receipt_follows_the_re
     std::thread::sleep(Duration::from_millis(700));
     assert!(!receipt_path(&site).exists());
 
+    // The request outlives a restart of tetherd.
+    let mut d = d;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), Some(0), "{}", d.log());
+    assert!(pending.exists());
+    let (d, url) = site.start_tetherd(&[]);
     site.dongle(&["plug"]);
     wait_until(T, || receipt_path(&site).exists());
-    assert!(!pending.exists());
+    // The pending request goes once the receipt is written.
+    wait_until(T, || !pending.exists());
+    wait_until(T, || d.log().contains("signed the revocation receipt"));
     let r = http::get(&url, "/token", Some(&secret)).unwrap();
     assert_eq!(r.status, 403, "{}", r.body);
     let (ok, json) = verify_receipt(
