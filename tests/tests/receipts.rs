@@ -392,3 +392,41 @@ fn a_site_request_round_trips_and_a_tampered_one_is_refused() {
     );
     assert!(!site.path("state/site-request-pending.json").exists());
 }
+
+/// The site whose license ran out is the one that most needs to ask for an
+/// update: tetherd runs on an expired license (refusing tokens, holding the
+/// dongle), so the request goes through it all the same.
+#[test]
+fn a_site_with_an_expired_license_can_still_ask_for_an_update() {
+    let site = Site::with_license(|t| {
+        t.not_before = UnixTime::now() - Duration::from_secs(2 * 86_400);
+        t.not_after = UnixTime::now() - Duration::from_secs(86_400);
+    });
+    let _emu = site.start_emulator(&[]);
+    let (d, url) = site.start_tetherd(&[]);
+    wait_until(T, || d.log().contains("dongle verified"));
+    let r = http::get(&url, "/token", Some(site.secret("backend"))).unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("license_not_valid"), "{}", r.body);
+    let out_path = site.path("request.tether");
+    let out = tether(
+        &["site", "request", "--state-dir"],
+        &[&site.path("state"), Path::new("--out"), &out_path],
+    );
+    assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
+    let out = tether(
+        &["site", "request", "verify", "--vendor-pub"],
+        &[
+            &site.vendor_pub,
+            Path::new("--license"),
+            &site.license,
+            &out_path,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the licensed dongle"),
+        "{}",
+        text(&out.stdout)
+    );
+}
