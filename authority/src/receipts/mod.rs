@@ -231,7 +231,10 @@ fn receipts(dongle: &mut dyn Dongle, auth: &Authority, dir: &Path) -> Result<(),
             .and_then(|t| unhex(&t))
             .and_then(|b| ReceiptRequest::decode(&b).ok());
         let Some(request) = request else {
-            tracing::error!(path = %path.display(), "not a pending receipt request; left as it is");
+            // Kept for a look, out of the way: not asked for again and again.
+            let aside = path.with_extension("invalid");
+            tracing::error!(path = %path.display(), aside = %aside.display(), "not a pending receipt request; set aside");
+            let _ = std::fs::rename(&path, &aside);
             continue;
         };
         let receipt = dongle.sign_receipt(&request).map_err(JobError::Link)?;
@@ -458,6 +461,19 @@ mod tests {
         assert_eq!(auth.store.counter(SERIAL), Some(receipt.counter));
         // The watcher finds nothing more to do.
         auth.jobs.take();
+        auth.look_for_dongle_jobs();
+        assert!(!auth.jobs.due());
+        // A garbled pending file is set aside, not retried for ever.
+        std::fs::write(pending_path(auth.state_dir(), &id), "zz").unwrap();
+        auth.look_for_dongle_jobs();
+        assert!(auth.jobs.due());
+        run(d.as_mut(), &auth).unwrap();
+        assert!(!pending_path(auth.state_dir(), &id).exists());
+        assert!(
+            pending_path(auth.state_dir(), &id)
+                .with_extension("invalid")
+                .exists()
+        );
         auth.look_for_dongle_jobs();
         assert!(!auth.jobs.due());
     }
