@@ -274,6 +274,9 @@ fn step(
                     Err(crate::receipts::JobError::Refused(why)) => {
                         return lose(auth, &Lost::Refused(why), stop, backoff);
                     }
+                    Err(crate::receipts::JobError::State(e)) => {
+                        return lose(auth, &Lost::State(e), stop, backoff);
+                    }
                 }
             }
             // Fresh nonces waiting (freshness) bring the renewal forward.

@@ -138,6 +138,8 @@ pub(crate) enum JobError {
     /// The dongle answered falsely (not the licensed key, another request,
     /// a counter that did not grow).
     Refused(String),
+    /// The counter mark cannot be kept.
+    State(crate::state::StateError),
 }
 
 impl Authority {
@@ -286,7 +288,7 @@ fn record_counter(auth: &Authority, serial: &str, counter: u32) -> Result<(), Jo
         .record_counter(serial, counter)
         .map_err(|e| match e {
             crate::state::StateError::CounterRollback { .. } => JobError::Refused(e.to_string()),
-            other => JobError::Refused(format!("cannot keep the dongle counter: {other}")),
+            other => JobError::State(other),
         })
 }
 
