@@ -4,10 +4,10 @@
 //! When tetherd installs a vendor-signed [`Revocation`] that stops the
 //! license it serves, it asks the dongle to sign a receipt over the license
 //! id, the sequence it served, the revocation (its "through" sequence and
-//! the SHA-256 of its bytes) and when it installed it (its own clock); the dongle adds its kind,
-//! serial and signature counter (raised and kept in flash first, as for a
-//! certificate) and signs `domain::RECEIPT || body` with the key the
-//! license names. The operator sends the file back; the vendor checks it
+//! the SHA-256 of its bytes) and when it installed it (its own clock); the
+//! dongle adds its kind, serial and signature counter (raised and kept in
+//! flash first, as for a certificate) and signs `domain::RECEIPT || body`
+//! with the key the license names. The operator sends the file back; the vendor checks it
 //! with [`Receipt::verify`] against the license it issued, to move the
 //! license to another site or refund it.
 //!
