@@ -166,6 +166,8 @@ pub struct Authority {
     pub license_check: tokio::sync::Notify,
     /// Verdicts on license installs, for `/events` (`event: license`).
     pub license_events: tokio::sync::broadcast::Sender<crate::license::Verdict>,
+    /// Receipts and site requests waiting for the dongle (`receipts/`).
+    pub jobs: crate::receipts::DongleJobs,
 }
 
 impl Authority {
@@ -245,6 +247,7 @@ impl Authority {
             revoked_below,
             license_check: tokio::sync::Notify::new(),
             license_events: tokio::sync::broadcast::channel(16).0,
+            jobs: crate::receipts::DongleJobs::default(),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod leases;
 pub mod license;
 pub mod metrics;
 pub mod presence;
+pub mod receipts;
 pub mod state;
 
 use std::future::Future;

@@ -33,6 +33,10 @@ pub enum Command {
     Presence,
     /// Sign a delegation certificate.
     Delegate,
+    /// Sign a revocation receipt (section 4.5).
+    Receipt,
+    /// Sign a site request (section 4.6).
+    SiteRequest,
     /// The device refuses; payload is one [`super::ErrorCode`] byte.
     Error,
     /// Any other command byte (high bit set).
@@ -47,6 +51,8 @@ impl Command {
             Command::Info => 0xC1,
             Command::Presence => 0xC2,
             Command::Delegate => 0xC3,
+            Command::Receipt => 0xC4,
+            Command::SiteRequest => 0xC5,
             Command::Error => 0xBF,
             Command::Other(b) => b | 0x80,
         }
@@ -60,6 +66,8 @@ impl From<u8> for Command {
             0xC1 => Command::Info,
             0xC2 => Command::Presence,
             0xC3 => Command::Delegate,
+            0xC4 => Command::Receipt,
+            0xC5 => Command::SiteRequest,
             0xBF => Command::Error,
             other => Command::Other(other),
         }
@@ -538,6 +546,8 @@ mod tests {
             Command::Info,
             Command::Presence,
             Command::Delegate,
+            Command::Receipt,
+            Command::SiteRequest,
             Command::Error,
         ] {
             assert_eq!(Command::from(c.byte()), c);

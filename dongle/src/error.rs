@@ -36,6 +36,10 @@ pub enum LinkError {
     /// An operating-system error on the link that does not mean removal.
     #[error("dongle link I/O: {0}")]
     Io(#[source] std::io::Error),
+    /// This kind of dongle does not do what was asked (e.g. a revocation
+    /// receipt from a dongle kind that has no such command yet).
+    #[error("{0} is not supported by this dongle kind")]
+    Unsupported(&'static str),
     /// hidapi failed in a way that does not mean removal (e.g. permissions).
     #[error("hidapi: {0}")]
     Hid(#[source] hidapi::HidError),
@@ -104,7 +108,7 @@ pub enum ProtocolError {
     },
 }
 
-/// The error codes of an ERROR response (section 4.5). Unknown codes are
+/// The error codes of an ERROR response (section 5). Unknown codes are
 /// kept as [`ErrorCode::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

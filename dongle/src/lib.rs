@@ -11,6 +11,8 @@
 //! Dongle::prove_presence(&mut self, &[u8; 32]) -> Result<PresenceProof>  // caller verifies
 //! Dongle::certify(&mut self, &DelegationRequest) -> Result<Certificate>  // caller verifies
 //! Dongle::idle(&mut self, Duration) -> Result<()>      // Err(LinkError::Removed) at once on removal
+//! Dongle::sign_receipt(&mut self, &ReceiptRequest) -> Result<Receipt>          // caller verifies
+//! Dongle::sign_site_request(&mut self, &SiteRequestAsk) -> Result<SiteRequest> // caller verifies
 //! ```
 //!
 //! A dongle returns what it said; deciding whether to trust it (signature
@@ -45,7 +47,9 @@ pub mod transport;
 use std::fmt;
 use std::time::Duration;
 
-use tether_keys::{Certificate, DelegationRequest};
+use tether_keys::{
+    Certificate, DelegationRequest, Receipt, ReceiptRequest, SiteRequest, SiteRequestAsk,
+};
 
 pub use error::{ErrorCode, LinkError, ProtocolError, Result};
 pub use native::DongleInfo;
@@ -90,6 +94,31 @@ pub trait Dongle: Send + fmt::Debug {
     /// # Errors
     /// [`LinkError::Removed`] at once on removal; other link faults.
     fn idle(&mut self, timeout: Duration) -> Result<()>;
+
+    /// Asks the dongle to sign a revocation receipt for `request`
+    /// (`docs/formats.md`, "Revocation receipt"; native command RECEIPT,
+    /// `docs/dongle-protocol.md` section 4.5). The default, for dongle kinds
+    /// without such a command, refuses with [`LinkError::Unsupported`].
+    ///
+    /// # Errors
+    /// [`LinkError::Unsupported`] for a dongle kind that cannot sign one;
+    /// [`LinkError::Declined`] when the dongle refuses; any other
+    /// [`LinkError`] on the link.
+    fn sign_receipt(&mut self, request: &ReceiptRequest) -> Result<Receipt> {
+        let _ = request;
+        Err(LinkError::Unsupported("a revocation receipt"))
+    }
+
+    /// Asks the dongle to sign a site request for `ask` (`docs/formats.md`,
+    /// "Site request"; native command SITE_REQUEST, section 4.6). The
+    /// default refuses with [`LinkError::Unsupported`].
+    ///
+    /// # Errors
+    /// As [`Dongle::sign_receipt`].
+    fn sign_site_request(&mut self, ask: &SiteRequestAsk) -> Result<SiteRequest> {
+        let _ = ask;
+        Err(LinkError::Unsupported("a site request"))
+    }
 }
 
 /// Opens dongles: tetherd asks again after each loss.

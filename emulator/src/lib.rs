@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tether_keys::delegation::presence_message;
-use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey, SecretKey, keyfile};
+use tether_keys::{
+    Certificate, DelegationRequest, Dongle, PublicKey, Receipt, SecretKey, SiteRequest, keyfile,
+};
 
 use tether_dongle::ErrorCode;
 use tether_dongle::ctaphid::{
@@ -549,7 +551,39 @@ impl Device {
                 Ok(self.signing_key().sign(&presence_message(&nonce)).to_vec())
             }
             Request::Delegate(req) => self.delegate(req, uptime),
+            Request::Receipt(req) => {
+                let counter = self.count()?;
+                Receipt::sign(req, &self.serial, counter, self.signing_key())
+                    .map(|r| r.encoded().to_vec())
+                    .map_err(|_| ErrorCode::Internal)
+            }
+            Request::SiteRequest(ask) => {
+                let counter = self.count()?;
+                SiteRequest::sign(ask, &self.serial, counter, self.signing_key())
+                    .map(|r| r.encoded().to_vec())
+                    .map_err(|_| ErrorCode::Internal)
+            }
         }
+    }
+
+    /// The counter rule of RECEIPT and SITE_REQUEST (sections 4.5, 4.6), as
+    /// for DELEGATE: the next counter reaches flash before any signature
+    /// carries it. No reach budget: neither signs validity.
+    fn count(&mut self) -> Result<u32, ErrorCode> {
+        if self.fault == Fault::Rollback {
+            self.rollback_counter = self.rollback_counter.saturating_add(1);
+            return Ok(self.rollback_counter);
+        }
+        let mut next = self.state.clone();
+        next.counter = next.counter.checked_add(1).ok_or(ErrorCode::Internal)?;
+        if let Some(path) = &self.state_path
+            && let Err(e) = save_state(path, &next)
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot persist the dongle state");
+            return Err(ErrorCode::Internal);
+        }
+        self.state = next;
+        Ok(self.state.counter)
     }
 
     /// Earns reach for the uptime since the last refill (section 6).

@@ -176,6 +176,76 @@ fn client_round_trips_over_the_in_process_device() {
     ));
 }
 
+/// RECEIPT and SITE_REQUEST: signed by the dongle key under their own
+/// tags, each raising the counter (in flash) as DELEGATE does, with no
+/// reach charged; a wrong length is refused without counting.
+#[test]
+fn receipts_and_site_requests_raise_the_counter_and_verify() {
+    use tether_keys::{LicenseId, ReceiptRequest, SiteRequestAsk, UnixTime};
+    let dir = tempfile::tempdir().unwrap();
+    keyfile::write_secret_key(
+        &dir.path().join(KEY_FILE),
+        &testkeys::dongle(),
+        &[(keyfile::SERIAL_HEADER, SERIAL)],
+        keyfile::Overwrite::Never,
+    )
+    .unwrap();
+    let dev = Arc::new(Mutex::new(
+        Device::load(dir.path(), None, Rules::default()).unwrap(),
+    ));
+    let mut c = Client::open(
+        Box::new(LocalTransport::new(dev.clone())),
+        Timeouts::default(),
+    )
+    .unwrap();
+    let now = UnixTime::now().secs();
+    c.delegate(&request(now, 300)).unwrap();
+    let req = ReceiptRequest {
+        license_id: LicenseId([1; 16]),
+        license_sequence: 1,
+        revoked_through: 1,
+        revocation_sha256: [9; 32],
+        installed_at: UnixTime::from_secs(now),
+    };
+    let receipt = c.receipt(&req).unwrap();
+    assert_eq!(receipt.request, req);
+    assert_eq!(receipt.serial, SERIAL);
+    assert_eq!(receipt.counter, 2);
+    receipt
+        .verify_signature(&testkeys::dongle().public())
+        .unwrap();
+    let ask = SiteRequestAsk {
+        license_id: LicenseId([1; 16]),
+        license_sequence: 1,
+        nonce: [3; 32],
+        requested_at: UnixTime::from_secs(now),
+    };
+    let site = c.site_request(&ask).unwrap();
+    assert_eq!(site.ask, ask);
+    assert_eq!(site.counter, 3);
+    assert_eq!(site.dongle_key, testkeys::dongle().public());
+    site.verify_signature().unwrap();
+    // A certificate after them carries a higher counter still.
+    assert_eq!(c.delegate(&request(now, 300)).unwrap().counter, 4);
+    // The counter is in flash.
+    drop(c);
+    assert_eq!(
+        Device::load(dir.path(), None, Rules::default())
+            .unwrap()
+            .counter(),
+        4
+    );
+    // Wrong lengths: refused, nothing counted.
+    let mut d = dev.lock().unwrap();
+    let cid = alloc(&mut d);
+    for (cmd, len) in [(Command::Receipt, 71), (Command::SiteRequest, 65)] {
+        let out = send(&mut d, cid, cmd, &vec![0; len], 0);
+        assert_eq!(out[0][4], 0xBF);
+        assert_eq!(out[0][7], ErrorCode::InvalidLength.code());
+    }
+    assert_eq!(d.counter(), 4);
+}
+
 /// The device signs a version 2 certificate holding exactly the commitment
 /// and ledger head it was asked for (blindly: the consumers check them).
 #[test]

@@ -16,11 +16,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tether_emulator::Fault;
 use tether_dongle::ctaphid::{Command, Message, Packet, Progress, Reassembler};
 use tether_dongle::native::message::{
-    DongleInfo, InitResponse, decode_delegate, decode_error, decode_presence,
+    DongleInfo, InitResponse, decode_delegate, decode_error, decode_presence, decode_receipt,
+    decode_site_request,
 };
+use tether_emulator::Fault;
 use tether_fuzz::{RECORD_LEN, clock_step, device, fault};
 use tether_keys::{Dongle, PublicKey, testkeys};
 
@@ -59,6 +60,17 @@ impl Host {
                     }
                     self.last_counter = Some(cert.counter);
                 }
+            }
+            Command::Receipt => {
+                let r = decode_receipt(&m.payload).expect("RECEIPT answer does not decode");
+                r.verify_signature(&dongle)
+                    .expect("receipt not signed by the dongle key");
+            }
+            Command::SiteRequest => {
+                let r =
+                    decode_site_request(&m.payload).expect("SITE_REQUEST answer does not decode");
+                r.verify_signature()
+                    .expect("site request not signed by its dongle key");
             }
             Command::Other(b) => panic!("device answered with command {b:#04x}"),
         }

@@ -11,6 +11,10 @@ pub const REVOCATION: &[u8] = b"tether/revocation/v1\0";
 pub const DELEGATION: &[u8] = b"tether/delegation/v1\0";
 /// Prefix of the message a dongle signs to prove presence.
 pub const PRESENCE: &[u8] = b"tether/presence/v1\0";
+/// Prefix of the message a dongle signs for a revocation receipt.
+pub const RECEIPT: &[u8] = b"tether/receipt/v1\0";
+/// Prefix of the message a dongle signs for a site request file.
+pub const SITE_REQUEST: &[u8] = b"tether/site-request/v1\0";
 
 /// `tag || message`.
 pub fn tagged(tag: &[u8], message: &[u8]) -> Vec<u8> {

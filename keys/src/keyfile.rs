@@ -57,6 +57,8 @@ const PUBLIC_LABEL: &str = "PUBLIC KEY";
 /// Tether's own label for a license (`docs/formats.md`, "License").
 const LICENSE_LABEL: &str = "TETHER LICENSE";
 const REVOCATION_LABEL: &str = "TETHER REVOCATION";
+const RECEIPT_LABEL: &str = "TETHER RECEIPT";
+const SITE_REQUEST_LABEL: &str = "TETHER SITE REQUEST";
 /// Line ending of every file written; the reader takes LF, CRLF or CR.
 const LINE_ENDING: LineEnding = LineEnding::LF;
 
@@ -599,6 +601,91 @@ pub fn revocation_pem(rev: &crate::Revocation) -> String {
         &block,
     )
     .to_string()
+}
+
+/// The PEM text of a revocation receipt (`docs/formats.md`, "Revocation
+/// receipt"): informational `Tether-License-Id`, `Tether-Dongle-Serial` and
+/// `Tether-Counter` lines, then the signed bytes as a `TETHER RECEIPT` block.
+///
+/// # Panics
+///
+/// Never in practice: the label is fixed and a receipt is at most 398 bytes.
+pub fn receipt_pem(receipt: &crate::Receipt) -> String {
+    #[allow(clippy::expect_used)] // See "# Panics": fixed label, bounded input.
+    let block = armor(RECEIPT_LABEL, receipt.encoded()).expect("a receipt always armors");
+    with_headers(
+        &[
+            ("Tether-License-Id", &receipt.request.license_id.to_string()),
+            ("Tether-Dongle-Serial", &receipt.serial),
+            ("Tether-Counter", &receipt.counter.to_string()),
+        ],
+        &block,
+    )
+    .to_string()
+}
+
+/// Reads and decodes (but does not verify) a revocation receipt file.
+///
+/// # Errors
+///
+/// [`Error::Io`] if it cannot be read; otherwise as [`parse_receipt`].
+pub fn read_receipt(path: &Path) -> Result<crate::Receipt> {
+    let text = read_text(path, false)?;
+    parse_receipt(path, &text)
+}
+
+/// Parses a revocation receipt file's text (decodes, does not verify).
+///
+/// # Errors
+///
+/// [`Error::BadFile`] naming `path` if it holds no `TETHER RECEIPT` block
+/// or the block does not decode.
+pub fn parse_receipt(path: &Path, text: &str) -> Result<crate::Receipt> {
+    let (_, bytes) = dearmor(path, text, RECEIPT_LABEL)?;
+    crate::Receipt::decode(&bytes).map_err(|e| Error::bad_file(path, e.to_string()))
+}
+
+/// The PEM text of a site request file (`docs/formats.md`, "Site request"):
+/// informational `Tether-License-Id`, `Tether-Dongle-Serial` and
+/// `Tether-Counter` lines, then the signed bytes as a `TETHER SITE REQUEST`
+/// block.
+///
+/// # Panics
+///
+/// Never in practice: the label is fixed and a request is at most 422 bytes.
+pub fn site_request_pem(request: &crate::SiteRequest) -> String {
+    #[allow(clippy::expect_used)] // See "# Panics": fixed label, bounded input.
+    let block = armor(SITE_REQUEST_LABEL, request.encoded()).expect("a site request always armors");
+    with_headers(
+        &[
+            ("Tether-License-Id", &request.ask.license_id.to_string()),
+            ("Tether-Dongle-Serial", &request.serial),
+            ("Tether-Counter", &request.counter.to_string()),
+        ],
+        &block,
+    )
+    .to_string()
+}
+
+/// Parses a site request file's text (decodes, does not verify).
+///
+/// # Errors
+///
+/// [`Error::BadFile`] naming `path` if it holds no `TETHER SITE REQUEST`
+/// block or the block does not decode.
+pub fn parse_site_request(path: &Path, text: &str) -> Result<crate::SiteRequest> {
+    let (_, bytes) = dearmor(path, text, SITE_REQUEST_LABEL)?;
+    crate::SiteRequest::decode(&bytes).map_err(|e| Error::bad_file(path, e.to_string()))
+}
+
+/// Reads and decodes (but does not verify) a site request file.
+///
+/// # Errors
+///
+/// [`Error::Io`] if it cannot be read; otherwise as [`parse_site_request`].
+pub fn read_site_request(path: &Path) -> Result<crate::SiteRequest> {
+    let text = read_text(path, false)?;
+    parse_site_request(path, &text)
 }
 
 /// What a file handed to `tether license install` holds.

@@ -356,7 +356,93 @@ fn every_fail_vector_is_checked() {
     for entry in std::fs::read_dir(dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.starts_with("fail_") {
-            assert!(checked.contains(&name.as_str()), "{name} is not checked");
+            assert!(
+                checked.contains(&name.as_str()) || RECEIPT_FAILS.contains(&name.as_str()),
+                "{name} is not checked"
+            );
         }
     }
+}
+
+/// The revocation receipt and site request vectors (`docs/formats.md`,
+/// "Revocation receipt", "Site request"): file name and contents.
+fn receipt_vectors() -> Vec<(&'static str, String)> {
+    use tether_keys::{Receipt, ReceiptRequest, Revocation, SiteRequest, SiteRequestAsk};
+    let vendor = testkeys::vendor();
+    let dongle = testkeys::dongle();
+    let rev = Revocation::sign(LicenseId([0x11; 16]), 1, UnixTime::from_secs(NOW), &vendor);
+    let req = ReceiptRequest::for_revocation(&rev, 1, UnixTime::from_secs(NOW + 60));
+    let receipt = Receipt::sign(req, "TD-0001", 8, &dongle).unwrap();
+    let mut other_counter = receipt.encoded().to_vec();
+    let at = other_counter.len() - 64 - 1;
+    other_counter[at] = 9; // counter 8 -> 9, signature unchanged
+    let receipt_as_cert = resign(receipt.encoded(), domain::DELEGATION, |m| dongle.sign(m));
+    let ask = SiteRequestAsk {
+        license_id: LicenseId([0x11; 16]),
+        license_sequence: 1,
+        nonce: [0x5A; 32],
+        requested_at: UnixTime::from_secs(NOW),
+    };
+    let site = SiteRequest::sign(ask, "TD-0001", 9, &dongle).unwrap();
+    let mut site_tampered = site.encoded().to_vec();
+    site_tampered[1 + 1 + 1 + 7 + 32 + 16 + 7] ^= 0x01; // the sequence's last byte: 1 -> 0
+    vec![
+        ("revocation_for_receipt.hex", hex(rev.encoded())),
+        ("receipt_valid.hex", hex(receipt.encoded())),
+        ("fail_receipt_other_counter.hex", hex(&other_counter)),
+        ("fail_receipt_wrong_domain.hex", hex(&receipt_as_cert)),
+        ("site_request_valid.hex", hex(site.encoded())),
+        ("fail_site_request_tampered.hex", hex(&site_tampered)),
+    ]
+}
+
+/// The `fail_` receipt and site request vectors, each checked below.
+const RECEIPT_FAILS: &[&str] = &[
+    "fail_receipt_other_counter.hex",
+    "fail_receipt_wrong_domain.hex",
+    "fail_site_request_tampered.hex",
+];
+
+#[test]
+fn receipt_vectors_are_reproduced_and_fail_for_their_own_reason() {
+    use tether_keys::{Receipt, Revocation, SiteRequest};
+    let regenerate = std::env::var_os("TETHER_REGENERATE_VECTORS").is_some();
+    for (name, contents) in receipt_vectors() {
+        let path = dir().join(name);
+        if regenerate {
+            std::fs::write(&path, &contents).unwrap();
+        }
+        let stored =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            stored, contents,
+            "{name} no longer encodes to the same bytes"
+        );
+    }
+    let read = |name: &str| unhex(&std::fs::read_to_string(dir().join(name)).unwrap());
+    let license = keyfile::read_license(&dir().join("license_valid.tether")).unwrap();
+    let rev = Revocation::decode(&read("revocation_for_receipt.hex")).unwrap();
+    rev.verify(&testkeys::vendor().public()).unwrap();
+    let receipt = Receipt::decode(&read("receipt_valid.hex")).unwrap();
+    receipt.verify(&license).unwrap();
+    receipt.answers(&rev).unwrap();
+    assert_eq!(receipt.counter, 8);
+    for name in [
+        "fail_receipt_other_counter.hex",
+        "fail_receipt_wrong_domain.hex",
+    ] {
+        let r = Receipt::decode(&read(name)).unwrap();
+        assert!(
+            matches!(r.verify(&license), Err(Error::BadSignature(_))),
+            "{name}"
+        );
+    }
+    let site = SiteRequest::decode(&read("site_request_valid.hex")).unwrap();
+    site.verify(&license).unwrap();
+    let tampered = SiteRequest::decode(&read("fail_site_request_tampered.hex")).unwrap();
+    assert_eq!(tampered.ask.license_sequence, 0);
+    assert!(matches!(
+        tampered.verify(&license),
+        Err(Error::BadSignature(_))
+    ));
 }

@@ -61,6 +61,10 @@ pub enum Command {
     /// The authority's state directory: high-water marks.
     #[command(subcommand)]
     State(StateCmd),
+    /// Files the site sends the vendor: `tether site request` (the dongle
+    /// signs what the site runs) and `tether site request verify`.
+    #[command(subcommand)]
+    Site(SiteCmd),
     /// Exit 0 when URL answers 200 (the container healthcheck; images carry no curl).
     Health {
         /// The URL to probe, e.g. http://127.0.0.1:7443/healthz.
@@ -180,6 +184,94 @@ pub enum LicenseCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Revocation receipts the site's dongle signs (`tether license receipt verify`).
+    #[command(subcommand)]
+    Receipt(ReceiptCmd),
+}
+
+/// `tether license receipt ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCmd {
+    /// At the vendor: check a revocation receipt (`STATE_DIR/receipts/ID.receipt`)
+    /// against the license it revokes; exit 0 when it proves the site's
+    /// dongle dropped the license.
+    Verify(ReceiptVerifyArgs),
+}
+
+/// Flags of `tether license receipt verify`.
+#[derive(Debug, Args)]
+pub struct ReceiptVerifyArgs {
+    /// The vendor public key (vendor.pub): the license must verify under it.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: PathBuf,
+    /// The license revoked (any version the revocation covers): names the
+    /// dongle whose signature the receipt must carry.
+    #[arg(long)]
+    pub license: PathBuf,
+    /// The revocation the receipt must answer (optional: checked by its SHA-256).
+    #[arg(long)]
+    pub revocation: Option<PathBuf>,
+    /// Machine-readable JSON output (times as UNIX seconds).
+    #[arg(long)]
+    pub json: bool,
+    /// The receipt file.
+    pub receipt: PathBuf,
+}
+
+/// `tether site ...`.
+#[derive(Debug, Subcommand)]
+pub enum SiteCmd {
+    /// At the site: have the dongle (through the running tetherd) sign the
+    /// installed license's id and sequence, a fresh nonce and the time, for
+    /// the vendor. `verify` checks such a file at the vendor.
+    Request(SiteRequestArgs),
+}
+
+/// Flags of `tether site request`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SiteRequestArgs {
+    /// `verify`, at the vendor.
+    #[command(subcommand)]
+    pub command: Option<SiteRequestCmd>,
+    /// tetherd's state directory.
+    #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
+    pub state_dir: PathBuf,
+    /// Where to write the signed request (send it to the vendor).
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// How long to wait for tetherd's answer (e.g. 10s).
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+}
+
+/// `tether site request ...`.
+#[derive(Debug, Subcommand)]
+pub enum SiteRequestCmd {
+    /// At the vendor: check a site request file's dongle signature and,
+    /// with --license, that it comes from the licensed dongle.
+    Verify(SiteRequestVerifyArgs),
+}
+
+/// Flags of `tether site request verify`.
+#[derive(Debug, Args)]
+pub struct SiteRequestVerifyArgs {
+    /// The vendor public key (vendor.pub): the license must verify under it.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: PathBuf,
+    /// The license the site should run: the request must be signed by the
+    /// dongle it names and name its id. Without it only the signature is
+    /// checked, under the dongle key the request carries.
+    #[arg(long)]
+    pub license: Option<PathBuf>,
+    /// Machine-readable JSON output (times as UNIX seconds).
+    #[arg(long)]
+    pub json: bool,
+    /// The site request file.
+    pub request: PathBuf,
 }
 
 /// Flags of `tether license install`.

@@ -260,6 +260,36 @@ fn describe(path: &Path, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Result<V
         let license = keyfile::parse_license(path, &text)?;
         return Ok(license_json(&license, vendor));
     }
+    if text.contains("-----BEGIN TETHER RECEIPT-----") {
+        let r = keyfile::parse_receipt(path, &text)?;
+        let q = &r.request;
+        return Ok(json!({
+            "kind": "revocation-receipt",
+            "verified": "no (tether license receipt verify checks it)",
+            "license_id": q.license_id.to_string(),
+            "license_sequence": q.license_sequence,
+            "revoked_through": q.revoked_through,
+            "revocation_sha256": q.revocation_sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "installed_at": q.installed_at.secs(),
+            "serial": r.serial,
+            "counter": r.counter,
+        }));
+    }
+    if text.contains("-----BEGIN TETHER SITE REQUEST-----") {
+        let r = keyfile::parse_site_request(path, &text)?;
+        let a = &r.ask;
+        return Ok(json!({
+            "kind": "site-request",
+            "verified": "no (tether site request verify checks it)",
+            "license_id": a.license_id.to_string(),
+            "license_sequence": a.license_sequence,
+            "nonce": a.nonce.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "requested_at": a.requested_at.secs(),
+            "serial": r.serial,
+            "dongle_key": r.dongle_key.fingerprint().to_string(),
+            "counter": r.counter,
+        }));
+    }
     if text.contains("-----BEGIN PRIVATE KEY-----") {
         let role = role_of(&text);
         let (fingerprint, headers) = match role.as_str() {

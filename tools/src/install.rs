@@ -20,7 +20,7 @@ use tether_keys::keyfile::{self, LicenseUpdate};
 use crate::cli::LicenseInstallArgs;
 
 /// The pid of the tetherd running on `dir`, if one is.
-fn running_tetherd(dir: &Path) -> anyhow::Result<rustix::process::Pid> {
+pub(crate) fn running_tetherd(dir: &Path) -> anyhow::Result<rustix::process::Pid> {
     let path = dir.join(PID_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(

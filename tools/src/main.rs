@@ -12,6 +12,7 @@ mod inspect;
 mod install;
 mod logs;
 mod provision;
+mod receipt;
 mod run;
 mod service;
 mod signals;
@@ -44,6 +45,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => client::verify(&args),
         Command::Health { url } => client::health(&url),
         Command::State(cmd) => state::run(&cmd),
+        Command::Site(cmd) => receipt::site(cmd),
         Command::Backend(args) => service::run(service::Kind::Backend, args),
         Command::Muxer(args) => service::run(service::Kind::Muxer, args),
         Command::Run(args) => run::run(args),

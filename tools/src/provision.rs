@@ -365,6 +365,7 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
             );
         }
         LicenseCmd::Install(args) => return crate::install::install(&args),
+        LicenseCmd::Receipt(cmd) => return crate::receipt::receipt(cmd),
         LicenseCmd::Verify { vendor_pub, file } => {
             let (vendor, _) = keyfile::read_public_key::<Vendor>(&vendor_pub)?;
             let license = keyfile::read_license(&file)?;

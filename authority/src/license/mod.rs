@@ -196,8 +196,23 @@ impl Authority {
         self.revoked_below
             .fetch_max(rev.through_sequence.saturating_add(1), Ordering::Relaxed);
         Ok(if self.is_revoked() {
+            // The revocation holds from now on; the receipt follows when the
+            // dongle signs it (now if present, else at its next plug).
+            let receipt = match self.ask_receipt(rev, lic.terms().sequence) {
+                // Relative to the state directory: the reason goes to
+                // `/events` too, which should not show local paths.
+                Ok(()) => format!(
+                    "the dongle signs a receipt into {}/{id}.{} in the state directory",
+                    crate::receipts::RECEIPTS_DIR,
+                    crate::receipts::RECEIPT_EXT
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot ask for a revocation receipt");
+                    format!("no receipt will be signed: {e}")
+                }
+            };
             format!(
-                "license {id} revoked through sequence {}: no more tokens",
+                "license {id} revoked through sequence {}: no more tokens; {receipt}",
                 rev.through_sequence
             )
         } else {
@@ -265,6 +280,7 @@ pub async fn watch(auth: Arc<Authority>, vendor: PublicKey<Vendor>, stopping: Ca
     let mut last_warned = None;
     loop {
         auth.process_pending(&vendor);
+        auth.look_for_dongle_jobs();
         let now = auth.now();
         let not_after = auth.license().terms().not_after;
         if expiry_warning_due(now, not_after, last_warned) {
@@ -401,6 +417,10 @@ mod tests {
         let v = pend(&auth, &keyfile::revocation_pem(&rev));
         assert!(v.accepted, "{v:?}");
         assert!(auth.is_revoked());
+        // The dongle is asked for a receipt; the request waits for it on disk.
+        assert!(v.reason.contains("receipt"), "{v:?}");
+        assert!(crate::receipts::pending_path(auth.state_dir(), &"01".repeat(16)).exists());
+        assert!(auth.jobs.due());
         let refused = auth.issue(Some(&secret), None).unwrap_err();
         assert_eq!(refused.kind(), RefusalCode::LicenseRevoked);
         assert_eq!(refused.http_status(), 403);

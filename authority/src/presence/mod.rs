@@ -244,6 +244,7 @@ fn step(
         Link::Verifying(mut client) => match verify(client.as_mut(), auth, settings) {
             Ok(counter) => {
                 backoff.reset();
+                auth.jobs.plugged();
                 tracing::info!(
                     serial = %auth.license().terms().dongle_serial,
                     counter,
@@ -263,6 +264,21 @@ fn step(
             next_beat,
             renew_at,
         } => {
+            // Receipts and site requests waiting for the dongle (`receipts/`).
+            if auth.jobs.due() {
+                match crate::receipts::run(client.as_mut(), auth) {
+                    Ok(()) => {}
+                    Err(crate::receipts::JobError::Link(e)) => {
+                        return lose(auth, &Lost::Link(e), stop, backoff);
+                    }
+                    Err(crate::receipts::JobError::Refused(why)) => {
+                        return lose(auth, &Lost::Refused(why), stop, backoff);
+                    }
+                    Err(crate::receipts::JobError::State(e)) => {
+                        return lose(auth, &Lost::State(e), stop, backoff);
+                    }
+                }
+            }
             // Fresh nonces waiting (freshness) bring the renewal forward.
             let early = auth.renewal_due();
             let due = next_beat.min(renew_at).min(early.unwrap_or(renew_at));

@@ -5,10 +5,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use tether_keys::{Certificate, DelegationRequest};
+use tether_keys::{
+    Certificate, DelegationRequest, Receipt, ReceiptRequest, SiteRequest, SiteRequestAsk,
+};
 
 use super::message::{
     self, Delegate, DongleInfo, INIT_NONCE_LEN, Info, Init, NativeCommand, Presence,
+    ReceiptCommand, SiteRequestCommand,
 };
 use crate::Selector;
 use crate::ctaphid::{BROADCAST, Command, FrameError, Progress, Reassembler, fragment};
@@ -141,6 +144,29 @@ impl Client {
     /// that is not a canonical certificate.
     pub fn delegate(&mut self, req: &DelegationRequest) -> Result<Certificate> {
         self.transact(&Delegate(req.clone()), self.timeouts.delegate)
+    }
+
+    /// RECEIPT: the decoded revocation receipt (section 4.5), under the
+    /// DELEGATE timeout (a signature and a counter write to flash); the
+    /// caller verifies signature, request, serial and counter.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::transact`], and [`LinkError::Protocol`] for an answer
+    /// that is not a canonical receipt.
+    pub fn receipt(&mut self, req: &ReceiptRequest) -> Result<Receipt> {
+        self.transact(&ReceiptCommand(*req), self.timeouts.delegate)
+    }
+
+    /// SITE_REQUEST: the decoded site request (section 4.6), under the
+    /// DELEGATE timeout; the caller verifies it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::transact`], and [`LinkError::Protocol`] for an answer
+    /// that is not a canonical site request.
+    pub fn site_request(&mut self, ask: &SiteRequestAsk) -> Result<SiteRequest> {
+        self.transact(&SiteRequestCommand(*ask), self.timeouts.delegate)
     }
 
     /// Idles for `timeout`, returning early with [`LinkError::Removed`] the

@@ -6,7 +6,12 @@
 //! [`ErrorCode`]s it can send back.
 
 use tether_keys::delegation::{decode_commitments, encode_commitments};
-use tether_keys::{Certificate, DelegationRequest, Dongle, PublicKey};
+use tether_keys::receipt::RECEIPT_REQUEST_LEN;
+use tether_keys::site_request::SITE_REQUEST_ASK_LEN;
+use tether_keys::{
+    Certificate, DelegationRequest, Dongle, PublicKey, Receipt, ReceiptRequest, SiteRequest,
+    SiteRequestAsk,
+};
 
 use crate::ctaphid::Command;
 use crate::error::{ErrorCode, ProtocolError};
@@ -46,6 +51,10 @@ pub enum Request {
     },
     /// Sign a delegation certificate (section 4.4).
     Delegate(DelegationRequest),
+    /// Sign a revocation receipt (section 4.5).
+    Receipt(ReceiptRequest),
+    /// Sign a site request (section 4.6).
+    SiteRequest(SiteRequestAsk),
 }
 
 impl Request {
@@ -66,6 +75,8 @@ impl Request {
                 p.extend_from_slice(&tail);
                 (Command::Delegate, p)
             }
+            Request::Receipt(req) => (Command::Receipt, req.encode()),
+            Request::SiteRequest(ask) => (Command::SiteRequest, ask.encode()),
         }
     }
 
@@ -116,6 +127,18 @@ impl Request {
                 }
                 Ok(Request::Delegate(req))
             }
+            Command::Receipt if payload.len() != RECEIPT_REQUEST_LEN => {
+                Err(ErrorCode::InvalidLength)
+            }
+            Command::Receipt => ReceiptRequest::decode(payload)
+                .map(Request::Receipt)
+                .map_err(|_| ErrorCode::InvalidParameter),
+            Command::SiteRequest if payload.len() != SITE_REQUEST_ASK_LEN => {
+                Err(ErrorCode::InvalidLength)
+            }
+            Command::SiteRequest => SiteRequestAsk::decode(payload)
+                .map(Request::SiteRequest)
+                .map_err(|_| ErrorCode::InvalidParameter),
             Command::Error | Command::Other(_) => Err(ErrorCode::InvalidCommand),
         }
     }
@@ -285,6 +308,32 @@ pub fn decode_delegate(p: &[u8]) -> Result<Certificate, ProtocolError> {
     })
 }
 
+/// Decodes a RECEIPT answer: the receipt's canonical bytes, nothing else.
+///
+/// # Errors
+///
+/// [`ProtocolError::Malformed`] when they are not a canonical receipt (the
+/// signature is not checked here).
+pub fn decode_receipt(p: &[u8]) -> Result<Receipt, ProtocolError> {
+    Receipt::decode(p).map_err(|_| ProtocolError::Malformed {
+        what: "RECEIPT answer",
+        reason: "not a canonical revocation receipt",
+    })
+}
+
+/// Decodes a SITE_REQUEST answer: the request's canonical bytes, nothing else.
+///
+/// # Errors
+///
+/// [`ProtocolError::Malformed`] when they are not a canonical site request
+/// (the signature is not checked here).
+pub fn decode_site_request(p: &[u8]) -> Result<SiteRequest, ProtocolError> {
+    SiteRequest::decode(p).map_err(|_| ProtocolError::Malformed {
+        what: "SITE_REQUEST answer",
+        reason: "not a canonical site request",
+    })
+}
+
 /// Decodes an ERROR answer: exactly one code byte.
 ///
 /// # Errors
@@ -376,6 +425,34 @@ impl NativeCommand for Delegate {
     }
     fn decode_response(payload: &[u8]) -> Result<Certificate, ProtocolError> {
         decode_delegate(payload)
+    }
+}
+
+/// RECEIPT: a revocation receipt for the request (section 4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptCommand(pub ReceiptRequest);
+
+impl NativeCommand for ReceiptCommand {
+    type Response = Receipt;
+    fn request(&self) -> Request {
+        Request::Receipt(self.0)
+    }
+    fn decode_response(payload: &[u8]) -> Result<Receipt, ProtocolError> {
+        decode_receipt(payload)
+    }
+}
+
+/// SITE_REQUEST: a site request for the ask (section 4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteRequestCommand(pub SiteRequestAsk);
+
+impl NativeCommand for SiteRequestCommand {
+    type Response = SiteRequest;
+    fn request(&self) -> Request {
+        Request::SiteRequest(self.0)
+    }
+    fn decode_response(payload: &[u8]) -> Result<SiteRequest, ProtocolError> {
+        decode_site_request(payload)
     }
 }
 
@@ -496,6 +573,46 @@ mod tests {
         let mut zero = p.clone();
         zero[113 + 1 + 7..113 + 1 + 7 + 4].copy_from_slice(&[0; 4]);
         assert_eq!(Request::parse(cmd, &zero), Err(ErrorCode::InvalidParameter));
+    }
+
+    #[test]
+    fn receipt_and_site_request_payloads_are_exact() {
+        let req = ReceiptRequest {
+            license_id: tether_keys::LicenseId([3; 16]),
+            license_sequence: 2,
+            revoked_through: 2,
+            revocation_sha256: [4; 32],
+            installed_at: tether_keys::UnixTime::from_secs(99),
+        };
+        let (cmd, p) = Request::Receipt(req).encode();
+        assert_eq!(cmd.byte(), 0xC4);
+        assert_eq!(p.len(), RECEIPT_REQUEST_LEN);
+        assert_eq!(Request::parse(cmd, &p), Ok(Request::Receipt(req)));
+        for len in [0, 71, 73] {
+            let mut q = p.clone();
+            q.resize(len, 0);
+            assert_eq!(Request::parse(cmd, &q), Err(ErrorCode::InvalidLength));
+        }
+        let ask = SiteRequestAsk {
+            license_id: tether_keys::LicenseId([3; 16]),
+            license_sequence: 2,
+            nonce: [5; 32],
+            requested_at: tether_keys::UnixTime::from_secs(99),
+        };
+        let (cmd, p) = Request::SiteRequest(ask).encode();
+        assert_eq!(cmd.byte(), 0xC5);
+        assert_eq!(p.len(), SITE_REQUEST_ASK_LEN);
+        assert_eq!(Request::parse(cmd, &p), Ok(Request::SiteRequest(ask)));
+        assert_eq!(Request::parse(cmd, &p[1..]), Err(ErrorCode::InvalidLength));
+        // Answers decode exactly.
+        let receipt = Receipt::sign(req, "TD-0001", 1, &testkeys::dongle()).unwrap();
+        assert_eq!(decode_receipt(receipt.encoded()), Ok(receipt.clone()));
+        let mut long = receipt.encoded().to_vec();
+        long.push(0);
+        assert!(decode_receipt(&long).is_err());
+        let site = SiteRequest::sign(ask, "TD-0001", 1, &testkeys::dongle()).unwrap();
+        assert_eq!(decode_site_request(site.encoded()), Ok(site));
+        assert!(decode_site_request(&[]).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Tether's own dongle protocol (`docs/dongle-protocol.md`, section 4):
-//! INFO, PRESENCE and DELEGATE over CTAPHID-style framing, for the emulator
+//! INFO, PRESENCE, DELEGATE, RECEIPT and SITE_REQUEST over CTAPHID-style framing, for the emulator
 //! and for vendors with their own hardware.
 //!
 //! - [`message`]: each command's payload and its answer's decoder, written
@@ -13,7 +13,9 @@ pub mod message;
 
 use std::time::Duration;
 
-use tether_keys::{Certificate, DelegationRequest};
+use tether_keys::{
+    Certificate, DelegationRequest, Receipt, ReceiptRequest, SiteRequest, SiteRequestAsk,
+};
 
 pub use client::{Client, Timeouts};
 pub use message::DongleInfo;
@@ -59,6 +61,14 @@ impl Dongle for NativeDongle {
 
     fn idle(&mut self, timeout: Duration) -> Result<()> {
         self.client.wait_gone(timeout)
+    }
+
+    fn sign_receipt(&mut self, request: &ReceiptRequest) -> Result<Receipt> {
+        self.client.receipt(request)
+    }
+
+    fn sign_site_request(&mut self, ask: &SiteRequestAsk) -> Result<SiteRequest> {
+        self.client.site_request(ask)
     }
 }
 

@@ -193,6 +193,38 @@ fn main() {
     let cert = certificate(7);
     s.put("cert_decode", "chain", cert.encoded());
 
+    // Receipts and site requests, and their native requests.
+    let rev = tether_keys::Revocation::sign(lic.terms().id, 1, NOW, &testkeys::vendor());
+    let receipt_req = tether_keys::ReceiptRequest::for_revocation(&rev, 1, NOW);
+    let receipt = tether_keys::Receipt::sign(receipt_req, SERIAL, 8, &testkeys::dongle()).unwrap();
+    s.put("receipt_decode", "receipt", receipt.encoded());
+    s.put("receipt_decode", "receipt_request", &receipt_req.encode());
+    let ask = tether_keys::SiteRequestAsk {
+        license_id: lic.terms().id,
+        license_sequence: 1,
+        nonce: [0x5A; 32],
+        requested_at: NOW,
+    };
+    let site = tether_keys::SiteRequest::sign(ask, SERIAL, 9, &testkeys::dongle()).unwrap();
+    s.put("receipt_decode", "site_request", site.encoded());
+    s.put("receipt_decode", "site_request_ask", &ask.encode());
+    s.put(
+        "receipt_decode",
+        "site_request.pem",
+        keyfile::site_request_pem(&site).as_bytes(),
+    );
+    for req in [Request::Receipt(receipt_req), Request::SiteRequest(ask)] {
+        let (cmd, payload) = req.encode();
+        let mut parse = vec![cmd.byte()];
+        parse.extend_from_slice(&payload);
+        let name = if matches!(req, Request::Receipt(_)) {
+            "receipt"
+        } else {
+            "site_request"
+        };
+        s.put("request_parse", name, &parse);
+    }
+
     // Tokens: one the verifier accepts, and one for each of a few refusals.
     let good = claims(&lic, &cert);
     let mut with_nonce = good.clone();
