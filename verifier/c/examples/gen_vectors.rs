@@ -172,6 +172,7 @@ impl Mint {
             nonce: Some("n0nce".into()),
             ins: None,
             prf: None,
+            grace: None,
         };
         if let Some(fresh) = &self.fresh {
             claims.ins = Some(fresh.ins.into());
