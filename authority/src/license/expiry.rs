@@ -160,7 +160,7 @@ pub fn due(
                 )
             };
             let message = format!(
-                "the license ends in {} at {end} ({grace}): ask the vendor for an update and install it with `tether license install`",
+                "expiry warning: the license expires in {}, at {end} ({grace}): ask the vendor for an update and install it with `tether license install`",
                 humantime::format_duration(left)
             );
             Some((
