@@ -463,7 +463,11 @@ impl License {
     /// [`Error::NotYetValid`], or [`Error::Expired`] naming the grace end.
     pub fn check_time_with_grace(&self, now: UnixTime, leeway: Duration) -> Result<()> {
         crate::check_window(
-            "license (grace included)",
+            if self.terms.grace == 0 {
+                "license"
+            } else {
+                "license's grace period"
+            },
             self.terms.not_before,
             self.terms.grace_until(),
             now,
