@@ -651,6 +651,10 @@ impl Authority {
             return Err(Refusal::new(RefusalCode::LicenseExpired, message));
         }
         let grace = (now >= terms.not_after).then_some(grace_until);
+        // A token issued before `not_after` ends by it, so that every token
+        // used after it carries the `grace` claim (and consumers that refuse
+        // grace stop at `not_after`); one issued in grace ends by its end.
+        let license_end = grace.unwrap_or(terms.not_after);
         if let Some(mark) = self.clock_rolled_back(now) {
             return Err(Refusal::new(
                 RefusalCode::ClockRollback,
@@ -693,7 +697,7 @@ impl Authority {
             .token_ttl
             .as_secs()
             .min(u64::from(terms.max_token_ttl))
-            .min(grace_until.saturating_duration_since(now).as_secs())
+            .min(license_end.saturating_duration_since(now).as_secs())
             .min(cert.not_after.saturating_duration_since(now).as_secs());
         Ok(Issuable {
             ttl,
@@ -1354,8 +1358,8 @@ pub(crate) mod tests {
         clock.set(UnixTime::from_secs(end - 1));
         let before = auth.issue(Some(&secret), None).unwrap();
         assert_eq!(claims_of(&before.token).grace, None);
-        // Up to the grace end, not to the license's end.
-        assert_eq!(before.expires_at.secs(), end - 1 + 60);
+        // Not past the license's end: tokens used after it carry the claim.
+        assert_eq!(before.expires_at.secs(), end);
 
         clock.set(UnixTime::from_secs(end));
         let in_grace = auth.issue(Some(&secret), None).unwrap();

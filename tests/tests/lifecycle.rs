@@ -501,3 +501,38 @@ fn an_expiry_warning_is_not_repeated_after_a_restart_but_is_for_a_new_sequence()
     drop(events);
     stop(&mut d);
 }
+
+/// The reference services: by default a backend keeps working through the
+/// license's grace (warning in its log), while one started with
+/// `--refuse-grace` stops at the license's `not_after`.
+#[test]
+fn a_service_refusing_grace_stops_at_not_after_and_the_default_one_does_not() {
+    let not_after = UnixTime::now() + Duration::from_secs(8);
+    let site = Site::with_license(|t| {
+        t.not_after = not_after;
+        t.grace = 120;
+    });
+    let _emu = site.start_emulator(&[]);
+    let (_d, url) = site.start_tetherd(&[]);
+    let (lenient, lenient_url) = site.start_service("backend", &url, &[]);
+    let (_strict, strict_url) = site.start_service("backend", &url, &["--refuse-grace"]);
+    tether_tests::wait_until(T, || {
+        tether_tests::works(&lenient_url) && tether_tests::works(&strict_url)
+    });
+    tether_tests::wait_until(Duration::from_secs(20), || {
+        UnixTime::now() >= not_after && !tether_tests::works(&strict_url)
+    });
+    let stopped = UnixTime::now();
+    assert!(
+        stopped.secs() <= not_after.secs() + 5,
+        "the strict service stopped {} s after not_after",
+        stopped.secs() - not_after.secs()
+    );
+    // The default one keeps working, on tokens that carry the grace claim.
+    for _ in 0..5 {
+        assert!(tether_tests::works(&lenient_url), "{}", lenient.log());
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    tether_tests::wait_until(T, || lenient.log().contains("grace period"));
+    assert!(!tether_tests::works(&strict_url));
+}
