@@ -206,6 +206,16 @@ pub fn check(auth: &Authority, thresholds: &[Duration]) -> Option<ExpiryEvent> {
         return None;
     }
     let id = t.id.to_string();
+    // A notice about a version no longer served is not sent to new streams.
+    auth.expiry_events.send_if_modified(|latest| {
+        let stale = latest
+            .as_ref()
+            .is_some_and(|e| e.sequence != t.sequence || e.license_id != id);
+        if stale {
+            *latest = None;
+        }
+        stale
+    });
     let given = auth.store.expiry_notices(&id, t.sequence);
     let (labels, event) = due(t, auth.now(), thresholds, &given)?;
     if let Err(e) = auth.store.record_expiry_notices(&id, t.sequence, labels) {
@@ -325,6 +335,48 @@ mod tests {
         assert_eq!(step(101 * day), None);
         assert_eq!(step(103 * day), Some(("expired".into(), None)));
         assert_eq!(step(104 * day), None);
+    }
+
+    /// On a live authority in fake time: each notice once, published as the
+    /// latest; not again after a restart on the same state directory; a
+    /// new sequence clears the stale latest and is warned about afresh.
+    #[test]
+    fn check_records_publishes_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_800_000_000;
+        let clock = Arc::new(crate::clock::ManualClock::new(UnixTime::from_secs(t0)));
+        let end = UnixTime::from_secs(t0 + 3600);
+        let edit = |t: &mut LicenseTerms| {
+            t.not_after = end;
+            t.grace = 600;
+        };
+        let th = parse_thresholds("2h,30m").unwrap();
+        let (auth, _) = crate::authority::tests::authority_on(dir.path(), clock.clone(), edit);
+        let first = check(&auth, &th).unwrap();
+        assert_eq!(
+            (first.kind.as_str(), first.threshold_secs),
+            ("warning", Some(7200))
+        );
+        assert_eq!(*auth.expiry_events.borrow(), Some(first));
+        assert!(check(&auth, &th).is_none());
+        clock.set(UnixTime::from_secs(t0 + 3600 - 1000));
+        assert_eq!(check(&auth, &th).unwrap().threshold_secs, Some(1800));
+        drop(auth);
+
+        let (auth, _) = crate::authority::tests::authority_on(dir.path(), clock.clone(), edit);
+        assert!(check(&auth, &th).is_none(), "repeated after a restart");
+        clock.set(end);
+        assert_eq!(check(&auth, &th).unwrap().kind, "grace");
+        let mut next = auth.license().terms().clone();
+        next.sequence = 2;
+        next.grace = 0;
+        next.not_after = end + Duration::from_secs(7200);
+        auth.replace_license(next.sign(&tether_keys::testkeys::vendor()).unwrap())
+            .unwrap();
+        // Sequence 2 ends in 2 h: its 2-hour warning, not silence.
+        let renewed = check(&auth, &th).unwrap();
+        assert_eq!((renewed.sequence, renewed.threshold_secs), (2, Some(7200)));
+        assert_eq!(auth.expiry_events.borrow().as_ref().unwrap().sequence, 2);
     }
 
     #[test]
