@@ -196,6 +196,7 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
         admin_listen: None,
         admin_listen_default: false,
         admin_hosts: Vec::new(),
+        expiry_warnings: Vec::new(),
     };
     let _ = config::DEFAULT_CONFIG;
     (config, dongle_key, secret, seated)

@@ -120,6 +120,17 @@ impl Session {
     }
 }
 
+/// What [`Authority::issuable`] found: a token can be signed.
+struct Issuable<'s> {
+    /// Its lifetime, in seconds.
+    ttl: u64,
+    /// The session that signs it.
+    session: &'s Session,
+    /// The grace end, for a token issued after the license's `not_after`
+    /// (its `grace` claim).
+    grace: Option<UnixTime>,
+}
+
 /// Settings of issuance.
 #[derive(Debug, Clone)]
 pub struct IssueSettings {
@@ -168,6 +179,9 @@ pub struct Authority {
     pub license_events: tokio::sync::broadcast::Sender<crate::license::Verdict>,
     /// Receipts and site requests waiting for the dongle (`receipts/`).
     pub jobs: crate::receipts::DongleJobs,
+    /// The latest expiry notice, for `/events` (`event: expiry`; sent to a
+    /// new stream first, like the presence state).
+    pub expiry_events: watch::Sender<Option<crate::license::expiry::ExpiryEvent>>,
 }
 
 impl Authority {
@@ -248,6 +262,7 @@ impl Authority {
             license_check: tokio::sync::Notify::new(),
             license_events: tokio::sync::broadcast::channel(16).0,
             jobs: crate::receipts::DongleJobs::default(),
+            expiry_events: watch::channel(None).0,
         }
     }
 
@@ -590,13 +605,13 @@ impl Authority {
     }
 
     /// The checks after the caller's own (credential, service, rate): the
-    /// token's lifetime in seconds when one can be signed at `now`.
+    /// token's lifetime and grace claim when one can be signed at `now`.
     fn issuable<'s>(
         &self,
         now: UnixTime,
         session: Option<&'s Session>,
         license: &ActiveLicense,
-    ) -> Result<(u64, &'s Session), Refusal> {
+    ) -> Result<Issuable<'s>, Refusal> {
         let terms = license.terms();
         if terms.sequence < self.revoked_below.load(Ordering::Relaxed) {
             return Err(Refusal::new(
@@ -607,20 +622,42 @@ impl Authority {
                 ),
             ));
         }
-        license
-            .check_time(now, Duration::ZERO)
-            .map_err(|e| Refusal::new(RefusalCode::LicenseNotValid, e.to_string()))?;
-        // The window is inclusive, but a token could live 0 s at its last second.
-        if now >= terms.not_after {
+        if now < terms.not_before {
             return Err(Refusal::new(
                 RefusalCode::LicenseNotValid,
                 format!(
-                    "license expired at {} (now {})",
-                    crate::state::rfc3339(terms.not_after),
+                    "license not valid before {} (now {})",
+                    crate::state::rfc3339(terms.not_before),
                     crate::state::rfc3339(now)
                 ),
             ));
         }
+        // The window is inclusive, but a token could live 0 s at its last
+        // second. After `not_after`, the vendor-signed grace (if any) still
+        // issues, tokens carrying the `grace` claim.
+        let grace_until = terms.grace_until();
+        if now >= grace_until {
+            let message = if terms.grace == 0 {
+                format!(
+                    "license expired at {} (now {}); it has no grace period",
+                    crate::state::rfc3339(terms.not_after),
+                    crate::state::rfc3339(now)
+                )
+            } else {
+                format!(
+                    "license expired at {} and its grace ended at {} (now {})",
+                    crate::state::rfc3339(terms.not_after),
+                    crate::state::rfc3339(grace_until),
+                    crate::state::rfc3339(now)
+                )
+            };
+            return Err(Refusal::new(RefusalCode::LicenseExpired, message));
+        }
+        let grace = (now >= terms.not_after).then_some(grace_until);
+        // A token issued before `not_after` ends by it, so that every token
+        // used after it carries the `grace` claim (and consumers that refuse
+        // grace stop at `not_after`); one issued in grace ends by its end.
+        let license_end = grace.unwrap_or(terms.not_after);
         if let Some(mark) = self.clock_rolled_back(now) {
             return Err(Refusal::new(
                 RefusalCode::ClockRollback,
@@ -663,9 +700,13 @@ impl Authority {
             .token_ttl
             .as_secs()
             .min(u64::from(terms.max_token_ttl))
-            .min(terms.not_after.saturating_duration_since(now).as_secs())
+            .min(license_end.saturating_duration_since(now).as_secs())
             .min(cert.not_after.saturating_duration_since(now).as_secs());
-        Ok((ttl, session))
+        Ok(Issuable {
+            ttl,
+            session,
+            grace,
+        })
     }
 
     /// The enrolled service whose credential `bearer` is.
@@ -746,7 +787,11 @@ impl Authority {
         let now = self.now();
         // Held until the token is signed (see the `session` field).
         let guard = self.session();
-        let (ttl, session) = self.issuable(now, guard.as_ref(), &lic)?;
+        let Issuable {
+            ttl,
+            session,
+            grace,
+        } = self.issuable(now, guard.as_ref(), &lic)?;
         let mut jti = [0u8; 16];
         tether_keys::random_fill(&mut jti);
         let jti = URL_SAFE_NO_PAD.encode(jti);
@@ -792,6 +837,7 @@ impl Authority {
             nonce: echoed,
             ins: req.instance.map(str::to_string),
             prf,
+            grace,
         };
         let token = session.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "cannot sign a token");
@@ -1126,13 +1172,14 @@ pub(crate) mod tests {
             });
             auth.set_present(session(tether_keys::UnixTime::now().secs() - 30), 1);
             let refused = auth.issue(Some(&secret), None).unwrap_err();
-            assert_eq!(refused.kind(), RefusalCode::LicenseNotValid, "{refused}");
+            assert_eq!(refused.kind(), RefusalCode::LicenseExpired, "{refused}");
             assert_eq!(refused.http_status(), 403);
             assert!(refused.message().contains("expired"), "{refused}");
+            assert!(refused.message().contains("no grace"), "{refused}");
             assert!(!refused.message().contains("renew"), "{refused}");
             assert_eq!(
                 auth.ready().unwrap_err().kind(),
-                RefusalCode::LicenseNotValid
+                RefusalCode::LicenseExpired
             );
         }
     }
@@ -1289,13 +1336,50 @@ pub(crate) mod tests {
 
         clock.set(UnixTime::from_secs(end));
         let refused = auth.issue(Some(&secret), None).unwrap_err();
-        assert_eq!(refused.kind(), RefusalCode::LicenseNotValid, "{refused}");
+        assert_eq!(refused.kind(), RefusalCode::LicenseExpired, "{refused}");
         assert!(refused.message().contains("expired"), "{refused}");
         assert_eq!(
             auth.ready().unwrap_err().kind(),
-            RefusalCode::LicenseNotValid
+            RefusalCode::LicenseExpired
         );
         assert!(auth.cert_left() > Duration::ZERO);
+    }
+
+    /// A license with a vendor-signed grace keeps issuing after its
+    /// `not_after`, each token carrying the grace end in its `grace` claim
+    /// and living no later than it; at the grace end, `license_expired`.
+    #[test]
+    fn a_license_in_grace_issues_tokens_with_the_grace_claim_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(UnixTime::from_secs(T0)));
+        let end = T0 + 3600;
+        let (auth, secret) = authority_on(dir.path(), clock.clone(), |t| {
+            t.not_after = UnixTime::from_secs(end);
+            t.grace = 200;
+        });
+        auth.set_present(session(end - 100), 1);
+        clock.set(UnixTime::from_secs(end - 1));
+        let before = auth.issue(Some(&secret), None).unwrap();
+        assert_eq!(claims_of(&before.token).grace, None);
+        // Not past the license's end: tokens used after it carry the claim.
+        assert_eq!(before.expires_at.secs(), end);
+
+        clock.set(UnixTime::from_secs(end));
+        let in_grace = auth.issue(Some(&secret), None).unwrap();
+        let c = claims_of(&in_grace.token);
+        assert_eq!(c.grace, Some(UnixTime::from_secs(end + 200)));
+        auth.ready().unwrap();
+
+        clock.set(UnixTime::from_secs(end + 170));
+        let last = auth.issue(Some(&secret), None).unwrap();
+        assert_eq!(last.expires_at.secs(), end + 200);
+        assert_eq!(claims_of(&last.token).exp.secs(), end + 200);
+
+        clock.set(UnixTime::from_secs(end + 200));
+        let refused = auth.issue(Some(&secret), None).unwrap_err();
+        assert_eq!(refused.kind(), RefusalCode::LicenseExpired, "{refused}");
+        assert_eq!(refused.http_status(), 403);
+        assert!(refused.message().contains("grace ended"), "{refused}");
     }
 
     /// A restart keeps every restored seat for as long as a token issued

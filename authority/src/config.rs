@@ -69,6 +69,11 @@ pub struct Args {
     /// and localhost); repeat or comma-separate for several.
     #[arg(long, env = "TETHER_ADMIN_HOST", value_delimiter = ',')]
     pub admin_host: Vec<String>,
+    /// How long before the license ends to warn (log and an `expiry` event
+    /// on `/events`), comma-separated durations; each fires once per
+    /// license sequence, restarts included (default `30d,7d,1d`; `off` for none).
+    #[arg(long, env = "TETHER_EXPIRY_WARNINGS")]
+    pub expiry_warnings: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, by the same names.
@@ -89,6 +94,7 @@ struct File {
     log_json: Option<bool>,
     admin_listen: Option<String>,
     admin_host: Option<Vec<String>>,
+    expiry_warnings: Option<String>,
 }
 
 /// An address to serve the HTTP API on.
@@ -148,6 +154,9 @@ pub struct Config {
     pub admin_listen_default: bool,
     /// Extra host names the admin page answers to (lowercase).
     pub admin_hosts: Vec<String>,
+    /// How long before the license's end to warn, longest first
+    /// (`--expiry-warnings`; [`crate::license::expiry`]).
+    pub expiry_warnings: Vec<Duration>,
 }
 
 /// The admin page's default listener: loopback only.
@@ -280,6 +289,13 @@ impl Config {
         } else {
             args.admin_host
         })?;
+        let expiry_warnings = crate::license::expiry::parse_thresholds(
+            args.expiry_warnings
+                .or(file.expiry_warnings)
+                .as_deref()
+                .unwrap_or(crate::license::expiry::DEFAULT_THRESHOLDS),
+        )
+        .context("expiry-warnings")?;
         Ok(Config {
             license,
             vendor_pub,
@@ -299,6 +315,7 @@ impl Config {
             admin_listen,
             admin_listen_default,
             admin_hosts,
+            expiry_warnings,
         })
     }
 }

@@ -184,6 +184,11 @@ pub async fn run(
         }
         Err(e) => tracing::error!(error = %e, "license updates disabled"),
     }
+    tokio::spawn(license::expiry::watch(
+        auth.clone(),
+        config.expiry_warnings.clone(),
+        draining.clone(),
+    ));
     for listener in listeners {
         servers.spawn(http::server::serve(
             routes.clone(),

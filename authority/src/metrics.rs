@@ -107,6 +107,8 @@ pub struct Metrics {
     seats_limit: Family<ServiceLabel, Gauge>,
     certificates: Counter,
     leaves: Gauge,
+    license_expiry: Gauge,
+    license_grace_end: Gauge,
     service_issued: Family<ServiceLabel, Counter>,
     service_refused: Family<ServiceLabel, Counter>,
     /// The per-service counters again, for the admin page to read (a
@@ -210,6 +212,18 @@ impl Default for Metrics {
             "Consumer instances (nonces) the current certificate commits to",
             leaves.clone(),
         );
+        let license_expiry = Gauge::default();
+        registry.register(
+            "tether_license_expiry_timestamp_seconds",
+            "When the license being served ends (its not_after), UNIX seconds",
+            license_expiry.clone(),
+        );
+        let license_grace_end = Gauge::default();
+        registry.register(
+            "tether_license_grace_end_timestamp_seconds",
+            "When the license's vendor-signed grace ends (not_after + grace; equal to the expiry without grace), UNIX seconds",
+            license_grace_end.clone(),
+        );
         let service_issued = Family::<ServiceLabel, Counter>::default();
         registry.register(
             "tether_service_tokens_issued",
@@ -226,6 +240,8 @@ impl Default for Metrics {
             registry,
             certificates,
             leaves,
+            license_expiry,
+            license_grace_end,
             service_issued,
             service_refused,
             by_service: Mutex::default(),
@@ -255,6 +271,15 @@ impl Metrics {
     pub fn certified(&self, leaves: usize) {
         self.certificates.inc();
         self.leaves.set(i64::try_from(leaves).unwrap_or(i64::MAX));
+    }
+
+    /// The license being served ends at `not_after` and its grace at
+    /// `grace_until` (UNIX seconds), for the `tether_license_*` gauges.
+    pub fn license_window(&self, not_after: u64, grace_until: u64) {
+        self.license_expiry
+            .set(i64::try_from(not_after).unwrap_or(i64::MAX));
+        self.license_grace_end
+            .set(i64::try_from(grace_until).unwrap_or(i64::MAX));
     }
 
     /// One token issued.
@@ -393,6 +418,13 @@ mod tests {
         assert!(text.contains("tether_heartbeat_seconds_bucket{le=\"0.001\"} 0\n"));
         assert!(text.contains("tether_heartbeat_seconds_bucket{le=\"0.002\"} 1\n"));
         assert!(text.contains("tether_dongle_present 1\n"));
+        m.license_window(1_900_000_000, 1_900_604_800);
+        let text = m.render(true, &[]);
+        assert!(
+            text.contains("tether_license_expiry_timestamp_seconds 1900000000\n"),
+            "{text}"
+        );
+        assert!(text.contains("tether_license_grace_end_timestamp_seconds 1900604800\n"));
     }
 
     /// Every refusal code and connection-error kind has its own series from

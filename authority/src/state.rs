@@ -41,6 +41,21 @@ pub struct Marks {
     /// including this one is revoked.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revoked: BTreeMap<String, u64>,
+    /// Expiry notices already given (`license::expiry`), by license id
+    /// (hex): for which sequence, and which notices (`warn-<seconds>`,
+    /// `grace`, `expired`). A new sequence starts afresh; a restart does
+    /// not repeat one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expiry_notices: BTreeMap<String, ExpiryNotices>,
+}
+
+/// The expiry notices given for one license (`Marks::expiry_notices`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNotices {
+    /// The license sequence they were given for.
+    pub sequence: u64,
+    /// The notices given.
+    pub given: std::collections::BTreeSet<String>,
 }
 
 /// Errors reading or writing the state file.
@@ -298,6 +313,46 @@ impl StateStore {
         Ok(())
     }
 
+    /// The expiry notices given for license `id` at `sequence` (none when
+    /// those recorded are for another sequence).
+    pub fn expiry_notices(&self, id: &str, sequence: u64) -> std::collections::BTreeSet<String> {
+        self.lock()
+            .expiry_notices
+            .get(id)
+            .filter(|n| n.sequence == sequence)
+            .map(|n| n.given.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records `notices` as given for license `id` at `sequence` (replacing
+    /// those of another sequence), and persists.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the state file cannot be written.
+    pub fn record_expiry_notices(
+        &self,
+        id: &str,
+        sequence: u64,
+        notices: impl IntoIterator<Item = String>,
+    ) -> Result<(), StateError> {
+        let mut marks = self.lock();
+        let mut next = marks.clone();
+        let entry = next.expiry_notices.entry(id.to_string()).or_default();
+        if entry.sequence != sequence {
+            *entry = ExpiryNotices {
+                sequence,
+                given: Default::default(),
+            };
+        }
+        entry.given.extend(notices);
+        if next == *marks {
+            return Ok(());
+        }
+        self.persist(&next)?;
+        *marks = next;
+        Ok(())
+    }
+
     /// The highest counter seen for `serial`.
     pub fn counter(&self, serial: &str) -> Option<u32> {
         self.lock().counters.get(serial).copied()
@@ -369,6 +424,24 @@ mod tests {
         assert_eq!(again.license_sequence("cd"), None);
         let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
         assert!(text.contains("\"license_sequence\""), "{text}");
+    }
+
+    #[test]
+    fn expiry_notices_survive_reopening_and_restart_with_a_new_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store
+            .record_expiry_notices("ab", 2, ["warn-86400".to_string()])
+            .unwrap();
+        drop(store);
+        let again = StateStore::open(dir.path()).unwrap();
+        assert!(again.expiry_notices("ab", 2).contains("warn-86400"));
+        assert!(again.expiry_notices("ab", 3).is_empty());
+        again
+            .record_expiry_notices("ab", 3, ["grace".to_string()])
+            .unwrap();
+        assert!(again.expiry_notices("ab", 2).is_empty());
+        assert_eq!(again.expiry_notices("ab", 3).len(), 1);
     }
 
     #[test]

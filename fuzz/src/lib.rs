@@ -78,6 +78,7 @@ pub fn claims(license: &License, cert: &Certificate) -> TokenClaims {
         nonce: None,
         ins: None,
         prf: None,
+        grace: None,
     }
 }
 

@@ -64,6 +64,7 @@ fn main() {
         nonce: Some("q9Xw2".into()),
         ins: None,
         prf: None,
+        grace: None,
     };
     let signer = TokenSigner::new(testkeys::session()).unwrap();
     let token = signer.sign(&claims).unwrap();

@@ -49,6 +49,14 @@ pub struct TokenClaims {
     /// whenever it is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prf: Option<String>,
+    /// Private claim: the end of the license's grace period (a NumericDate:
+    /// `not_after + grace`, UNIX seconds), present only on tokens issued
+    /// after the license's `not_after`, in its vendor-signed grace
+    /// (`docs/formats.md`, "Token claims"). Consumers accept such tokens
+    /// unless they refuse grace; a verifier checks that it is the
+    /// license's grace end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<UnixTime>,
 }
 
 /// The issuer string for a dongle serial.
@@ -75,6 +83,7 @@ mod tests {
             nonce: None,
             ins: None,
             prf,
+            grace: None,
         }
     }
 

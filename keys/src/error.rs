@@ -109,7 +109,7 @@ pub enum Error {
     #[error("bad {0} signature")]
     BadSignature(&'static str),
     /// A validity window does not contain the time of the check.
-    #[error("{what} expired at {} (now {})", .not_after.secs(), .now.secs())]
+    #[error("{what} expired at {not_after} (now {now})")]
     Expired {
         /// The structure.
         what: &'static str,
@@ -119,7 +119,7 @@ pub enum Error {
         now: crate::UnixTime,
     },
     /// A validity window starts after the time of the check.
-    #[error("{what} not valid before {} (now {})", .not_before.secs(), .now.secs())]
+    #[error("{what} not valid before {not_before} (now {now})")]
     NotYetValid {
         /// The structure.
         what: &'static str,

@@ -257,6 +257,20 @@ impl LicenseTerms {
         w.buf
     }
 
+    /// The end of the grace period: `not_after + grace` (equal to
+    /// `not_after` for a license without grace).
+    pub fn grace_until(&self) -> UnixTime {
+        self.not_after
+            .saturating_add(Duration::from_secs(u64::from(self.grace)))
+    }
+
+    /// Whether `now` lies in the grace period: from `not_after` on, before
+    /// [`Self::grace_until`] (never, for a license without grace). Tokens
+    /// issued then carry the `grace` claim.
+    pub fn in_grace(&self, now: UnixTime) -> bool {
+        now >= self.not_after && now < self.grace_until()
+    }
+
     /// The seat count of `service`, or `None` when unlimited.
     pub fn seats_for(&self, service: &str) -> Option<u32> {
         self.seats.get(service).copied()
@@ -282,15 +296,7 @@ impl LicenseTerms {
         }
         let fingerprint = vendor.public().fingerprint();
         let mut encoded = self.encode_body(&fingerprint);
-        if encoded.len() + 64 > MAX_LICENSE_LEN {
-            return Err(Error::Invalid {
-                what: "license",
-                reason: format!(
-                    "{} bytes encoded, over the maximum of {MAX_LICENSE_LEN}: shorten the customer name or the feature and service lists",
-                    encoded.len() + 64
-                ),
-            });
-        }
+        check_size(encoded.len())?;
         let signature = vendor.sign(&domain::tagged(domain::LICENSE, &encoded));
         encoded.extend_from_slice(&signature);
         Ok(License {
@@ -303,7 +309,76 @@ impl LicenseTerms {
     }
 }
 
+/// What `tether license issue --unsigned` writes: exactly the message the
+/// vendor key signs for these terms, `domain::LICENSE || body`
+/// (`docs/formats.md`, "License"; `docs/offline-signing.md`). An Ed25519
+/// signer over these bytes (RFC 8032 "pure" Ed25519, as `openssl pkeyutl
+/// -sign -rawin` or PKCS#11 `CKM_EDDSA` make) gives the 64-byte signature
+/// [`License::attach`] takes.
+///
+/// # Errors
+///
+/// As [`LicenseTerms::sign`]: terms that would not sign are refused here too.
+pub fn to_be_signed(terms: &LicenseTerms, vendor: &PublicKey<Vendor>) -> Result<Vec<u8>> {
+    terms.validate()?;
+    if terms.sequence == 0 {
+        return Err(Error::Invalid {
+            what: "sequence",
+            reason: "a license's sequence starts at 1".into(),
+        });
+    }
+    let body = terms.encode_body(&vendor.fingerprint());
+    check_size(body.len())?;
+    Ok(domain::tagged(domain::LICENSE, &body))
+}
+
+fn check_size(body_len: usize) -> Result<()> {
+    if body_len + 64 > MAX_LICENSE_LEN {
+        return Err(Error::Invalid {
+            what: "license",
+            reason: format!(
+                "{} bytes encoded, over the maximum of {MAX_LICENSE_LEN}: shorten the customer name or the feature and service lists",
+                body_len + 64
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl License {
+    /// Builds a license from the bytes [`to_be_signed`] wrote and a raw
+    /// 64-byte Ed25519 signature made over them elsewhere (an offline
+    /// machine, an HSM), and verifies it under `vendor` (`docs/formats.md`,
+    /// "License"; `docs/offline-signing.md`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when `tbs` does not start with the license
+    /// domain tag or the body does not decode as a license,
+    /// [`Error::Invalid`] for a signature that is not 64 bytes,
+    /// [`Error::WrongVendor`] or [`Error::BadSignature`] when the signature
+    /// is not `vendor`'s over `tbs`.
+    pub fn attach(tbs: &[u8], signature: &[u8], vendor: &PublicKey<Vendor>) -> Result<License> {
+        let body = tbs
+            .strip_prefix(domain::LICENSE)
+            .ok_or(Error::Malformed {
+                what: "license body",
+                reason: "does not start with the license domain tag (tether/license/v1 and NUL): not written by `tether license issue --unsigned`",
+            })?;
+        let signature: &[u8; 64] = signature.try_into().map_err(|_| Error::Invalid {
+            what: "signature",
+            reason: format!(
+                "{} bytes: an Ed25519 signature is 64 raw bytes (not DER, PEM or base64)",
+                signature.len()
+            ),
+        })?;
+        let mut encoded = body.to_vec();
+        encoded.extend_from_slice(signature);
+        let license = License::decode(&encoded)?;
+        license.verify(vendor)?;
+        Ok(license)
+    }
+
     /// Decodes canonical bytes (`docs/formats.md`, "License"). Checks
     /// structure only: call [`License::verify`] before trusting anything in it.
     ///
@@ -374,6 +449,27 @@ impl License {
             "license",
             self.terms.not_before,
             self.terms.not_after,
+            now,
+            leeway,
+        )
+    }
+
+    /// [`License::check_time`] with the window's end moved to the end of
+    /// the grace period ([`LicenseTerms::grace_until`]): what a consumer
+    /// that accepts tokens in grace checks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotYetValid`], or [`Error::Expired`] naming the grace end.
+    pub fn check_time_with_grace(&self, now: UnixTime, leeway: Duration) -> Result<()> {
+        crate::check_window(
+            if self.terms.grace == 0 {
+                "license"
+            } else {
+                "license's grace period"
+            },
+            self.terms.not_before,
+            self.terms.grace_until(),
             now,
             leeway,
         )
@@ -576,6 +672,69 @@ pub(crate) mod tests {
         license
             .check_time(UnixTime::from_secs(1_800_000_001), Duration::from_secs(5))
             .unwrap();
+    }
+
+    /// Offline signing: the to-be-signed bytes are the domain tag and the
+    /// body, a signature made over them elsewhere attaches into the very
+    /// license `sign` makes, and anything else is refused.
+    #[test]
+    fn a_signature_made_elsewhere_attaches() {
+        let vendor = testkeys::vendor();
+        let terms = sample_terms();
+        let tbs = to_be_signed(&terms, &vendor.public()).unwrap();
+        assert!(tbs.starts_with(b"tether/license/v1\0"));
+        let signed = terms.clone().sign(&vendor).unwrap();
+        assert_eq!(
+            &tbs[domain::LICENSE.len()..],
+            &signed.encoded()[..signed.encoded().len() - 64]
+        );
+        let sig = vendor.sign(&tbs);
+        let attached = License::attach(&tbs, &sig, &vendor.public()).unwrap();
+        assert_eq!(attached, signed);
+        // Another key's signature, a short one, a body without the tag.
+        let other = SecretKey::<Vendor>::from_seed(&[0xEE; 32]);
+        assert!(matches!(
+            License::attach(&tbs, &other.sign(&tbs), &vendor.public()),
+            Err(Error::BadSignature(_))
+        ));
+        assert!(matches!(
+            License::attach(&tbs, &other.sign(&tbs), &other.public()),
+            Err(Error::WrongVendor { .. })
+        ));
+        assert!(matches!(
+            License::attach(&tbs, &sig[..63], &vendor.public()),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            License::attach(&tbs[domain::LICENSE.len()..], &sig, &vendor.public()),
+            Err(Error::Malformed { .. })
+        ));
+        let mut bad = terms;
+        bad.sequence = 0;
+        assert!(to_be_signed(&bad, &vendor.public()).is_err());
+    }
+
+    #[test]
+    fn grace_extends_the_window_only_where_asked() {
+        let mut terms = sample_terms();
+        terms.grace = 600;
+        let license = terms.sign(&testkeys::vendor()).unwrap();
+        let t = license.terms();
+        assert_eq!(t.grace_until().secs(), 1_800_000_600);
+        let at = UnixTime::from_secs;
+        assert!(!t.in_grace(at(1_799_999_999)));
+        assert!(t.in_grace(at(1_800_000_000)));
+        assert!(t.in_grace(at(1_800_000_599)));
+        assert!(!t.in_grace(at(1_800_000_600)));
+        let zero = Duration::ZERO;
+        assert!(license.check_time(at(1_800_000_300), zero).is_err());
+        license
+            .check_time_with_grace(at(1_800_000_300), zero)
+            .unwrap();
+        assert!(matches!(
+            license.check_time_with_grace(at(1_800_000_601), zero),
+            Err(Error::Expired { .. })
+        ));
     }
 
     #[test]

@@ -95,6 +95,7 @@ mod tests {
             nonce: None,
             ins: None,
             prf: None,
+            grace: None,
         }
     }
 

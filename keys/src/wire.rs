@@ -133,6 +133,22 @@ pub struct LicenseSummary {
     /// Whether an installed revocation covers this license.
     #[serde(default)]
     pub revoked: bool,
+    /// The vendor-signed grace after `not_after`, in seconds (0: none).
+    #[serde(default)]
+    pub grace_secs: u32,
+    /// End of the grace: `not_after + grace` (UNIX seconds on the wire).
+    #[serde(default)]
+    pub grace_until: UnixTime,
+    /// Where the license stands now: `not_yet_valid`, `valid`, `grace`
+    /// (expired, tokens still issued with a `grace` claim) or `expired`.
+    #[serde(default)]
+    pub window: String,
+    /// `not_after` for a person: RFC 3339 in UTC, ending in `Z`.
+    #[serde(default)]
+    pub not_after_text: String,
+    /// `grace_until` for a person: RFC 3339 in UTC, ending in `Z`.
+    #[serde(default)]
+    pub grace_until_text: String,
 }
 
 /// The body of `GET /status`.
@@ -194,7 +210,7 @@ pub enum RefusalCode {
     Unauthorized,
     /// 403: the service is enrolled but not in the license.
     ServiceNotLicensed,
-    /// 403: the license is expired or not yet valid.
+    /// 403: the license is not valid yet (before `not_before`).
     LicenseNotValid,
     /// 503: no verified dongle, or no certificate that can cover a token.
     DongleAbsent,
@@ -222,11 +238,14 @@ pub enum RefusalCode {
     AwaitingCertificate,
     /// 403: the vendor revoked the license (an installed revocation).
     LicenseRevoked,
+    /// 403: the license ended: at `not_after`, or for a license with a
+    /// vendor-signed grace, at the end of its grace (`not_after + grace`).
+    LicenseExpired,
 }
 
 impl RefusalCode {
     /// Every code, in the order `/metrics` lists them.
-    pub const ALL: [RefusalCode; 15] = [
+    pub const ALL: [RefusalCode; 16] = [
         RefusalCode::Unauthorized,
         RefusalCode::ServiceNotLicensed,
         RefusalCode::LicenseNotValid,
@@ -242,6 +261,7 @@ impl RefusalCode {
         RefusalCode::NoLease,
         RefusalCode::AwaitingCertificate,
         RefusalCode::LicenseRevoked,
+        RefusalCode::LicenseExpired,
     ];
 
     /// The snake_case code of JSON errors and metric labels.
@@ -262,6 +282,7 @@ impl RefusalCode {
             RefusalCode::NoLease => "no_lease",
             RefusalCode::AwaitingCertificate => "awaiting_certificate",
             RefusalCode::LicenseRevoked => "license_revoked",
+            RefusalCode::LicenseExpired => "license_expired",
         }
     }
 
@@ -272,7 +293,8 @@ impl RefusalCode {
             RefusalCode::Unauthorized => 401,
             RefusalCode::ServiceNotLicensed
             | RefusalCode::LicenseNotValid
-            | RefusalCode::LicenseRevoked => 403,
+            | RefusalCode::LicenseRevoked
+            | RefusalCode::LicenseExpired => 403,
             RefusalCode::NotFound | RefusalCode::NoLease => 404,
             RefusalCode::MethodNotAllowed => 405,
             RefusalCode::NoSeatFree => 409,

@@ -467,10 +467,16 @@ impl RawEvents {
         use std::io::BufRead as _;
         self.0.get_ref().set_read_timeout(Some(timeout)).unwrap();
         let mut line = String::new();
+        // Other events (`license`, `expiry`) are skipped, as consumers do.
+        let mut kind = String::new();
         loop {
             line.clear();
             assert!(self.0.read_line(&mut line).unwrap() > 0, "stream ended");
-            if let Some(data) = line.trim_end().strip_prefix("data:") {
+            if let Some(name) = line.trim_end().strip_prefix("event:") {
+                kind = name.trim().to_string();
+            } else if let Some(data) = line.trim_end().strip_prefix("data:")
+                && kind == "state"
+            {
                 return serde_json::from_str(data.trim()).unwrap();
             }
         }

@@ -165,6 +165,27 @@ pub enum LicenseCmd {
         /// The license file.
         file: PathBuf,
     },
+    /// Build a license from a body written by `license issue --unsigned`
+    /// and a raw 64-byte Ed25519 signature over it made elsewhere (an
+    /// offline machine, an HSM), and check it under the vendor public key
+    /// (docs/offline-signing.md).
+    Attach {
+        /// The body file (`license issue --unsigned --out body.tbs`).
+        #[arg(long)]
+        body: PathBuf,
+        /// The raw 64-byte signature over the body file's bytes.
+        #[arg(long)]
+        signature: PathBuf,
+        /// The vendor public key (vendor.pub) the signature must verify under.
+        #[arg(long, env = "TETHER_VENDOR_PUB")]
+        vendor_pub: PathBuf,
+        /// The license file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Hand a license update or a revocation to the running tetherd of a
     /// state directory, and wait for its verdict (exit 0 when accepted).
     Install(LicenseInstallArgs),
@@ -297,9 +318,26 @@ pub struct LicenseInstallArgs {
 /// Flags of `tether license issue`.
 #[derive(Debug, Args)]
 pub struct LicenseIssueArgs {
-    /// The vendor private key (vendor.key).
-    #[arg(long, env = "TETHER_VENDOR_KEY")]
-    pub vendor_key: PathBuf,
+    /// The vendor private key (vendor.key); not with --unsigned.
+    #[arg(
+        long,
+        env = "TETHER_VENDOR_KEY",
+        required_unless_present = "unsigned",
+        conflicts_with = "unsigned"
+    )]
+    pub vendor_key: Option<PathBuf>,
+    /// Offline signing (docs/offline-signing.md): write to --out exactly
+    /// the bytes the vendor key signs (the license domain tag and the body,
+    /// `openssl pkeyutl -sign -rawin` or a PKCS#11 CKM_EDDSA token signs
+    /// them as they are) instead of a license; `tether license attach`
+    /// then builds the license from the raw 64-byte signature. Needs
+    /// --vendor-pub instead of --vendor-key.
+    #[arg(long, requires = "vendor_pub")]
+    pub unsigned: bool,
+    /// The vendor public key (vendor.pub), with --unsigned: the license
+    /// names its fingerprint, and --supersedes is checked against it.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: Option<PathBuf>,
     /// A license this one replaces: its next version keeps its id, dongle
     /// and (unless given) every term; the sequence is one higher. Install it
     /// at the site with `tether license install`.
@@ -333,8 +371,18 @@ pub struct LicenseIssueArgs {
     pub services: Option<Vec<String>>,
     /// How long the license is valid from --not-before (e.g. 365d; default
     /// 365d, or with --supersedes the old end).
-    #[arg(long, env = "TETHER_VALID_FOR")]
+    #[arg(long, env = "TETHER_VALID_FOR", conflicts_with = "valid_until")]
     pub valid_for: Option<String>,
+    /// The last day of validity, YYYY-MM-DD: the license ends at the end of
+    /// that day in UTC, 23:59:59Z (so no site west of UTC loses the day).
+    #[arg(long, env = "TETHER_VALID_UNTIL")]
+    pub valid_until: Option<String>,
+    /// Grace period after the license ends (e.g. 7d, at most 90d; `0` for
+    /// none): tokens are still issued, carrying a `grace` claim, with loud
+    /// warnings, and consumers accept them unless told not to. Default:
+    /// none, or with --supersedes the old grace.
+    #[arg(long, env = "TETHER_GRACE_PERIOD")]
+    pub grace: Option<String>,
     /// Start of validity as UNIX seconds (default: now, or with
     /// --supersedes the old start).
     #[arg(long, env = "TETHER_NOT_BEFORE")]
@@ -556,6 +604,11 @@ pub struct ServiceArgs {
     /// (docs/threat-model.md, Freshness).
     #[arg(long, env = "TETHER_REQUIRE_FRESHNESS")]
     pub require_freshness: bool,
+    /// Stop at the license's end (not_after) rather than at the end of its
+    /// vendor-signed grace period: tokens issued in grace (with a `grace`
+    /// claim) are refused. By default they are accepted, with a warning.
+    #[arg(long, env = "TETHER_REFUSE_GRACE")]
+    pub refuse_grace: bool,
     /// After the authority reports the dongle back, wait a random delay of up
     /// to this long before fetching, so replicas of one service do not
     /// stampede its rate limit (about replicas / rate-limit seconds).
@@ -601,6 +654,11 @@ pub struct RunArgs {
     /// How long the program has to exit after SIGTERM before SIGKILL (e.g. 10s).
     #[arg(long, env = "TETHER_GRACE", default_value = "10s")]
     pub grace: String,
+    /// Treat the license as lost at its end (not_after), not at the end of
+    /// its vendor-signed grace period: tokens issued in the license's grace
+    /// are refused (not to be confused with --grace, the program's time to exit).
+    #[arg(long, env = "TETHER_REFUSE_GRACE")]
+    pub refuse_grace: bool,
     /// Keep the current token in this file (mode 0600, replaced atomically on
     /// each refresh, removed while unlicensed); its path is handed to the
     /// program as TETHER_TOKEN_FILE.

@@ -226,7 +226,9 @@ fn provision(dir: &Path) -> anyhow::Result<()> {
     provision::keygen_vendor(&dir.join("vendor"), false)?;
     provision::keygen_dongle(&dir.join("dongle"), Some(SERIAL.into()), false)?;
     provision::license_issue(&LicenseIssueArgs {
-        vendor_key: dir.join("vendor/vendor.key"),
+        vendor_key: Some(dir.join("vendor/vendor.key")),
+        unsigned: false,
+        vendor_pub: None,
         supersedes: None,
         dongle_pub: Some(dir.join("dongle/dongle.pub")),
         serial: None,
@@ -234,6 +236,8 @@ fn provision(dir: &Path) -> anyhow::Result<()> {
         features: Some(vec!["mux".into()]),
         services: Some(vec!["backend".into(), "muxer".into()]),
         valid_for: Some("1d".into()),
+        valid_until: None,
+        grace: None,
         not_before: None,
         max_ttl: Some("5m".into()),
         seats: None,

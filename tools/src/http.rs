@@ -243,6 +243,16 @@ impl Events {
     /// stream ended; `InvalidData` for an event whose data is not JSON or a
     /// stream over [`MAX_EVENT`] bytes between events; the transport's error.
     pub fn next_state(&mut self, timeout: Duration) -> io::Result<serde_json::Value> {
+        self.next_of("state", timeout)
+    }
+
+    /// The data of the next event named `kind` (`state`, `license`,
+    /// `expiry`), skipping the others.
+    ///
+    /// # Errors
+    ///
+    /// As [`Events::next_state`], for an event named `kind`.
+    pub fn next_of(&mut self, kind: &str, timeout: Duration) -> io::Result<serde_json::Value> {
         let Events {
             stream,
             pending,
@@ -252,7 +262,7 @@ impl Events {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 let event = match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Err(_) => return Err(timed_out("events: no state event")),
+                    Err(_) => return Err(timed_out(&format!("events: no {kind} event"))),
                     Ok(None) => return Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(Some(Err(EventStreamError::Transport(e)))) => return Err(e),
                     Ok(Some(Err(e))) => {
@@ -261,7 +271,7 @@ impl Events {
                     Ok(Some(Ok(event))) => event,
                 };
                 pending.store(0, Ordering::Relaxed);
-                if event.event == "state" {
+                if event.event == kind {
                     return serde_json::from_str(event.data.trim())
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
                 }

@@ -27,7 +27,15 @@ use crate::cli::InspectArgs;
 const MAX_INPUT: u64 = 1 << 20;
 
 /// Keys whose numbers are instants (UNIX seconds) in human output.
-const INSTANTS: &[&str] = &["issued_at", "not_before", "not_after", "iat", "nbf", "exp"];
+const INSTANTS: &[&str] = &[
+    "issued_at",
+    "not_before",
+    "not_after",
+    "grace_until",
+    "iat",
+    "nbf",
+    "exp",
+];
 /// Keys whose numbers are durations in seconds in human output.
 const DURATIONS: &[&str] = &["max_token_ttl", "lifetime", "grace", "nonce_period"];
 
@@ -70,6 +78,7 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "services": t.services,
         "seats": seats,
         "grace": t.grace,
+        "grace_until": t.grace_until(),
         "nonce_period": t.nonce_period,
         "signature": status(checked, NO_VENDOR),
     })
@@ -353,6 +362,11 @@ fn shown(key: &str, value: &Value, now: u64) -> Option<String> {
             .join(", "),
         Value::Number(n) => match n.as_u64() {
             Some(secs) if INSTANTS.contains(&key) => human::instant(secs, now),
+            // A token's `grace` claim is the grace end (an instant); a
+            // license's `grace` a duration of at most 90 days.
+            Some(secs) if key == "grace" && secs > u64::from(tether_keys::license::MAX_GRACE) => {
+                human::instant(secs, now)
+            }
             Some(secs) if DURATIONS.contains(&key) => human::seconds(secs),
             _ => n.to_string(),
         },

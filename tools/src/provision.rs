@@ -127,22 +127,60 @@ pub fn keygen(cmd: KeygenCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Issues a license from the arguments, writes it to `--out`, returns it.
+/// What `tether license issue` wrote.
+#[derive(Debug)]
+pub enum Issued {
+    /// A signed license.
+    License(Box<tether_keys::License>),
+    /// With `--unsigned`: the terms whose to-be-signed bytes were written.
+    Unsigned(Box<LicenseTerms>),
+}
+
+/// `--valid-until YYYY-MM-DD`: the end of that day in UTC (23:59:59Z), as
+/// UNIX seconds.
+///
+/// # Errors
+///
+/// For anything but a calendar date.
+pub fn end_of_day_utc(date: &str) -> anyhow::Result<tether_keys::UnixTime> {
+    let day: jiff::civil::Date = date
+        .trim()
+        .parse()
+        .with_context(|| format!("--valid-until {date:?}: expected a date such as 2027-12-31"))?;
+    let end: jiff::Timestamp = format!("{day}T23:59:59Z")
+        .parse()
+        .with_context(|| format!("--valid-until {date:?}: not a representable instant"))?;
+    let secs = u64::try_from(end.as_second())
+        .with_context(|| format!("--valid-until {date:?}: before 1970"))?;
+    Ok(tether_keys::UnixTime::from_secs(secs))
+}
+
+/// Issues a license from the arguments, writes it to `--out`, returns it;
+/// with `--unsigned`, writes the bytes to sign instead
+/// ([`tether_keys::license::to_be_signed`]).
 ///
 /// # Errors
 ///
 /// When the output exists (without `--force`), a key file cannot be read or
-/// holds the wrong key, the serials disagree, a duration, name or the license
-/// size is out of bounds, or the file cannot be written.
-pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::License> {
+/// holds the wrong key, the serials disagree, a duration, date, name or the
+/// license size is out of bounds, or the file cannot be written.
+pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<Issued> {
     if !args.force && args.out.exists() {
         return Err(tether_keys::Error::Exists(args.out.clone()).into());
     }
-    let (vendor, _) = keyfile::read_secret_key::<Vendor>(&args.vendor_key)?;
+    let (vendor, vendor_pub) = match (&args.vendor_key, &args.vendor_pub, args.unsigned) {
+        (Some(key), _, false) => {
+            let (vendor, _) = keyfile::read_secret_key::<Vendor>(key)?;
+            let public = vendor.public();
+            (Some(vendor), public)
+        }
+        (None, Some(public), true) => (None, keyfile::read_public_key::<Vendor>(public)?.0),
+        _ => bail!("--vendor-key is required (or --unsigned with --vendor-pub)"),
+    };
     let old = match &args.supersedes {
         Some(path) => {
             let old = keyfile::read_license(path)?;
-            old.verify(&vendor.public())
+            old.verify(&vendor_pub)
                 .with_context(|| format!("{}: not signed by this vendor key", path.display()))?;
             Some(old.terms().clone())
         }
@@ -207,9 +245,10 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         (None, Some(o)) => o.not_before,
         (None, None) => now,
     };
-    let not_after = match (&args.valid_for, &old) {
-        (None, Some(o)) => o.not_after,
-        (text, _) => {
+    let not_after = match (&args.valid_for, &args.valid_until, &old) {
+        (_, Some(date), _) => end_of_day_utc(date)?,
+        (None, None, Some(o)) => o.not_after,
+        (text, None, _) => {
             let valid_for =
                 tether_keys::parse_duration(text.as_deref().unwrap_or("365d"))?.as_secs();
             not_before
@@ -248,6 +287,7 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         (None, Some(o)) => o.customer.clone(),
         (None, None) => bail!("--customer is required"),
     };
+    let grace = grace_of(args.grace.as_deref(), old.as_ref())?;
     let terms = LicenseTerms {
         id: old.as_ref().map_or_else(LicenseId::generate, |o| o.id),
         customer,
@@ -267,8 +307,13 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
                 .context("the superseded license has the last sequence there is")?,
             None => 1,
         },
-        grace: old.as_ref().map_or(0, |o| o.grace),
+        grace,
         nonce_period,
+    };
+    let Some(vendor) = vendor else {
+        let tbs = tether_keys::license::to_be_signed(&terms, &vendor_pub)?;
+        keyfile::write_file(&args.out, &tbs, 0o644, overwrite(args.force))?;
+        return Ok(Issued::Unsigned(Box::new(terms)));
     };
     let license = terms.sign(&vendor)?;
     keyfile::write_file(
@@ -276,6 +321,58 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         keyfile::license_pem(&license).as_bytes(),
         0o644,
         overwrite(args.force),
+    )?;
+    Ok(Issued::License(Box::new(license)))
+}
+
+/// `--grace`: a duration of at most 90 days, `0` for none; without it,
+/// the superseded license's grace, or none.
+fn grace_of(text: Option<&str>, old: Option<&LicenseTerms>) -> anyhow::Result<u32> {
+    let Some(text) = text else {
+        return Ok(old.map_or(0, |o| o.grace));
+    };
+    let secs = match text.trim() {
+        "0" | "off" | "none" => 0,
+        t => tether_keys::parse_duration(t)?.as_secs(),
+    };
+    u32::try_from(secs)
+        .ok()
+        .filter(|g| *g <= tether_keys::license::MAX_GRACE)
+        .context("--grace must be at most 90d")
+}
+
+/// `tether license attach`: the license from a body written by `license
+/// issue --unsigned` and a raw signature, verified under the vendor key,
+/// written to `out`.
+///
+/// # Errors
+///
+/// When a file cannot be read or written, the body is not a license body,
+/// or the signature is not 64 bytes or not the vendor's over the body.
+pub fn license_attach(
+    body: &Path,
+    signature: &Path,
+    vendor_pub: &Path,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<tether_keys::License> {
+    refuse_existing(&[out], force)?;
+    let (vendor, _) = keyfile::read_public_key::<Vendor>(vendor_pub)?;
+    let read = |p: &Path| fs::read(p).with_context(|| format!("{}: cannot read", p.display()));
+    let (tbs, sig) = (read(body)?, read(signature)?);
+    let license = tether_keys::License::attach(&tbs, &sig, &vendor).with_context(|| {
+        format!(
+            "{} signed as {}: not a license under {}",
+            body.display(),
+            signature.display(),
+            vendor_pub.display()
+        )
+    })?;
+    keyfile::write_file(
+        out,
+        keyfile::license_pem(&license).as_bytes(),
+        0o644,
+        overwrite(force),
     )?;
     Ok(license)
 }
@@ -341,13 +438,52 @@ fn parse_seats(pairs: &[String]) -> anyhow::Result<std::collections::BTreeMap<St
 pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         LicenseCmd::Issue(args) => {
-            let license = license_issue(&args)?;
+            let now = tether_keys::UnixTime::now().secs();
+            let (what, terms) = match license_issue(&args)? {
+                Issued::License(l) => ("license", l.terms().clone()),
+                Issued::Unsigned(t) => ("unsigned license body", *t),
+            };
             println!(
-                "license {} (sequence {}) for {} written to {}",
+                "{what} {} (sequence {}) for {} written to {}",
+                terms.id,
+                terms.sequence,
+                terms.customer,
+                args.out.display()
+            );
+            println!(
+                "valid until {}{}",
+                human::instant(terms.not_after.secs(), now),
+                if terms.grace == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        ", then a grace period until {}",
+                        human::instant(terms.grace_until().secs(), now)
+                    )
+                }
+            );
+            if args.unsigned {
+                println!(
+                    "sign its bytes as they are with the vendor's Ed25519 key (e.g. openssl pkeyutl -sign -rawin), then: tether license attach --body {} --signature SIG --vendor-pub VENDOR.pub --out license.tether",
+                    args.out.display()
+                );
+            }
+        }
+        LicenseCmd::Attach {
+            body,
+            signature,
+            vendor_pub,
+            out,
+            force,
+        } => {
+            let license = license_attach(&body, &signature, &vendor_pub, &out, force)?;
+            println!(
+                "license {} (sequence {}) for {}, signed by {}, written to {}",
                 license.terms().id,
                 license.terms().sequence,
                 license.terms().customer,
-                args.out.display()
+                license.vendor(),
+                out.display()
             );
         }
         LicenseCmd::Revoke {
@@ -372,20 +508,34 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
             license
                 .verify(&vendor)
                 .with_context(|| format!("{}", file.display()))?;
+            let now = tether_keys::UnixTime::now();
             license
-                .check_time(tether_keys::UnixTime::now(), std::time::Duration::ZERO)
+                .check_time_with_grace(now, std::time::Duration::ZERO)
                 .with_context(|| format!("{}", file.display()))?;
-            println!(
-                "{}: valid license {} for {}, signed by {}, until {}",
-                file.display(),
-                license.terms().id,
-                license.terms().customer,
-                license.vendor(),
-                human::instant(
-                    license.terms().not_after.secs(),
-                    tether_keys::UnixTime::now().secs(),
+            let t = license.terms();
+            let grace = if t.grace == 0 {
+                String::new()
+            } else {
+                format!(
+                    ", then a grace period until {}",
+                    human::instant(t.grace_until().secs(), now.secs())
                 )
+            };
+            println!(
+                "{}: valid license {} for {}, signed by {}, until {}{grace}",
+                file.display(),
+                t.id,
+                t.customer,
+                license.vendor(),
+                human::instant(t.not_after.secs(), now.secs())
             );
+            if t.in_grace(now) {
+                eprintln!(
+                    "warning: {}: the license has expired and is in its grace period: tokens are issued until {}, then refused",
+                    file.display(),
+                    human::instant(t.grace_until().secs(), now.secs())
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

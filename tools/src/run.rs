@@ -126,7 +126,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args: argv.collect(),
         instance: instance_id(),
     };
-    let verifier = Verifier::new(vendor, Expectations::new(&plan.service));
+    let mut expectations = Expectations::new(&plan.service);
+    if args.refuse_grace {
+        expectations = expectations.refuse_grace();
+    }
+    let verifier = Verifier::new(vendor, expectations);
     crate::logs::init();
     // Orphans of the program come to us rather than to the host's init, so
     // they are reaped here (PID 1 in a container gets them anyway).

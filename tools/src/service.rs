@@ -138,6 +138,9 @@ pub fn run(kind: Kind, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     if args.require_freshness {
         expectations = expectations.require_freshness();
     }
+    if args.refuse_grace {
+        expectations = expectations.refuse_grace();
+    }
     let verifier = Verifier::new(vendor, expectations);
     crate::logs::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

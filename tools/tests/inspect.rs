@@ -125,6 +125,7 @@ impl Site {
             nonce: None,
             ins: None,
             prf: None,
+            grace: None,
         };
         TokenSigner::new(session).unwrap().sign(&claims).unwrap()
     }

@@ -79,6 +79,7 @@ fn main() {
                 nonce: None,
                 ins: None,
                 prf: None,
+                grace: None,
             })
             .unwrap()
     };
@@ -129,6 +130,7 @@ fn main() {
                     nonce: Some(leaf.nonce().into()),
                     ins: Some(leaf.instance().into()),
                     prf: Some(proofs[at].clone()),
+                    grace: None,
                 })
                 .unwrap()
         })

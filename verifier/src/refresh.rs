@@ -745,6 +745,16 @@ async fn fetch(config: &WatchConfig, ring: &mut NonceRing) -> Fetch {
             )
         }
         Ok(v) => {
+            if let Some(until) = v.grace {
+                tracing::warn!(
+                    service = %config.service,
+                    grace_until = until.secs(),
+                    "the license has expired and runs on its vendor-signed grace period, which ends {}: tokens stop then; ask for a renewed license",
+                    httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH + Duration::from_secs(until.secs())
+                    )
+                );
+            }
             let skew = i64::try_from(v.claims.iat.secs())
                 .unwrap_or(i64::MAX)
                 .saturating_sub(i64::try_from(now.secs()).unwrap_or(i64::MAX));

@@ -46,6 +46,7 @@ pub struct Expectations {
     max_cert_lifetime: u64,
     instance: Option<String>,
     require_freshness: bool,
+    refuse_grace: bool,
 }
 
 impl Expectations {
@@ -59,6 +60,7 @@ impl Expectations {
             max_cert_lifetime: 15 * 60,
             instance: None,
             require_freshness: false,
+            refuse_grace: false,
         }
     }
 
@@ -76,6 +78,17 @@ impl Expectations {
     /// the license issued before it did (the refusal is [`Error::NotIncluded`]).
     pub fn require_freshness(mut self) -> Self {
         self.require_freshness = true;
+        self
+    }
+
+    /// Refuse tokens issued in the license's grace period (after its
+    /// `not_after`; they carry a `grace` claim), and licenses past their
+    /// `not_after`: for a service that must stop when the license ends
+    /// rather than when its vendor-signed grace does. The refusal is
+    /// [`Error::Expired`] naming the license. By default tokens in grace
+    /// are accepted (`docs/formats.md`, "Token claims").
+    pub fn refuse_grace(mut self) -> Self {
+        self.refuse_grace = true;
         self
     }
 
@@ -139,6 +152,10 @@ pub struct Verified {
     /// The license's nonce period, in seconds: how often this consumer must
     /// draw a fresh nonce (0: freshness not required).
     pub nonce_period: u32,
+    /// The end of the license's grace period when the token was issued in
+    /// it (its `grace` claim): the license has expired, and tokens stop at
+    /// this instant. A consumer should warn loudly.
+    pub grace: Option<UnixTime>,
 }
 
 /// Which `nonce` claim a call accepts.
@@ -457,8 +474,13 @@ impl Verifier {
     ///   [`Error::NonceMismatch`]: an authentic token that is not for us;
     /// - [`Error::CertificateTooLong`], [`Error::LifetimeTooLong`]: windows
     ///   longer than allowed;
-    /// - [`Error::Expired`], [`Error::NotYetValid`]: the license, the
-    ///   certificate or the token at `now`, give or take the leeway.
+    /// - [`Error::Expired`], [`Error::NotYetValid`]: the license (its end
+    ///   is that of its grace period, unless
+    ///   [`Expectations::refuse_grace`]), the certificate or the token at
+    ///   `now`, give or take the leeway; with `refuse_grace`, also a token
+    ///   carrying a `grace` claim;
+    /// - [`Error::Malformed`] as well for a `grace` claim that is not the
+    ///   license's grace end.
     pub fn verify_at(&self, token: &str, nonce: Option<&str>, now: UnixTime) -> Result<Verified> {
         self.verify_with(token.as_bytes(), NonceRule::from(nonce), now)
     }
@@ -554,6 +576,7 @@ impl Verifier {
             seats: entry.license.terms().seats_for(&entry.claims.aud),
             nonce: entry.claims.nonce.clone(),
             nonce_period: entry.license.terms().nonce_period,
+            grace: entry.claims.grace,
         })
     }
 
@@ -723,7 +746,27 @@ impl Verifier {
         {
             return Err(Error::LifetimeTooLong);
         }
-        window("license", terms.not_before, terms.not_after, now, leeway)?;
+        // The license's grace (vendor-signed) extends its window, unless
+        // this service refuses grace. A `grace` claim must name that end.
+        let grace_until = terms.grace_until();
+        if let Some(claimed) = c.grace {
+            if terms.grace == 0 || claimed != grace_until {
+                return Err(Error::Malformed(
+                    "grace claim is not the end of the license's grace period",
+                ));
+            }
+            if self.expect.refuse_grace {
+                return Err(Error::Expired(
+                    "license (the token was issued in its grace period, which this service refuses)",
+                ));
+            }
+        }
+        let end = if self.expect.refuse_grace {
+            terms.not_after
+        } else {
+            grace_until
+        };
+        window("license", terms.not_before, end, now, leeway)?;
         window(
             "delegation certificate",
             req.not_before,

@@ -315,6 +315,7 @@ fn token_reply(f: &Fake, auth: Option<String>, q: Q) -> warp::reply::Response {
         nonce,
         ins,
         prf,
+        grace: None,
     };
     let token = f.signer.sign(&claims).unwrap();
     logged(

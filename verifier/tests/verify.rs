@@ -91,6 +91,7 @@ impl Mint {
             nonce: Some("n0nce".into()),
             ins: None,
             prf: None,
+            grace: None,
         }
     }
 
@@ -1153,4 +1154,73 @@ mod freshness {
             "a token under the superseded license without freshness was accepted: {got:?}"
         );
     }
+}
+
+/// Grace (issue 17): a token issued after the license's `not_after`, in its
+/// vendor-signed grace, carries the grace end and verifies (reporting it);
+/// a consumer that refuses grace refuses it as an expired license; after
+/// the grace, every consumer refuses; a `grace` claim that is not the
+/// license's grace end is malformed, and a license without grace stops at
+/// its `not_after`.
+#[test]
+fn tokens_in_grace_verify_unless_grace_is_refused() {
+    let mut m = Mint::new();
+    // The license ended 100 s ago; its grace lasts 600 s.
+    m.terms.not_after = at(NOW - 100);
+    m.terms.grace = 600;
+    let end = at(NOW + 500);
+    let mut c = m.claims("backend");
+    c.grace = Some(end);
+    let token = m.sign(&c);
+    let v = verifier("backend")
+        .verify_at(&token, None, at(NOW))
+        .unwrap();
+    assert_eq!(v.grace, Some(end));
+
+    let strict = Verifier::new(
+        testkeys::vendor().public(),
+        Expectations::new("backend").refuse_grace(),
+    );
+    let refused = strict.verify_at(&token, None, at(NOW)).unwrap_err();
+    assert!(
+        matches!(refused, Error::Expired(what) if what.contains("grace")),
+        "{refused}"
+    );
+    // Without the claim too: the license is past its end for this consumer.
+    let mut plain = m.claims("backend");
+    plain.grace = None;
+    assert!(matches!(
+        strict.verify_at(&m.sign(&plain), None, at(NOW)),
+        Err(Error::Expired(_))
+    ));
+
+    // After the grace (and the leeway), refused by everyone.
+    m.cert_window = (at(NOW + 400), at(NOW + 700));
+    let mut late = m.claims("backend");
+    (late.iat, late.nbf, late.exp, late.grace) =
+        (at(NOW + 490), at(NOW + 490), at(NOW + 500), Some(end));
+    let late = m.sign(&late);
+    verifier("backend")
+        .verify_at(&late, None, at(NOW + 495))
+        .unwrap();
+    assert!(matches!(
+        verifier("backend").verify_at(&late, None, at(NOW + 506)),
+        Err(Error::Expired(_))
+    ));
+
+    // A grace claim that is not the license's grace end.
+    let mut m = Mint::new();
+    m.terms.not_after = at(NOW - 100);
+    m.terms.grace = 600;
+    let mut wrong = m.claims("backend");
+    wrong.grace = Some(at(NOW + 9_999));
+    assert!(matches!(check(&m.sign(&wrong)), Err(Error::Malformed(_))));
+
+    // No grace: stops at not_after (plus leeway), and a claim is malformed.
+    let mut m = Mint::new();
+    m.terms.not_after = at(NOW - 100);
+    assert!(matches!(check(&m.token("backend")), Err(Error::Expired(_))));
+    let mut claimed = m.claims("backend");
+    claimed.grace = Some(at(NOW - 100));
+    assert!(matches!(check(&m.sign(&claimed)), Err(Error::Malformed(_))));
 }

@@ -146,9 +146,27 @@ pub async fn events(
             }
         })
         .map(|verdict| Event::default().event("license").json_data(verdict));
+    // Expiry notices (`license::expiry`): the latest at once, then each new one.
+    let expiry = futures_util::stream::unfold(
+        (auth.expiry_events.subscribe(), true),
+        |(mut rx, mut first)| async move {
+            loop {
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                first = false;
+                let latest = rx.borrow_and_update().clone();
+                if let Some(ev) = latest {
+                    return Some((ev, (rx, false)));
+                }
+            }
+        },
+    )
+    .map(|ev| Event::default().event("expiry").json_data(ev));
     let states = changes.map(|ev| Event::default().event("state").json_data(ev));
     // The place is held as long as the stream.
-    let stream = futures_util::stream::select(states, installs)
+    let stream = futures_util::stream::select(states, installs);
+    let stream = futures_util::stream::select(stream, expiry)
         .map(move |ev| {
             let _held = &place;
             ev
@@ -236,6 +254,11 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             max_token_ttl: t.max_token_ttl,
             expires_in_secs: t.not_after.saturating_duration_since(now).as_secs(),
             revoked: auth.is_revoked(),
+            grace_secs: t.grace,
+            grace_until: t.grace_until(),
+            window: crate::license::expiry::window(t, now).as_str().to_string(),
+            not_after_text: crate::state::rfc3339(t.not_after).to_string(),
+            grace_until_text: crate::state::rfc3339(t.grace_until()).to_string(),
         },
         tokens_issued: auth.metrics.issued_total(),
         now: auth.now(),
@@ -275,6 +298,11 @@ pub async fn release_lease(
 /// is what warp's `and_then` asks for).
 pub async fn metrics(auth: Arc<Authority>) -> Result<Response, Infallible> {
     let seats = auth.leases.usage(auth.now());
+    let lic = auth.license();
+    auth.metrics.license_window(
+        lic.terms().not_after.secs(),
+        lic.terms().grace_until().secs(),
+    );
     let text = auth.metrics.render(auth.is_present(), &seats);
     Ok(
         warp::reply::with_header(text, header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)

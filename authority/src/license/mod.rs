@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authority::Authority;
 
+pub mod expiry;
+
 /// Where `tether license install` puts a license or revocation for the
 /// running tetherd to read, in the state directory.
 pub const PENDING_FILE: &str = "license-pending.tether";
@@ -288,7 +290,8 @@ pub async fn watch(auth: Arc<Authority>, vendor: PublicKey<Vendor>, stopping: Ca
             let left = humantime::format_duration(not_after.saturating_duration_since(now));
             tracing::warn!(
                 not_after = %crate::state::rfc3339(not_after),
-                "the license ends in {left}: ask the vendor for an update and install it with `tether license install`"
+                "the license ends in {left} (at {}): ask the vendor for an update and install it with `tether license install`",
+                crate::state::rfc3339(not_after)
             );
         }
         tokio::select! {

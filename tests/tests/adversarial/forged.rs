@@ -108,6 +108,7 @@ impl Mint {
             nonce: None,
             ins: None,
             prf: None,
+            grace: None,
         }
     }
 

@@ -94,6 +94,7 @@ fn token(
         nonce: Some(nonce.into()),
         ins: Some(instance.into()),
         prf,
+        grace: None,
     };
     key.sign(&claims).unwrap()
 }

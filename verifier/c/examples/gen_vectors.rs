@@ -70,6 +70,16 @@ struct Mint {
     /// A license that demands fresh nonces, and what the certificate
     /// commits to.
     fresh: Option<Fresh>,
+    /// A license that ended `ended_ago` seconds before NOW, with a grace of
+    /// `grace` seconds (issue 17).
+    expired: Option<Expired>,
+}
+
+/// A license past its `not_after`, with a vendor-signed grace.
+#[derive(Clone, Copy)]
+struct Expired {
+    ended_ago: u64,
+    grace: u32,
 }
 
 /// A `(service, instance, nonce)` leaf.
@@ -111,6 +121,7 @@ impl Default for Mint {
             rogue_signer: false,
             rogue_kid: false,
             fresh: None,
+            expired: None,
         }
     }
 }
@@ -156,6 +167,10 @@ impl Mint {
             terms.seats = [("backend".to_string(), 2)].into();
             request.commitment = leaf_set(fresh.leaves).commitment().unwrap();
         }
+        if let Some(e) = &self.expired {
+            terms.not_after = at(NOW - e.ended_ago);
+            terms.grace = e.grace;
+        }
         let license = terms.sign(&testkeys::vendor()).unwrap();
         let session = testkeys::session();
         let cert = Certificate::sign(request, "TD-CONF", 1, &testkeys::dongle()).unwrap();
@@ -172,6 +187,7 @@ impl Mint {
             nonce: Some("n0nce".into()),
             ins: None,
             prf: None,
+            grace: None,
         };
         if let Some(fresh) = &self.fresh {
             claims.ins = Some(fresh.ins.into());
@@ -315,6 +331,59 @@ fn main() {
             v.now = NOW + 160;
             v.expected = "expired".into();
         },
+    );
+    // Grace (issue 17): the license ended 100 s ago and grants 600 s of
+    // grace; the token, issued in it, carries the grace end.
+    let in_grace = Mint {
+        expired: Some(Expired {
+            ended_ago: 100,
+            grace: 600,
+        }),
+        claims_edit: |c| c.grace = Some(at(NOW + 500)),
+        ..base.clone()
+    };
+    add(
+        "valid_in_grace",
+        "issued in the license's grace period (grace claim: its end); accepted by default",
+        in_grace.token(),
+        &|_| {},
+    );
+    add(
+        "fail_after_grace",
+        "the license's grace ended 400 s ago",
+        Mint {
+            expired: Some(Expired {
+                ended_ago: 1000,
+                grace: 600,
+            }),
+            claims_edit: |c| c.grace = Some(at(NOW - 400)),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "expired".into(),
+    );
+    add(
+        "fail_grace_claim_wrong",
+        "a grace claim that is not the license's grace end",
+        Mint {
+            claims_edit: |c| c.grace = Some(at(NOW + 9_999)),
+            ..in_grace.clone()
+        }
+        .token(),
+        &|v| v.expected = "malformed".into(),
+    );
+    add(
+        "fail_expired_license_without_grace",
+        "the license ended 100 s ago and has no grace",
+        Mint {
+            expired: Some(Expired {
+                ended_ago: 100,
+                grace: 0,
+            }),
+            ..base.clone()
+        }
+        .token(),
+        &|v| v.expected = "expired".into(),
     );
     add(
         "fail_not_yet_valid",
