@@ -179,6 +179,8 @@ pub struct Authority {
     pub license_events: tokio::sync::broadcast::Sender<crate::license::Verdict>,
     /// Receipts and site requests waiting for the dongle (`receipts/`).
     pub jobs: crate::receipts::DongleJobs,
+    /// Signed revocation receipts, for `/events` (`event: receipt`).
+    pub receipt_events: tokio::sync::broadcast::Sender<tether_keys::wire::ReceiptEvent>,
     /// The latest expiry notice, for `/events` (`event: expiry`; sent to a
     /// new stream first, like the presence state).
     pub expiry_events: watch::Sender<Option<crate::license::expiry::ExpiryEvent>>,
@@ -261,6 +263,7 @@ impl Authority {
             revoked_below,
             license_check: tokio::sync::Notify::new(),
             license_events: tokio::sync::broadcast::channel(16).0,
+            receipt_events: tokio::sync::broadcast::channel(16).0,
             jobs: crate::receipts::DongleJobs::default(),
             expiry_events: watch::channel(None).0,
         }

@@ -149,6 +149,66 @@ pub struct LicenseSummary {
     /// `grace_until` for a person: RFC 3339 in UTC, ending in `Z`.
     #[serde(default)]
     pub grace_until_text: String,
+    /// Revocation receipts in the state directory's `receipts/`, pending
+    /// or signed, by file name (`formats.md`, "Revocation receipt").
+    #[serde(default)]
+    pub receipts: Vec<ReceiptStatus>,
+    /// The last site request (`tether site request`): waiting, signed or
+    /// refused; `null` when none was asked for.
+    #[serde(default)]
+    pub site_request: Option<SiteRequestStatus>,
+}
+
+/// One revocation receipt in `/status` (`license.receipts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptStatus {
+    /// The revoked license's id (hex).
+    pub license_id: String,
+    /// `pending` (waiting for the dongle), `unsupported` (waiting, but the
+    /// dongle kind tetherd drives cannot sign one) or `signed`.
+    pub state: String,
+    /// The file, relative to the state directory
+    /// (`receipts/<license id>.pending` or `.receipt`).
+    pub file: String,
+    /// The license sequence the receipt covers, when readable.
+    pub license_sequence: Option<u64>,
+    /// The dongle's counter in a signed receipt.
+    pub counter: Option<u32>,
+    /// What it waits for, or what the operator should do, in words.
+    pub message: String,
+}
+
+/// The last site request in `/status` (`license.site_request`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRequestStatus {
+    /// `pending` (waiting for the dongle), `signed` or `refused`.
+    pub state: String,
+    /// The nonce asked for (64 hex digits; empty when unreadable).
+    pub nonce: String,
+    /// The signed file, relative to the state directory, when `signed`.
+    pub file: Option<String>,
+    /// What was done, or why not, in words.
+    pub message: String,
+}
+
+/// One `event: receipt` of `GET /events`: the dongle signed a revocation
+/// receipt, written to `file` in the state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptEvent {
+    /// The revoked license's id (hex).
+    pub license_id: String,
+    /// The license sequence the receipt covers.
+    pub license_sequence: u64,
+    /// The sequences revoked: through this one.
+    pub revoked_through: u64,
+    /// The dongle's serial.
+    pub dongle_serial: String,
+    /// The dongle's counter in the receipt.
+    pub counter: u32,
+    /// The receipt file, relative to the state directory.
+    pub file: String,
+    /// In words, for a person.
+    pub message: String,
 }
 
 /// The body of `GET /status`.

@@ -5,7 +5,10 @@
 //! revocation is refused; a revocation by another vendor key is refused;
 //! with the dongle unplugged at revoke, the revocation holds at once and
 //! the receipt appears after the re-plug, across a restart of tetherd; a site request round-trips and a
-//! tampered one is refused.
+//! tampered one is refused. `/status` shows each receipt (pending or signed,
+//! file and counter) and the last site request; `/events` announces a
+//! signed receipt (`event: receipt`); the same revocation installed again
+//! keeps the signed receipt.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +30,45 @@ fn tether(args: &[&str], files: &[&Path]) -> Output {
         .env_remove("TETHER_VENDOR_PUB")
         .output()
         .unwrap()
+}
+
+/// A raw `GET /events` stream (the shared client reads no streams),
+/// giving the data of the first event of `kind` within `timeout`.
+struct Events(std::io::BufReader<std::net::TcpStream>);
+
+impl Events {
+    fn open(url: &str) -> Events {
+        use std::io::{BufRead as _, Write as _};
+        let host = url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(s, "GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        Events(r)
+    }
+
+    fn next(&mut self, kind: &str, timeout: Duration) -> serde_json::Value {
+        use std::io::BufRead as _;
+        self.0.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        let (mut line, mut current) = (String::new(), String::new());
+        loop {
+            line.clear();
+            assert!(self.0.read_line(&mut line).unwrap() > 0, "stream ended");
+            if let Some(name) = line.trim_end().strip_prefix("event:") {
+                current = name.trim().to_string();
+            } else if let Some(data) = line.trim_end().strip_prefix("data:")
+                && current == kind
+            {
+                return serde_json::from_str(data.trim()).unwrap();
+            }
+        }
+    }
+}
+
+fn status(url: &str) -> serde_json::Value {
+    http::get(url, "/status", None).unwrap().json().unwrap()
 }
 
 fn text(out: &[u8]) -> String {
@@ -108,6 +150,8 @@ fn a_revocation_gets_a_receipt_the_vendor_verifies() {
         200
     );
 
+    assert_eq!(status(&url)["license"]["receipts"], serde_json::json!([]));
+    let mut events = Events::open(&url);
     let rev = revocation(&site, 1, &vendor(&site), "revoke.tether");
     let out = install(&site, &rev);
     assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
@@ -122,6 +166,55 @@ fn a_revocation_gets_a_receipt_the_vendor_verifies() {
     wait_until(T, || receipt.exists());
     // The log line follows the file.
     wait_until(T, || d.log().contains("signed the revocation receipt"));
+    // `/events` announces it, `/status` shows it with its counter.
+    let id = keyfile::read_license(&site.license)
+        .unwrap()
+        .terms()
+        .id
+        .to_string();
+    let announced = events.next("receipt", T);
+    assert_eq!(announced["license_id"], id.as_str(), "{announced}");
+    assert_eq!(announced["file"], format!("receipts/{id}.receipt"));
+    assert_eq!(announced["dongle_serial"], site.serial.as_str());
+    assert_eq!(announced["license_sequence"], 1);
+    let signed_counter = keyfile::read_receipt(&receipt).unwrap().counter;
+    assert_eq!(
+        announced["counter"].as_u64(),
+        Some(u64::from(signed_counter))
+    );
+    let st = status(&url);
+    let listed = st["license"]["receipts"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{st}");
+    assert_eq!(listed[0]["state"], "signed", "{st}");
+    assert_eq!(listed[0]["license_id"], id.as_str());
+    assert_eq!(listed[0]["file"], format!("receipts/{id}.receipt"));
+    assert_eq!(listed[0]["counter"], announced["counter"]);
+    assert_eq!(st["license"]["site_request"], serde_json::Value::Null);
+    // The same revocation again: accepted, and the signed receipt is kept
+    // as it is (no second one, no dongle signature spent).
+    let first_bytes = std::fs::read(&receipt).unwrap();
+    let out = install(&site, &rev);
+    assert!(out.status.success(), "{}{}", text(&out.stderr), d.log());
+    assert!(
+        text(&out.stdout).contains("already signed"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(std::fs::read(&receipt).unwrap(), first_bytes);
+    let st = status(&url);
+    assert_eq!(
+        st["license"]["receipts"].as_array().unwrap().len(),
+        1,
+        "{st}"
+    );
+    assert_eq!(
+        std::fs::read_dir(site.path("state/receipts"))
+            .unwrap()
+            .count(),
+        1,
+        "only the receipt in receipts/"
+    );
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&receipt).unwrap().permissions().mode() & 0o777,
@@ -262,6 +355,14 @@ fn with_the_dongle_unplugged_the_revocation_holds_and_the_receipt_follows_the_re
     let id = keyfile::read_license(&site.license).unwrap().terms().id;
     let pending = site.path(&format!("state/receipts/{id}.pending"));
     assert!(pending.exists());
+    let listed = &st["license"]["receipts"][0];
+    assert_eq!(listed["state"], "pending", "{st}");
+    assert_eq!(listed["file"], format!("receipts/{id}.pending"));
+    assert_eq!(listed["counter"], serde_json::Value::Null);
+    assert!(
+        listed["message"].as_str().unwrap().contains("plugged in"),
+        "{st}"
+    );
     std::thread::sleep(Duration::from_millis(700));
     assert!(!receipt_path(&site).exists());
 
@@ -319,6 +420,12 @@ fn a_site_request_round_trips_and_a_tampered_one_is_refused() {
     };
     let (ok, json) = verify(&out_path, true);
     assert!(ok, "{json}");
+    // `/status` shows the last site request.
+    let st = status(&url);
+    let shown = &st["license"]["site_request"];
+    assert_eq!(shown["state"], "signed", "{st}");
+    assert_eq!(shown["file"], "site-request.tether");
+    assert_eq!(shown["nonce"], json["nonce"]);
     assert_eq!(json["license_checked"], true);
     assert_eq!(json["license_sequence"], 1);
     assert_eq!(json["dongle_serial"], site.serial.as_str());
@@ -407,7 +514,7 @@ fn a_site_with_an_expired_license_can_still_ask_for_an_update() {
     wait_until(T, || d.log().contains("dongle verified"));
     let r = http::get(&url, "/token", Some(site.secret("backend"))).unwrap();
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains("license_not_valid"), "{}", r.body);
+    assert!(r.body.contains("license_expired"), "{}", r.body);
     let out_path = site.path("request.tether");
     let out = tether(
         &["site", "request", "--state-dir"],

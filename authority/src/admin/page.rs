@@ -118,6 +118,11 @@ pub struct LicenseView {
     pub level: &'static str,
     /// What the operator should know about the window, in words.
     pub warning: String,
+    /// Revocation receipts, pending or signed (as in `/status`).
+    pub receipts: Vec<tether_keys::wire::ReceiptStatus>,
+    /// The last site request in words: its state and what was done
+    /// (`none` when none was asked for).
+    pub site_request_text: String,
 }
 
 /// Seats of one service.
@@ -265,6 +270,7 @@ pub fn view(auth: &Authority) -> View {
             refused,
         })
         .collect();
+    let (receipts, site_request) = crate::receipts::overview(auth);
     View {
         now,
         now_text: utc(now),
@@ -305,6 +311,11 @@ pub fn view(auth: &Authority) -> View {
             grace_until_text: utc(grace_until),
             level,
             warning,
+            receipts,
+            site_request_text: site_request.map_or_else(
+                || "none".to_string(),
+                |r| format!("{}: {}", r.state, r.message),
+            ),
         },
         seats: auth
             .leases
@@ -530,7 +541,33 @@ pub fn render(v: &View, timeline: &[EventView]) -> String {
         "license.grace_until_text",
         &escape(&l.grace_until_text),
     );
-    o.push_str("</dl></section>");
+    field(
+        &mut o,
+        "Site request",
+        "license.site_request_text",
+        &escape(&l.site_request_text),
+    );
+    o.push_str("</dl><h3>Revocation receipts</h3>");
+    let rows: Vec<Vec<String>> = l
+        .receipts
+        .iter()
+        .map(|r| {
+            vec![
+                r.license_id.clone(),
+                r.state.clone(),
+                r.file.clone(),
+                r.counter.map_or_else(|| NONE.into(), |c| c.to_string()),
+                r.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &mut o,
+        "receipts-body",
+        &["License", "State", "File", "Counter", "What to do"],
+        &rows,
+    );
+    o.push_str("</section>");
 
     o.push_str("<section id=\"seats\"><h2>Seats</h2>");
     let rows: Vec<Vec<String>> = v

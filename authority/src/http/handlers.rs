@@ -147,6 +147,18 @@ pub async fn events(
         })
         .map(|verdict| Event::default().event("license").json_data(verdict));
     // Expiry notices (`license::expiry`): the latest at once, then each new one.
+    // Signed revocation receipts (`receipts/`), as `event: receipt`.
+    let receipts =
+        futures_util::stream::unfold(auth.receipt_events.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => return Some((ev, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .map(|ev| Event::default().event("receipt").json_data(ev));
     let expiry = futures_util::stream::unfold(
         (auth.expiry_events.subscribe(), true),
         |(mut rx, mut first)| async move {
@@ -166,6 +178,7 @@ pub async fn events(
     let states = changes.map(|ev| Event::default().event("state").json_data(ev));
     // The place is held as long as the stream.
     let stream = futures_util::stream::select(states, installs);
+    let stream = futures_util::stream::select(stream, receipts);
     let stream = futures_util::stream::select(stream, expiry)
         .map(move |ev| {
             let _held = &place;
@@ -239,6 +252,7 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             peer: r.lease.peer.map(|p| p.to_string()),
         })
         .collect();
+    let (receipts, site_request) = crate::receipts::overview(&auth);
     let body = StatusBody {
         dongle: auth.status(),
         license: LicenseSummary {
@@ -259,6 +273,8 @@ pub async fn status(auth: Arc<Authority>) -> Result<Response, Infallible> {
             window: crate::license::expiry::window(t, now).as_str().to_string(),
             not_after_text: crate::state::rfc3339(t.not_after).to_string(),
             grace_until_text: crate::state::rfc3339(t.grace_until()).to_string(),
+            receipts,
+            site_request,
         },
         tokens_issued: auth.metrics.issued_total(),
         now: auth.now(),

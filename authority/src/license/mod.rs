@@ -201,13 +201,26 @@ impl Authority {
             // The revocation holds from now on; the receipt follows when the
             // dongle signs it (now if present, else at its next plug).
             let receipt = match self.ask_receipt(rev, lic.terms().sequence) {
+                // Installed again: the receipt signed the first time holds.
+                Ok(crate::receipts::Asked::AlreadySigned(file, counter)) => format!(
+                    "its receipt is already signed ({file} in the state directory, counter {counter}) and is kept"
+                ),
                 // Relative to the state directory: the reason goes to
                 // `/events` too, which should not show local paths.
-                Ok(()) => format!(
-                    "the dongle signs a receipt into {}/{id}.{} in the state directory",
-                    crate::receipts::RECEIPTS_DIR,
-                    crate::receipts::RECEIPT_EXT
-                ),
+                Ok(crate::receipts::Asked::Pending) => {
+                    let dir = self.state_dir();
+                    let seq = lic.terms().sequence;
+                    let first = crate::receipts::receipt_path(dir, &id);
+                    let out = if first.exists() {
+                        crate::receipts::receipt_path_for_sequence(dir, &id, seq)
+                    } else {
+                        first
+                    };
+                    format!(
+                        "the dongle signs a receipt into {} in the state directory",
+                        out.strip_prefix(dir).unwrap_or(&out).display()
+                    )
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot ask for a revocation receipt");
                     format!("no receipt will be signed: {e}")

@@ -20,6 +20,15 @@
 //! them between heartbeats (`run`). Everything the dongle answers is
 //! checked as a certificate is: the licensed key, the request echoed, the
 //! serial, a counter above every one seen (then persisted).
+//!
+//! A signed receipt is never overwritten: the same revocation installed
+//! again (or another one stopping the same license at the same sequence)
+//! keeps the first receipt and asks the dongle for nothing; a revocation
+//! that stops a later sequence of the same license gets its own file,
+//! `<license id>.s<sequence>.receipt`. A dongle kind that cannot sign
+//! receipts (FIDO2 today) is said so once, in the log and in `/status`
+//! ([`overview`]); the receipt stays pending without being asked for
+//! again until the next plug.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +37,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tether_dongle::{Dongle, LinkError};
-use tether_keys::{ReceiptRequest, Revocation, SiteRequestAsk, keyfile};
+use tether_keys::wire::{PresenceState, ReceiptEvent, ReceiptStatus, SiteRequestStatus};
+use tether_keys::{Receipt, ReceiptRequest, Revocation, SiteRequestAsk, keyfile};
 
 use crate::authority::Authority;
 
@@ -72,6 +82,9 @@ pub struct DongleJobs {
     hold_until: Mutex<Option<Instant>>,
     /// A refusal was logged at WARN; the ones that repeat go to DEBUG.
     warned: AtomicBool,
+    /// The dongle kind cannot sign receipts: why, in words. Pending
+    /// receipts are then not asked for until the next plug.
+    unsupported: Mutex<Option<String>>,
 }
 
 impl DongleJobs {
@@ -97,7 +110,24 @@ impl DongleJobs {
     /// A newly verified dongle: retry at once.
     pub fn plugged(&self) {
         *self.hold_until.lock() = None;
+        *self.unsupported.lock() = None;
     }
+
+    /// Why the dongle kind cannot sign receipts, once it said so (until
+    /// the next plug).
+    pub fn unsupported(&self) -> Option<String> {
+        self.unsupported.lock().clone()
+    }
+}
+
+/// What [`Authority::ask_receipt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// The request waits in `receipts/<id>.pending` for the dongle.
+    Pending,
+    /// A receipt for this license at this sequence is already signed: it
+    /// is kept (file name relative to the state directory, counter).
+    AlreadySigned(String, u32),
 }
 
 /// The pending receipt file of license `id` in `state_dir`.
@@ -107,11 +137,53 @@ pub fn pending_path(state_dir: &Path, id: &str) -> PathBuf {
         .join(format!("{id}.{PENDING_EXT}"))
 }
 
-/// The receipt file of license `id` in `state_dir`.
+/// The receipt file of license `id` in `state_dir` (the first one signed
+/// for that license).
 pub fn receipt_path(state_dir: &Path, id: &str) -> PathBuf {
     state_dir
         .join(RECEIPTS_DIR)
         .join(format!("{id}.{RECEIPT_EXT}"))
+}
+
+/// The receipt file for license `id` at `sequence` when `<id>.receipt`
+/// already holds one for another sequence of the same license.
+pub fn receipt_path_for_sequence(state_dir: &Path, id: &str, sequence: u64) -> PathBuf {
+    state_dir
+        .join(RECEIPTS_DIR)
+        .join(format!("{id}.s{sequence}.{RECEIPT_EXT}"))
+}
+
+/// Every signed receipt in `state_dir`'s [`RECEIPTS_DIR`] that reads,
+/// sorted by file name.
+fn signed_receipts(state_dir: &Path) -> Vec<(PathBuf, Receipt)> {
+    let mut found: Vec<(PathBuf, Receipt)> = std::fs::read_dir(state_dir.join(RECEIPTS_DIR))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == RECEIPT_EXT))
+                .filter_map(|p| keyfile::read_receipt(&p).ok().map(|r| (p, r)))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// The signed receipt for license `id` at `sequence`, if there is one.
+fn signed_receipt_for(state_dir: &Path, id: &str, sequence: u64) -> Option<(PathBuf, Receipt)> {
+    signed_receipts(state_dir).into_iter().find(|(_, r)| {
+        r.request.license_id.to_string() == id && r.request.license_sequence == sequence
+    })
+}
+
+/// `path` relative to the state directory, for `/status` and `/events`
+/// (which should not show local paths).
+fn relative(state_dir: &Path, path: &Path) -> String {
+    path.strip_prefix(state_dir)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -144,7 +216,9 @@ pub(crate) enum JobError {
 
 impl Authority {
     /// Persists a receipt request for `rev`, which stopped the served
-    /// license at `license_sequence`, and wakes the watchdog.
+    /// license at `license_sequence`, and wakes the watchdog; or, when a
+    /// receipt for that license at that sequence is already signed, keeps
+    /// it and asks for nothing (the same revocation installed twice).
     ///
     /// # Errors
     /// When the pending file cannot be written (the revocation still holds).
@@ -152,9 +226,16 @@ impl Authority {
         &self,
         rev: &Revocation,
         license_sequence: u64,
-    ) -> Result<(), String> {
+    ) -> Result<Asked, String> {
+        let id = rev.license_id.to_string();
+        if let Some((path, receipt)) = signed_receipt_for(self.state_dir(), &id, license_sequence) {
+            return Ok(Asked::AlreadySigned(
+                relative(self.state_dir(), &path),
+                receipt.counter,
+            ));
+        }
         let request = ReceiptRequest::for_revocation(rev, license_sequence, self.now());
-        let path = pending_path(self.state_dir(), &rev.license_id.to_string());
+        let path = pending_path(self.state_dir(), &id);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
@@ -162,20 +243,23 @@ impl Authority {
         tether_keys::fsutil::write_atomic(&path, hex(&request.encode()).as_bytes(), 0o644)
             .map_err(|e| e.to_string())?;
         self.jobs.wake();
-        Ok(())
+        Ok(Asked::Pending)
     }
 
     /// Raises [`DongleJobs`] when a receipt or a site request waits (the
-    /// license watcher calls it at every look).
+    /// license watcher calls it at every look). Pending receipts do not
+    /// count while the dongle kind is known not to sign them.
     pub fn look_for_dongle_jobs(&self) {
         let dir = self.state_dir();
-        let receipts = std::fs::read_dir(dir.join(RECEIPTS_DIR)).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                Path::new(&e.file_name())
-                    .extension()
-                    .is_some_and(|x| x == PENDING_EXT)
-            })
-        });
+        let unsupported = self.jobs.unsupported().is_some();
+        let receipts = !unsupported
+            && std::fs::read_dir(dir.join(RECEIPTS_DIR)).is_ok_and(|entries| {
+                entries.flatten().any(|e| {
+                    Path::new(&e.file_name())
+                        .extension()
+                        .is_some_and(|x| x == PENDING_EXT)
+                })
+            });
         if receipts || dir.join(SITE_REQUEST_PENDING).exists() {
             self.jobs.wake();
         }
@@ -185,16 +269,37 @@ impl Authority {
 /// Runs the waiting jobs on the licensed dongle, which the watchdog holds
 /// present. Returns at the first link failure or false answer (the
 /// watchdog then drops the dongle as after a failed certificate); a dongle
-/// that declines, or cannot do it ([`LinkError::Unsupported`]), leaves the
-/// job waiting and is asked again after [`RETRY`] or at the next plug.
+/// that declines leaves the job waiting and is asked again after [`RETRY`]
+/// or at the next plug; a dongle kind that cannot sign receipts at all
+/// ([`LinkError::Unsupported`]) is said so once (WARN, and `/status`) and
+/// asked again only at the next plug.
 pub(crate) fn run(dongle: &mut dyn Dongle, auth: &Authority) -> Result<(), JobError> {
     auth.jobs.take();
     let dir = auth.state_dir().to_path_buf();
     // The site request first: it answers a refusal itself, while a
     // refused receipt stops here and waits.
-    let outcome = site_request(dongle, auth, &dir).and_then(|()| receipts(dongle, auth, &dir));
+    let outcome = site_request(dongle, auth, &dir).and_then(|()| {
+        if auth.jobs.unsupported().is_some() {
+            Ok(())
+        } else {
+            receipts(dongle, auth, &dir)
+        }
+    });
     match outcome {
-        Err(JobError::Link(e @ (LinkError::Declined(_) | LinkError::Unsupported(_)))) => {
+        Err(JobError::Link(e @ LinkError::Unsupported(_))) => {
+            let message = format!(
+                "{e}: revocation receipts stay pending in {RECEIPTS_DIR}/ (the revocation itself holds); \
+                 they are signed once a dongle kind that can sign them (the native dongle) serves this license"
+            );
+            if auth.jobs.warned.swap(true, Ordering::Relaxed) {
+                tracing::debug!(%message, "the dongle kind again cannot sign a revocation receipt");
+            } else {
+                tracing::warn!(event = "receipt_unsupported", %message, "this dongle kind cannot sign revocation receipts; not asked again until the next plug");
+            }
+            *auth.jobs.unsupported.lock() = Some(message);
+            Ok(())
+        }
+        Err(JobError::Link(e @ LinkError::Declined(_))) => {
             if auth.jobs.warned.swap(true, Ordering::Relaxed) {
                 tracing::debug!(error = %e, "the dongle again did not sign a revocation receipt");
             } else {
@@ -260,7 +365,20 @@ fn receipts(dongle: &mut dyn Dongle, auth: &Authority, dir: &Path) -> Result<(),
         }
         record_counter(auth, &receipt.serial, receipt.counter)?;
         let id = request.license_id.to_string();
-        let out = receipt_path(dir, &id);
+        // Never over a signed receipt: one for this sequence already
+        // there is kept (this one is dropped), one for another sequence
+        // keeps its name and this one gets its own.
+        if let Some((kept, old)) = signed_receipt_for(dir, &id, request.license_sequence) {
+            tracing::info!(license = %id, kept = %kept.display(), counter = old.counter, "a receipt for this license and sequence was already signed; kept, the new one dropped");
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let first = receipt_path(dir, &id);
+        let out = if first.exists() {
+            receipt_path_for_sequence(dir, &id, request.license_sequence)
+        } else {
+            first
+        };
         if let Err(e) = tether_keys::fsutil::write_atomic(
             &out,
             keyfile::receipt_pem(&receipt).as_bytes(),
@@ -279,8 +397,97 @@ fn receipts(dongle: &mut dyn Dongle, auth: &Authority, dir: &Path) -> Result<(),
             path = %out.display(),
             "the dongle signed the revocation receipt: send it to the vendor"
         );
+        let file = relative(dir, &out);
+        // No subscriber is not an error.
+        let _ = auth.receipt_events.send(ReceiptEvent {
+            license_id: id.clone(),
+            license_sequence: request.license_sequence,
+            revoked_through: request.revoked_through,
+            dongle_serial: receipt.serial.clone(),
+            counter: receipt.counter,
+            message: format!(
+                "the dongle signed the revocation receipt of license {id} (counter {}): send {file} from the state directory to the vendor",
+                receipt.counter
+            ),
+            file,
+        });
     }
     Ok(())
+}
+
+/// The receipts and the last site request as `/status` and the admin page
+/// show them (`docs/api.md`, "GET /status"): every pending and signed
+/// receipt in [`RECEIPTS_DIR`] (sorted by file name), and the state of
+/// the last site request.
+pub fn overview(auth: &Authority) -> (Vec<ReceiptStatus>, Option<SiteRequestStatus>) {
+    let dir = auth.state_dir();
+    let unsupported = auth.jobs.unsupported();
+    let present = auth.status().state == PresenceState::Present;
+    let mut list = Vec::new();
+    for path in pending_receipts(dir) {
+        let request = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| unhex(&t))
+            .and_then(|b| ReceiptRequest::decode(&b).ok());
+        let id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (state, message) = match &unsupported {
+            Some(why) => ("unsupported", why.clone()),
+            None if present => ("pending", "the dongle is asked to sign it now".to_string()),
+            None => (
+                "pending",
+                "waiting for the licensed dongle: signed once it is plugged in".to_string(),
+            ),
+        };
+        list.push(ReceiptStatus {
+            license_id: id,
+            state: state.into(),
+            file: relative(dir, &path),
+            license_sequence: request.map(|r| r.license_sequence),
+            counter: None,
+            message,
+        });
+    }
+    for (path, receipt) in signed_receipts(dir) {
+        list.push(ReceiptStatus {
+            license_id: receipt.request.license_id.to_string(),
+            state: "signed".into(),
+            file: relative(dir, &path),
+            license_sequence: Some(receipt.request.license_sequence),
+            counter: Some(receipt.counter),
+            message: "signed by the dongle: send it to the vendor".into(),
+        });
+    }
+    (list, site_request_status(dir))
+}
+
+fn site_request_status(dir: &Path) -> Option<SiteRequestStatus> {
+    if let Ok(text) = std::fs::read(dir.join(SITE_REQUEST_PENDING)) {
+        let nonce = serde_json::from_slice::<SiteRequestPending>(&text)
+            .map(|p| p.nonce)
+            .unwrap_or_default();
+        return Some(SiteRequestStatus {
+            state: "pending".into(),
+            nonce,
+            file: None,
+            message: "waiting for the licensed dongle to sign it".into(),
+        });
+    }
+    let verdict: SiteRequestVerdict =
+        serde_json::from_slice(&std::fs::read(dir.join(SITE_REQUEST_VERDICT)).ok()?).ok()?;
+    Some(SiteRequestStatus {
+        state: if verdict.accepted {
+            "signed"
+        } else {
+            "refused"
+        }
+        .into(),
+        nonce: verdict.nonce,
+        file: verdict.accepted.then(|| SITE_REQUEST_FILE.to_string()),
+        message: verdict.reason,
+    })
 }
 
 fn record_counter(auth: &Authority, serial: &str, counter: u32) -> Result<(), JobError> {
@@ -322,7 +529,16 @@ fn site_request(dongle: &mut dyn Dongle, auth: &Authority, dir: &Path) -> Result
     };
     let signed = match dongle.sign_site_request(&ask) {
         Ok(s) => s,
-        Err(e @ (LinkError::Declined(_) | LinkError::Unsupported(_))) => {
+        Err(e @ LinkError::Unsupported(_)) => {
+            answer(
+                dir,
+                &shown,
+                false,
+                format!("{e}: make the site request with a native dongle serving this license"),
+            );
+            return Ok(());
+        }
+        Err(e @ LinkError::Declined(_)) => {
             answer(
                 dir,
                 &shown,
@@ -448,12 +664,32 @@ mod tests {
         auth.ask_receipt(&rev, 1).unwrap();
         assert!(auth.jobs.due());
         let id = "01".repeat(16);
-        // A dongle kind that cannot sign one: the request waits.
+        // A dongle kind that cannot sign one: the request waits, the
+        // overview says why, and it is not asked for again before a plug.
         run(&mut Plain, &auth).unwrap();
         assert!(pending_path(auth.state_dir(), &id).exists());
-        assert!(!auth.jobs.due(), "held off after a refusal");
+        assert!(!auth.jobs.due(), "not asked again after unsupported");
+        auth.look_for_dongle_jobs();
+        assert!(!auth.jobs.due(), "the watcher does not wake it either");
+        let (list, site) = overview(&auth);
+        assert!(site.is_none());
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].state, "unsupported");
+        assert_eq!(list[0].license_id, id);
+        assert_eq!(list[0].file, format!("receipts/{id}.pending"));
+        assert_eq!(list[0].license_sequence, Some(1));
+        assert!(
+            list[0]
+                .message
+                .contains("not supported by this dongle kind"),
+            "{}",
+            list[0].message
+        );
         auth.jobs.plugged();
+        auth.look_for_dongle_jobs();
         assert!(auth.jobs.due());
+        assert_eq!(overview(&auth).0[0].state, "pending");
+        let mut events = auth.receipt_events.subscribe();
         let mut d = dongle();
         run(d.as_mut(), &auth).unwrap();
         assert!(!pending_path(auth.state_dir(), &id).exists());
@@ -461,6 +697,48 @@ mod tests {
         receipt.verify(&auth.license()).unwrap();
         receipt.answers(&rev).unwrap();
         assert_eq!(auth.store.counter(SERIAL), Some(receipt.counter));
+        let ev = events.try_recv().unwrap();
+        assert_eq!(ev.license_id, id);
+        assert_eq!(ev.counter, receipt.counter);
+        assert_eq!(ev.file, format!("receipts/{id}.receipt"));
+        let (list, _) = overview(&auth);
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].state, "signed");
+        assert_eq!(list[0].counter, Some(receipt.counter));
+        // The same revocation again: the signed receipt is kept, nothing
+        // is asked of the dongle.
+        let again = auth.ask_receipt(&rev, 1).unwrap();
+        assert_eq!(
+            again,
+            Asked::AlreadySigned(format!("receipts/{id}.receipt"), receipt.counter)
+        );
+        assert!(!pending_path(auth.state_dir(), &id).exists());
+        // A pending request for the same sequence left from before (an
+        // older tetherd) is signed but does not overwrite the receipt.
+        let before = std::fs::read(receipt_path(auth.state_dir(), &id)).unwrap();
+        let later =
+            ReceiptRequest::for_revocation(&rev, 1, UnixTime::now() + Duration::from_secs(9));
+        std::fs::write(pending_path(auth.state_dir(), &id), hex(&later.encode())).unwrap();
+        auth.look_for_dongle_jobs();
+        run(d.as_mut(), &auth).unwrap();
+        assert!(!pending_path(auth.state_dir(), &id).exists());
+        assert_eq!(
+            std::fs::read(receipt_path(auth.state_dir(), &id)).unwrap(),
+            before
+        );
+        // One for a later sequence of the license gets its own file.
+        let rev2 = Revocation::sign(LicenseId([1; 16]), 2, UnixTime::now(), &testkeys::vendor());
+        assert_eq!(auth.ask_receipt(&rev2, 2).unwrap(), Asked::Pending);
+        run(d.as_mut(), &auth).unwrap();
+        assert_eq!(
+            std::fs::read(receipt_path(auth.state_dir(), &id)).unwrap(),
+            before
+        );
+        let second =
+            keyfile::read_receipt(&receipt_path_for_sequence(auth.state_dir(), &id, 2)).unwrap();
+        assert_eq!(second.request.license_sequence, 2);
+        assert!(second.counter > receipt.counter);
+        assert_eq!(overview(&auth).0.len(), 2);
         // The watcher finds nothing more to do.
         auth.jobs.take();
         auth.look_for_dongle_jobs();

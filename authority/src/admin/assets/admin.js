@@ -82,6 +82,7 @@
     rows('seats-body', v.seats, (s) => [s.service, s.in_use, s.seats === null ? 'unlimited' : s.seats], 3);
     rows('leases-body', v.leases, (l) => [l.service, l.instance, l.since_text, l.expires_text, l.peer], 5);
     rows('tokens-body', v.tokens, (t) => [t.service, t.issued, t.refused], 3);
+    rows('receipts-body', v.license.receipts, (r) => [r.license_id, r.state, r.file, r.counter, r.message], 5);
     countdown();
   }
 
