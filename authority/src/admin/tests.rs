@@ -272,6 +272,14 @@ async fn no_secret_or_token_text_is_ever_served() {
         .unwrap()
         .token;
     assert!(r.auth.issue(Some("wrong"), None).is_err());
+    // A revocation receipt waiting for the dongle (issue 17).
+    let rev = tether_keys::Revocation::sign(
+        r.auth.license().terms().id,
+        1,
+        tether_keys::UnixTime::now(),
+        &tether_keys::testkeys::vendor(),
+    );
+    r.auth.ask_receipt(&rev, 1).unwrap();
     let mut needles = vec![r.secret.clone()];
     for token in [&plain, &leased] {
         needles.push(token.clone());
@@ -316,6 +324,14 @@ async fn no_secret_or_token_text_is_ever_served() {
     assert_eq!(json["dongle"]["state"], "present");
     assert_eq!(json["tokens"][0]["service"], "backend");
     assert_eq!(json["tokens"][0]["issued"], 2);
+    let id = r.auth.license().terms().id.to_string();
+    assert_eq!(json["license"]["receipts"][0]["state"], "pending");
+    assert_eq!(
+        json["license"]["receipts"][0]["file"],
+        format!("receipts/{id}.pending")
+    );
+    assert_eq!(json["license"]["site_request_text"], "none");
+    assert!(html.contains("receipts-body") && html.contains(&format!("receipts/{id}.pending")));
     for (path, head, body) in &served {
         let hay = String::from_utf8_lossy(body);
         for needle in &needles {
