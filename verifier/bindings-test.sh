@@ -78,7 +78,7 @@ for v in json.load(open(sys.argv[1]))["vectors"]:
     print("\t".join([v["name"], v["expected"], str(v["now"]), e["service"], ",".join(e["features"]),
                      str(e["leeway"]), e["instance"] or "", v["nonce"] or "",
                      "-" if v["accepted"] is None else "=" + ",".join(v["accepted"]), v["token"],
-                     v["vendor_pub"].replace("\n", "\\n")]))
+                     "1" if e["refuse_grace"] else "0", v["vendor_pub"].replace("\n", "\\n")]))
 PY
 # shellcheck disable=SC2046 # pkg-config prints several words on purpose
 gcc "${cflags[@]}" -o "$work/conformance" verifier/c/tests/conformance.c \

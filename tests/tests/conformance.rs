@@ -64,6 +64,9 @@ fn every_vector_gets_its_expected_result() {
         if let Some(id) = e["instance"].as_str() {
             expect = expect.instance(id);
         }
+        if e["refuse_grace"].as_bool().unwrap() {
+            expect = expect.refuse_grace();
+        }
         let verifier = Verifier::new(vendor, expect);
         let token = v["token"].as_str().unwrap();
         let now = tether_keys::UnixTime::from_secs(v["now"].as_u64().unwrap());

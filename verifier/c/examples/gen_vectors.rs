@@ -32,6 +32,10 @@ struct Expect {
     /// Seconds.
     leeway: u64,
     instance: Option<String>,
+    /// Refuse tokens issued in the license's grace period (Rust
+    /// `Expectations::refuse_grace`, C `tether_verifier_refuse_grace`,
+    /// Python `Verifier(..., refuse_grace=True)`).
+    refuse_grace: bool,
 }
 
 #[derive(Serialize)]
@@ -229,6 +233,7 @@ fn main() {
         features: vec![],
         leeway: 5,
         instance: None,
+        refuse_grace: false,
     };
     let base = Mint::default();
     let mut vectors = Vec::new();
@@ -347,6 +352,15 @@ fn main() {
         "issued in the license's grace period (grace claim: its end); accepted by default",
         in_grace.token(),
         &|_| {},
+    );
+    add(
+        "fail_grace_refused",
+        "the same token, for a service that refuses grace",
+        in_grace.token(),
+        &|v| {
+            v.expect.refuse_grace = true;
+            v.expected = "expired".into();
+        },
     );
     add(
         "fail_after_grace",

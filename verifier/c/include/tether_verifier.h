@@ -157,6 +157,22 @@ enum TetherStatus tether_verifier_new_from_pem(const uint8_t *pem,
 // before, and no other thread uses it during or after the call.
 void tether_verifier_free(struct TetherVerifier *verifier);
 
+// Makes `verifier` refuse tokens issued in the license's grace period
+// (a `grace` claim, `formats.md` "Token claims") and every token once the
+// license's `not_after` has passed, as Rust's
+// `Expectations::refuse_grace` does. By default a verifier accepts them:
+// the vendor signed the grace. A separate call, not a field of
+// `TetherExpectations`, so that struct keeps its layout (ABI) across
+// releases. Cannot be undone; the verifier's chain cache starts empty.
+//
+// Returns `TETHER_STATUS_OK`, `TETHER_STATUS_NULL_ARGUMENT` (verifier
+// NULL) or `TETHER_STATUS_INTERNAL_PANIC`.
+//
+// # Safety
+// `verifier` is NULL or a live handle that no other thread uses during the
+// call (call it right after `tether_verifier_new_*`, before sharing it).
+enum TetherStatus tether_verifier_refuse_grace(struct TetherVerifier *verifier);
+
 // Verifies `token` (a compact JWT, NUL-terminated) down the whole chain to
 // the vendor key, at `now` (UNIX seconds; 0: the system clock), requiring
 // it to echo `nonce` unless `nonce` is NULL.

@@ -310,6 +310,34 @@ pub unsafe extern "C" fn tether_verifier_free(verifier: *mut TetherVerifier) {
     });
 }
 
+/// Makes `verifier` refuse tokens issued in the license's grace period
+/// (a `grace` claim, `formats.md` "Token claims") and every token once the
+/// license's `not_after` has passed, as Rust's
+/// `Expectations::refuse_grace` does. By default a verifier accepts them:
+/// the vendor signed the grace. A separate call, not a field of
+/// `TetherExpectations`, so that struct keeps its layout (ABI) across
+/// releases. Cannot be undone; the verifier's chain cache starts empty.
+///
+/// Returns `TETHER_STATUS_OK`, `TETHER_STATUS_NULL_ARGUMENT` (verifier
+/// NULL) or `TETHER_STATUS_INTERNAL_PANIC`.
+///
+/// # Safety
+/// `verifier` is NULL or a live handle that no other thread uses during the
+/// call (call it right after `tether_verifier_new_*`, before sharing it).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tether_verifier_refuse_grace(
+    verifier: *mut TetherVerifier,
+) -> TetherStatus {
+    guard(|| {
+        if verifier.is_null() {
+            return Err(Fail::new(TetherStatus::NullArgument, "verifier is NULL"));
+        }
+        // SAFETY: not NULL, a live handle used by no one else (caller's promise).
+        unsafe { &mut *verifier }.refuse_grace();
+        Ok(())
+    })
+}
+
 /// Verifies `token` (a compact JWT, NUL-terminated) down the whole chain to
 /// the vendor key, at `now` (UNIX seconds; 0: the system clock), requiring
 /// it to echo `nonce` unless `nonce` is NULL.

@@ -553,6 +553,9 @@ fn the_conformance_set_through_the_c_abi() {
                 tether_verifier_new_from_pem(pem.as_ptr(), pem.len(), &expect, &mut handle),
                 TetherStatus::Ok
             );
+            if e["refuse_grace"].as_bool().unwrap() {
+                assert_eq!(tether_verifier_refuse_grace(handle), TetherStatus::Ok);
+            }
             let now = v["now"].as_u64().unwrap();
             let status = match &accepted_ptrs {
                 Some(list) => tether_verify_fresh(

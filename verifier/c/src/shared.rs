@@ -268,6 +268,15 @@ impl TetherVerifier {
 }
 
 impl TetherVerifier {
+    /// From now on, refuse tokens issued in the license's grace period
+    /// (a `grace` claim) and every token after the license's `not_after`:
+    /// [`Expectations::refuse_grace`]. A fresh verifier is built: the
+    /// chain cache starts empty.
+    pub fn refuse_grace(&mut self) {
+        self.expect = self.expect.clone().refuse_grace();
+        self.verifier = Verifier::new(self.vendor, self.expect.clone());
+    }
+
     /// A verifier for the vendor key in `pem` (PEM text) and these
     /// expectations.
     ///

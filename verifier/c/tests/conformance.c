@@ -3,10 +3,11 @@
  * plus bad input across the boundary. verifier/bindings-test.sh flattens the
  * JSON into one line per vector, fields separated by tabs:
  *   name expected now service features(comma-separated) leeway instance nonce
- *   accepted token vendor_pub
+ *   accepted token refuse_grace vendor_pub
  * (an empty field is none; the PEM's newlines written as \n). accepted is
  * "-" for none (verify with tether_verify), else "=" and the accepted nonces
  * comma-separated (verify with tether_verify_fresh; "=" alone: none accepted).
+ * refuse_grace is 1 for a verifier made with tether_verifier_refuse_grace.
  * Prints "N passed, N failed"; exit 0 only when none failed.
  */
 #define _GNU_SOURCE
@@ -42,11 +43,11 @@ static char *unescape_newlines(char *s) {
 }
 
 static void run_vector(char *line) {
-    char *f[11];
-    for (int i = 0; i < 11; i++) {
+    char *f[12];
+    for (int i = 0; i < 12; i++) {
         f[i] = strsep(&line, "\t");
         if (!f[i]) {
-            check(0, "vector line", "fewer than 11 fields");
+            check(0, "vector line", "fewer than 12 fields");
             return;
         }
     }
@@ -69,12 +70,18 @@ static void run_vector(char *line) {
     for (char *p = f[8] + 1; fresh && p && *p && naccepted < 16;)
         accepted[naccepted++] = strsep(&p, ",");
     const char *token = f[9];
-    char *pem = unescape_newlines(f[10]);
+    int refuse_grace = strcmp(f[10], "1") == 0;
+    char *pem = unescape_newlines(f[11]);
 
     TetherVerifier *v = NULL;
     TetherStatus st = tether_verifier_new_from_pem((const uint8_t *)pem, strlen(pem), &expect, &v);
     if (st != TETHER_STATUS_OK) {
         check(0, name, tether_last_error());
+        return;
+    }
+    if (refuse_grace && tether_verifier_refuse_grace(v) != TETHER_STATUS_OK) {
+        check(0, name, tether_last_error());
+        tether_verifier_free(v);
         return;
     }
     char *claims = NULL;
@@ -119,6 +126,8 @@ static void bad_input(const char *pem) {
     char *claims = (char *)1;
     check(tether_verify(NULL, "x", NULL, 0, &claims) == TETHER_STATUS_NULL_ARGUMENT && !claims,
           "NULL verifier", NULL);
+    check(tether_verifier_refuse_grace(NULL) == TETHER_STATUS_NULL_ARGUMENT,
+          "refuse_grace: NULL verifier", NULL);
     check(tether_verify(v, NULL, NULL, 0, NULL) == TETHER_STATUS_NULL_ARGUMENT, "NULL token",
           NULL);
     check(tether_verify(v, "\xff\xfe.a.b", NULL, 0, NULL) == TETHER_STATUS_INVALID_UTF8,

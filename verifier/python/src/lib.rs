@@ -35,19 +35,25 @@ struct Verifier {
 #[pymethods]
 impl Verifier {
     /// `vendor_pub_pem`: the vendor public key as PEM text. `leeway`: clock
-    /// leeway in seconds.
+    /// leeway in seconds. `refuse_grace`: refuse tokens issued in the
+    /// license's grace period (`Expectations::refuse_grace`).
     #[new]
-    #[pyo3(signature = (vendor_pub_pem, service, features, leeway, instance=None))]
+    #[pyo3(signature = (vendor_pub_pem, service, features, leeway, instance=None, refuse_grace=false))]
     fn new(
         vendor_pub_pem: &str,
         service: &str,
         features: Vec<String>,
         leeway: u64,
         instance: Option<&str>,
+        refuse_grace: bool,
     ) -> PyResult<Self> {
-        TetherVerifier::from_pem(vendor_pub_pem, service, &features, leeway, instance)
-            .map(|inner| Verifier { inner })
-            .map_err(err)
+        let mut inner =
+            TetherVerifier::from_pem(vendor_pub_pem, service, &features, leeway, instance)
+                .map_err(err)?;
+        if refuse_grace {
+            inner.refuse_grace();
+        }
+        Ok(Verifier { inner })
     }
 
     /// `("ok", claims_json)` or `(reason_code, message)`. `now`: UNIX

@@ -25,7 +25,8 @@ def run(verifier, v):
 def test_vector(v):
     e = v["expect"]
     verifier = tv.Verifier(v["vendor_pub"], service=e["service"], features=e["features"],
-                           leeway=e["leeway"], instance=e["instance"])
+                           leeway=e["leeway"], instance=e["instance"],
+                           refuse_grace=e["refuse_grace"])
     if v["expected"] == "ok":
         claims = run(verifier, v)
         assert claims.aud == e["service"]

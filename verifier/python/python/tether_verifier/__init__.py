@@ -337,6 +337,10 @@ class Verifier:
     must be for. ``features``: features the license must grant. ``leeway``:
     clock leeway in seconds for every time check (default 5). ``instance``:
     this consumer's instance id; tokens issued to another are refused.
+    ``refuse_grace``: refuse tokens issued in the license's vendor-signed
+    grace period (they carry a ``grace`` claim) and every token once the
+    license's ``not_after`` has passed (:class:`TokenExpired`); by default they
+    are accepted.
 
     Raises :class:`BadKey` for a key that cannot be read or is not a vendor
     public key, :class:`InvalidArgument` for a bad instance id. Thread-safe.
@@ -349,6 +353,7 @@ class Verifier:
         features: Iterable[str] = (),
         leeway: int = 5,
         instance: Optional[str] = None,
+        refuse_grace: bool = False,
     ) -> None:
         if leeway < 0:
             raise InvalidArgument("leeway must be at least 0 seconds")
@@ -357,8 +362,15 @@ class Verifier:
         self.features: Tuple[str, ...] = tuple(features)
         self.leeway = int(leeway)
         self.instance = instance
+        self.refuse_grace = bool(refuse_grace)
         self._native = _native_call(
-            _native.Verifier, self._pem, service, list(self.features), self.leeway, instance
+            _native.Verifier,
+            self._pem,
+            service,
+            list(self.features),
+            self.leeway,
+            instance,
+            self.refuse_grace,
         )
 
     def verify(

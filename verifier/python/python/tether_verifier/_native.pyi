@@ -14,6 +14,7 @@ class Verifier:
         features: List[str],
         leeway: int,
         instance: Optional[str] = None,
+        refuse_grace: bool = False,
     ) -> None: ...
     def verify(
         self, token: str, nonce: Optional[str] = None, now: Optional[int] = None
