@@ -32,6 +32,7 @@ use crate::leases::{self, Acquired, Leases};
 pub use crate::license::ActiveLicense;
 use crate::metrics::Metrics;
 use crate::state::StateStore;
+use tether_keys::ledger::Event as LedgerEvent;
 
 /// How far before its issue time a token's `nbf` lies, in seconds, so that
 /// consumers whose clocks run a little behind the authority's accept it (the
@@ -118,6 +119,11 @@ impl Session {
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
+
+    /// The token signer (the session key), for the ledger's checkpoints.
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
 }
 
 /// Settings of issuance.
@@ -166,6 +172,8 @@ pub struct Authority {
     pub license_check: tokio::sync::Notify,
     /// Verdicts on license installs, for `/events` (`event: license`).
     pub license_events: tokio::sync::broadcast::Sender<crate::license::Verdict>,
+    /// The usage ledger (issue 18), once [`crate::load`] attaches it.
+    pub ledger: crate::ledger::Slot,
 }
 
 impl Authority {
@@ -245,6 +253,7 @@ impl Authority {
             revoked_below,
             license_check: tokio::sync::Notify::new(),
             license_events: tokio::sync::broadcast::channel(16).0,
+            ledger: crate::ledger::Slot::default(),
         }
     }
 
@@ -308,6 +317,7 @@ impl Authority {
         let fingerprint = session.fingerprint().to_string();
         let cert_not_after = session.cert().request.not_after;
         let serial = session.cert().serial.clone();
+        let ledger_serial = serial.clone();
         *self.session.write() = Some(session);
         let was_present = {
             let mut st = self.status.lock();
@@ -324,6 +334,10 @@ impl Authority {
             was
         };
         if !was_present {
+            self.ledger.append(LedgerEvent::DonglePresent {
+                serial: ledger_serial,
+                counter,
+            });
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
                 state: PresenceState::Present,
@@ -354,6 +368,9 @@ impl Authority {
             st.cert_not_after = None;
         }
         if was_present {
+            self.ledger.append(LedgerEvent::DongleAbsent {
+                reason: reason.to_string(),
+            });
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
                 state: PresenceState::Absent,
@@ -376,6 +393,9 @@ impl Authority {
     pub fn refuse_dongle(&self, reason: &str) {
         self.metrics.dongle_refused(self.now().secs(), reason);
         self.status.lock().refused_dongles += 1;
+        self.ledger.append(LedgerEvent::DongleRefused {
+            reason: reason.to_string(),
+        });
         self.set_absent(reason);
     }
 
@@ -410,7 +430,14 @@ impl Authority {
         expires: UnixTime,
         peer: Option<std::net::SocketAddr>,
     ) -> Result<(), Refusal> {
-        match self.leases.acquire(service, instance, now, expires, peer) {
+        let acquired = self.leases.acquire(service, instance, now, expires, peer);
+        if let Ok(Acquired::New) = acquired {
+            self.ledger.append(LedgerEvent::LeaseAcquired {
+                service: service.to_string(),
+                instance: instance.to_string(),
+            });
+        }
+        match acquired {
             Ok(Acquired::Renewed) => Ok(()),
             Ok(Acquired::New) if !self.leases.is_limited(service) => Ok(()),
             Ok(Acquired::New) => {
@@ -522,6 +549,9 @@ impl Authority {
                 tracing::warn!(error = %e, "cannot persist a released lease");
             }
         }
+        if let Some(ledger) = self.ledger.get() {
+            ledger.released(service, instance);
+        }
         tracing::debug!(service, instance, "lease released");
         Ok(())
     }
@@ -567,6 +597,13 @@ impl Authority {
         }
         if let Some(service) = service {
             self.metrics.service_outcome(service, result.is_ok());
+        }
+        if let Some(ledger) = self.ledger.get() {
+            let now = self.now();
+            match &result {
+                Ok(_) => ledger.token(service.unwrap_or("-"), now),
+                Err(r) => ledger.refusal(service.unwrap_or("-"), r.kind().as_str(), now),
+            }
         }
         result
     }
@@ -739,6 +776,10 @@ impl Authority {
                     self.settings.rate_limit
                 ),
             ));
+        }
+        // Fail closed: no token the usage ledger cannot count.
+        if let Some(Err(e)) = self.ledger.get().map(|l| l.healthy()) {
+            return Err(Refusal::new(RefusalCode::Internal, e.to_string()));
         }
         let now = self.now();
         // Held until the token is signed (see the `session` field).

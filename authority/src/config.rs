@@ -69,6 +69,10 @@ pub struct Args {
     /// and localhost); repeat or comma-separate for several.
     #[arg(long, env = "TETHER_ADMIN_HOST", value_delimiter = ',')]
     pub admin_host: Vec<String>,
+    /// Size at which the usage ledger starts a new segment file, in bytes
+    /// (default 64 MiB; at least 1024).
+    #[arg(long, env = "TETHER_LEDGER_SEGMENT_SIZE")]
+    pub ledger_segment_size: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags, by the same names.
@@ -89,6 +93,7 @@ struct File {
     log_json: Option<bool>,
     admin_listen: Option<String>,
     admin_host: Option<Vec<String>>,
+    ledger_segment_size: Option<u64>,
 }
 
 /// An address to serve the HTTP API on.
@@ -148,6 +153,8 @@ pub struct Config {
     pub admin_listen_default: bool,
     /// Extra host names the admin page answers to (lowercase).
     pub admin_hosts: Vec<String>,
+    /// Size bound of a usage ledger segment, in bytes.
+    pub ledger_segment_size: u64,
 }
 
 /// The admin page's default listener: loopback only.
@@ -280,6 +287,13 @@ impl Config {
         } else {
             args.admin_host
         })?;
+        let ledger_segment_size = args
+            .ledger_segment_size
+            .or(file.ledger_segment_size)
+            .unwrap_or(crate::ledger::DEFAULT_SEGMENT_BYTES);
+        if ledger_segment_size < 1024 {
+            bail!("ledger-segment-size must be at least 1024 bytes");
+        }
         Ok(Config {
             license,
             vendor_pub,
@@ -299,6 +313,7 @@ impl Config {
             admin_listen,
             admin_listen_default,
             admin_hosts,
+            ledger_segment_size,
         })
     }
 }

@@ -102,6 +102,10 @@ impl Authority {
             self.leases
                 .set_seats(service, new.terms().seats_for(service));
         }
+        self.ledger
+            .append(tether_keys::ledger::Event::LicenseInstalled {
+                license: new.encoded().to_vec(),
+            });
         self.license_slot().store(Arc::new(ActiveLicense::new(new)));
     }
 
@@ -195,6 +199,10 @@ impl Authority {
             .map_err(|e| e.to_string())?;
         self.revoked_below
             .fetch_max(rev.through_sequence.saturating_add(1), Ordering::Relaxed);
+        self.ledger
+            .append(tether_keys::ledger::Event::LicenseRevoked {
+                through: rev.through_sequence,
+            });
         Ok(if self.is_revoked() {
             format!(
                 "license {id} revoked through sequence {}: no more tokens",
