@@ -87,7 +87,16 @@ pub async fn token(
     let issued = match (issued, auth.ledger.get()) {
         (Ok(body), Some(ledger)) => match ledger.durable().await {
             Ok(()) => Ok(body),
-            Err(e) => Err(Refusal::new(RefusalCode::Internal, e.to_string())),
+            Err(e) => {
+                if let Some(service) = auth::bearer(&headers)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| auth.authenticate(b))
+                {
+                    ledger.uncount(service, auth.now());
+                }
+                Err(Refusal::new(RefusalCode::Internal, e.to_string()))
+            }
         },
         (other, _) => other,
     };

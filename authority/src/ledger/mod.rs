@@ -111,6 +111,10 @@ struct Shared {
     tally_dirty: bool,
     /// Minutes closed into records since the pending file was last reset.
     tally_reset: bool,
+    /// The head's sequence when the pending file was last reset: its frames
+    /// carry this plus one, so a restart tells counts already closed into
+    /// records (at a later sequence) from counts still open.
+    tally_base: u64,
     /// Live instances by service at the last minute close (for lapses).
     live: BTreeMap<String, BTreeSet<String>>,
     /// Instances that gave their seat back since the last close.
@@ -314,11 +318,15 @@ impl Files {
     }
 }
 
-fn tally_frames(tallies: &BTreeMap<(u64, String), Counts>, time: UnixTime) -> Vec<u8> {
+fn tally_frames(
+    tallies: &BTreeMap<(u64, String), Counts>,
+    sequence: u64,
+    time: UnixTime,
+) -> Vec<u8> {
     let mut out = Vec::new();
     for ((minute, service), c) in tallies {
         let rec = Record {
-            sequence: 1,
+            sequence,
             time,
             prev: [0; 32],
             event: Event::TokenMinute(TokenMinute {
@@ -354,7 +362,8 @@ impl Ledger {
         }
         let mut head = LedgerHead::default();
         let mut repaired = None;
-        let mut minutes_seen = BTreeSet::new();
+        // The latest record of each (minute, service) closed, by sequence.
+        let mut minutes_seen: BTreeMap<(u64, String), u64> = BTreeMap::new();
         let paths = segments(dir)?;
         let (segment, segment_path, index, len) = match paths.last() {
             None => {
@@ -380,7 +389,7 @@ impl Ledger {
                 }
                 for (r, _) in &records {
                     if let Event::TokenMinute(m) = &r.event {
-                        minutes_seen.insert((m.minute, m.service.clone()));
+                        minutes_seen.insert((m.minute, m.service.clone()), r.sequence);
                     }
                 }
                 let mut f = open_append(last)?;
@@ -402,12 +411,12 @@ impl Ledger {
         };
         // The open minute a crash left: the last count of each (minute, service).
         let pending_path = dir.join(PENDING_FILE);
-        let mut leftover: BTreeMap<(u64, String), TokenMinute> = BTreeMap::new();
+        let mut leftover: BTreeMap<(u64, String), (u64, TokenMinute)> = BTreeMap::new();
         if let Ok(bytes) = std::fs::read(&pending_path) {
             let mut at = 0;
             while let Frame::Whole(rec, _, used) = read_frame(&bytes[at..]) {
                 if let Event::TokenMinute(m) = rec.event {
-                    leftover.insert((m.minute, m.service.clone()), m);
+                    leftover.insert((m.minute, m.service.clone()), (rec.sequence, m));
                 }
                 at += used;
             }
@@ -439,11 +448,13 @@ impl Ledger {
             if let Some(event) = repaired {
                 append_locked(&mut s, now, event);
             }
-            for (key, m) in leftover {
-                if !minutes_seen.contains(&key) {
+            for (key, (base, m)) in leftover {
+                // Closed into a record after the frame's reset: already counted.
+                if minutes_seen.get(&key).is_none_or(|seq| *seq < base) {
                     append_locked(&mut s, now, Event::TokenMinute(m));
                 }
             }
+            s.tally_base = s.head.sequence;
             let bytes = std::mem::take(&mut s.pending);
             files.append(&bytes)?;
             files.write_tallies(&[], true)?;
@@ -476,7 +487,7 @@ impl Ledger {
                     return;
                 }
                 let tallies = (s.tally_dirty || s.tally_reset)
-                    .then(|| tally_frames(&s.tallies, UnixTime::now()));
+                    .then(|| tally_frames(&s.tallies, s.tally_base + 1, UnixTime::now()));
                 let reset = s.tally_reset;
                 s.tally_dirty = false;
                 s.tally_reset = false;
@@ -538,6 +549,24 @@ impl Ledger {
     /// Counts a refusal of `service` (`-` when unknown) with `code`.
     pub fn refusal(&self, service: &str, code: &str, now: UnixTime) {
         self.tally(service, now, Some(code));
+    }
+
+    /// Takes back a token counted by [`Ledger::token`] that was never sent
+    /// (its count could not be made durable): the count the writer keeps
+    /// trying to write is the tokens that went out.
+    pub fn uncount(&self, service: &str, now: UnixTime) {
+        let mut s = self.shared.lock();
+        let minute = now.secs() / 60 * 60;
+        // The token was counted in this minute or the one before.
+        for m in [minute, minute.saturating_sub(60)] {
+            if let Some(c) = s.tallies.get_mut(&(m, service.to_string()))
+                && c.issued > 0
+            {
+                c.issued -= 1;
+                s.tally_dirty = true;
+                return;
+            }
+        }
     }
 
     fn tally(&self, service: &str, now: UnixTime, refused: Option<&str>) {
@@ -752,6 +781,7 @@ impl Ledger {
         s.live = live;
         s.last_close = this;
         s.tally_reset = true;
+        s.tally_base = s.head.sequence;
         self.work.notify_one();
     }
 
@@ -988,5 +1018,22 @@ mod tests {
             .unwrap();
         assert_eq!(minute.issued, 7);
         assert_eq!(minute.refused["rate_limited"], 1);
+        // A second crash in the same minute: its counts are not the first's.
+        for _ in 0..2 {
+            again.token("backend", now);
+        }
+        again.sync().unwrap();
+        std::mem::forget(again);
+        let third = Ledger::open(&path, DEFAULT_SEGMENT_BYTES, now).unwrap();
+        third.sync().unwrap();
+        let issued: Vec<u32> = read_all(&path)
+            .unwrap()
+            .iter()
+            .filter_map(|(r, _)| match &r.event {
+                Event::TokenMinute(m) => Some(m.issued),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(issued, [7, 2]);
     }
 }
