@@ -81,7 +81,7 @@ pub enum Event {
         cert: Vec<u8>,
     },
     /// A session-key-signed checkpoint of the head before it (kind 7).
-    Checkpoint(Checkpoint),
+    Checkpoint(Box<Checkpoint>),
     /// Token issuance of one service in one minute (kind 8): aggregated,
     /// because a record per token would cost ~50 bytes a token.
     TokenMinute(TokenMinute),
@@ -370,11 +370,11 @@ impl Event {
                     hash: r.array()?,
                 };
                 let session_key = PublicKey::from_bytes(&r.array()?)?;
-                Event::Checkpoint(Checkpoint {
+                Event::Checkpoint(Box::new(Checkpoint {
                     head,
                     session_key,
                     signature: r.array()?,
-                })
+                }))
             }
             8 => {
                 let service = name8(r)?;
@@ -507,7 +507,7 @@ impl Record {
 #[derive(Debug)]
 pub enum Frame {
     /// A whole, decodable record, its hash, and the frame's length.
-    Whole(Record, Hash, usize),
+    Whole(Box<Record>, Hash, usize),
     /// The bytes end inside a frame: a torn tail (or more is coming).
     NeedMore,
     /// The frame's check does not match or its record does not decode.
@@ -539,7 +539,7 @@ pub fn read_frame(bytes: &[u8]) -> Frame {
         });
     }
     match Record::decode(encoded) {
-        Ok(r) => Frame::Whole(r, hash, total),
+        Ok(r) => Frame::Whole(Box::new(r), hash, total),
         Err(e) => Frame::Bad(e),
     }
 }
@@ -610,7 +610,7 @@ impl Export {
         for _ in 0..count {
             match read_frame(rest) {
                 Frame::Whole(rec, hash, used) => {
-                    records.push((rec, hash));
+                    records.push((*rec, hash));
                     rest = &rest[used..];
                 }
                 Frame::NeedMore => {
@@ -930,9 +930,7 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
                 }
             }
             Event::DongleAbsent { .. } | Event::DongleRefused { .. } => {
-                if absent_since.is_none() {
-                    absent_since = Some(t);
-                }
+                absent_since.get_or_insert(t);
             }
             Event::DonglePresent { .. } => {}
             Event::Certificate { cert } => {
@@ -1276,7 +1274,7 @@ mod tests {
         assert_eq!(frame.len(), bytes.len() + FRAME_OVERHEAD);
         match read_frame(&frame) {
             Frame::Whole(r, h, n) => {
-                assert_eq!((r, h, n), (rec.clone(), hash, frame.len()));
+                assert_eq!((*r, h, n), (rec.clone(), hash, frame.len()));
             }
             other => panic!("{other:?}"),
         }
@@ -1317,13 +1315,13 @@ mod tests {
                 reason: "x".repeat(MAX_TEXT_LEN),
             },
             Event::Certificate { cert: vec![9; 300] },
-            Event::Checkpoint(Checkpoint::sign(
+            Event::Checkpoint(Box::new(Checkpoint::sign(
                 &LedgerHead {
                     sequence: 3,
                     hash: [3; 32],
                 },
                 &testkeys::session(),
-            )),
+            ))),
             Event::TokenMinute(TokenMinute {
                 service: "backend".into(),
                 minute: 120,
@@ -1444,7 +1442,10 @@ mod tests {
         push(
             &mut records,
             t0 + 200,
-            Event::Checkpoint(Checkpoint::sign(&head.unwrap(), &testkeys::session())),
+            Event::Checkpoint(Box::new(Checkpoint::sign(
+                &head.unwrap(),
+                &testkeys::session(),
+            ))),
         );
         Export {
             exported_at: UnixTime::from_secs(t0 + 300),

@@ -219,7 +219,7 @@ pub fn scan(path: &Path) -> Result<Scan, LedgerError> {
     while at < bytes.len() {
         match read_frame(&bytes[at..]) {
             Frame::Whole(rec, hash, used) => {
-                out.records.push((rec, hash));
+                out.records.push((*rec, hash));
                 at += used;
             }
             Frame::NeedMore | Frame::Bad(_) => break,
@@ -415,8 +415,8 @@ impl Ledger {
         if let Ok(bytes) = std::fs::read(&pending_path) {
             let mut at = 0;
             while let Frame::Whole(rec, _, used) = read_frame(&bytes[at..]) {
-                if let Event::TokenMinute(m) = rec.event {
-                    leftover.insert((m.minute, m.service.clone()), (rec.sequence, m));
+                if let Event::TokenMinute(m) = &rec.event {
+                    leftover.insert((m.minute, m.service.clone()), (rec.sequence, m.clone()));
                 }
                 at += used;
             }
@@ -682,7 +682,7 @@ impl Ledger {
             append_locked(
                 &mut s,
                 UnixTime::now(),
-                Event::Checkpoint(signer.sign_checkpoint(&head)),
+                Event::Checkpoint(Box::new(signer.sign_checkpoint(&head))),
             );
         }
         self.sync().map(|_| ())
@@ -805,7 +805,7 @@ impl Ledger {
                 append_locked(
                     &mut s,
                     UnixTime::now(),
-                    Event::Checkpoint(signer.sign_checkpoint(&head)),
+                    Event::Checkpoint(Box::new(signer.sign_checkpoint(&head))),
                 );
             }
             s.closed = true;
