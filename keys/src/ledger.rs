@@ -83,7 +83,7 @@ pub enum Event {
     /// A session-key-signed checkpoint of the head before it (kind 7).
     Checkpoint(Box<Checkpoint>),
     /// Token issuance of one service in one minute (kind 8): aggregated,
-    /// because a record per token would cost ~50 bytes a token.
+    /// because a record per token would cost ~80 bytes a token.
     TokenMinute(TokenMinute),
     /// A new instance took a seat (kind 9).
     LeaseAcquired {
