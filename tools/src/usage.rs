@@ -66,6 +66,13 @@ fn export(args: &UsageExportArgs) -> anyhow::Result<ExitCode> {
             .position(|(r, _)| r.time >= t)
             .unwrap_or(all.len())
     });
+    // Back to the certificate in force at that point, so the checkpoints
+    // that follow are under a session key the export itself certifies.
+    let start = all[..start]
+        .iter()
+        .rposition(|(r, _)| matches!(r.event, Event::Certificate { .. }))
+        .filter(|_| start > 0 && start < all.len())
+        .unwrap_or(start);
     let records = all[start..].to_vec();
     let export = Export {
         exported_at: UnixTime::now(),
