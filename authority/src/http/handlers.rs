@@ -94,6 +94,7 @@ pub async fn token(
                     .and_then(|b| auth.authenticate(b))
                 {
                     ledger.uncount(service, auth.now());
+                    ledger.refusal(service, RefusalCode::Internal.as_str(), auth.now());
                 }
                 Err(Refusal::new(RefusalCode::Internal, e.to_string()))
             }
