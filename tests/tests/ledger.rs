@@ -534,10 +534,14 @@ fn a_full_disk_fails_closed_and_loses_nothing() {
         .args(["if=/dev/zero", "bs=64k"])
         .arg(format!("of={}", filler.display()))
         .output();
+    // Counts of the open minute are written in place (no new space), so
+    // new instances, each a record appended, are what runs into the full disk.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut refused = None;
+    let mut n = 0;
     while Instant::now() < deadline {
-        let r = http::get(&url, "/token?instance=f-1", Some(secret)).unwrap();
+        n += 1;
+        let r = http::get(&url, &format!("/token?instance=f-{n}"), Some(secret)).unwrap();
         if r.status == 200 {
             sent += 1;
         } else {
