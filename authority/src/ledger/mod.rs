@@ -63,7 +63,7 @@ pub const SEGMENT_MAGIC: &[u8] = b"tether/ledger-segment/v1\0";
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// The open minute's counts.
 const PENDING_FILE: &str = "minute.pending";
-/// Size of each of the two snapshot slots of [`PENDING_FILE`], in bytes.
+/// Size of each of the two snapshot slots of `minute.pending`, in bytes.
 pub const SLOT_BYTES: u64 = 128 * 1024;
 /// Bytes before a slot's frames: generation u64, length u32, check [u8; 8].
 const SLOT_HEADER: usize = 20;
@@ -157,7 +157,7 @@ struct Files {
     len: u64,
     segment_bytes: u64,
     pending: File,
-    /// The generation of the last snapshot written to [`PENDING_FILE`].
+    /// The generation of the last snapshot written to `minute.pending`.
     generation: u64,
 }
 
