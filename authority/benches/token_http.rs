@@ -8,7 +8,10 @@
 //!
 //! `cargo bench -p tether-authority --bench token_http` (needs `wrk`:
 //! `apt-get install wrk`). Load: wrk, 1 thread, 64 connections, loopback.
-//! Targets: token throughput >= 85% of the one-signature endpoint;
+//! Every `/token` row runs with the usage ledger on (a token waits for the
+//! group commit of its count); "no ledger" is the same server without it.
+//! Targets: token throughput >= 85% of the one-signature endpoint (>= 80%
+//! with the usage ledger on);
 //! unplug-to-refusal p99 < 50 ms; resident memory < 20 MiB at load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -197,6 +200,7 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
         admin_listen_default: false,
         admin_hosts: Vec::new(),
         expiry_warnings: Vec::new(),
+        ledger_segment_size: tether_authority::ledger::DEFAULT_SEGMENT_BYTES,
     };
     let _ = config::DEFAULT_CONFIG;
     (config, dongle_key, secret, seated)
@@ -216,6 +220,36 @@ struct Served {
 /// An authority, its emulated dongle and watchdog, served with `extra`
 /// routes on a loopback port of `runtime`; ready to issue.
 fn serve(runtime: &tokio::runtime::Runtime, dir: &Path, nonce_period: u32) -> Served {
+    serve_with(runtime, dir, nonce_period, true)
+}
+
+/// `tether_authority::load` without the usage ledger: the same checks and
+/// settings, for the "ledger off" comparison only (tetherd has no such switch).
+fn load_without_ledger(config: &Config) -> Arc<tether_authority::Authority> {
+    let (vendor, _) = keyfile::read_public_key::<Vendor>(&config.vendor_pub).unwrap();
+    let license = keyfile::read_license(&config.license).unwrap();
+    license.verify(&vendor).unwrap();
+    let store = tether_authority::state::StateStore::open(&config.state_dir).unwrap();
+    let credentials = CredentialFile::load(&config.credentials, false).unwrap();
+    let settings = tether_authority::authority::IssueSettings {
+        token_ttl: config.token_ttl,
+        clock_tolerance: config.clock_tolerance,
+        rate_limit: config.rate_limit,
+    };
+    Arc::new(tether_authority::Authority::new(
+        license,
+        credentials,
+        settings,
+        store,
+    ))
+}
+
+fn serve_with(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    nonce_period: u32,
+    ledger: bool,
+) -> Served {
     std::fs::create_dir_all(dir).unwrap();
     let (config, dongle_key, secret, seated) = provision(dir, nonce_period);
     // No rate limit on the emulated dongle: the benchmark re-plugs it 100 times.
@@ -228,7 +262,11 @@ fn serve(runtime: &tokio::runtime::Runtime, dir: &Path, nonce_period: u32) -> Se
         &dir.join("dongle.sock"),
     )
     .unwrap();
-    let auth = tether_authority::load(&config).unwrap();
+    let auth = if ledger {
+        tether_authority::load(&config).unwrap()
+    } else {
+        load_without_ledger(&config)
+    };
     let stop = CancellationToken::new();
     let watchdog = {
         // The watchdog follows the token through a task on this runtime.
@@ -265,6 +303,61 @@ fn serve(runtime: &tokio::runtime::Runtime, dir: &Path, nonce_period: u32) -> Se
         stop,
         watchdog,
     }
+}
+
+/// What the ledger costs on disk: its records as measured in `dir` (the
+/// plain server's, after the load), and a day at 10 services x 100
+/// instances refreshing every 30 s with a certificate every 150 s.
+fn ledger_figures(dir: &Path) {
+    use tether_keys::ledger::{Event, FRAME_OVERHEAD, TokenMinute};
+    let records = tether_authority::ledger::read_all(dir).unwrap();
+    let bytes: u64 = tether_authority::ledger::segments(dir)
+        .unwrap()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let size = |kind: &str| {
+        let sizes: Vec<usize> = records
+            .iter()
+            .filter(|(r, _)| r.event.name() == kind)
+            .map(|(r, _)| r.encode().len() + FRAME_OVERHEAD)
+            .collect();
+        (
+            sizes.iter().sum::<usize>() / sizes.len().max(1),
+            sizes.len(),
+        )
+    };
+    let (cert, _) = size("certificate");
+    let (checkpoint, _) = size("checkpoint");
+    let (lease, _) = size("lease_acquired");
+    println!(
+        "  usage ledger after the load: {} records in {bytes} bytes ({} bytes a record on average; certificate {cert}, checkpoint {checkpoint}, lease {lease})",
+        records.len(),
+        bytes / records.len().max(1) as u64
+    );
+    let minute = tether_keys::ledger::Record {
+        sequence: 1,
+        time: tether_keys::UnixTime::now(),
+        prev: [0; 32],
+        event: Event::TokenMinute(TokenMinute {
+            service: "service-0".into(),
+            minute: 0,
+            issued: 200,
+            instances: 100,
+            refused: Default::default(),
+        }),
+    };
+    let minute_bytes = minute.encode().len() + FRAME_OVERHEAD;
+    // Per day: one token-minute record per service per minute, a
+    // certificate and a checkpoint every 150 s (half of a 5 min
+    // certificate), and each of the 1,000 instances taking a seat once.
+    let per_day = 10 * 1440 * minute_bytes + (86_400 / 150) * (cert + checkpoint) + 1000 * lease;
+    let per_token = 1000 * 2 * 1440;
+    println!(
+        "  10 services x 100 instances every 30 s ({per_token} tokens a day): {minute_bytes} bytes a token-minute record, {:.2} MB a day ({:.2} bytes a token)",
+        per_day as f64 / 1e6,
+        per_day as f64 / per_token as f64
+    );
 }
 
 fn main() {
@@ -325,6 +418,8 @@ fn main() {
     } = serve(&runtime, &dir.path().join("plain"), 0);
     // The same server under a license with freshness (nonce period 1 min).
     let fresh = serve(&runtime, &dir.path().join("fresh"), 60);
+    // The plain server once more, without the usage ledger (for its cost).
+    let unledgered = serve_with(&runtime, &dir.path().join("unledgered"), 0, false);
     // The two reference endpoints, on their own listener of the same runtime.
     let bench_listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -447,8 +542,14 @@ fn main() {
     );
     let certs_before = fresh.auth.metrics.certificates();
     let fresh_started = Instant::now();
-    let mut runs: [Vec<Wrk>; 7] = Default::default();
+    let mut runs: [Vec<Wrk>; 8] = Default::default();
+    let unledgered_bearer = format!("Authorization: Bearer {}", unledgered.secret);
     for _ in 0..rounds {
+        runs[7].push(wrk(
+            &format!("{}/token", unledgered.base),
+            Some(&unledgered_bearer),
+            secs,
+        ));
         viewing.store(true, std::sync::atomic::Ordering::Relaxed);
         runs[6].push(wrk(&format!("{base}/token"), Some(&bearer), secs));
         viewing.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -471,7 +572,7 @@ fn main() {
     }
     let fresh_elapsed = fresh_started.elapsed();
     let fresh_certs = fresh.auth.metrics.certificates() - certs_before;
-    let [t, s, k, q, f, sf, a] = runs.map(|r| combine(&r));
+    let [t, s, k, q, f, sf, a, off] = runs.map(|r| combine(&r));
     let hwm = rss_kib("VmHWM:");
     let rss = rss_kib("VmRSS:");
     println!(
@@ -483,6 +584,7 @@ fn main() {
         ("one signature", &s),
         ("one sig. (fresh)", &sf),
         ("GET /token", &k),
+        ("/token, no ledger", &off),
         ("/token, admin open", &a),
         ("/token + seats", &q),
         ("/token + fresh", &f),
@@ -497,6 +599,13 @@ fn main() {
         100.0 * k.rps / s.rps,
         100.0 * k.rps / t.rps
     );
+    println!(
+        "  /token with the usage ledger on (every /token row but \"no ledger\") vs one signature: {:.1}%  (target >= 80%);  vs the ledger off: {:.1}%",
+        100.0 * k.rps / s.rps,
+        100.0 * k.rps / off.rps
+    );
+    ledger_figures(&dir.path().join("plain/state/ledger"));
+    unledgered.stop.cancel();
     println!(
         "  /token with the admin page open and streaming vs without: {:.1}%",
         100.0 * a.rps / k.rps

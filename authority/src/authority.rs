@@ -32,6 +32,7 @@ use crate::leases::{self, Acquired, Leases};
 pub use crate::license::ActiveLicense;
 use crate::metrics::Metrics;
 use crate::state::StateStore;
+use tether_keys::ledger::Event as LedgerEvent;
 
 /// How far before its issue time a token's `nbf` lies, in seconds, so that
 /// consumers whose clocks run a little behind the authority's accept it (the
@@ -118,6 +119,11 @@ impl Session {
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
+
+    /// The token signer (the session key), for the ledger's checkpoints.
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
 }
 
 /// What [`Authority::issuable`] found: a token can be signed.
@@ -184,6 +190,8 @@ pub struct Authority {
     /// The latest expiry notice, for `/events` (`event: expiry`; sent to a
     /// new stream first, like the presence state).
     pub expiry_events: watch::Sender<Option<crate::license::expiry::ExpiryEvent>>,
+    /// The usage ledger (issue 18), once [`crate::load`] attaches it.
+    pub ledger: crate::ledger::Slot,
 }
 
 impl Authority {
@@ -266,6 +274,7 @@ impl Authority {
             receipt_events: tokio::sync::broadcast::channel(16).0,
             jobs: crate::receipts::DongleJobs::default(),
             expiry_events: watch::channel(None).0,
+            ledger: crate::ledger::Slot::default(),
         }
     }
 
@@ -329,6 +338,7 @@ impl Authority {
         let fingerprint = session.fingerprint().to_string();
         let cert_not_after = session.cert().request.not_after;
         let serial = session.cert().serial.clone();
+        let ledger_serial = serial.clone();
         *self.session.write() = Some(session);
         let was_present = {
             let mut st = self.status.lock();
@@ -345,6 +355,10 @@ impl Authority {
             was
         };
         if !was_present {
+            self.ledger.append(LedgerEvent::DonglePresent {
+                serial: ledger_serial,
+                counter,
+            });
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
                 state: PresenceState::Present,
@@ -375,6 +389,9 @@ impl Authority {
             st.cert_not_after = None;
         }
         if was_present {
+            self.ledger.append(LedgerEvent::DongleAbsent {
+                reason: reason.to_string(),
+            });
             self.metrics.transition();
             self.events.send_replace(PresenceEvent {
                 state: PresenceState::Absent,
@@ -397,6 +414,9 @@ impl Authority {
     pub fn refuse_dongle(&self, reason: &str) {
         self.metrics.dongle_refused(self.now().secs(), reason);
         self.status.lock().refused_dongles += 1;
+        self.ledger.append(LedgerEvent::DongleRefused {
+            reason: reason.to_string(),
+        });
         self.set_absent(reason);
     }
 
@@ -431,7 +451,14 @@ impl Authority {
         expires: UnixTime,
         peer: Option<std::net::SocketAddr>,
     ) -> Result<(), Refusal> {
-        match self.leases.acquire(service, instance, now, expires, peer) {
+        let acquired = self.leases.acquire(service, instance, now, expires, peer);
+        if let Ok(Acquired::New) = acquired {
+            self.ledger.append(LedgerEvent::LeaseAcquired {
+                service: service.to_string(),
+                instance: instance.to_string(),
+            });
+        }
+        match acquired {
             Ok(Acquired::Renewed) => Ok(()),
             Ok(Acquired::New) if !self.leases.is_limited(service) => Ok(()),
             Ok(Acquired::New) => {
@@ -543,6 +570,9 @@ impl Authority {
                 tracing::warn!(error = %e, "cannot persist a released lease");
             }
         }
+        if let Some(ledger) = self.ledger.get() {
+            ledger.released(service, instance);
+        }
         tracing::debug!(service, instance, "lease released");
         Ok(())
     }
@@ -588,6 +618,13 @@ impl Authority {
         }
         if let Some(service) = service {
             self.metrics.service_outcome(service, result.is_ok());
+        }
+        if let Some(ledger) = self.ledger.get() {
+            let now = self.now();
+            match &result {
+                Ok(_) => ledger.token(service.unwrap_or("-"), now),
+                Err(r) => ledger.refusal(service.unwrap_or("-"), r.kind().as_str(), now),
+            }
         }
         result
     }
@@ -786,6 +823,10 @@ impl Authority {
                     self.settings.rate_limit
                 ),
             ));
+        }
+        // Fail closed: no token the usage ledger cannot count.
+        if let Some(Err(e)) = self.ledger.get().map(|l| l.healthy()) {
+            return Err(Refusal::new(RefusalCode::Internal, e.to_string()));
         }
         let now = self.now();
         // Held until the token is signed (see the `session` field).

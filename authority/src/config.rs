@@ -74,6 +74,10 @@ pub struct Args {
     /// license sequence, restarts included (default `30d,7d,1d`; `off` for none).
     #[arg(long, env = "TETHER_EXPIRY_WARNINGS")]
     pub expiry_warnings: Option<String>,
+    /// Size at which the usage ledger starts a new segment file, in bytes
+    /// (default 64 MiB; at least 1024).
+    #[arg(long, env = "TETHER_LEDGER_SEGMENT_SIZE")]
+    pub ledger_segment_size: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags, by the same names.
@@ -95,6 +99,7 @@ struct File {
     admin_listen: Option<String>,
     admin_host: Option<Vec<String>>,
     expiry_warnings: Option<String>,
+    ledger_segment_size: Option<u64>,
 }
 
 /// An address to serve the HTTP API on.
@@ -157,6 +162,8 @@ pub struct Config {
     /// How long before the license's end to warn, longest first
     /// (`--expiry-warnings`; [`crate::license::expiry`]).
     pub expiry_warnings: Vec<Duration>,
+    /// Size bound of a usage ledger segment, in bytes.
+    pub ledger_segment_size: u64,
 }
 
 /// The admin page's default listener: loopback only.
@@ -296,6 +303,13 @@ impl Config {
                 .unwrap_or(crate::license::expiry::DEFAULT_THRESHOLDS),
         )
         .context("expiry-warnings")?;
+        let ledger_segment_size = args
+            .ledger_segment_size
+            .or(file.ledger_segment_size)
+            .unwrap_or(crate::ledger::DEFAULT_SEGMENT_BYTES);
+        if ledger_segment_size < 1024 {
+            bail!("ledger-segment-size must be at least 1024 bytes");
+        }
         Ok(Config {
             license,
             vendor_pub,
@@ -316,6 +330,7 @@ impl Config {
             admin_listen_default,
             admin_hosts,
             expiry_warnings,
+            ledger_segment_size,
         })
     }
 }

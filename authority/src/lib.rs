@@ -17,6 +17,7 @@ mod daemon;
 pub mod freshness;
 pub mod http;
 pub mod leases;
+pub mod ledger;
 pub mod license;
 pub mod metrics;
 pub mod presence;
@@ -119,6 +120,23 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
         rate_limit: config.rate_limit,
     };
     let auth = Arc::new(Authority::new(license, credentials, settings, store));
+    // The usage ledger: opened (and repaired) before anything is served; a
+    // ledger that cannot be written stops the daemon here (fail closed).
+    let ledger = ledger::Ledger::open(
+        &config.state_dir.join("ledger"),
+        config.ledger_segment_size,
+        auth.now(),
+    )
+    .context("cannot open the usage ledger")?;
+    let mut run_id = [0u8; 16];
+    tether_keys::random_fill(&mut run_id);
+    ledger.append(tether_keys::ledger::Event::Start {
+        run: run_id,
+        software: env!("CARGO_PKG_VERSION").into(),
+        license: auth.license().encoded().to_vec(),
+    });
+    ledger.sync().context("cannot write the usage ledger")?;
+    auth.ledger.attach(ledger);
     if auth.is_revoked() {
         tracing::error!(license = %id, sequence, "this license was revoked by the vendor: every token is refused (license_revoked)");
     }
@@ -206,6 +224,12 @@ pub async fn run(
     tracing::info!("shutting down: draining requests");
     draining.cancel();
     while servers.join_next().await.is_some() {}
+    // Requests are done, the session is still held: the last minute, the
+    // stop record and a checkpoint under the session key (clean shutdown).
+    {
+        let auth = auth.clone();
+        let _ = tokio::task::spawn_blocking(move || ledger::shutdown(&auth)).await;
+    }
     stopping.cancel();
     let _ = tokio::task::spawn_blocking(move || watchdog.join()).await;
     auth.set_absent("authority stopped");

@@ -95,6 +95,11 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.str8()).collect()
     }
 
+    /// Everything not read yet (the caller decodes it further).
+    pub(crate) fn rest(self) -> &'a [u8] {
+        self.rest
+    }
+
     /// Nothing may be left.
     pub(crate) fn end(self) -> Result<()> {
         if self.rest.is_empty() {

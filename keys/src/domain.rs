@@ -16,6 +16,14 @@ pub const RECEIPT: &[u8] = b"tether/receipt/v1\0";
 /// Prefix of the message a dongle signs for a site request file.
 pub const SITE_REQUEST: &[u8] = b"tether/site-request/v1\0";
 
+/// Prefix of the bytes hashed for a usage ledger record's hash (not a
+/// signature: the chain's link, `docs/formats.md`, "Usage ledger").
+pub const LEDGER_RECORD: &[u8] = b"tether/ledger-record/v1\0";
+/// Prefix of the message a session key signs for a ledger checkpoint.
+pub const LEDGER_CHECKPOINT: &[u8] = b"tether/ledger-checkpoint/v1\0";
+/// The first bytes of a usage export file (its magic and version).
+pub const USAGE_EXPORT: &[u8] = b"tether/usage-export/v1\0";
+
 /// `tag || message`.
 pub fn tagged(tag: &[u8], message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(tag.len() + message.len());

@@ -21,6 +21,7 @@ mod error;
 pub mod fsutil;
 pub mod key;
 pub mod keyfile;
+pub mod ledger;
 pub mod license;
 pub mod merkle;
 pub mod receipt;

@@ -48,6 +48,15 @@ impl TokenSigner {
         })
     }
 
+    /// Signs a usage ledger checkpoint with the session key
+    /// ([`crate::ledger::Checkpoint`]; `docs/formats.md`, "Usage ledger").
+    pub fn sign_checkpoint(
+        &self,
+        head: &crate::delegation::LedgerHead,
+    ) -> crate::ledger::Checkpoint {
+        crate::ledger::Checkpoint::sign(head, &self.key)
+    }
+
     /// The session key's public half.
     pub fn public(&self) -> crate::PublicKey<Session> {
         self.key.public()

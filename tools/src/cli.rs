@@ -65,6 +65,9 @@ pub enum Command {
     /// signs what the site runs) and `tether site request verify`.
     #[command(subcommand)]
     Site(SiteCmd),
+    /// Usage reports: export the site's ledger, verify an export at the vendor.
+    #[command(subcommand)]
+    Usage(UsageCmd),
     /// Exit 0 when URL answers 200 (the container healthcheck; images carry no curl).
     Health {
         /// The URL to probe, e.g. http://127.0.0.1:7443/healthz.
@@ -686,6 +689,50 @@ pub enum StateCmd {
     /// Set the clock high-water mark to now, after the system clock ran ahead
     /// by mistake and was set right (stop tetherd first; docs/deploy-vm.md).
     ResetClock(StateDirArgs),
+}
+
+/// `tether usage ...` (issue 18; `docs/formats.md`, "Usage export").
+#[derive(Debug, Subcommand)]
+pub enum UsageCmd {
+    /// At the site: write the usage ledger to a self-verifying export file
+    /// (safe while tetherd runs).
+    Export(UsageExportArgs),
+    /// At the vendor: verify an export down to the vendor root and print
+    /// the usage report; exit 3 when anything does not verify.
+    Verify(UsageVerifyArgs),
+}
+
+/// `tether usage export`.
+#[derive(Debug, Args)]
+pub struct UsageExportArgs {
+    /// tetherd's state directory.
+    #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
+    pub state_dir: PathBuf,
+    /// Only records from this day (`YYYY-MM-DD`, UTC) or instant (RFC 3339) on.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// The export file to write (`usage.tether-usage`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite `--out` if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `tether usage verify`.
+#[derive(Debug, Args)]
+pub struct UsageVerifyArgs {
+    /// The vendor root public key.
+    #[arg(long, env = "TETHER_VENDOR_PUB")]
+    pub vendor_pub: PathBuf,
+    /// The export file.
+    pub file: PathBuf,
+    /// An earlier export of the same site: this one must extend it.
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which state directory.

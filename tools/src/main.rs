@@ -17,6 +17,7 @@ mod run;
 mod service;
 mod signals;
 mod state;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         Command::Health { url } => client::health(&url),
         Command::State(cmd) => state::run(&cmd),
         Command::Site(cmd) => receipt::site(cmd),
+        Command::Usage(cmd) => usage::run(&cmd),
         Command::Backend(args) => service::run(service::Kind::Backend, args),
         Command::Muxer(args) => service::run(service::Kind::Muxer, args),
         Command::Run(args) => run::run(args),

@@ -82,6 +82,25 @@ pub async fn token(
             Err(refused)
         }
     };
+    // The usage ledger's rule: no token leaves before its count is durable
+    // (group commit, `authority/src/ledger`).
+    let issued = match (issued, auth.ledger.get()) {
+        (Ok(body), Some(ledger)) => match ledger.durable().await {
+            Ok(()) => Ok(body),
+            Err(e) => {
+                if let Some(service) = auth::bearer(&headers)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| auth.authenticate(b))
+                {
+                    ledger.uncount(service, auth.now());
+                    ledger.refusal(service, RefusalCode::Internal.as_str(), auth.now());
+                }
+                Err(Refusal::new(RefusalCode::Internal, e.to_string()))
+            }
+        },
+        (other, _) => other,
+    };
     Ok(match issued {
         Ok(body) => {
             let mut resp = warp::reply::json(&body).into_response();

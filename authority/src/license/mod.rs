@@ -104,6 +104,10 @@ impl Authority {
             self.leases
                 .set_seats(service, new.terms().seats_for(service));
         }
+        self.ledger
+            .append(tether_keys::ledger::Event::LicenseInstalled {
+                license: new.encoded().to_vec(),
+            });
         self.license_slot().store(Arc::new(ActiveLicense::new(new)));
     }
 
@@ -197,6 +201,10 @@ impl Authority {
             .map_err(|e| e.to_string())?;
         self.revoked_below
             .fetch_max(rev.through_sequence.saturating_add(1), Ordering::Relaxed);
+        self.ledger
+            .append(tether_keys::ledger::Event::LicenseRevoked {
+                through: rev.through_sequence,
+            });
         Ok(if self.is_revoked() {
             // The revocation holds from now on; the receipt follows when the
             // dongle signs it (now if present, else at its next plug).

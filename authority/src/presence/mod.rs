@@ -135,6 +135,10 @@ enum Lost {
     /// The dongle is fine but our state cannot be kept.
     #[error("{0}")]
     State(#[from] crate::state::StateError),
+    /// The usage ledger cannot be written: no certificate may commit to a
+    /// head that is not durable, no session start unrecorded.
+    #[error("{0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 /// Starts the watchdog thread; it stops when `shutdown` is cancelled (or
@@ -211,6 +215,7 @@ fn run(auth: &Authority, settings: &WatchSettings, stop: &Shutdown) {
                 tracing::warn!(error = %e, "cannot persist the clock high-water mark");
             }
         }
+        crate::ledger::tick(auth);
         link = step(link, auth, settings, stop, &mut backoff);
     }
 }
@@ -347,7 +352,11 @@ fn lose(auth: &Authority, lost: &Lost, stop: &Shutdown, backoff: &mut Backoff) -
     fail(auth, lost, &reason, repeated);
     if matches!(
         lost,
-        Lost::Refused(_) | Lost::State(_) | Lost::Clock(_) | Lost::Link(LinkError::Declined(_))
+        Lost::Refused(_)
+            | Lost::State(_)
+            | Lost::Ledger(_)
+            | Lost::Clock(_)
+            | Lost::Link(LinkError::Declined(_))
     ) {
         stop.wait(backoff.pause);
     } else {
@@ -378,6 +387,16 @@ fn fail(auth: &Authority, lost: &Lost, reason: &str, repeated: bool) {
         Lost::Clock(_) if repeated => auth.set_absent(reason),
         Lost::Clock(_) => {
             tracing::error!(%reason, "system clock behind its high-water mark; issuance stopped");
+            auth.ledger
+                .append(tether_keys::ledger::Event::ClockAnomaly {
+                    detail: reason.to_string(),
+                });
+            auth.set_absent(reason);
+        }
+        Lost::Ledger(_) => {
+            if !repeated {
+                tracing::error!(%reason, "cannot write the usage ledger; issuance stopped");
+            }
             auth.set_absent(reason);
         }
         Lost::State(_) => {
@@ -450,6 +469,10 @@ fn certify(
     let taken = auth.freshness.snapshot();
     let leaves = auth.next_leaves(now);
     request.commitment = leaves.commitment().map_err(|e| Lost::State(e.into()))?;
+    // The usage ledger's head, durable before the dongle commits to it.
+    if let Some(ledger) = auth.ledger.get() {
+        request.ledger = ledger.sync()?;
+    }
     let cert = client.certify(&request)?;
     if cert.verify(&terms.dongle_key).is_err() {
         return Err(Lost::Refused(
@@ -476,6 +499,11 @@ fn certify(
     let session =
         Session::with_leaves(key, cert, &leaves).map_err(|e| Lost::Refused(e.to_string()))?;
     let counter = session.cert().counter;
+    // The certificate (and a checkpoint under its session key) is durable
+    // in the ledger before the session issues anything.
+    if let Some(ledger) = auth.ledger.get() {
+        ledger.certificate(session.cert(), session.signer())?;
+    }
     auth.set_present(session, counter);
     auth.freshness.certified(taken, early);
     auth.metrics.certified(leaves.len());

@@ -101,6 +101,84 @@ fn session() -> Vec<(&'static str, Request, u32)> {
     ]
 }
 
+/// A small ledger as tetherd writes one, under the test chain: start,
+/// a certificate committing to it with a checkpoint, a minute of tokens,
+/// a lease, stop and its checkpoint.
+fn usage_export(lic: &tether_keys::License) -> tether_keys::ledger::Export {
+    use tether_keys::ledger::{Checkpoint, Event, Export, Record, TokenMinute};
+    use tether_keys::Certificate;
+    let mut records: Vec<(Record, [u8; 32])> = Vec::new();
+    let head = |records: &Vec<(Record, [u8; 32])>| {
+        records.last().map_or(LedgerHead::default(), |(r, h)| LedgerHead {
+            sequence: r.sequence,
+            hash: *h,
+        })
+    };
+    let push = |records: &mut Vec<(Record, [u8; 32])>, event: Event| {
+        let h = head(records);
+        let rec = Record {
+            sequence: h.sequence + 1,
+            time: NOW,
+            prev: h.hash,
+            event,
+        };
+        let hash = rec.frame().1;
+        records.push((rec, hash));
+    };
+    push(
+        &mut records,
+        Event::Start {
+            run: [9; 16],
+            software: "0.1.0".into(),
+            license: lic.encoded().to_vec(),
+        },
+    );
+    let mut req = DelegationRequest::new(
+        [0xAB; 32],
+        testkeys::session().public(),
+        NOW,
+        NOW + Duration::from_secs(300),
+    );
+    req.ledger = head(&records);
+    let cert = Certificate::sign(req, SERIAL, 8, &testkeys::dongle()).unwrap();
+    push(
+        &mut records,
+        Event::Certificate {
+            cert: cert.encoded().to_vec(),
+        },
+    );
+    let cp = Checkpoint::sign(&head(&records), &testkeys::session());
+    push(&mut records, Event::Checkpoint(Box::new(cp)));
+    push(
+        &mut records,
+        Event::LeaseAcquired {
+            service: "backend".into(),
+            instance: "b-1".into(),
+        },
+    );
+    push(
+        &mut records,
+        Event::TokenMinute(TokenMinute {
+            service: "backend".into(),
+            minute: NOW.secs() / 60 * 60,
+            issued: 12,
+            instances: 1,
+            refused: [("rate_limited".to_string(), 2)].into(),
+        }),
+    );
+    push(&mut records, Event::Stop);
+    let cp = Checkpoint::sign(&head(&records), &testkeys::session());
+    push(&mut records, Event::Checkpoint(Box::new(cp)));
+    let export = Export {
+        exported_at: NOW,
+        licenses: vec![lic.encoded().to_vec()],
+        records,
+    };
+    let report = tether_keys::ledger::verify(&testkeys::vendor().public(), &export);
+    assert!(report.verified, "the usage seed does not verify: {:?}", report.findings);
+    export
+}
+
 fn main() {
     let root = std::env::args_os().nth(1).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds"),
@@ -224,6 +302,21 @@ fn main() {
         };
         s.put("request_parse", name, &parse);
     }
+    // The usage ledger: one record of each kind, and a small export.
+    let export = usage_export(&lic);
+    for (rec, _) in &export.records {
+        s.put(
+            "ledger_record",
+            &format!("{}-{}", rec.sequence, rec.event.name()),
+            &rec.encode(),
+        );
+        s.put(
+            "ledger_record",
+            &format!("frame-{}", rec.sequence),
+            &rec.frame().0,
+        );
+    }
+    s.put("usage_export", "site", &export.encode());
 
     // Tokens: one the verifier accepts, and one for each of a few refusals.
     let good = claims(&lic, &cert);
