@@ -18,7 +18,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tether_keys::keyfile::{self, SERIAL_HEADER};
-use tether_keys::{Certificate, CredentialFile, Dongle, License, PublicKey, Vendor};
+use tether_keys::{
+    Certificate, CredentialFile, Dongle, DongleIdentity, License, PublicKey, Vendor,
+};
 use tether_tools::human;
 
 use crate::cli::InspectArgs;
@@ -61,7 +63,8 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "customer": t.customer,
         "vendor": license.vendor().to_string(),
         "dongle_serial": t.dongle_serial,
-        "dongle_key": t.dongle_key.fingerprint().to_string(),
+        "dongle_key": t.dongle.fingerprint().to_string(),
+        "dongle": dongle_json(&t.dongle),
         "issued_at": t.issued_at,
         "not_before": t.not_before,
         "not_after": t.not_after,
@@ -73,6 +76,26 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "nonce_period": t.nonce_period,
         "signature": status(checked, NO_VENDOR),
     })
+}
+
+/// The dongle a license names: its kind and key, and for a FIDO2 key the
+/// credential's rpId, AAGUID, model, algorithm and (shortened) id.
+fn dongle_json(dongle: &DongleIdentity) -> Value {
+    match dongle {
+        DongleIdentity::Native(key) => json!({
+            "kind": "native",
+            "key": key.fingerprint().to_string(),
+        }),
+        DongleIdentity::Fido2(c) => json!({
+            "kind": "FIDO2",
+            "key": c.fingerprint().to_string(),
+            "rp_id": c.rp_id,
+            "aaguid": c.aaguid_string(),
+            "model": c.model,
+            "algorithm": c.algorithm.name(),
+            "credential_id": c.short_credential_id(),
+        }),
+    }
 }
 
 fn read_input(path: &Path) -> anyhow::Result<String> {
@@ -167,11 +190,11 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
     let mut token_sig = None;
     let cert_value = match (&cert, &license) {
         (Some(Ok(c)), license) => {
-            let dongle_key: Option<&PublicKey<Dongle>> = match license {
-                Some(Ok(l)) if license_ok => Some(&l.terms().dongle_key),
+            let dongle: Option<&DongleIdentity> = match license {
+                Some(Ok(l)) if license_ok => Some(&l.terms().dongle),
                 _ => None,
             };
-            let checked = dongle_key.map(|k| c.verify(k).map_err(|e| e.to_string()));
+            let checked = dongle.map(|d| c.verify_by(d).map_err(|e| e.to_string()));
             let cert_ok = matches!(checked, Some(Ok(())));
             let session = c.request.session_key;
             if cert_ok {

@@ -37,7 +37,7 @@ fn main() {
         id: LicenseId([7; 16]),
         customer: "ACME Corp".into(),
         dongle_serial: "TD-0001".into(),
-        dongle_key: testkeys::dongle().public(),
+        dongle: testkeys::dongle().public().into(),
         issued_at: now - std::time::Duration::from_secs(60),
         not_before: now - std::time::Duration::from_secs(60),
         not_after: now + std::time::Duration::from_secs(86_400),

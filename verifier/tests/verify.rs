@@ -36,7 +36,7 @@ fn terms(dongle: &SecretKey<Dongle>) -> LicenseTerms {
         id: LicenseId([3; 16]),
         customer: "ACME".into(),
         dongle_serial: "TD-1".into(),
-        dongle_key: dongle.public(),
+        dongle: dongle.public().into(),
         issued_at: at(NOW - 86_400),
         not_before: at(NOW - 86_400),
         not_after: at(NOW + 86_400),
@@ -291,7 +291,7 @@ fn foreign_licenses_and_dongles_are_refused() {
     // A license for another dongle: the certificate's signer is not the licensed key.
     let mut m = Mint::new();
     m.dongle = SecretKey::from_seed(&[0x78; 32]);
-    m.terms.dongle_key = testkeys::dongle().public();
+    m.terms.dongle = testkeys::dongle().public().into();
     assert!(
         matches!(check(&m.token("backend")), Err(Error::UntrustedChain(r)) if r.contains("dongle"))
     );
