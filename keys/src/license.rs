@@ -700,6 +700,103 @@ pub(crate) mod tests {
         );
     }
 
+    pub(crate) fn fido2_terms() -> LicenseTerms {
+        use crate::fido2::{Fido2Algorithm, testsigner::TestAuthenticator};
+        let cred = TestAuthenticator::new(Fido2Algorithm::Es256, [0x22; 32]).credential();
+        LicenseTerms {
+            dongle_serial: cred.serial(),
+            dongle: DongleIdentity::Fido2(cred),
+            nonce_period: 300,
+            ..sample_terms()
+        }
+    }
+
+    #[test]
+    fn fido2_licenses_round_trip_with_kind_2() {
+        let license = fido2_terms().sign(&testkeys::vendor()).unwrap();
+        let decoded = License::decode(license.encoded()).unwrap();
+        assert_eq!(decoded, license);
+        decoded.verify(&testkeys::vendor().public()).unwrap();
+        // version, id, vendor, sequence, customer: then the kind byte.
+        let at = 1 + 16 + 32 + 8 + 1 + "ACME Corp".len();
+        assert_eq!(license.encoded()[at], DONGLE_KIND_FIDO2);
+        assert_eq!(decoded.terms().dongle.kind_name(), "FIDO2");
+    }
+
+    #[test]
+    fn fido2_licenses_need_freshness_at_signing_and_decoding() {
+        let mut terms = fido2_terms();
+        terms.nonce_period = 0;
+        let err = terms.clone().sign(&testkeys::vendor()).unwrap_err();
+        assert!(err.to_string().contains(FIDO2_NEEDS_FRESHNESS), "{err}");
+        // The same terms encoded by hand (as a careless signer might): the decoder refuses them.
+        let mut bytes = terms.encode_body(&testkeys::vendor().public().fingerprint());
+        bytes.extend_from_slice(&[0; 64]);
+        assert!(matches!(
+            License::decode(&bytes),
+            Err(Error::Malformed {
+                reason: FIDO2_NEEDS_FRESHNESS,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn fido2_serial_must_be_the_credentials() {
+        let mut terms = fido2_terms();
+        terms.dongle_serial = "TD-0001".into();
+        assert!(matches!(
+            terms.sign(&testkeys::vendor()),
+            Err(Error::Invalid {
+                what: "dongle serial",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn fido2_small_order_key_is_refused_at_signing_and_decoding() {
+        use crate::fido2::{Fido2Algorithm, testsigner::TestAuthenticator};
+        let mut cred = TestAuthenticator::new(Fido2Algorithm::Ed25519, [0x21; 32]).credential();
+        let mut identity = vec![0u8; 32];
+        identity[0] = 1;
+        cred.public_key = identity;
+        let terms = LicenseTerms {
+            dongle_serial: cred.serial(),
+            dongle: DongleIdentity::Fido2(cred),
+            ..fido2_terms()
+        };
+        assert!(terms.clone().sign(&testkeys::vendor()).is_err());
+        let mut bytes = terms.encode_body(&testkeys::vendor().public().fingerprint());
+        bytes.extend_from_slice(&[0; 64]);
+        assert!(matches!(
+            License::decode(&bytes),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoder_never_panics_on_mutated_fido2_licenses(
+            edits in proptest::collection::vec((0usize..640, proptest::num::u8::ANY), 0..6),
+            cut in 0usize..640,
+        ) {
+            let license = fido2_terms().sign(&testkeys::vendor()).unwrap();
+            let mut bytes = license.encoded().to_vec();
+            let len = bytes.len();
+            for (at, b) in edits {
+                bytes[at % len] = b;
+            }
+            bytes.truncate(cut);
+            if let Ok(l) = License::decode(&bytes) {
+                proptest::prop_assert_eq!(l.encoded(), &bytes[..]);
+                if l.verify(&testkeys::vendor().public()).is_ok() {
+                    proptest::prop_assert_eq!(&bytes[..], license.encoded());
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         // Without cargo-fuzz (fuzz/license_decode does more): bad bytes are
         // refused, never a panic, and whatever decodes is canonical.
