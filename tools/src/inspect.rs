@@ -19,7 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tether_keys::keyfile::{self, SERIAL_HEADER};
 use tether_keys::{
-    Certificate, CredentialFile, Dongle, DongleIdentity, License, PublicKey, Vendor,
+    Certificate, CredentialFile, Dongle, DongleIdentity, Fido2Credential, License, PublicKey,
+    Vendor,
 };
 use tether_tools::human;
 
@@ -63,6 +64,7 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "customer": t.customer,
         "vendor": license.vendor().to_string(),
         "dongle_serial": t.dongle_serial,
+        "dongle_kind": t.dongle.kind_name(),
         "dongle_key": t.dongle.fingerprint().to_string(),
         "dongle": dongle_json(&t.dongle),
         "issued_at": t.issued_at,
@@ -78,16 +80,14 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
     })
 }
 
-/// The dongle a license names: its kind and key, and for a FIDO2 key the
+/// The dongle a license names: its key, and for a FIDO2 key the
 /// credential's rpId, AAGUID, model, algorithm and (shortened) id.
 fn dongle_json(dongle: &DongleIdentity) -> Value {
     match dongle {
         DongleIdentity::Native(key) => json!({
-            "kind": "native",
             "key": key.fingerprint().to_string(),
         }),
         DongleIdentity::Fido2(c) => json!({
-            "kind": "FIDO2",
             "key": c.fingerprint().to_string(),
             "rp_id": c.rp_id,
             "aaguid": c.aaguid_string(),
@@ -217,6 +217,7 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
             };
             json!({
                 "serial": c.serial,
+                "dongle_kind": tether_keys::license::kind_name(c.kind()),
                 "counter": c.counter,
                 "session_key": session.fingerprint().to_string(),
                 "not_before": c.request.not_before,
@@ -282,6 +283,16 @@ fn describe(path: &Path, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Result<V
     if text.contains("-----BEGIN TETHER LICENSE-----") {
         let license = keyfile::parse_license(path, &text)?;
         return Ok(license_json(&license, vendor));
+    }
+    if Fido2Credential::is_identity_pem(&text) {
+        let cred = Fido2Credential::from_pem(&text)
+            .with_context(|| format!("{}: not a FIDO2 identity file", path.display()))?;
+        return Ok(json!({
+            "kind": "fido2-credential",
+            "serial": cred.serial(),
+            "dongle_kind": "FIDO2",
+            "dongle": dongle_json(&DongleIdentity::Fido2(cred)),
+        }));
     }
     if text.contains("-----BEGIN PRIVATE KEY-----") {
         let role = role_of(&text);
