@@ -1292,7 +1292,7 @@ mod docs_example {
         assert_eq!(documented, hex);
         assert_eq!(cred.serial(), "fido2-50ac2fb37db8491b");
         assert_eq!(cert.counter, 42);
-        let decoded = Certificate::decode(&cert.encoded().to_vec()).unwrap();
+        let decoded = Certificate::decode(cert.encoded()).unwrap();
         decoded.verify_by(&DongleIdentity::Fido2(cred)).unwrap();
     }
 }
