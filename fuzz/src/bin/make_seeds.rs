@@ -21,9 +21,9 @@ use tether_dongle::native::message::{DELEGATE_REQUEST_LEN, Request};
 use tether_emulator::{Device, Rules};
 use tether_fuzz::{NOW, SERIAL, SERVICE, certificate, claims, clock_step, license, token};
 use tether_keys::delegation::LedgerHead;
-use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::fido2::Fido2Algorithm;
 use tether_keys::fido2::testsigner::{Knobs, TestAuthenticator};
+use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::{DelegationRequest, LicenseTerms, UnixTime, keyfile, testkeys};
 use tether_verifier::{Expectations, Verifier};
 
