@@ -1066,7 +1066,7 @@ fn check_certificate(
         }
     };
     let signed_by_licensed = c.licenses.iter().any(|l| {
-        l.terms().dongle_serial == cert.serial && cert.verify(&l.terms().dongle_key).is_ok()
+        l.terms().dongle_serial == cert.serial && cert.verify_by(&l.terms().dongle).is_ok()
     });
     if !signed_by_licensed {
         c.find(
@@ -1365,7 +1365,7 @@ mod tests {
             id: crate::LicenseId([4; 16]),
             customer: "Site".into(),
             dongle_serial: "TD-1".into(),
-            dongle_key: testkeys::dongle().public(),
+            dongle: testkeys::dongle().public().into(),
             issued_at: UnixTime::from_secs(0),
             not_before: UnixTime::from_secs(0),
             not_after: UnixTime::from_secs(4_000_000_000),

@@ -261,7 +261,12 @@ impl Receipt {
                 self.serial, t.dongle_serial
             )));
         }
-        self.verify_signature(&t.dongle_key)?;
+        let Some(dongle_key) = t.dongle.native() else {
+            return Err(invalid(
+                "the license names a FIDO2 dongle, and this receipt is a native one".into(),
+            ));
+        };
+        self.verify_signature(dongle_key)?;
         if self.request.license_sequence > self.request.revoked_through {
             return Err(invalid(format!(
                 "the site served sequence {}, later than the revocation's {}",

@@ -197,13 +197,18 @@ impl SiteRequest {
             what: "site request",
             reason,
         };
-        if self.serial != t.dongle_serial || self.dongle_key != t.dongle_key {
+        let Some(licensed_key) = t.dongle.native() else {
+            return Err(invalid(
+                "the license names a FIDO2 dongle, and this request is a native one".into(),
+            ));
+        };
+        if self.serial != t.dongle_serial || self.dongle_key != *licensed_key {
             return Err(invalid(format!(
                 "signed by dongle {} (key {}), the license names {} (key {})",
                 self.serial,
                 self.dongle_key.fingerprint(),
                 t.dongle_serial,
-                t.dongle_key.fingerprint()
+                licensed_key.fingerprint()
             )));
         }
         if self.ask.license_id != t.id {

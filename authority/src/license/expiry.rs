@@ -284,7 +284,7 @@ mod tests {
             id: tether_keys::LicenseId([1; 16]),
             customer: "Unit".into(),
             dongle_serial: "TD-1".into(),
-            dongle_key: tether_keys::testkeys::dongle().public(),
+            dongle: tether_keys::testkeys::dongle().public().into(),
             issued_at: UnixTime::from_secs(0),
             not_before: UnixTime::from_secs(0),
             not_after: UnixTime::from_secs(not_after),

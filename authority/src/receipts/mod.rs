@@ -347,7 +347,12 @@ fn receipts(dongle: &mut dyn Dongle, auth: &Authority, dir: &Path) -> Result<(),
         let receipt = dongle.sign_receipt(&request).map_err(JobError::Link)?;
         let lic = auth.license();
         let terms = lic.terms();
-        receipt.verify_signature(&terms.dongle_key).map_err(|_| {
+        let Some(dongle_key) = terms.dongle.native() else {
+            return Err(JobError::Refused(
+                "the license names a FIDO2 dongle: native receipts do not apply".into(),
+            ));
+        };
+        receipt.verify_signature(dongle_key).map_err(|_| {
             JobError::Refused(
                 "receipt signature does not verify with the licensed dongle key".into(),
             )
@@ -549,7 +554,7 @@ fn site_request(dongle: &mut dyn Dongle, auth: &Authority, dir: &Path) -> Result
         }
         Err(e) => return Err(JobError::Link(e)),
     };
-    if signed.verify_signature().is_err() || signed.dongle_key != terms.dongle_key {
+    if signed.verify_signature().is_err() || terms.dongle.native() != Some(&signed.dongle_key) {
         return Err(JobError::Refused(
             "site request not signed by the licensed dongle key".into(),
         ));
