@@ -37,6 +37,7 @@
 
 pub mod ctaphid;
 pub mod error;
+pub mod fido2;
 pub mod hid;
 pub mod native;
 mod selector;
