@@ -1,5 +1,5 @@
 //! FIDO2 security keys as Tether dongles (`docs/dongle-protocol.md`,
-//! section 7): CTAP2 (FIDO Client to Authenticator Protocol 2.1) over
+//! section 8): CTAP2 (FIDO Client to Authenticator Protocol 2.1) over
 //! CTAPHID, on the same report framing and transports as the native
 //! protocol.
 //!
