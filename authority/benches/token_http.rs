@@ -155,7 +155,7 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
         id: LicenseId::generate(),
         customer: "Bench".into(),
         dongle_serial: SERIAL.into(),
-        dongle_key: dongle_key.public(),
+        dongle: dongle_key.public().into(),
         issued_at: now,
         not_before: now - std::time::Duration::from_secs(60),
         not_after: now + std::time::Duration::from_secs(86_400),

@@ -213,8 +213,10 @@ pub struct LicenseIssueArgs {
     /// at the site with `tether license install`.
     #[arg(long)]
     pub supersedes: Option<PathBuf>,
-    /// The dongle's public key file (dongle.pub, carries the serial); with
-    /// --supersedes, only checked to be the same dongle.
+    /// The dongle's public key file (dongle.pub, carries the serial), or a
+    /// FIDO2 security key's identity file (dongle.fido2.pem, from `tether
+    /// dongle enroll --fido2`; needs --nonce-period); with --supersedes,
+    /// only checked to be the same dongle.
     #[arg(
         long,
         env = "TETHER_DONGLE_PUB",

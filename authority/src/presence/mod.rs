@@ -387,12 +387,12 @@ fn verify(
             info.serial, terms.dongle_serial
         )));
     }
-    if info.public_key != terms.dongle_key {
+    if terms.dongle.native() != Some(&info.public_key) {
         return Err(Lost::Refused(format!(
             "dongle {} has key {}, the license names {}",
             info.serial,
             info.public_key.fingerprint(),
-            terms.dongle_key.fingerprint()
+            terms.dongle.fingerprint()
         )));
     }
     if let Some(seen) = auth.store.counter(&info.serial)
@@ -435,7 +435,7 @@ fn certify(
     let leaves = auth.next_leaves(now);
     request.commitment = leaves.commitment().map_err(|e| Lost::State(e.into()))?;
     let cert = client.certify(&request)?;
-    if cert.verify(&terms.dongle_key).is_err() {
+    if cert.verify_by(&terms.dongle).is_err() {
         return Err(Lost::Refused(
             "delegation signature does not verify with the licensed dongle key".into(),
         ));
@@ -487,8 +487,9 @@ fn heartbeat(client: &mut dyn Dongle, auth: &Authority) -> Result<(), Lost> {
     if auth
         .license()
         .terms()
-        .dongle_key
-        .verify(&presence_message(&nonce), &signature)
+        .dongle
+        .native()
+        .is_some_and(|key| key.verify(&presence_message(&nonce), &signature))
     {
         Ok(())
     } else {
