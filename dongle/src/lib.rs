@@ -52,6 +52,7 @@ use std::time::Duration;
 use tether_keys::{Certificate, DelegationRequest};
 
 pub use error::{ErrorCode, LinkError, ProtocolError, Result};
+pub use fido2::Fido2Selector;
 pub use native::DongleInfo;
 pub use selector::{Selector, SelectorError};
 pub use transport::Transport;

@@ -186,7 +186,13 @@ impl MakeCredential {
             ),
             (
                 i(0x03),
-                map(vec![(t("id"), b(&self.user_id)), (t("name"), t("tether"))]),
+                // displayName is optional in CTAP 2.1 but required by
+                // WebAuthn, and some authenticators refuse a user without it.
+                map(vec![
+                    (t("id"), b(&self.user_id)),
+                    (t("name"), t("tether")),
+                    (t("displayName"), t("tether")),
+                ]),
             ),
             (i(0x04), Value::Array(params)),
         ];

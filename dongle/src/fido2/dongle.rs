@@ -66,15 +66,22 @@ impl Dongle for Fido2Dongle {
         }
         let hid = self.client.hid().info();
         let firmware = match info.firmware_version {
-            Some(v) => format!("{v} (device {}.{}.{})", hid.device_version.0, hid.device_version.1, hid.device_version.2),
-            None => format!("{}.{}.{}", hid.device_version.0, hid.device_version.1, hid.device_version.2),
+            Some(v) => format!(
+                "{v} (device {}.{}.{})",
+                hid.device_version.0, hid.device_version.1, hid.device_version.2
+            ),
+            None => format!(
+                "{}.{}.{}",
+                hid.device_version.0, hid.device_version.1, hid.device_version.2
+            ),
         };
+        let always_uv = info.always_uv();
         Ok(Identity::Fido2(Fido2Identity {
             serial: self.serial.clone(),
             firmware,
             aaguid: info.aaguid,
             versions: info.versions,
-            always_uv: info.always_uv(),
+            always_uv,
         }))
     }
 
@@ -84,12 +91,13 @@ impl Dongle for Fido2Dongle {
     }
 
     fn certify(&mut self, request: &DelegationRequest) -> Result<Certificate> {
-        let client_data_hash = request
-            .fido2_client_data_hash(&self.serial)
-            .map_err(|_| ProtocolError::Malformed {
-                what: "delegation request",
-                reason: "does not fit a FIDO2 certificate",
-            })?;
+        let client_data_hash =
+            request
+                .fido2_client_data_hash(&self.serial)
+                .map_err(|_| ProtocolError::Malformed {
+                    what: "delegation request",
+                    reason: "does not fit a FIDO2 certificate",
+                })?;
         let assertion = self.client.get_assertion(&GetAssertion {
             rp_id: self.credential.rp_id.clone(),
             client_data_hash,
@@ -98,20 +106,27 @@ impl Dongle for Fido2Dongle {
         let signature = match self.credential.algorithm {
             Fido2Algorithm::Ed25519 => assertion.signature,
             // Keys do not normalise S; a certificate carries the low-S twin.
-            Fido2Algorithm::Es256 => normalize_es256_signature(&assertion.signature).map_err(|_| {
-                ProtocolError::Malformed {
-                    what: "getAssertion signature",
-                    reason: "not a strict DER ECDSA signature",
-                }
-            })?,
+            Fido2Algorithm::Es256 => {
+                normalize_es256_signature(&assertion.signature).map_err(|_| {
+                    ProtocolError::Malformed {
+                        what: "getAssertion signature",
+                        reason: "not a strict DER ECDSA signature",
+                    }
+                })?
+            }
         };
-        Certificate::from_fido2_assertion(request.clone(), &self.serial, assertion.auth_data, signature)
-            .map_err(|_| {
-                LinkError::Protocol(ProtocolError::Malformed {
-                    what: "getAssertion answer",
-                    reason: "authenticator data or signature of the wrong shape for an assertion",
-                })
+        Certificate::from_fido2_assertion(
+            request.clone(),
+            &self.serial,
+            assertion.auth_data,
+            signature,
+        )
+        .map_err(|_| {
+            LinkError::Protocol(ProtocolError::Malformed {
+                what: "getAssertion answer",
+                reason: "authenticator data or signature of the wrong shape for an assertion",
             })
+        })
     }
 
     fn idle(&mut self, timeout: Duration) -> Result<()> {

@@ -19,7 +19,7 @@
 mod cbor;
 pub mod cose;
 pub mod ctap;
-// mod dongle; (after the keys FIDO2 types land)
+mod dongle;
 pub mod hid;
 mod status;
 
@@ -29,7 +29,7 @@ use std::str::FromStr;
 
 pub use cose::CosePublicKey;
 pub use ctap::{Assertion, AuthenticatorInfo, GetAssertion, MakeCredential, NewCredential};
-// pub use dongle::{Fido2Dongle, Fido2Driver};
+pub use dongle::{Fido2Dongle, Fido2Driver};
 pub use hid::{CtapHid, Fido2Timeouts, HidInfo};
 pub use status::CtapStatus;
 
