@@ -312,6 +312,38 @@ impl FidoSite {
     }
 }
 
+/// `tether dongle probe --fido2` shows getInfo and a PING round trip.
+#[test]
+fn probe_shows_get_info_and_a_ping_round_trip() {
+    let site = FidoSite::new();
+    let _key = site.start_key(&[]);
+    let device = site.device();
+    let out = site.tether(&["dongle", "probe", "--fido2", "--device", &device]);
+    assert!(out.status.success(), "probe: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The softkey's AAGUID is "tether-softkey-1" in ASCII.
+    assert!(
+        stdout.contains("7465746865722d736f66746b65792d31"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FIDO_2_"), "{stdout}");
+    assert!(stdout.contains("ping:        ok"), "{stdout}");
+    // No key there: a clear error.
+    let out = site.tether(&[
+        "dongle",
+        "probe",
+        "--fido2",
+        "--device",
+        "fido2:socket:/nonexistent.sock",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no FIDO2 security key found"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// A key that refuses silent assertions is refused at enrolment, saying why.
 #[test]
 fn a_key_that_demands_a_touch_is_refused_at_enrolment() {
