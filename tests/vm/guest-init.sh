@@ -218,24 +218,56 @@ check same-tetherd-process-at-end $? "pid $TETHERD"
 # tether-softkey (passkey-authenticator behind CTAPHID) on /dev/uhid with the
 # FIDO report descriptor; tetherd finds it by usage page, as a YubiKey.
 # Its own tetherd on another port; the native one above keeps running.
-if [ "$FIDO2" = 1 ]; then
-    FURL=http://127.0.0.1:7444
-    fstatus() { wget -q -O - "$FURL/status" 2>/dev/null; }
-    fstate_is() { fstatus | grep -q "\"state\":\"$1\""; }
-    fsession() { fstatus | sed -n 's/.*"session":"\([^"]*\)".*/\1/p'; }
-    ftoken() { tether token --url "$FURL" --secret-file "$T/backend.secret"; }
-    ftoken_verifies() {
-        ftoken >"$T/ftoken.json" 2>"$T/ftoken.err" &&
-            tether verify --vendor-pub "$T/vendor/vendor.pub" --service backend <"$T/ftoken.json"
-    }
-    fido_uevent() { grep -l "HID_ID=0003:00001209:00000002" /sys/class/hidraw/*/device/uevent; }
-
+# The softkey and libfido2's checks of it always run; Tether's FIDO2 path
+# (enrol, licence, tetherd --dongle fido2) with tether.fido2=1.
+FURL=http://127.0.0.1:7444
+fstatus() { wget -q -O - "$FURL/status" 2>/dev/null; }
+fstate_is() { fstatus | grep -q "\"state\":\"$1\""; }
+fsession() { fstatus | sed -n 's/.*"session":"\([^"]*\)".*/\1/p'; }
+ftoken() { tether token --url "$FURL" --secret-file "$T/backend.secret"; }
+ftoken_verifies() {
+    ftoken >"$T/ftoken.json" 2>"$T/ftoken.err" &&
+        tether verify --vendor-pub "$T/vendor/vendor.pub" --service backend <"$T/ftoken.json"
+}
+fido_uevent() { grep -l "HID_ID=0003:00001209:00000002" /sys/class/hidraw/*/device/uevent; }
+{
     tether-softkey --uhid --socket "$T/fido.sock" --state "$T/fido.state" \
         --serial SK-VM-0001 >"$T/softkey.out" 2>"$T/softkey.log" &
     PIDS="$PIDS $!"
     wait_for 10 fido_uevent
     check fido2-uhid-hidraw $? "$(cat "$T/softkey.out") $(fido_uevent 2>&1)"
 
+    # Yubico's libfido2 (fido2-token, fido2-cred, fido2-assert), a CTAP2
+    # client we did not write, against the softkey over hidraw: getInfo, a
+    # credential with a verified self attestation, a silent (up=false)
+    # assertion verified with the credential's public key.
+    if grep -q 'tether.fido2tools=1' /proc/cmdline; then
+        FDEV=$(fido2-token -L 2>"$T/libfido2.log" | sed -n 's/^\(\/dev\/hidraw[0-9]*\):.*0x0002.*/\1/p' | head -n 1)
+        [ -n "$FDEV" ] && fido2-token -I "$FDEV" >"$T/libfido2-info.log" 2>&1 &&
+            grep -q 'FIDO_2_0' "$T/libfido2-info.log" &&
+            grep -q '7465746865722d736f66746b65792d31' "$T/libfido2-info.log"
+        check libfido2-finds-softkey $? "$FDEV $(cat "$T/libfido2.log" "$T/libfido2-info.log" | head -c 380)"
+        {
+            head -c 32 /dev/urandom | base64
+            echo tether:libfido2
+            echo vm-user
+            head -c 16 /dev/urandom | base64
+        } >"$T/cred.in"
+        fido2-cred -M -i "$T/cred.in" -o "$T/cred.out" "$FDEV" eddsa >>"$T/libfido2.log" 2>&1 &&
+            fido2-cred -V -i "$T/cred.out" -o "$T/cred.pub" eddsa >>"$T/libfido2.log" 2>&1
+        check libfido2-make-credential $? "$(sed -n 3p "$T/cred.out" 2>&1) $(tail -n 3 "$T/libfido2.log")"
+        {
+            head -c 32 /dev/urandom | base64
+            echo tether:libfido2
+            head -n 1 "$T/cred.pub"
+        } >"$T/assert.in"
+        tail -n +2 "$T/cred.pub" >"$T/cred.pem"
+        fido2-assert -G -t up=false -i "$T/assert.in" -o "$T/assert.out" "$FDEV" >>"$T/libfido2.log" 2>&1 &&
+            fido2-assert -V -i "$T/assert.out" "$T/cred.pem" eddsa >>"$T/libfido2.log" 2>&1
+        check libfido2-silent-assertion $? "$(tail -n 3 "$T/libfido2.log")"
+    fi
+}
+if [ "$FIDO2" = 1 ]; then
     tether dongle enroll --fido2 --allow-self-attested --rp-id tether:vm-test \
         --out "$T/fido" >"$T/fido-enroll.log" 2>&1 &&
         [ -s "$T/fido/dongle.fido2.pem" ]

@@ -101,12 +101,37 @@ if [ ! -x "$busybox" ]; then
     rm -rf "$cache/bb" "$bdeb"
 fi
 
+# --- libfido2's tools: a CTAP2 client we did not write, to check the softkey -
+# Yubico's fido2-token/-cred/-assert from Debian's fido2-tools, with the host's
+# shared libraries they link (libfido2, libcbor, libcrypto, libudev, libz,
+# libc and the loader) at the same paths in the guest. Skipped, with a note,
+# when the host lacks one of them.
+extra=()
+fido2_tools=0
+ftdir="$cache/fido2-tools"
+if [ ! -x "$ftdir/fido2-token" ] && fdeb=$(fetch fido2-tools); then
+    rm -rf "$ftdir.tmp" && mkdir -p "$ftdir.tmp/x"
+    dpkg-deb -x "$fdeb" "$ftdir.tmp/x"
+    mv "$ftdir.tmp"/x/usr/bin/fido2-* "$ftdir.tmp/"
+    rm -rf "$ftdir.tmp/x" "$ftdir" "$fdeb"
+    mv "$ftdir.tmp" "$ftdir"
+fi
+if [ -x "$ftdir/fido2-token" ] && ! ldd "$ftdir"/fido2-* | grep -q 'not found'; then
+    for b in "$ftdir"/fido2-*; do extra+=("$b"); done
+    for lib in $(ldd "$ftdir"/fido2-* | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/lib/ { print $1 }' | sort -u); do
+        extra+=("$lib=$lib")
+    done
+    fido2_tools=1
+else
+    say "libfido2's tools or their libraries are missing on the host: the libfido2 checks are skipped"
+fi
+
 # --- initramfs ----------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/tether-vm.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 python3 "$here/initramfs.py" "$work/initrd.gz" "$kdir/modules" "$here/guest-init.sh" \
     "$busybox" "$bindir/tetherd" "$bindir/tether" "$bindir/tether-softkey" \
-    -- hid hid-generic uhid >&2
+    ${extra[@]+"${extra[@]}"} -- hid hid-generic uhid >&2
 say "initramfs $(du -h "$work/initrd.gz" | cut -f1) ($(elapsed) s)"
 
 # --- boot ---------------------------------------------------------------------
@@ -129,7 +154,7 @@ timeout -k 10 "$limit" qemu-system-x86_64 \
     -machine "q35,accel=$accel" -cpu max -smp 2 -m 768 \
     -nographic -no-reboot -nic none \
     -kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 loglevel=4 tether.fido2=$fido2" \
+    -append "console=ttyS0 panic=-1 loglevel=4 tether.fido2=$fido2 tether.fido2tools=$fido2_tools" \
     </dev/null >"$console" 2>&1 &
 qemu=$!
 # Show the guest's own lines as they come.
@@ -147,10 +172,11 @@ if [ -z "$result" ]; then
     exit 1
 fi
 
-python3 - "$result" "$boot_time" "$(elapsed)" "$fido2" <<'EOF'
+python3 - "$result" "$boot_time" "$(elapsed)" "$fido2" "$fido2_tools" <<'EOF'
 import json, sys
 r = json.loads(sys.argv[1])
 fido2 = sys.argv[4] == "1"
+fido2_tools = sys.argv[5] == "1"
 print(
     f"vm-test: guest kernel {r.get('kernel')}, accelerator {r.get('accel', '?')}, "
     f"guest run {sys.argv[2]} s, total {sys.argv[3]} s"
@@ -190,14 +216,17 @@ required = {
     "unrelated-device-created", "unrelated-device-ignored", "replug-gets-hidraw1",
     "probe-finds-only-dongle", "replug-hidraw1-fresh-session-tokens", "same-tetherd-process",
     "clone-refused", "clone-gone-on-sigterm", "genuine-after-clone", "same-tetherd-process-at-end",
+    "fido2-uhid-hidraw",
 }
 if fido2:
     required |= {
-        "fido2-uhid-hidraw", "fido2-enroll", "fido2-license", "fido2-tetherd-present",
+        "fido2-enroll", "fido2-license", "fido2-tetherd-present",
         "fido2-token-verifies", "fido2-unplug-refusal-cycles", "fido2-unplug-seen-as-removal",
         "fido2-unplugged-token-refused", "fido2-replug-fresh-session-tokens",
         "fido2-same-tetherd-process",
     }
+if fido2_tools:
+    required |= {"libfido2-finds-softkey", "libfido2-make-credential", "libfido2-silent-assertion"}
 missing = required - {c["name"] for c in r["checks"]}
 for name in sorted(missing):
     print(f"vm-test: MISSING {name}")
