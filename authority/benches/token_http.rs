@@ -155,7 +155,7 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
         id: LicenseId::generate(),
         customer: "Bench".into(),
         dongle_serial: SERIAL.into(),
-        dongle_key: dongle_key.public(),
+        dongle: dongle_key.public().into(),
         issued_at: now,
         not_before: now - std::time::Duration::from_secs(60),
         not_after: now + std::time::Duration::from_secs(86_400),
@@ -183,7 +183,7 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
     let config = Config {
         license: dir.join("license.tether"),
         vendor_pub: dir.join("vendor.pub"),
-        dongle: dongle::Selector::Socket(dir.join("dongle.sock")),
+        dongle: config::DongleChoice::Native(dongle::Selector::Socket(dir.join("dongle.sock"))),
         listen: vec![Listen::Tcp("127.0.0.1:0".parse().unwrap())],
         credentials: dir.join("credentials"),
         token_ttl: Duration::from_secs(60),
@@ -235,7 +235,7 @@ fn serve(runtime: &tokio::runtime::Runtime, dir: &Path, nonce_period: u32) -> Se
         presence::spawn(
             auth.clone(),
             presence::WatchSettings {
-                driver: std::sync::Arc::new(config.dongle.clone()),
+                driver: presence::driver(&auth, &config.dongle),
                 heartbeat: config.heartbeat,
                 cert_lifetime: config.cert_lifetime,
             },

@@ -840,7 +840,7 @@ pub(crate) mod tests {
             id: LicenseId([1; 16]),
             customer: "Unit".into(),
             dongle_serial: SERIAL.into(),
-            dongle_key: testkeys::dongle().public(),
+            dongle: testkeys::dongle().public().into(),
             issued_at: UnixTime::from_secs(now - 60),
             not_before: UnixTime::from_secs(now - 60),
             not_after: UnixTime::from_secs(now + 3600),

@@ -45,7 +45,7 @@ fn independently_valid(token: &str, ok: &Verified) {
     assert_eq!(c.iss, format!("tether:{}", terms.dongle_serial));
     let cert = Certificate::decode(&b64(&c.dcert)).expect("certificate");
     assert_eq!(cert.serial, terms.dongle_serial);
-    cert.verify(&terms.dongle_key)
+    cert.verify_by(&terms.dongle)
         .expect("certificate not signed by the licensed dongle");
     assert_eq!(ok.cert_not_after, cert.request.not_after);
     let signature: [u8; 64] = b64(parts[2]).try_into().expect("64-byte signature");

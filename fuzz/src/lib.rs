@@ -29,7 +29,7 @@ pub fn license() -> License {
         id: LicenseId([0x11; 16]),
         customer: "ACME Corp".into(),
         dongle_serial: SERIAL.into(),
-        dongle_key: testkeys::dongle().public(),
+        dongle: testkeys::dongle().public().into(),
         issued_at: UnixTime::from_secs(1_700_000_000),
         not_before: UnixTime::from_secs(1_700_000_000),
         not_after: UnixTime::from_secs(1_800_000_000),

@@ -25,7 +25,7 @@ fn main() {
         id: LicenseId([7; 16]),
         customer: "ACME Corp".into(),
         dongle_serial: "TD-0001".into(),
-        dongle_key: testkeys::dongle().public(),
+        dongle: testkeys::dongle().public().into(),
         issued_at: tether_keys::UnixTime::from_secs(1_700_000_000),
         not_before: tether_keys::UnixTime::from_secs(1_700_000_000),
         not_after: tether_keys::UnixTime::from_secs(1_900_000_000),

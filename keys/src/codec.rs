@@ -17,6 +17,9 @@ impl Writer {
     pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
+    pub(crate) fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
     pub(crate) fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
@@ -77,6 +80,9 @@ impl<'a> Reader<'a> {
     pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
+    pub(crate) fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
     pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_be_bytes(self.array()?))
     }
@@ -93,6 +99,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn list8(&mut self) -> Result<Vec<String>> {
         let count = self.u8()?;
         (0..count).map(|_| self.str8()).collect()
+    }
+
+    /// How many bytes are left to read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
     }
 
     /// Nothing may be left.

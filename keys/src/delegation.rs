@@ -14,11 +14,22 @@
 //! message naming it. The domain tag stays `tether/delegation/v1\0`: the
 //! body's first byte names its version, so a body of one version never reads
 //! as another.
+//!
+//! Kind 2 certificates come from FIDO2 security keys (issue 16; `fido2`):
+//! the same version 2 body with kind byte 2 and counter field 0, signed as a
+//! WebAuthn assertion whose `clientDataHash` is
+//! `SHA-256(domain::DELEGATION || body)`; the authenticator data and the
+//! signature follow the body (`docs/formats.md`, "FIDO2 delegation
+//! certificate").
 
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::codec::{Reader, Writer};
+use crate::fido2::{ASSERTION_AUTH_DATA_LEN, AuthenticatorData, MAX_SIGNATURE_LEN};
 use crate::key::{Dongle, PublicKey, SecretKey, Session};
+use crate::license::{DongleIdentity, kind_name};
 use crate::merkle::{Commitment, Hash};
 use crate::{Error, Result, UnixTime, domain};
 
@@ -29,10 +40,13 @@ pub const CERT_VERSION_V1: u8 = 1;
 /// Dongle kind (certificate v2): Tether's native protocol; the signature is
 /// Ed25519 over `domain::DELEGATION || body`.
 pub const DONGLE_KIND_NATIVE: u8 = 1;
-/// Dongle kind reserved for FIDO2 security keys (the signature will be an
-/// assertion over `SHA-256(domain::DELEGATION || body)`); refused by this
-/// build with [`Error::UnsupportedDongleKind`].
+/// Dongle kind (certificate v2): a FIDO2 security key; the signature is an
+/// assertion with `clientDataHash = SHA-256(domain::DELEGATION || body)`.
 pub const DONGLE_KIND_FIDO2: u8 = 2;
+/// The bytes a FIDO2 certificate carries after its body beyond a native
+/// signature's 64: the authData length (2), authData (37), the signature
+/// length (1) and up to [`MAX_SIGNATURE_LEN`] bytes of signature.
+const FIDO2_TAIL_LEN: usize = 2 + ASSERTION_AUTH_DATA_LEN + 1 + MAX_SIGNATURE_LEN;
 /// Largest encoded certificate, signature included: one dongle message
 /// (`docs/dongle-protocol.md`, section 3.3), so the dongle can answer it.
 pub const MAX_CERT_LEN: usize = 1024;
@@ -123,6 +137,10 @@ impl DelegationRequest {
     /// not later than `not_before`, the commitment or ledger head breaks the
     /// format's rules, or the certificate would exceed [`MAX_CERT_LEN`] bytes.
     pub fn check(&self, serial: &str) -> Result<()> {
+        self.check_kind(serial, DONGLE_KIND_NATIVE)
+    }
+
+    fn check_kind(&self, serial: &str, kind: u8) -> Result<()> {
         if serial.is_empty() || serial.len() > 255 {
             return Err(Error::Invalid {
                 what: "dongle serial",
@@ -137,7 +155,12 @@ impl DelegationRequest {
         }
         self.commitment.validate()?;
         self.ledger.validate()?;
-        let len = encode_body(serial, self, 0).len() + 64;
+        let tail = if kind == DONGLE_KIND_FIDO2 {
+            FIDO2_TAIL_LEN
+        } else {
+            64
+        };
+        let len = encode_body(kind, serial, self, 0).len() + tail;
         if len > MAX_CERT_LEN {
             return Err(Error::Invalid {
                 what: "delegation certificate",
@@ -148,6 +171,29 @@ impl DelegationRequest {
         }
         Ok(())
     }
+
+    /// The `clientDataHash` a FIDO2 dongle `serial` is asked to sign for
+    /// this request: `SHA-256(domain::DELEGATION || body)`, the body being
+    /// the version 2 body with kind byte 2 and counter field 0
+    /// (`docs/formats.md`, "FIDO2 delegation certificate").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] as [`DelegationRequest::check`], with room kept
+    /// for the largest assertion.
+    pub fn fido2_client_data_hash(&self, serial: &str) -> Result<[u8; 32]> {
+        self.check_kind(serial, DONGLE_KIND_FIDO2)?;
+        Ok(client_data_hash(&encode_body(
+            DONGLE_KIND_FIDO2,
+            serial,
+            self,
+            0,
+        )))
+    }
+}
+
+fn client_data_hash(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(domain::tagged(domain::DELEGATION, body)).into()
 }
 
 /// The commitment and ledger head as a version 2 certificate body ends
@@ -197,15 +243,29 @@ pub struct Certificate {
     /// signatures, not a time).
     pub counter: u32,
     version: u8,
-    signature: [u8; 64],
+    proof: Proof,
+    /// Length of the signed body at the start of `encoded`.
+    body_len: usize,
     encoded: Vec<u8>,
 }
 
+/// What signs a certificate's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Proof {
+    /// A native dongle's Ed25519 signature over `domain::DELEGATION || body`.
+    Native([u8; 64]),
+    /// A FIDO2 assertion over `authData || SHA-256(domain::DELEGATION || body)`.
+    Fido2 {
+        auth_data: Vec<u8>,
+        signature: Vec<u8>,
+    },
+}
+
 /// The version 2 body (`docs/formats.md`, "Delegation certificate").
-fn encode_body(serial: &str, req: &DelegationRequest, counter: u32) -> Vec<u8> {
+fn encode_body(kind: u8, serial: &str, req: &DelegationRequest, counter: u32) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(CERT_VERSION);
-    w.u8(DONGLE_KIND_NATIVE);
+    w.u8(kind);
     w.str8(serial);
     w.bytes(&req.nonce);
     w.bytes(req.session_key.as_bytes());
@@ -231,7 +291,8 @@ impl Certificate {
         dongle: &SecretKey<Dongle>,
     ) -> Result<Certificate> {
         req.check(serial)?;
-        let mut encoded = encode_body(serial, &req, counter);
+        let mut encoded = encode_body(DONGLE_KIND_NATIVE, serial, &req, counter);
+        let body_len = encoded.len();
         let signature = dongle.sign(&domain::tagged(domain::DELEGATION, &encoded));
         encoded.extend_from_slice(&signature);
         Ok(Certificate {
@@ -239,7 +300,53 @@ impl Certificate {
             request: req,
             counter,
             version: CERT_VERSION,
-            signature,
+            proof: Proof::Native(signature),
+            body_len,
+            encoded,
+        })
+    }
+
+    /// The authority side of a FIDO2 dongle: builds a kind 2 certificate
+    /// from the assertion the security key returned for
+    /// [`DelegationRequest::fido2_client_data_hash`] (`docs/formats.md`,
+    /// "FIDO2 delegation certificate"). Checks structure only (call
+    /// [`Certificate::verify_by`] before trusting it); `counter` is the
+    /// authenticator data's signCount. An ES256 signature must already be
+    /// low-S ([`crate::fido2::normalize_es256_signature`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] as [`DelegationRequest::fido2_client_data_hash`],
+    /// or for a signature that is empty or over [`MAX_SIGNATURE_LEN`] bytes;
+    /// [`Error::Malformed`] for authenticator data that is not an
+    /// assertion's 37 bytes ([`AuthenticatorData::parse`]).
+    pub fn from_fido2_assertion(
+        req: DelegationRequest,
+        serial: &str,
+        auth_data: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<Certificate> {
+        req.check_kind(serial, DONGLE_KIND_FIDO2)?;
+        let parsed = AuthenticatorData::parse(&auth_data)?;
+        if signature.is_empty() || signature.len() > MAX_SIGNATURE_LEN {
+            return Err(Error::Invalid {
+                what: "FIDO2 signature",
+                reason: format!("1-{MAX_SIGNATURE_LEN} bytes"),
+            });
+        }
+        let body = encode_body(DONGLE_KIND_FIDO2, serial, &req, 0);
+        let body_len = body.len();
+        let encoded = encode_fido2(body, &auth_data, &signature);
+        Ok(Certificate {
+            serial: serial.to_string(),
+            request: req,
+            counter: parsed.sign_count,
+            version: CERT_VERSION,
+            proof: Proof::Fido2 {
+                auth_data,
+                signature,
+            },
+            body_len,
             encoded,
         })
     }
@@ -252,29 +359,29 @@ impl Certificate {
     /// # Errors
     ///
     /// [`Error::UnsupportedVersion`] for a version other than 1 or 2,
-    /// [`Error::UnsupportedDongleKind`] for a dongle kind other than native,
+    /// [`Error::UnsupportedDongleKind`] for a dongle kind other than native
+    /// or FIDO2,
     /// [`Error::Malformed`] for more than [`MAX_CERT_LEN`] bytes, bytes too
     /// short or too long (trailing bytes are refused), an invalid session
-    /// key, an empty serial, an empty validity window, or a commitment or
-    /// ledger head not in canonical form.
+    /// key, an empty serial, an empty validity window, a commitment or
+    /// ledger head not in canonical form, or (FIDO2) a counter field other
+    /// than 0, authenticator data that is not an assertion's 37 bytes, or a
+    /// signature of 0 or more than [`MAX_SIGNATURE_LEN`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Certificate> {
         let mut r = Reader::new("delegation certificate", bytes);
         if bytes.len() > MAX_CERT_LEN {
             return Err(r.malformed("longer than the maximum certificate size"));
         }
         let version = r.u8()?;
+        let mut kind = DONGLE_KIND_NATIVE;
         match version {
             CERT_VERSION => match r.u8()? {
-                DONGLE_KIND_NATIVE => {}
-                kind => {
+                k @ (DONGLE_KIND_NATIVE | DONGLE_KIND_FIDO2) => kind = k,
+                other => {
                     return Err(Error::UnsupportedDongleKind {
                         what: "delegation certificate",
-                        kind,
-                        name: if kind == DONGLE_KIND_FIDO2 {
-                            "FIDO2 assertion"
-                        } else {
-                            "unknown"
-                        },
+                        kind: other,
+                        name: "unknown",
                     });
                 }
             },
@@ -292,13 +399,34 @@ impl Certificate {
         let session_key = PublicKey::from_bytes(&r.array()?)?;
         let not_before = UnixTime::from_secs(r.u64()?);
         let not_after = UnixTime::from_secs(r.u64()?);
-        let counter = r.u32()?;
+        let mut counter = r.u32()?;
         let (commitment, ledger) = if version == CERT_VERSION {
             read_commitments(&mut r)?
         } else {
             (Commitment::default(), LedgerHead::default())
         };
-        let signature = r.finish::<64>()?;
+        let body_len = bytes.len() - r.remaining();
+        let proof = if kind == DONGLE_KIND_FIDO2 {
+            if counter != 0 {
+                return Err(r.malformed("a FIDO2 certificate's counter field is not 0"));
+            }
+            let len = usize::from(r.u16()?);
+            let auth_data = r.take(len)?.to_vec();
+            let parsed = AuthenticatorData::parse(&auth_data)?;
+            let len = usize::from(r.u8()?);
+            if len == 0 || len > MAX_SIGNATURE_LEN {
+                return Err(r.malformed("FIDO2 signature of 0 or more than 72 bytes"));
+            }
+            let signature = r.take(len)?.to_vec();
+            r.end()?;
+            counter = parsed.sign_count;
+            Proof::Fido2 {
+                auth_data,
+                signature,
+            }
+        } else {
+            Proof::Native(r.finish::<64>()?)
+        };
         if serial.is_empty() || not_after <= not_before {
             return Err(Error::Malformed {
                 what: "delegation certificate",
@@ -317,23 +445,81 @@ impl Certificate {
             },
             counter,
             version,
-            signature,
+            proof,
+            body_len,
             encoded: bytes.to_vec(),
         })
     }
 
-    /// Checks the dongle's signature with `verify_strict` (RFC 8032 section
-    /// 5.1.7, with ed25519-dalek's strict checks).
+    /// Checks a native dongle's signature with `verify_strict` (RFC 8032
+    /// section 5.1.7, with ed25519-dalek's strict checks).
     ///
     /// # Errors
     ///
-    /// [`Error::BadSignature`] if it does not verify under `dongle`.
+    /// [`Error::BadSignature`] if it does not verify under `dongle`,
+    /// [`Error::DongleKindMismatch`] for a FIDO2 certificate.
     pub fn verify(&self, dongle: &PublicKey<Dongle>) -> Result<()> {
-        let body = &self.encoded[..self.encoded.len() - 64];
-        if dongle.verify(&domain::tagged(domain::DELEGATION, body), &self.signature) {
+        let Proof::Native(signature) = &self.proof else {
+            return Err(self.mismatch(DONGLE_KIND_NATIVE));
+        };
+        let body = &self.encoded[..self.body_len];
+        if dongle.verify(&domain::tagged(domain::DELEGATION, body), signature) {
             Ok(())
         } else {
             Err(Error::BadSignature("delegation certificate"))
+        }
+    }
+
+    /// Checks the certificate against the dongle a license names: the kinds
+    /// match, then a native signature as [`Certificate::verify`], or a FIDO2
+    /// assertion as [`Fido2Credential::verify_assertion`](crate::Fido2Credential::verify_assertion)
+    /// over `clientDataHash = SHA-256(domain::DELEGATION || body)`
+    /// (rpIdHash, every flag clear, the signature by the credential's key).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DongleKindMismatch`] when the certificate's kind is not the
+    /// identity's; [`Error::BadSignature`] (native) or [`Error::Fido2`]
+    /// naming the failed check (FIDO2).
+    pub fn verify_by(&self, dongle: &DongleIdentity) -> Result<()> {
+        match (dongle, &self.proof) {
+            (DongleIdentity::Native(key), Proof::Native(_)) => self.verify(key),
+            (
+                DongleIdentity::Fido2(cred),
+                Proof::Fido2 {
+                    auth_data,
+                    signature,
+                },
+            ) => {
+                let cdh = client_data_hash(&self.encoded[..self.body_len]);
+                cred.verify_assertion(auth_data, &cdh, signature)
+            }
+            _ => Err(self.mismatch(dongle.kind())),
+        }
+    }
+
+    fn mismatch(&self, expected: u8) -> Error {
+        Error::DongleKindMismatch {
+            certificate: "delegation certificate",
+            found: kind_name(self.kind()),
+            expected: kind_name(expected),
+        }
+    }
+
+    /// The dongle kind: [`DONGLE_KIND_NATIVE`] (also for version 1) or
+    /// [`DONGLE_KIND_FIDO2`].
+    pub fn kind(&self) -> u8 {
+        match self.proof {
+            Proof::Native(_) => DONGLE_KIND_NATIVE,
+            Proof::Fido2 { .. } => DONGLE_KIND_FIDO2,
+        }
+    }
+
+    /// A FIDO2 certificate's authenticator data (`None` for native).
+    pub fn fido2_auth_data(&self) -> Option<&[u8]> {
+        match &self.proof {
+            Proof::Native(_) => None,
+            Proof::Fido2 { auth_data, .. } => Some(auth_data),
         }
     }
 
@@ -363,10 +549,43 @@ impl Certificate {
         &self.encoded
     }
 
-    /// The dongle's 64-byte Ed25519 signature.
-    pub fn signature(&self) -> &[u8; 64] {
-        &self.signature
+    /// The dongle's signature: 64 bytes of Ed25519 for a native dongle; for
+    /// FIDO2, the assertion's (64-byte Ed25519 or DER ES256).
+    pub fn signature(&self) -> &[u8] {
+        match &self.proof {
+            Proof::Native(signature) => signature,
+            Proof::Fido2 { signature, .. } => signature,
+        }
     }
+}
+
+/// A FIDO2 certificate's bytes: `body || u16 len || authData || u8 len ||
+/// signature` (`docs/formats.md`, "FIDO2 delegation certificate"). Callers
+/// bound the lengths.
+pub(crate) fn encode_fido2(body: Vec<u8>, auth_data: &[u8], signature: &[u8]) -> Vec<u8> {
+    let mut w = Writer { buf: body };
+    w.u16(auth_data.len() as u16);
+    w.bytes(auth_data);
+    w.u8(signature.len() as u8);
+    w.bytes(signature);
+    w.buf
+}
+
+/// The bytes of a FIDO2 certificate for `req` with any authenticator data
+/// and signature, unchecked: for tests of the decoder's refusals.
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn fido2_bytes_unchecked(
+    req: &DelegationRequest,
+    serial: &str,
+    counter_field: u32,
+    auth_data: &[u8],
+    signature: &[u8],
+) -> Vec<u8> {
+    encode_fido2(
+        encode_body(DONGLE_KIND_FIDO2, serial, req, counter_field),
+        auth_data,
+        signature,
+    )
 }
 
 /// The message a dongle signs to prove presence: `domain::PRESENCE || nonce`
@@ -485,13 +704,12 @@ mod tests {
             "{err}"
         );
         let mut bytes = cert.encoded().to_vec();
+        // A native certificate relabelled FIDO2: its counter field is not 0.
         bytes[1] = DONGLE_KIND_FIDO2;
-        let err = Certificate::decode(&bytes).unwrap_err();
-        assert!(
-            matches!(err, Error::UnsupportedDongleKind { kind: 2, .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("FIDO2"), "{err}");
+        assert!(matches!(
+            Certificate::decode(&bytes),
+            Err(Error::Malformed { .. })
+        ));
         bytes[1] = 9;
         assert!(matches!(
             Certificate::decode(&bytes),

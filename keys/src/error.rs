@@ -105,6 +105,21 @@ pub enum Error {
         /// Fingerprint of the trusted vendor key.
         expected: String,
     },
+    /// A certificate of one dongle kind checked against a dongle of another
+    /// (a native certificate under a FIDO2 license, or the reverse).
+    #[error("{certificate} is from a {found} dongle, but the license names a {expected} dongle")]
+    DongleKindMismatch {
+        /// The structure checked.
+        certificate: &'static str,
+        /// The kind the certificate is for ("native" or "FIDO2").
+        found: &'static str,
+        /// The kind the license names.
+        expected: &'static str,
+    },
+    /// A FIDO2 assertion (a kind 2 certificate) that does not hold, and why
+    /// (`fido2`; `docs/formats.md`, "FIDO2 delegation certificate").
+    #[error("FIDO2 assertion refused: {0}")]
+    Fido2(crate::fido2::AssertionFault),
     /// A signature does not verify under the expected key.
     #[error("bad {0} signature")]
     BadSignature(&'static str),

@@ -80,7 +80,7 @@ impl Site {
             id: LicenseId::generate(),
             customer: "E2E Test".into(),
             dongle_serial: serial.clone(),
-            dongle_key: dongle.public(),
+            dongle: dongle.public().into(),
             issued_at: now,
             not_before: now - std::time::Duration::from_secs(60),
             not_after: now + std::time::Duration::from_secs(86_400),

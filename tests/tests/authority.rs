@@ -28,7 +28,7 @@ fn verify_chain(site: &Site, token: &str) -> (TokenClaims, String) {
     let license = License::decode(&URL_SAFE_NO_PAD.decode(&claims.lic).unwrap()).unwrap();
     license.verify(&vendor).unwrap();
     let cert = Certificate::decode(&URL_SAFE_NO_PAD.decode(&claims.dcert).unwrap()).unwrap();
-    cert.verify(&license.terms().dongle_key).unwrap();
+    cert.verify_by(&license.terms().dongle).unwrap();
     let sig: [u8; 64] = URL_SAFE_NO_PAD
         .decode(parts[2])
         .unwrap()

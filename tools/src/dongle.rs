@@ -31,6 +31,8 @@ pub fn run(cmd: DongleCmd) -> anyhow::Result<ExitCode> {
             mode.parse::<Fault>()?;
             ctl(&socket, &format!("fault {mode}"))
         }
+        DongleCmd::Enroll(args) => crate::fido2::enroll(&args),
+        DongleCmd::Probe(args) if args.fido2 => crate::fido2::probe(&args),
         DongleCmd::Probe(args) => probe(&args),
         DongleCmd::ReplugBench(args) => replug_bench(&args),
     }
@@ -165,7 +167,7 @@ fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

@@ -18,7 +18,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tether_keys::keyfile::{self, SERIAL_HEADER};
-use tether_keys::{Certificate, CredentialFile, Dongle, License, PublicKey, Vendor};
+use tether_keys::{
+    Certificate, CredentialFile, Dongle, DongleIdentity, Fido2Credential, License, PublicKey,
+    Vendor,
+};
 use tether_tools::human;
 
 use crate::cli::InspectArgs;
@@ -61,7 +64,9 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "customer": t.customer,
         "vendor": license.vendor().to_string(),
         "dongle_serial": t.dongle_serial,
-        "dongle_key": t.dongle_key.fingerprint().to_string(),
+        "dongle_kind": t.dongle.kind_name(),
+        "dongle_key": t.dongle.fingerprint().to_string(),
+        "dongle": dongle_json(&t.dongle),
         "issued_at": t.issued_at,
         "not_before": t.not_before,
         "not_after": t.not_after,
@@ -73,6 +78,24 @@ fn license_json(license: &License, vendor: Option<&PublicKey<Vendor>>) -> Value 
         "nonce_period": t.nonce_period,
         "signature": status(checked, NO_VENDOR),
     })
+}
+
+/// The dongle a license names: its key, and for a FIDO2 key the
+/// credential's rpId, AAGUID, model, algorithm and (shortened) id.
+fn dongle_json(dongle: &DongleIdentity) -> Value {
+    match dongle {
+        DongleIdentity::Native(key) => json!({
+            "key": key.fingerprint().to_string(),
+        }),
+        DongleIdentity::Fido2(c) => json!({
+            "key": c.fingerprint().to_string(),
+            "rp_id": c.rp_id,
+            "aaguid": c.aaguid_string(),
+            "model": c.model,
+            "algorithm": c.algorithm.name(),
+            "credential_id": c.short_credential_id(),
+        }),
+    }
 }
 
 fn read_input(path: &Path) -> anyhow::Result<String> {
@@ -167,11 +190,11 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
     let mut token_sig = None;
     let cert_value = match (&cert, &license) {
         (Some(Ok(c)), license) => {
-            let dongle_key: Option<&PublicKey<Dongle>> = match license {
-                Some(Ok(l)) if license_ok => Some(&l.terms().dongle_key),
+            let dongle: Option<&DongleIdentity> = match license {
+                Some(Ok(l)) if license_ok => Some(&l.terms().dongle),
                 _ => None,
             };
-            let checked = dongle_key.map(|k| c.verify(k).map_err(|e| e.to_string()));
+            let checked = dongle.map(|d| c.verify_by(d).map_err(|e| e.to_string()));
             let cert_ok = matches!(checked, Some(Ok(())));
             let session = c.request.session_key;
             if cert_ok {
@@ -194,6 +217,7 @@ fn describe_token(token: &str, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Re
             };
             json!({
                 "serial": c.serial,
+                "dongle_kind": tether_keys::license::kind_name(c.kind()),
                 "counter": c.counter,
                 "session_key": session.fingerprint().to_string(),
                 "not_before": c.request.not_before,
@@ -259,6 +283,16 @@ fn describe(path: &Path, vendor: Option<&PublicKey<Vendor>>) -> anyhow::Result<V
     if text.contains("-----BEGIN TETHER LICENSE-----") {
         let license = keyfile::parse_license(path, &text)?;
         return Ok(license_json(&license, vendor));
+    }
+    if Fido2Credential::is_identity_pem(&text) {
+        let cred = Fido2Credential::from_pem(&text)
+            .with_context(|| format!("{}: not a FIDO2 identity file", path.display()))?;
+        return Ok(json!({
+            "kind": "fido2-credential",
+            "serial": cred.serial(),
+            "dongle_kind": "FIDO2",
+            "dongle": dongle_json(&DongleIdentity::Fido2(cred)),
+        }));
     }
     if text.contains("-----BEGIN PRIVATE KEY-----") {
         let role = role_of(&text);

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use tether_keys::keyfile::{self, Overwrite, SERIAL_HEADER};
 use tether_keys::license::normalize_names;
-use tether_keys::{CredentialFile, Dongle, LicenseId, LicenseTerms, SecretKey, Vendor};
+use tether_keys::{
+    CredentialFile, Dongle, DongleIdentity, Fido2Credential, LicenseId, LicenseTerms, SecretKey,
+    Vendor,
+};
 use tether_tools::human;
 
 use crate::cli::{KeygenCmd, LicenseCmd, LicenseIssueArgs, ServiceCmd};
@@ -149,34 +152,24 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         None => None,
     };
     let dongle = match &args.dongle_pub {
-        Some(path) => {
-            let (dongle_key, headers) = keyfile::read_public_key::<Dongle>(path)?;
-            let serial = match (&args.serial, headers.get(SERIAL_HEADER)) {
-                (Some(given), Some(in_file)) if given != in_file => bail!(
-                    "--serial {given} differs from the serial {in_file} in {}",
-                    path.display()
-                ),
-                (Some(s), _) | (None, Some(s)) => s.clone(),
-                (None, None) => match &old {
-                    Some(o) => o.dongle_serial.clone(),
-                    None => bail!("{} names no serial: pass --serial", path.display()),
-                },
-            };
-            Some((dongle_key, serial))
-        }
+        Some(path) => Some(read_dongle_identity(
+            path,
+            args.serial.as_deref(),
+            old.as_ref(),
+        )?),
         None => None,
     };
-    let (dongle_key, serial) = match (&old, dongle) {
-        (Some(o), Some((key, serial))) => {
-            if key != o.dongle_key || serial != o.dongle_serial {
+    let (dongle, serial) = match (&old, dongle) {
+        (Some(o), Some((dongle, serial))) => {
+            if dongle != o.dongle || serial != o.dongle_serial {
                 bail!(
                     "the superseded license is for dongle {}, not {serial}: a license update cannot change the dongle (issue a new license instead)",
                     o.dongle_serial
                 );
             }
-            (key, serial)
+            (dongle, serial)
         }
-        (Some(o), None) => (o.dongle_key, o.dongle_serial.clone()),
+        (Some(o), None) => (o.dongle.clone(), o.dongle_serial.clone()),
         (None, Some(d)) => d,
         (None, None) => bail!("--dongle-pub is required"),
     };
@@ -201,6 +194,13 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
                  reach rule cannot keep up with rotating nonces (docs/threat-model.md, Freshness)",
             )?,
     };
+    if matches!(dongle, DongleIdentity::Fido2(_)) && nonce_period == 0 {
+        bail!(
+            "{}: a FIDO2 key signs whatever it is asked, as often as asked, so its licenses \
+             must demand fresh nonces (docs/threat-model.md, FIDO2 dongles)",
+            tether_keys::license::FIDO2_NEEDS_FRESHNESS
+        );
+    }
     let now = tether_keys::UnixTime::now();
     let not_before = match (args.not_before, &old) {
         (Some(t), _) => tether_keys::UnixTime::from_secs(t),
@@ -252,7 +252,7 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         id: old.as_ref().map_or_else(LicenseId::generate, |o| o.id),
         customer,
         dongle_serial: serial,
-        dongle_key,
+        dongle,
         issued_at: now,
         not_before,
         not_after,
@@ -278,6 +278,47 @@ pub fn license_issue(args: &LicenseIssueArgs) -> anyhow::Result<tether_keys::Lic
         overwrite(args.force),
     )?;
     Ok(license)
+}
+
+/// The dongle `--dongle-pub` names and its serial: a native dongle public
+/// key file (serial from its header, `--serial` or the superseded license),
+/// or a FIDO2 identity file (`TETHER FIDO2 CREDENTIAL`, serial derived from
+/// the credential), told apart by the PEM label.
+fn read_dongle_identity(
+    path: &Path,
+    given_serial: Option<&str>,
+    old: Option<&LicenseTerms>,
+) -> anyhow::Result<(DongleIdentity, String)> {
+    let text = fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    if Fido2Credential::is_identity_pem(&text) {
+        let cred = Fido2Credential::from_pem(&text)
+            .with_context(|| format!("{}: not a FIDO2 identity file", path.display()))?;
+        let serial = cred.serial();
+        if let Some(given) = given_serial
+            && given != serial
+        {
+            bail!(
+                "--serial {given} differs from the serial {serial} of the FIDO2 credential in {} \
+                 (a FIDO2 dongle's serial is derived from its credential)",
+                path.display()
+            );
+        }
+        return Ok((DongleIdentity::Fido2(cred), serial));
+    }
+    let (dongle_key, headers) = keyfile::read_public_key::<Dongle>(path)?;
+    let serial = match (given_serial, headers.get(SERIAL_HEADER)) {
+        (Some(given), Some(in_file)) if given != in_file => bail!(
+            "--serial {given} differs from the serial {in_file} in {}",
+            path.display()
+        ),
+        (Some(s), _) => s.to_string(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => match old {
+            Some(o) => o.dongle_serial.clone(),
+            None => bail!("{} names no serial: pass --serial", path.display()),
+        },
+    };
+    Ok((DongleIdentity::Native(dongle_key), serial))
 }
 
 /// Signs a revocation of the license in `license` (every sequence up to
@@ -385,9 +426,30 @@ pub fn license(cmd: LicenseCmd) -> anyhow::Result<ExitCode> {
                     tether_keys::UnixTime::now().secs(),
                 )
             );
+            println!(
+                "dongle: {}",
+                describe_dongle(&license.terms().dongle_serial, &license.terms().dongle)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line naming a license's dongle: its kind and serial, and the key
+/// (native) or the credential (FIDO2: algorithm, rpId, AAGUID, model,
+/// shortened credential id).
+pub fn describe_dongle(serial: &str, dongle: &DongleIdentity) -> String {
+    match dongle {
+        DongleIdentity::Native(key) => format!("native {serial}, key {}", key.fingerprint()),
+        DongleIdentity::Fido2(c) => format!(
+            "FIDO2 {serial}, {} credential {} for rpId {:?}, AAGUID {}, model {:?}",
+            c.algorithm,
+            c.short_credential_id(),
+            c.rp_id,
+            c.aaguid_string(),
+            c.model
+        ),
+    }
 }
 
 /// `tether service enroll`.

@@ -476,3 +476,98 @@ fn revoke_and_install_without_a_daemon() {
     ])
     .fails_with("vendor");
 }
+
+/// Issue 16: `--dongle-pub` takes a FIDO2 identity file (told apart by its
+/// PEM label), refuses it without `--nonce-period` or with another serial,
+/// and `inspect` / `license verify` show the credential.
+#[test]
+fn a_fido2_identity_file_makes_a_fido2_license() {
+    use tether_keys::Fido2Algorithm;
+    use tether_keys::fido2::testsigner::TestAuthenticator;
+    let site = Site::new();
+    let cred = TestAuthenticator::new(Fido2Algorithm::Es256, [0x42; 32]).credential();
+    let identity = site.p("dongle.fido2.pem");
+    fs::write(&identity, cred.to_pem()).unwrap();
+    let vendor_key = site.p("vendor/vendor.key");
+    let issue = |out: &str, extra: &[&str]| {
+        let out = site.p(out);
+        let mut args = vec![
+            "license",
+            "issue",
+            "--vendor-key",
+            s(&vendor_key),
+            "--dongle-pub",
+            s(&identity),
+            "--customer",
+            "ACME Corp",
+            "--services",
+            "backend,muxer",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        tether(&args)
+    };
+    issue("no-freshness.tether", &[]).fails_with("FIDO2 dongles need freshness: --nonce-period");
+    issue("off.tether", &["--nonce-period", "off"])
+        .fails_with("FIDO2 dongles need freshness: --nonce-period");
+    issue(
+        "serial.tether",
+        &["--nonce-period", "5m", "--serial", "TD-TEST-1"],
+    )
+    .fails_with("differs from the serial");
+    assert!(!site.p("no-freshness.tether").exists());
+    issue("fido2.tether", &["--nonce-period", "5m"]).ok();
+
+    let lic = site.p("fido2.tether");
+    let v: serde_json::Value =
+        serde_json::from_str(&tether(&["inspect", "--json", s(&lic)]).ok().stdout()).unwrap();
+    assert_eq!(v["dongle_kind"], "FIDO2");
+    assert_eq!(v["dongle_serial"], cred.serial());
+    assert_eq!(v["nonce_period"], 300);
+    assert_eq!(v["dongle"]["rp_id"], cred.rp_id);
+    assert_eq!(v["dongle"]["aaguid"], cred.aaguid_string());
+    assert_eq!(v["dongle"]["model"], cred.model);
+    assert_eq!(v["dongle"]["algorithm"], "ES256");
+    assert!(
+        v["dongle"]["credential_id"]
+            .as_str()
+            .unwrap()
+            .ends_with("(48 bytes)"),
+        "{v}"
+    );
+    let human = tether(&["inspect", s(&lic)]);
+    assert!(human.ok().stdout().contains("FIDO2"), "{}", human.stdout());
+
+    let verify = tether(&[
+        "license",
+        "verify",
+        "--vendor-pub",
+        s(&site.p("vendor/vendor.pub")),
+        s(&lic),
+    ]);
+    let shown = verify.ok().stdout();
+    assert!(
+        shown.contains(&format!("FIDO2 {}", cred.serial())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("ES256") && shown.contains("tether.example"),
+        "{shown}"
+    );
+
+    let id: serde_json::Value =
+        serde_json::from_str(&tether(&["inspect", "--json", s(&identity)]).ok().stdout()).unwrap();
+    assert_eq!(id["kind"], "fido2-credential");
+    assert_eq!(id["serial"], cred.serial());
+
+    // A native license's dongle shows as such.
+    site.issue("native.tether", &[]).ok();
+    let v: serde_json::Value = serde_json::from_str(
+        &tether(&["inspect", "--json", s(&site.p("native.tether"))])
+            .ok()
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(v["dongle_kind"], "native");
+}

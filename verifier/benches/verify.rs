@@ -5,6 +5,11 @@
 //! `ed25519-dalek` `verify_strict` over a message of the token's signed size; and PyJWT `decode` (EdDSA) on the same
 //! tokens when Python has `jwt` and `cryptography` (`pip install pyjwt cryptography`).
 //!
+//! FIDO2 dongles (issue 16): a new token under a cached FIDO2 certificate
+//! (Ed25519 credential; FIDO2 licenses always carry a `nonce_period`, so
+//! with the same 1,000-leaf inclusion proof), and cold verification of
+//! FIDO2 chains with an Ed25519 and an ES256 credential.
+//!
 //! `cargo bench -p tether-verifier --bench verify`
 //! Targets: cached-certificate path >= 85% of raw verify_strict; with the
 //! inclusion proof >= 90% of the cached-certificate path without it;
@@ -21,6 +26,8 @@ use std::process::Command;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tether_keys::fido2::Fido2Algorithm;
+use tether_keys::fido2::testsigner::{Knobs, TestAuthenticator};
 use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::{
     Certificate, DelegationRequest, LicenseId, LicenseTerms, TokenClaims, TokenSigner, testkeys,
@@ -37,7 +44,7 @@ fn main() {
         id: LicenseId([7; 16]),
         customer: "ACME Corp".into(),
         dongle_serial: "TD-0001".into(),
-        dongle_key: testkeys::dongle().public(),
+        dongle: testkeys::dongle().public().into(),
         issued_at: now - std::time::Duration::from_secs(60),
         not_before: now - std::time::Duration::from_secs(60),
         not_after: now + std::time::Duration::from_secs(86_400),
@@ -133,6 +140,54 @@ fn main() {
                 .unwrap()
         })
         .collect();
+    // FIDO2: a license naming a test credential, a certificate that is its
+    // assertion, tokens as above (the same 1,000-leaf proofs).
+    let fido2 = |alg: Fido2Algorithm, seed: u8, count: u64| -> Vec<String> {
+        let mut auth = TestAuthenticator::new(alg, [seed; 32]);
+        let cred = auth.credential();
+        let serial = cred.serial();
+        let license = LicenseTerms {
+            dongle_serial: serial.clone(),
+            dongle: cred.into(),
+            ..fresh_license.terms().clone()
+        }
+        .sign(&testkeys::vendor())
+        .unwrap();
+        let mut req = DelegationRequest::new(
+            [1; 32],
+            testkeys::session().public(),
+            now - std::time::Duration::from_secs(30),
+            now + std::time::Duration::from_secs(300),
+        );
+        req.commitment = set.commitment().unwrap();
+        let cert = auth.certify(req, &Knobs::default()).unwrap();
+        let lic = URL_SAFE_NO_PAD.encode(license.encoded());
+        let dcert = URL_SAFE_NO_PAD.encode(cert.encoded());
+        (0..count)
+            .map(|i| {
+                let at = (i % u64::from(n_leaves)) as usize;
+                let leaf = &set.leaves()[at];
+                signer
+                    .sign(&TokenClaims {
+                        iss: format!("tether:{serial}"),
+                        sub: "backend".into(),
+                        aud: "backend".into(),
+                        iat: now,
+                        nbf: now,
+                        exp: now + std::time::Duration::from_secs(60),
+                        jti: format!("{i:016}"),
+                        lic: lic.clone(),
+                        dcert: dcert.clone(),
+                        nonce: Some(leaf.nonce().into()),
+                        ins: Some(leaf.instance().into()),
+                        prf: Some(proofs[at].clone()),
+                    })
+                    .unwrap()
+            })
+            .collect()
+    };
+    let fido2_tokens = fido2(Fido2Algorithm::Ed25519, 0x41, n_tokens);
+    let es256_cold_token = fido2(Fido2Algorithm::Es256, 0x42, 1).remove(0);
     let expect = || Expectations::new("backend").require_features(["mux"]);
     let vendor = testkeys::vendor().public();
 
@@ -158,6 +213,17 @@ fn main() {
         );
         &fresh_tokens[next_fresh]
     };
+    let mut next_fido2 = 0usize;
+    let mut take_fido2 = || {
+        next_fido2 += 1;
+        assert!(
+            next_fido2 < fido2_tokens.len(),
+            "bench ran out of distinct tokens"
+        );
+        &fido2_tokens[next_fido2]
+    };
+    let cached_fido2 = Verifier::new(vendor, expect());
+    cached_fido2.verify(&fido2_tokens[0]).unwrap();
     let cached = Verifier::new(vendor, expect());
     cached.verify(&tokens[0]).unwrap();
     let cached_fresh = Verifier::new(vendor, expect());
@@ -165,7 +231,16 @@ fn main() {
     let hit = Verifier::new(vendor, expect());
     hit.verify(&tokens[0]).unwrap();
     // Each contender gets 30 slices of 50 ms (1.5 s), interleaved.
-    let [raw, cold, cached_cert, cached_proof, reverify] = rates(
+    let [
+        raw,
+        cold,
+        cached_cert,
+        cached_proof,
+        reverify,
+        fido2_cached,
+        fido2_cold_ed,
+        fido2_cold_es,
+    ] = rates(
         30,
         [
             &mut || {
@@ -185,6 +260,17 @@ fn main() {
             },
             &mut || {
                 black_box(hit.verify(black_box(&tokens[0])).unwrap());
+            },
+            &mut || {
+                black_box(cached_fido2.verify(take_fido2()).unwrap());
+            },
+            &mut || {
+                let v = Verifier::new(vendor, expect());
+                black_box(v.verify(black_box(&fido2_tokens[0])).unwrap());
+            },
+            &mut || {
+                let v = Verifier::new(vendor, expect());
+                black_box(v.verify(black_box(&es256_cold_token)).unwrap());
             },
         ],
     );
@@ -212,6 +298,19 @@ fn main() {
     println!(
         "  re-verified token (cache hit)            {reverify:>12.0} /s  {:>6.0}x raw  (target >= 1,000,000/s)",
         reverify / raw
+    );
+    println!(
+        "  FIDO2 (Ed25519), cached certificate, proof {fido2_cached:>9.0} /s  {:>6.1}% of raw  (target >= 85%), {:>6.1}% of native with proof",
+        100.0 * fido2_cached / raw,
+        100.0 * fido2_cached / cached_proof
+    );
+    println!(
+        "  FIDO2 cold chain, Ed25519 credential     {fido2_cold_ed:>12.0} /s  {:>6.1}% of raw",
+        100.0 * fido2_cold_ed / raw
+    );
+    println!(
+        "  FIDO2 cold chain, ES256 credential       {fido2_cold_es:>12.0} /s  {:>6.1}% of the Ed25519 one",
+        100.0 * fido2_cold_es / fido2_cold_ed
     );
     pyjwt_peer(
         &tokens[..2000],

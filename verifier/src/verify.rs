@@ -364,6 +364,34 @@ fn newer_format(e: &tether_keys::Error) -> bool {
     )
 }
 
+/// Why a certificate does not hold under the licensed dongle, as a reason
+/// a service can log (one per check; no key material).
+fn chain_error(e: tether_keys::Error) -> Error {
+    use tether_keys::fido2::AssertionFault as F;
+    Error::UntrustedChain(match e {
+        tether_keys::Error::DongleKindMismatch { .. } => {
+            "certificate is from another kind of dongle than the licensed one"
+        }
+        tether_keys::Error::Fido2(fault) => match fault {
+            F::RpIdHash => "FIDO2 certificate is for another rpId than the licensed credential",
+            F::UserPresent => {
+                "FIDO2 certificate has the UP flag set (a silent assertion is required)"
+            }
+            F::UserVerified => "FIDO2 certificate has the UV flag set",
+            F::BackupEligible => {
+                "FIDO2 certificate is from a syncable (backup-eligible) credential"
+            }
+            F::AttestedData | F::Extensions | F::ReservedFlags => {
+                "FIDO2 certificate has flags set that Tether never asks for"
+            }
+            F::SignatureEncoding => "FIDO2 certificate signature is not in strict encoding",
+            F::HighS => "FIDO2 certificate ES256 signature has a high S",
+            _ => "certificate is not signed by the licensed dongle",
+        },
+        _ => "certificate is not signed by the licensed dongle",
+    })
+}
+
 fn b64(part: &str, what: &'static str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(part)
@@ -608,9 +636,7 @@ impl Verifier {
         if cert.serial != terms.dongle_serial {
             return Err(Error::UntrustedChain("certificate is from another dongle"));
         }
-        cert.verify(&terms.dongle_key).map_err(|_| {
-            Error::UntrustedChain("certificate is not signed by the licensed dongle")
-        })?;
+        cert.verify_by(&terms.dongle).map_err(chain_error)?;
         let cert = Arc::new(cert);
         let proven = Arc::new(Mutex::new(Proven::default()));
         lock(&self.certs).insert(

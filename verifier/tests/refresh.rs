@@ -82,7 +82,7 @@ fn fake(ttl: u64) -> (Arc<Fake>, ServiceSecret) {
         id: LicenseId([1; 16]),
         customer: "T".into(),
         dongle_serial: "TD-1".into(),
-        dongle_key: testkeys::dongle().public(),
+        dongle: testkeys::dongle().public().into(),
         issued_at: now - Duration::from_secs(60),
         not_before: now - Duration::from_secs(60),
         not_after: now + Duration::from_secs(3600),

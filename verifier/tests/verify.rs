@@ -36,7 +36,7 @@ fn terms(dongle: &SecretKey<Dongle>) -> LicenseTerms {
         id: LicenseId([3; 16]),
         customer: "ACME".into(),
         dongle_serial: "TD-1".into(),
-        dongle_key: dongle.public(),
+        dongle: dongle.public().into(),
         issued_at: at(NOW - 86_400),
         not_before: at(NOW - 86_400),
         not_after: at(NOW + 86_400),
@@ -291,7 +291,7 @@ fn foreign_licenses_and_dongles_are_refused() {
     // A license for another dongle: the certificate's signer is not the licensed key.
     let mut m = Mint::new();
     m.dongle = SecretKey::from_seed(&[0x78; 32]);
-    m.terms.dongle_key = testkeys::dongle().public();
+    m.terms.dongle = testkeys::dongle().public().into();
     assert!(
         matches!(check(&m.token("backend")), Err(Error::UntrustedChain(r)) if r.contains("dongle"))
     );
@@ -1151,6 +1151,154 @@ mod freshness {
         assert!(
             got.is_err(),
             "a token under the superseded license without freshness was accepted: {got:?}"
+        );
+    }
+}
+
+/// Issue 16, FIDO2 dongles: tokens whose certificate is a FIDO2 assertion
+/// (Ed25519 and ES256) verify under a license naming the credential, from
+/// the cache too; every check of the assertion refuses with its own reason,
+/// and a certificate of one kind never passes under a license of the other.
+mod fido2 {
+    use super::*;
+    use tether_keys::DongleIdentity;
+    use tether_keys::fido2::testsigner::{Knobs, TestAuthenticator};
+    use tether_keys::fido2::{FLAG_UP, FLAG_UV, Fido2Algorithm};
+    use tether_keys::merkle::{Leaf, LeafSet};
+
+    fn authenticators() -> [TestAuthenticator; 2] {
+        [
+            TestAuthenticator::new(Fido2Algorithm::Ed25519, [0x41; 32]),
+            TestAuthenticator::new(Fido2Algorithm::Es256, [0x42; 32]),
+        ]
+    }
+
+    /// A mint whose license names `auth`'s credential (freshness on, as
+    /// FIDO2 licenses must have it).
+    fn mint(auth: &TestAuthenticator) -> Mint {
+        let mut m = Mint::new();
+        let cred = auth.credential();
+        m.serial = cred.serial();
+        m.terms.dongle_serial = cred.serial();
+        m.terms.dongle = DongleIdentity::Fido2(cred);
+        m.terms.nonce_period = 300;
+        m
+    }
+
+    /// The token of backend `b-1` under a certificate `auth` signs with `knobs`.
+    fn token(m: &Mint, auth: &mut TestAuthenticator, knobs: &Knobs) -> String {
+        let set = LeafSet::new([Leaf::new("backend", "b-1", "n-1").unwrap()]);
+        let mut req = DelegationRequest::new(
+            [9; 32],
+            m.session.public(),
+            m.cert_window.0,
+            m.cert_window.1,
+        );
+        req.commitment = set.commitment().unwrap();
+        let cert = auth.certify(req, knobs).unwrap();
+        let mut c = m.claims("backend");
+        c.dcert = URL_SAFE_NO_PAD.encode(cert.encoded());
+        c.ins = Some("b-1".into());
+        c.nonce = Some("n-1".into());
+        c.prf = Some(set.prove(0).unwrap().to_claim());
+        m.sign(&c)
+    }
+
+    #[test]
+    fn fido2_chains_of_both_algorithms_verify_and_cache() {
+        for mut auth in authenticators() {
+            let m = mint(&auth);
+            let t = token(&m, &mut auth, &Knobs::default());
+            let v = verifier("backend");
+            let got = v.verify_at(&t, Some("n-1"), at(NOW)).unwrap();
+            assert_eq!(got.claims.iss, format!("tether:{}", m.serial));
+            // Again, from the cache, and a second token under the same certificate path.
+            v.verify_at(&t, Some("n-1"), at(NOW)).unwrap();
+            assert_eq!(
+                v.verify_at(&t, Some("other"), at(NOW)),
+                Err(Error::NonceMismatch)
+            );
+        }
+    }
+
+    #[test]
+    fn each_assertion_fault_is_refused_with_its_reason() {
+        let cases: [(Knobs, &str); 4] = [
+            (
+                Knobs {
+                    flags: FLAG_UP,
+                    ..Knobs::default()
+                },
+                "UP flag",
+            ),
+            (
+                Knobs {
+                    flags: FLAG_UV,
+                    ..Knobs::default()
+                },
+                "UV flag",
+            ),
+            (
+                Knobs {
+                    rp_id: Some("evil.example".into()),
+                    ..Knobs::default()
+                },
+                "another rpId",
+            ),
+            (
+                Knobs {
+                    client_data_hash: Some([7; 32]),
+                    ..Knobs::default()
+                },
+                "not signed by the licensed dongle",
+            ),
+        ];
+        for mut auth in authenticators() {
+            let m = mint(&auth);
+            for (knobs, reason) in &cases {
+                let err = check(&token(&m, &mut auth, knobs)).unwrap_err();
+                assert!(
+                    matches!(&err, Error::UntrustedChain(r) if r.contains(reason)),
+                    "{reason}: {err}"
+                );
+            }
+        }
+        let mut es = TestAuthenticator::new(Fido2Algorithm::Es256, [0x42; 32]);
+        let m = mint(&es);
+        let high_s = Knobs {
+            high_s: true,
+            ..Knobs::default()
+        };
+        let err = check(&token(&m, &mut es, &high_s)).unwrap_err();
+        assert!(
+            matches!(&err, Error::UntrustedChain(r) if r.contains("high S")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_of_one_kind_never_passes_under_the_other() {
+        let [mut auth, _] = authenticators();
+        // A FIDO2 certificate under a native license of the same serial.
+        let fido = mint(&auth);
+        let mut native_license = fido.terms.clone();
+        native_license.dongle = testkeys::dongle().public().into();
+        native_license.nonce_period = 300;
+        let mut m = mint(&auth);
+        m.terms = native_license;
+        let err = check(&token(&m, &mut auth, &Knobs::default())).unwrap_err();
+        assert!(
+            matches!(&err, Error::UntrustedChain(r) if r.contains("another kind of dongle")),
+            "{err}"
+        );
+        // A native certificate (the dongle's own key) under a FIDO2 license.
+        let mut c = fido.claims("backend");
+        c.prf = None;
+        c.nonce = None;
+        let err = check(&fido.sign(&c)).unwrap_err();
+        assert!(
+            matches!(&err, Error::UntrustedChain(r) if r.contains("another kind of dongle")),
+            "{err}"
         );
     }
 }

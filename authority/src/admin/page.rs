@@ -56,7 +56,8 @@ pub struct DongleView {
     pub reason: String,
     /// Serial of the dongle last seen.
     pub serial: Option<String>,
-    /// The protocol tetherd speaks to it.
+    /// The protocol tetherd speaks to it: the kind the license names
+    /// (`native` or `FIDO2`).
     pub kind: &'static str,
     /// Its signature counter.
     pub counter: Option<u32>,
@@ -276,7 +277,7 @@ pub fn view(auth: &Authority) -> View {
             since_text: utc(st.since.secs()),
             reason: st.reason,
             serial: st.serial,
-            kind: "native",
+            kind: t.dongle.kind_name(),
             counter: st.counter,
             session: st.session,
             cert_not_after: st.cert_not_after.map(tether_keys::UnixTime::secs),
@@ -654,5 +655,29 @@ mod tests {
         assert!(!html.contains("<script>"), "no inline script");
         assert!(!html.contains("style="), "no inline style");
         assert!(html.contains("1970-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn the_dongle_kind_is_the_licensed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = crate::authority::tests::authority_with(dir.path(), |_| {});
+        assert_eq!(view(&auth).dongle.kind, "native");
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = crate::authority::tests::authority_with(dir.path(), |t| {
+            let cred = tether_keys::Fido2Credential {
+                rp_id: "tether.example".into(),
+                credential_id: vec![7; 32],
+                algorithm: tether_keys::Fido2Algorithm::Ed25519,
+                public_key: tether_keys::testkeys::dongle().public().to_bytes().to_vec(),
+                aaguid: [1; 16],
+                model: "Test key".into(),
+            };
+            t.dongle_serial = cred.serial();
+            t.dongle = cred.into();
+            t.nonce_period = 300;
+        });
+        let v = view(&auth);
+        assert_eq!(v.dongle.kind, "FIDO2");
+        assert!(render(&v, &[]).contains("FIDO2"));
     }
 }

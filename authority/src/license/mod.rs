@@ -111,7 +111,7 @@ impl Authority {
         if next.id != old.id {
             return Err(format!("license {} is not license {}", next.id, old.id));
         }
-        if next.dongle_serial != old.dongle_serial || next.dongle_key != old.dongle_key {
+        if next.dongle_serial != old.dongle_serial || next.dongle != old.dongle {
             return Err("a license update cannot change the dongle".into());
         }
         if next.sequence <= old.sequence {
@@ -295,7 +295,7 @@ pub fn prefer_installed(given: License, state_dir: &Path, vendor: &PublicKey<Ven
         Ok(kept) => {
             let (k, g) = (kept.terms(), given.terms());
             if k.id == g.id
-                && k.dongle_key == g.dongle_key
+                && k.dongle == g.dongle
                 && k.dongle_serial == g.dongle_serial
                 && k.sequence > g.sequence
             {

@@ -50,7 +50,7 @@ impl Mint {
                 id: LicenseId([4; 16]),
                 customer: "ACME".into(),
                 dongle_serial: serial.into(),
-                dongle_key: dongle.public(),
+                dongle: dongle.public().into(),
                 issued_at: tether_keys::UnixTime::from_secs(now - 86_400),
                 not_before: tether_keys::UnixTime::from_secs(now - 86_400),
                 not_after: tether_keys::UnixTime::from_secs(now + 86_400),

@@ -124,7 +124,7 @@ fn terms() -> LicenseTerms {
         id: LicenseId([3; 16]),
         customer: "Conformance".into(),
         dongle_serial: "TD-CONF".into(),
-        dongle_key: testkeys::dongle().public(),
+        dongle: testkeys::dongle().public().into(),
         issued_at: at(NOW - 86_400),
         not_before: at(NOW - 86_400),
         not_after: at(NOW + 86_400),
