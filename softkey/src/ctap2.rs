@@ -8,7 +8,19 @@
 //! "touch" (presence is always granted when asked, as a user who touches at
 //! once), `authenticatorReset`, a packed self attestation (WebAuthn L2,
 //! section 8.2: `passkey-authenticator` answers attestation format `none`,
-//! a real key answers `packed`) and the fault modes of [`Options`].
+//! a real key answers `packed`), the hardware-bound flags (below) and the
+//! fault modes of [`Options`].
+//!
+//! Hardware-bound flags: `passkey-authenticator` is written for a passkey
+//! provider, so every authenticatorData it builds says BE (backup eligible,
+//! 0x08) and BS (backed up, 0x10), WebAuthn L3 section 6.1. A security key's
+//! credential is bound to the device and says neither, and Tether refuses a
+//! syncable credential. So, unless [`Options::syncable`], the softkey first
+//! checks the library's own signature over its authenticatorData with the
+//! credential's public key, then clears BE and BS and signs the corrected
+//! `authenticatorData || clientDataHash` with the same key (`passkey-crypto`).
+//! That re-signature is the one signature of ours; everything it covers but
+//! the flags byte is the library's.
 //!
 //! Commands: `authenticatorMakeCredential` (0x01), `authenticatorGetAssertion`
 //! (0x02), `authenticatorGetInfo` (0x04), `authenticatorReset` (0x07);
@@ -17,9 +29,9 @@
 
 use coset::iana::EnumI64 as _;
 use passkey_authenticator::{Authenticator, UiHint, UserCheck, UserValidationMethod};
-use passkey_crypto::SecretKeyT as _;
 use passkey_crypto::iana;
 use passkey_crypto::rust_crypto::{RustCryptoBackend, RustCryptoSecretKey};
+use passkey_crypto::{PublicKeyT as _, SecretKeyT as _};
 use passkey_types::Passkey;
 use passkey_types::ctap2::{
     Aaguid, Ctap2Error, Flags, StatusCode, get_assertion, get_info, make_credential,
@@ -88,6 +100,9 @@ pub struct Options {
     /// Set the UP flag even when `up = false` was asked (a key that always
     /// waits for a touch and reports it).
     pub force_up: bool,
+    /// Keep BE and BS set, as `passkey-authenticator` sets them (a synced
+    /// passkey rather than a device-bound key); see the module docs.
+    pub syncable: bool,
     /// The firmware version `getInfo` reports.
     pub firmware_version: u32,
 }
@@ -103,6 +118,7 @@ impl Default for Options {
             counter: true,
             require_up: false,
             force_up: false,
+            syncable: false,
             firmware_version: 1,
         }
     }
@@ -189,7 +205,49 @@ fn short_id(id: &[u8]) -> String {
     id.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
+/// BE and BS (WebAuthn L3 section 6.1).
+fn backup_flags() -> Flags {
+    Flags::BE | Flags::BS
+}
+
 impl Softkey {
+    /// The credential's key, to check and to (re)sign with.
+    fn secret(&self, credential_id: &[u8]) -> Result<RustCryptoSecretKey, u8> {
+        let key = self
+            .inner
+            .store()
+            .get(credential_id)
+            .map(|c| c.key.clone())
+            .ok_or(status(Ctap2Error::Other))?;
+        RustCryptoSecretKey::from_cose_key(&key)
+            .map_err(|_| status(Ctap2Error::UnsupportedAlgorithm))
+    }
+
+    /// Checks the library's signature over `auth_data || client_data_hash`,
+    /// then clears BE and BS in `auth_data` and returns the signature over
+    /// the corrected data (see the module docs). With [`Options::syncable`],
+    /// returns `signature` unchanged.
+    fn bind_to_device(
+        &self,
+        credential_id: &[u8],
+        auth_data: &mut passkey_types::ctap2::AuthenticatorData,
+        client_data_hash: &[u8],
+        signature: Vec<u8>,
+    ) -> Result<Vec<u8>, u8> {
+        if self.options.syncable || !auth_data.flags.intersects(backup_flags()) {
+            return Ok(signature);
+        }
+        let mut secret = self.secret(credential_id)?;
+        let theirs = [auth_data.to_vec().as_slice(), client_data_hash].concat();
+        if secret.public_key().verify(&theirs, &signature).is_err() {
+            tracing::error!("passkey-authenticator's signature does not verify: refused");
+            return Err(status(Ctap2Error::Other));
+        }
+        auth_data.flags.remove(backup_flags());
+        let ours = [auth_data.to_vec().as_slice(), client_data_hash].concat();
+        Ok(secret.sign(&ours))
+    }
+
     /// A softkey over `store`.
     ///
     /// # Errors
@@ -253,20 +311,15 @@ impl Softkey {
             .as_ref()
             .map(|a| a.credential_id().to_vec())
             .ok_or(status(Ctap2Error::Other))?;
-        let key = self
-            .inner
-            .store()
-            .get(&id)
-            .map(|c| c.key.clone())
-            .ok_or(status(Ctap2Error::Other))?;
-        let alg = match &key.alg {
+        let alg = match self.inner.store().get(&id).and_then(|c| c.key.alg.clone()) {
             Some(coset::Algorithm::Assigned(a)) => a.to_i64(),
             _ => return Err(status(Ctap2Error::Other)),
         };
-        let mut secret = RustCryptoSecretKey::from_cose_key(&key)
-            .map_err(|_| status(Ctap2Error::UnsupportedAlgorithm))?;
-        let mut signed = response.auth_data.to_vec();
-        signed.extend_from_slice(&client_data_hash);
+        if !self.options.syncable {
+            response.auth_data.flags.remove(backup_flags());
+        }
+        let mut secret = self.secret(&id)?;
+        let signed = [response.auth_data.to_vec().as_slice(), &client_data_hash].concat();
         let sig = secret.sign(&signed);
         response.fmt = "packed".into();
         response.att_stmt = ciborium::Value::Map(vec![
@@ -294,7 +347,8 @@ impl Softkey {
         }
         let rp_id = request.rp_id.clone();
         let up_asked = request.options.up;
-        let response = self
+        let client_data_hash = request.client_data_hash.to_vec();
+        let mut response = self
             .runtime
             .block_on(self.inner.get_assertion(request))
             .map_err(|e| {
@@ -302,6 +356,15 @@ impl Softkey {
                 tracing::info!(rp_id, status = code, "getAssertion refused");
                 code
             })?;
+        let id = response
+            .credential
+            .as_ref()
+            .map(|c| c.id.to_vec())
+            .ok_or(status(Ctap2Error::Other))?;
+        let signature = std::mem::take(&mut response.signature).to_vec();
+        response.signature = self
+            .bind_to_device(&id, &mut response.auth_data, &client_data_hash, signature)?
+            .into();
         let flags = response.auth_data.flags;
         tracing::info!(
             rp_id,

@@ -49,13 +49,14 @@ impl Device {
     pub fn describe(&self) -> String {
         let o = self.key.options();
         format!(
-            "credentials={} counter={} algorithm={:?} counter_enabled={} require_up={} force_up={}",
+            "credentials={} counter={} algorithm={:?} counter_enabled={} require_up={} force_up={} syncable={}",
             self.key.store().len(),
             self.key.store().max_counter(),
             o.algorithm,
             o.counter,
             o.require_up,
             o.force_up,
+            o.syncable,
         )
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! tether-softkey --socket /tmp/key.sock [--state key.state] [--algorithm eddsa|es256]
-//!                [--aaguid HEX] [--no-counter] [--require-up] [--force-up]
+//!                [--aaguid HEX] [--no-counter] [--require-up] [--force-up] [--syncable]
 //! tether-softkey --uhid --socket /tmp/key.sock [--serial S] [--vid 1209 --pid 0002] ...
 //! tether dongle unplug|plug --socket /tmp/key.sock      # PATH.ctl: plug, unplug, status
 //! ```
@@ -52,6 +52,10 @@ struct Args {
     /// Report a touch (UP flag set) even when up=false was asked.
     #[arg(long, env = "TETHER_SOFTKEY_FORCE_UP")]
     force_up: bool,
+    /// Keep passkey-authenticator's BE and BS flags (a synced passkey, which
+    /// Tether must refuse) instead of presenting a device-bound credential.
+    #[arg(long, env = "TETHER_SOFTKEY_SYNCABLE")]
+    syncable: bool,
     /// The HID serial number (the kernel's HID_UNIQ) with --uhid.
     #[arg(
         long,
@@ -96,6 +100,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         counter: !args.no_counter,
         require_up: args.require_up,
         force_up: args.force_up,
+        syncable: args.syncable,
         ..Options::default()
     };
     let store = match &args.state {

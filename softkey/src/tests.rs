@@ -12,7 +12,8 @@ use sha2::{Digest as _, Sha256};
 use crate::ctaphid::CborHandler as _;
 use crate::{Algorithm, Options, Softkey, Store};
 
-/// The BE and BS flags passkey-authenticator sets on every authenticatorData.
+/// The BE and BS flags passkey-authenticator sets on every authenticatorData
+/// (kept only with `syncable`).
 const BE_BS: u8 = 0x08 | 0x10;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -274,10 +275,8 @@ fn silent_eddsa_assertions_verify_and_count_up() {
             ad.rp_id_hash,
             <[u8; 32]>::from(Sha256::digest(b"tether:test"))
         );
-        // passkey-authenticator marks every credential backup eligible and
-        // backed up (BE 0x08, BS 0x10: it is a passkey provider's); UP, UV,
-        // AT and ED are clear, as asked.
-        assert_eq!(ad.flags, BE_BS, "up=false: UP, UV, AT, ED clear");
+        // UP, UV, AT and ED clear, as asked; BE and BS cleared (device-bound).
+        assert_eq!(ad.flags, 0, "up=false: no flag at all");
         assert_eq!(ad.sign_count, expected_count);
         let sig = map_get(&a, 3).unwrap().into_bytes().unwrap();
         vk.verify_strict(
@@ -340,7 +339,7 @@ fn fault_modes() {
     ));
     assert_eq!(
         auth_data(&map_get(&a, 2).unwrap().into_bytes().unwrap()).flags,
-        BE_BS | 0x01
+        0x01
     );
 
     // --force-up: UP set although up=false was asked.
@@ -354,7 +353,7 @@ fn fault_modes() {
     let a = ok(&a.payload);
     assert_eq!(
         auth_data(&map_get(&a, 2).unwrap().into_bytes().unwrap()).flags,
-        BE_BS | 0x01
+        0x01
     );
 
     // --no-counter: signCount stays 0.
@@ -436,4 +435,33 @@ fn state_file_persists_resets_and_rolls_back() {
     std::fs::write(&state, b"junk").unwrap();
     let e = Store::open(&state).unwrap_err().to_string();
     assert!(e.contains("not a softkey state file"), "{e}");
+}
+
+#[test]
+fn syncable_keeps_passkey_authenticators_backup_flags() {
+    let cdh = [4u8; 32];
+    for (syncable, flags) in [(false, 0), (true, BE_BS)] {
+        let mut k = key(Options {
+            syncable,
+            ..Options::default()
+        });
+        let m = made(&answer(&mut k, &tether_make_credential(&cdh)));
+        assert_eq!(auth_data(&m.auth_data).flags & BE_BS, flags);
+        let vk = ed25519_key(&m.cose_key);
+        let sig = map_get(&m.att_stmt, "sig").unwrap().into_bytes().unwrap();
+        vk.verify_strict(
+            &signed(&m.auth_data, &cdh),
+            &Signature::from_slice(&sig).unwrap(),
+        )
+        .unwrap();
+        let a = ok(&answer(
+            &mut k,
+            &get_assertion("tether:test", &cdh, &m.credential_id, false),
+        ));
+        let ad = map_get(&a, 2).unwrap().into_bytes().unwrap();
+        assert_eq!(auth_data(&ad).flags, flags);
+        let sig = map_get(&a, 3).unwrap().into_bytes().unwrap();
+        vk.verify_strict(&signed(&ad, &cdh), &Signature::from_slice(&sig).unwrap())
+            .unwrap();
+    }
 }
