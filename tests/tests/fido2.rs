@@ -4,13 +4,6 @@
 //! `tether license issue`, `tetherd --dongle fido2:socket:PATH`,
 //! `tether token` and `tether verify`.
 //!
-//! Gated off for now: the three tests that license a softkey credential.
-//! The softkey's core (passkey-authenticator) sets BE and BS (a syncable
-//! passkey) in every authenticatorData, and `verify_by` rightly refuses a
-//! credential that is not bound to one device, so enrolment stops at its
-//! silent-assertion check. They pass (run by hand with that check relaxed)
-//! once the softkey signs as a device-bound key; `-- --ignored` runs them.
-//!
 //! A real key: `TETHER_TEST_FIDO2=1 cargo test -p tether-tests --test fido2
 //! -- --ignored` (touch it when asked; docs/testing.md).
 
@@ -260,7 +253,6 @@ fn mode(path: &Path) -> u32 {
 /// Enrol -> license -> tetherd -> token verified offline -> unplug ->
 /// refused -> re-plug -> a fresh session, all in one tetherd process.
 #[test]
-#[ignore = "tether-softkey sets BE/BS, which verify_by refuses (module docs)"]
 fn a_software_fido2_key_licenses_unplug_refuses_and_replug_brings_a_fresh_session() {
     let site = FidoSite::new();
     let key = site.start_key(&[]);
@@ -360,6 +352,19 @@ fn a_key_that_demands_a_touch_is_refused_at_enrolment() {
     assert!(!site.path("identity/dongle.fido2.pem").exists());
 }
 
+/// A syncable credential (BE/BS set, as a passkey provider makes) is not
+/// bound to one device: refused at enrolment.
+#[test]
+fn a_syncable_credential_is_refused_at_enrolment() {
+    let site = FidoSite::new();
+    let _key = site.start_key(&["--syncable"]);
+    let out = site.enroll(&["--allow-self-attested"]);
+    assert!(!out.status.success(), "enroll must fail: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not bound to one device"), "{err}");
+    assert!(!site.path("identity/dongle.fido2.pem").exists());
+}
+
 /// Without attestation roots or --allow-self-attested, a self-attesting key
 /// is refused.
 #[test]
@@ -388,7 +393,6 @@ fn self_attestation_is_refused_unless_allowed() {
 /// A key reset (its state deleted) no longer knows the credential: tetherd
 /// says so instead of issuing.
 #[test]
-#[ignore = "tether-softkey sets BE/BS, which verify_by refuses (module docs)"]
 fn a_reset_key_is_refused_with_a_clear_reason() {
     let site = FidoSite::new();
     let key = site.start_key(&[]);
@@ -403,7 +407,6 @@ fn a_reset_key_is_refused_with_a_clear_reason() {
 /// A key whose state is rolled back (a clone of an older copy) signs a
 /// counter below one already accepted: tetherd refuses it.
 #[test]
-#[ignore = "tether-softkey sets BE/BS, which verify_by refuses (module docs)"]
 fn a_signature_counter_that_goes_down_is_refused() {
     let site = FidoSite::new();
     let key = site.start_key(&[]);
