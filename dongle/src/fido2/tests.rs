@@ -600,6 +600,26 @@ fn fido2_dongle_certificates_with_up_set_are_refused_by_verify_by() {
     assert!(cert.verify_by(&identity).is_err());
 }
 
+/// The fuzz target's seeds (`fuzz/seeds/ctap2_decode/`, one selector byte
+/// then the CBOR body) decode, so the fuzzer starts from valid answers.
+#[test]
+fn the_fuzz_seeds_are_valid_answers() {
+    let seed = |name: &str| {
+        let path = format!(
+            "{}/../fuzz/seeds/ctap2_decode/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        bytes[1..].to_vec()
+    };
+    let info = AuthenticatorInfo::decode(&seed("get-info")).unwrap();
+    assert_eq!(info.firmware_version, Some(0x0005_0505));
+    let cred = NewCredential::decode(&seed("make-credential")).unwrap();
+    assert_eq!(cred.public_key, CosePublicKey::Ed25519([0x66; 32]));
+    let a = Assertion::decode(&seed("get-assertion"), &[1, 2, 3]).unwrap();
+    assert_eq!(a.sign_count(), 7);
+}
+
 proptest::proptest! {
     #[test]
     fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
