@@ -297,6 +297,25 @@ fn a_software_fido2_key_licenses_unplug_refuses_and_replug_brings_a_fresh_sessio
     drop(key);
 }
 
+/// An ES256 key (the softkey with --algorithm es256): enrolled as ES256,
+/// its DER signatures normalised to low S, tokens verified offline.
+#[test]
+fn an_es256_key_licenses_too() {
+    let site = FidoSite::new();
+    let _key = site.start_key(&["--algorithm", "es256"]);
+    site.enroll_and_license();
+    let pem = std::fs::read_to_string(site.path("identity/dongle.fido2.pem")).unwrap();
+    let cred = tether_keys::Fido2Credential::from_pem(&pem).unwrap();
+    assert_eq!(cred.algorithm, tether_keys::Fido2Algorithm::Es256);
+    assert_eq!(cred.public_key.len(), 65);
+    let (_tetherd, url) = site.start_tetherd(&site.device());
+    // Each new instance's nonce needs a new certificate: several ES256
+    // assertions, about half of them high S before normalisation.
+    for _ in 0..4 {
+        site.token_verified(&url);
+    }
+}
+
 impl FidoSite {
     fn tether_ok(&self, args: &[&str]) {
         let out = self.tether(args);
