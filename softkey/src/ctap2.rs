@@ -178,15 +178,58 @@ fn status(code: impl Into<StatusCode>) -> u8 {
     u8::from(code.into())
 }
 
-fn encode(value: &impl serde::Serialize) -> Vec<u8> {
-    let mut out = vec![0u8];
-    match ciborium::into_writer(value, &mut out) {
-        Ok(()) => out,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a response");
-            vec![status(Ctap2Error::Other)]
+/// Sorts every map's keys in the CTAP2 canonical order (CTAP 2.1, section
+/// 8, "CTAP2 canonical CBOR encoding form"): lower major type first, then
+/// the shorter encoding, then bytewise lexical order of the encodings.
+fn canonical(value: ciborium::Value) -> Result<ciborium::Value, String> {
+    use ciborium::Value;
+    Ok(match value {
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(canonical).collect::<Result<_, _>>()?)
         }
-    }
+        Value::Map(entries) => {
+            let mut keyed = entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let k = canonical(k)?;
+                    let mut enc = Vec::new();
+                    ciborium::into_writer(&k, &mut enc).map_err(|e| e.to_string())?;
+                    Ok((
+                        (enc.first().map_or(0, |b| b >> 5), enc.len(), enc),
+                        k,
+                        canonical(v)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+        Value::Tag(t, inner) => Value::Tag(t, Box::new(canonical(*inner)?)),
+        other => other,
+    })
+}
+
+/// Status 0 and `value` in the CTAP2 canonical CBOR form.
+///
+/// `passkey-types` serializes some maps with indefinite length (its
+/// integer-keyed structs go through `serialize_map(None)`), which CTAP 2.1
+/// section 8 forbids and libfido2 refuses ("cbor type"), so its output is
+/// read back as a CBOR value and written again definite-length, keys in
+/// canonical order. The values are untouched.
+fn encode(value: &impl serde::Serialize) -> Vec<u8> {
+    let encoded = (|| {
+        let mut raw = Vec::new();
+        ciborium::into_writer(value, &mut raw).map_err(|e| e.to_string())?;
+        let v: ciborium::Value =
+            ciborium::from_reader(raw.as_slice()).map_err(|e| e.to_string())?;
+        let mut out = vec![0u8];
+        ciborium::into_writer(&canonical(v)?, &mut out).map_err(|e| e.to_string())?;
+        Ok::<_, String>(out)
+    })();
+    encoded.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode a response");
+        vec![status(Ctap2Error::Other)]
+    })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(params: &[u8]) -> Result<T, u8> {
