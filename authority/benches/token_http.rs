@@ -186,7 +186,7 @@ fn provision(dir: &Path, nonce_period: u32) -> (Config, SecretKey<Dongle>, Strin
     let config = Config {
         license: dir.join("license.tether"),
         vendor_pub: dir.join("vendor.pub"),
-        dongle: dongle::Selector::Socket(dir.join("dongle.sock")),
+        dongle: config::DongleChoice::Native(dongle::Selector::Socket(dir.join("dongle.sock"))),
         listen: vec![Listen::Tcp("127.0.0.1:0".parse().unwrap())],
         credentials: dir.join("credentials"),
         token_ttl: Duration::from_secs(60),
@@ -274,7 +274,7 @@ fn serve_with(
         presence::spawn(
             auth.clone(),
             presence::WatchSettings {
-                driver: std::sync::Arc::new(config.dongle.clone()),
+                driver: presence::driver(&auth, &config.dongle),
                 heartbeat: config.heartbeat,
                 cert_lifetime: config.cert_lifetime,
             },

@@ -14,6 +14,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use tether_dongle::Selector;
+use tether_dongle::fido2::Fido2Selector;
 
 /// Default configuration file, read when it exists and `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/tether/authority.toml";
@@ -31,7 +32,9 @@ pub struct Args {
     /// The vendor root public key (vendor.pub).
     #[arg(long, env = "TETHER_VENDOR_PUB")]
     pub vendor_pub: Option<PathBuf>,
-    /// The dongle: `hid`, `hid:VID:PID`, `hid:VID:PID:SERIAL` or `socket:PATH`.
+    /// The dongle: `hid`, `hid:VID:PID`, `hid:VID:PID:SERIAL` or `socket:PATH`
+    /// (native); `fido2`, `fido2:SERIAL`, `fido2:/dev/hidrawN` or
+    /// `fido2:socket:PATH` (a FIDO2 security key; the license must name one).
     #[arg(long, env = "TETHER_DONGLE")]
     pub dongle: Option<String>,
     /// Where to listen: `HOST:PORT` or `unix:PATH`; repeat or comma-separate for several.
@@ -125,6 +128,51 @@ impl std::str::FromStr for Listen {
     }
 }
 
+/// Which kind of dongle tetherd drives, and which one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DongleChoice {
+    /// A native dongle (or the emulator): `hid...` or `socket:PATH`.
+    Native(Selector),
+    /// A FIDO2 security key: `fido2...` (`docs/dongle-protocol.md`, section 8).
+    Fido2(Fido2Selector),
+}
+
+impl DongleChoice {
+    /// Parses `--dongle`: `fido2...` picks a FIDO2 key, anything else a
+    /// native dongle.
+    ///
+    /// # Errors
+    /// When the text is neither kind's selector.
+    pub fn parse(text: &str) -> anyhow::Result<DongleChoice> {
+        if text == "fido2" || text.starts_with("fido2:") {
+            return text
+                .parse()
+                .map(DongleChoice::Fido2)
+                .map_err(|e| anyhow::anyhow!("dongle {text:?}: {e}"));
+        }
+        text.parse().map(DongleChoice::Native).map_err(|e| {
+            anyhow::anyhow!("dongle {text:?}: {e}; or fido2[:SERIAL|:/dev/hidrawN|:socket:PATH]")
+        })
+    }
+
+    /// "native" or "FIDO2".
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            DongleChoice::Native(_) => "native",
+            DongleChoice::Fido2(_) => "FIDO2",
+        }
+    }
+}
+
+impl std::fmt::Display for DongleChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DongleChoice::Native(s) => s.fmt(f),
+            DongleChoice::Fido2(s) => s.fmt(f),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -133,7 +181,7 @@ pub struct Config {
     /// Vendor public key file.
     pub vendor_pub: PathBuf,
     /// Which dongle to talk to.
-    pub dongle: Selector,
+    pub dongle: DongleChoice,
     /// Where to listen.
     pub listen: Vec<Listen>,
     /// Credential file.
@@ -239,9 +287,7 @@ impl Config {
             .dongle
             .or(file.dongle)
             .unwrap_or_else(|| "hid".to_string());
-        let dongle: Selector = dongle_text
-            .parse()
-            .map_err(|e| anyhow::anyhow!("dongle {dongle_text:?}: {e}"))?;
+        let dongle = DongleChoice::parse(&dongle_text)?;
         let listen_text = if args.listen.is_empty() {
             file.listen
                 .unwrap_or_else(|| vec!["127.0.0.1:7443".to_string()])
@@ -354,6 +400,32 @@ mod tests {
             dongle: Some("socket:/tmp/d.sock".into()),
             ..Args::default()
         }
+    }
+
+    #[test]
+    fn dongle_choice_parses_both_kinds() {
+        assert!(matches!(
+            DongleChoice::parse("hid").unwrap(),
+            DongleChoice::Native(_)
+        ));
+        assert!(matches!(
+            DongleChoice::parse("socket:/tmp/d.sock").unwrap(),
+            DongleChoice::Native(Selector::Socket(_))
+        ));
+        for s in [
+            "fido2",
+            "fido2:ABC",
+            "fido2:/dev/hidraw2",
+            "fido2:socket:/tmp/k.sock",
+        ] {
+            let c = DongleChoice::parse(s).unwrap();
+            assert_eq!(c.kind_name(), "FIDO2");
+            assert_eq!(c.to_string(), s);
+        }
+        let err = DongleChoice::parse("fido2:").unwrap_err().to_string();
+        assert!(err.contains("fido2:socket:PATH"), "{err}");
+        let err = DongleChoice::parse("usb").unwrap_err().to_string();
+        assert!(err.contains("fido2"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub fn load(config: &Config) -> anyhow::Result<Arc<Authority>> {
             store.path().display()
         );
     }
+    presence::check_kind(&config.dongle, license.terms())
+        .with_context(|| format!("{}", config.license.display()))?;
     store.record_license_sequence(&id, sequence)?;
     let period = u64::from(license.terms().nonce_period);
     if period > 0 && period < freshness::LEAST_SUSTAINABLE_PERIOD.as_secs() {
@@ -177,7 +179,7 @@ pub async fn run(
     let watchdog = presence::spawn(
         auth.clone(),
         presence::WatchSettings {
-            driver: Arc::new(config.dongle.clone()),
+            driver: presence::driver(&auth, &config.dongle),
             heartbeat: config.heartbeat,
             cert_lifetime: config.cert_lifetime,
         },

@@ -268,6 +268,37 @@ impl StateStore {
         Ok(())
     }
 
+    /// Records a FIDO2 key's signCount (`docs/dongle-protocol.md`, section
+    /// 7.5): it may never go down across accepted certificates; 0 means
+    /// "no counter" and is always allowed (and recorded nowhere). Equal is
+    /// allowed: some keys count per credential and some do not count every
+    /// assertion. Fails closed like [`StateStore::record_counter`].
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::CounterRollback`] for a non-zero counter below the one
+    /// seen; [`StateError`] when the state file cannot be written.
+    pub fn record_fido2_counter(&self, serial: &str, counter: u32) -> Result<(), StateError> {
+        if counter == 0 {
+            return Ok(());
+        }
+        let mut marks = self.lock();
+        let seen = marks.counters.get(serial).copied();
+        if let Some(seen) = seen
+            && counter < seen
+        {
+            return Err(StateError::CounterRollback { seen, counter });
+        }
+        if seen == Some(counter) {
+            return Ok(());
+        }
+        let mut next = marks.clone();
+        next.counters.insert(serial.to_string(), counter);
+        self.persist(&next)?;
+        *marks = next;
+        Ok(())
+    }
+
     /// Raises the highest installed sequence of license `id` to `sequence`
     /// (never lowers it), and persists.
     ///
@@ -389,6 +420,31 @@ mod tests {
         let again = StateStore::open(dir.path()).unwrap();
         assert_eq!(again.marks().clock.secs(), 100);
         assert_eq!(again.counter("TD-1"), Some(6));
+    }
+
+    /// FIDO2 signCount: never down, equal allowed, 0 = no counter always
+    /// allowed and never lowering the mark; persisted like a native counter.
+    #[test]
+    fn fido2_counters_never_go_down_and_zero_is_no_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.record_fido2_counter("fido2-ab", 0).unwrap();
+        assert_eq!(store.counter("fido2-ab"), None);
+        store.record_fido2_counter("fido2-ab", 10).unwrap();
+        store.record_fido2_counter("fido2-ab", 10).unwrap();
+        assert!(matches!(
+            store.record_fido2_counter("fido2-ab", 9),
+            Err(StateError::CounterRollback {
+                seen: 10,
+                counter: 9
+            })
+        ));
+        store.record_fido2_counter("fido2-ab", 0).unwrap();
+        store.record_fido2_counter("fido2-ab", 12).unwrap();
+        drop(store);
+        let again = StateStore::open(dir.path()).unwrap();
+        assert_eq!(again.counter("fido2-ab"), Some(12));
+        assert!(again.record_fido2_counter("fido2-ab", 11).is_err());
     }
 
     #[test]

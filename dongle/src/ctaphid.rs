@@ -19,6 +19,9 @@ pub const INIT_DATA: usize = REPORT_LEN - 7;
 pub const CONT_DATA: usize = REPORT_LEN - 5;
 /// Largest message payload (section 3.3).
 pub const MAX_MESSAGE: usize = 1024;
+/// Largest CTAPHID message payload a FIDO2 key may send: one init packet and
+/// 128 continuation packets (FIDO CTAP 2.1, section 11.2.4: 64 - 7 + 128 * (64 - 5)).
+pub const CTAPHID_MAX_MESSAGE: usize = INIT_DATA + 128 * CONT_DATA;
 /// Largest continuation sequence number.
 pub const MAX_SEQ: u8 = 0x7F;
 
@@ -90,7 +93,7 @@ pub enum FrameError {
         got: u32,
     },
     /// An init packet announcing more than [`MAX_MESSAGE`] bytes.
-    #[error("message of {0} bytes exceeds the maximum of 1024")]
+    #[error("message of {0} bytes exceeds the maximum (1024 on the native link, 7609 for CTAPHID)")]
     Oversized(usize),
     /// A continuation packet with no message started.
     #[error("continuation packet {0} without an init packet")]
@@ -170,6 +173,17 @@ impl Packet {
     /// [`REPORT_LEN`] bytes and [`FrameError::Oversized`] for an init packet
     /// announcing more than [`MAX_MESSAGE`] bytes.
     pub fn decode(report: &[u8]) -> Result<Packet, FrameError> {
+        Packet::decode_limited(report, MAX_MESSAGE)
+    }
+
+    /// As [`Packet::decode`], with `max` the largest length an init packet
+    /// may announce ([`MAX_MESSAGE`] on the native link,
+    /// [`CTAPHID_MAX_MESSAGE`] for FIDO2 keys).
+    ///
+    /// # Errors
+    ///
+    /// As [`Packet::decode`], with `max` in place of [`MAX_MESSAGE`].
+    pub fn decode_limited(report: &[u8], max: usize) -> Result<Packet, FrameError> {
         let report: &[u8; REPORT_LEN] = report
             .try_into()
             .map_err(|_| FrameError::ReportSize(report.len()))?;
@@ -177,7 +191,7 @@ impl Packet {
         let b4 = report[4];
         if b4 & 0x80 != 0 {
             let len = u16::from_be_bytes([report[5], report[6]]);
-            if usize::from(len) > MAX_MESSAGE {
+            if usize::from(len) > max {
                 return Err(FrameError::Oversized(len.into()));
             }
             let mut data = [0u8; INIT_DATA];
@@ -233,7 +247,23 @@ impl ContPacket {
 ///
 /// [`FrameError::Oversized`] when `payload` is longer than [`MAX_MESSAGE`].
 pub fn fragment(cid: u32, cmd: Command, payload: &[u8]) -> Result<Vec<Report>, FrameError> {
-    if payload.len() > MAX_MESSAGE {
+    fragment_limited(cid, cmd, payload, MAX_MESSAGE)
+}
+
+/// As [`fragment`], with `max` the largest payload (at most
+/// [`CTAPHID_MAX_MESSAGE`]: 128 continuation packets).
+///
+/// # Errors
+///
+/// [`FrameError::Oversized`] when `payload` is longer than `max` or than
+/// [`CTAPHID_MAX_MESSAGE`].
+pub fn fragment_limited(
+    cid: u32,
+    cmd: Command,
+    payload: &[u8],
+    max: usize,
+) -> Result<Vec<Report>, FrameError> {
+    if payload.len() > max.min(CTAPHID_MAX_MESSAGE) {
         return Err(FrameError::Oversized(payload.len()));
     }
     let (first, rest) = payload.split_at(payload.len().min(INIT_DATA));
@@ -251,7 +281,7 @@ pub fn fragment(cid: u32, cmd: Command, payload: &[u8]) -> Result<Vec<Report>, F
     for (seq, chunk) in rest.chunks(CONT_DATA).enumerate() {
         let mut data = [0u8; CONT_DATA];
         data[..chunk.len()].copy_from_slice(chunk);
-        // At most 17 continuation packets: MAX_MESSAGE keeps seq far below 128.
+        // At most 128 continuation packets: CTAPHID_MAX_MESSAGE keeps seq below 128.
         out.push(
             ContPacket {
                 cid,
@@ -299,13 +329,24 @@ struct Partial {
 #[derive(Debug)]
 pub struct Reassembler {
     cid: u32,
+    max: usize,
     partial: Option<Partial>,
 }
 
 impl Reassembler {
-    /// Expects reports on channel `cid`.
+    /// Expects reports on channel `cid`, messages of at most [`MAX_MESSAGE`] bytes.
     pub fn new(cid: u32) -> Self {
-        Reassembler { cid, partial: None }
+        Reassembler::with_limit(cid, MAX_MESSAGE)
+    }
+
+    /// Expects reports on channel `cid`, messages of at most `max` bytes
+    /// (capped at [`CTAPHID_MAX_MESSAGE`]).
+    pub fn with_limit(cid: u32, max: usize) -> Self {
+        Reassembler {
+            cid,
+            max: max.min(CTAPHID_MAX_MESSAGE),
+            partial: None,
+        }
     }
 
     /// Feeds one report.
@@ -319,7 +360,7 @@ impl Reassembler {
     /// channel leaves the message under way intact; a packet out of
     /// sequence drops it.
     pub fn push(&mut self, report: &[u8]) -> Result<Progress, FrameError> {
-        let packet = Packet::decode(report)?;
+        let packet = Packet::decode_limited(report, self.max)?;
         if packet.cid() != self.cid {
             // Another channel's traffic: not ours, and no reason to drop ours.
             return Err(FrameError::WrongChannel {
@@ -456,6 +497,30 @@ mod tests {
             fragment(9, Command::Info, &[0; MAX_MESSAGE + 1]),
             Err(FrameError::Oversized(MAX_MESSAGE + 1))
         );
+    }
+
+    #[test]
+    fn ctaphid_limit_takes_128_continuations() {
+        let payload: Vec<u8> = (0..CTAPHID_MAX_MESSAGE).map(|i| i as u8).collect();
+        assert_eq!(CTAPHID_MAX_MESSAGE, 7609);
+        let reports =
+            fragment_limited(3, Command::Other(0x90), &payload, CTAPHID_MAX_MESSAGE).unwrap();
+        assert_eq!(reports.len(), 129);
+        assert_eq!(reports[128][4], 127);
+        let mut r = Reassembler::with_limit(3, CTAPHID_MAX_MESSAGE);
+        let mut done = None;
+        for rep in &reports {
+            if let Progress::Done(m) = r.push(rep).unwrap() {
+                done = Some(m);
+            }
+        }
+        assert_eq!(done.unwrap().payload, payload);
+        // The native link keeps its own limit.
+        assert_eq!(
+            Reassembler::new(3).push(&reports[0]),
+            Err(FrameError::Oversized(CTAPHID_MAX_MESSAGE))
+        );
+        assert!(fragment_limited(3, Command::Other(0x90), &[0; 7610], usize::MAX).is_err());
     }
 
     #[test]

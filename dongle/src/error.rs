@@ -33,6 +33,10 @@ pub enum LinkError {
     /// The dongle answered something that breaks the protocol.
     #[error("dongle protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
+    /// A FIDO2 key answered a CTAP2 status other than success (FIDO CTAP
+    /// 2.1, section 6.3), or demanded a touch for a silent request.
+    #[error("security key refused: {0}")]
+    Ctap(crate::fido2::CtapStatus),
     /// An operating-system error on the link that does not mean removal.
     #[error("dongle link I/O: {0}")]
     Io(#[source] std::io::Error),

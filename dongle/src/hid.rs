@@ -116,6 +116,83 @@ impl HidTransport {
     }
 }
 
+/// The FIDO Alliance usage page of a security key's HID interface (CTAP
+/// 2.1, section 11.2.8.1), usage 0x01 (CTAPHID).
+pub const FIDO_USAGE_PAGE: u16 = 0xF1D0;
+
+/// Which FIDO2 security key to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FidoFilter {
+    /// The first one (by OS path).
+    Any,
+    /// The one with this USB serial string.
+    Serial(String),
+    /// The one at this OS path (`/dev/hidrawN`).
+    Path(String),
+}
+
+/// Lists the FIDO security keys present (usage page 0xF1D0, usage 1).
+///
+/// # Errors
+///
+/// [`LinkError::Hid`] when hidapi fails otherwise.
+pub fn list_fido() -> Result<Vec<HidDongle>> {
+    let api = match context() {
+        Err(LinkError::Absent) => return Ok(Vec::new()),
+        other => other?,
+    };
+    let mut out: Vec<HidDongle> = api
+        .device_list()
+        .filter(|d| d.usage_page() == FIDO_USAGE_PAGE && d.usage() == 0x01)
+        .map(|d| HidDongle {
+            path: d.path().to_string_lossy().into_owned(),
+            serial: d.serial_number().map(str::to_string),
+            product: d.product_string().map(str::to_string),
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+impl HidTransport {
+    /// Opens a FIDO security key chosen by `filter`.
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::Absent`] when none matches; [`LinkError::Hid`] when
+    /// hidapi cannot open it (permissions, most often: see the udev rule in
+    /// `deploy/`).
+    pub fn open_fido(filter: &FidoFilter) -> Result<HidTransport> {
+        let api = context()?;
+        let mut found: Vec<&hidapi::DeviceInfo> = api
+            .device_list()
+            .filter(|d| d.usage_page() == FIDO_USAGE_PAGE && d.usage() == 0x01)
+            .filter(|d| match filter {
+                FidoFilter::Any => true,
+                FidoFilter::Serial(s) => d.serial_number() == Some(s.as_str()),
+                FidoFilter::Path(p) => d.path().to_string_lossy() == p.as_str(),
+            })
+            .collect();
+        found.sort_by(|a, b| a.path().cmp(b.path()));
+        let Some(info) = found.first() else {
+            return Err(LinkError::Absent);
+        };
+        if found.len() > 1 {
+            tracing::warn!(
+                count = found.len(),
+                "several FIDO security keys present; opening the first (select one: fido2:SERIAL or fido2:/dev/hidrawN)"
+            );
+        }
+        let device = info.open_device(&api).map_err(|e| match e {
+            HidError::IoError { ref error } if error.kind() == std::io::ErrorKind::NotFound => {
+                LinkError::Absent
+            }
+            other => LinkError::Hid(other),
+        })?;
+        Ok(HidTransport { device })
+    }
+}
+
 /// Errors on an open hidraw device: removal shows as ENODEV, EIO, EPIPE,
 /// ESHUTDOWN or a POLLHUP ("device disconnected"). Anything else is kept.
 fn gone_or(e: HidError) -> LinkError {

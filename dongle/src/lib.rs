@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! Selector::from_str("hid" | "hid:VID:PID" | "hid:VID:PID:SERIAL" | "socket:PATH")
+//! Fido2Selector::from_str("fido2" | "fido2:SERIAL" | "fido2:/dev/hidrawN" | "fido2:socket:PATH")
 //! Driver::open(&self) -> Result<Box<dyn Dongle>>       // Err(LinkError::Absent) when none
-//! Dongle::identify(&mut self) -> Result<DongleInfo>     // serial, firmware, public key, counter
+//! Dongle::identify(&mut self) -> Result<Identity>       // native INFO, or FIDO2 getInfo
 //! Dongle::prove_presence(&mut self, &[u8; 32]) -> Result<PresenceProof>  // caller verifies
 //! Dongle::certify(&mut self, &DelegationRequest) -> Result<Certificate>  // caller verifies
 //! Dongle::idle(&mut self, Duration) -> Result<()>      // Err(LinkError::Removed) at once on removal
@@ -28,6 +29,8 @@
 //! - [`hid`]: the hidapi link.
 //! - [`native`]: Tether's own INFO/PRESENCE/DELEGATE protocol (section 4),
 //!   its client and the [`Dongle`] it implements.
+//! - [`fido2`]: CTAP2 for FIDO2 security keys (section 8), its client and
+//!   `Fido2Dongle`.
 //! - [`error`]: [`LinkError`], the protocol faults and the device's error codes.
 //!
 //! The device side (the emulator that firmware follows) is the
@@ -39,6 +42,7 @@
 
 pub mod ctaphid;
 pub mod error;
+pub mod fido2;
 pub mod hid;
 pub mod native;
 mod selector;
@@ -52,6 +56,7 @@ use tether_keys::{
 };
 
 pub use error::{ErrorCode, LinkError, ProtocolError, Result};
+pub use fido2::Fido2Selector;
 pub use native::DongleInfo;
 pub use selector::{Selector, SelectorError};
 pub use transport::Transport;
@@ -64,16 +69,65 @@ pub enum PresenceProof {
     /// [`tether_keys::delegation::presence_message`]`(nonce)` by the dongle key
     /// (native protocol, section 4.3). The caller verifies it.
     Signature([u8; 64]),
+    /// A FIDO2 key echoed a CTAPHID PING of the nonce (section 8.4):
+    /// liveness of the open device, no signature and no flash write. Who
+    /// the key is was proven by the certificate's assertion.
+    Ping,
+}
+
+/// Who a dongle says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity {
+    /// A native dongle's INFO: serial, firmware, public key, counter.
+    Native(DongleInfo),
+    /// A FIDO2 key's getInfo, with the serial of the credential it was opened for.
+    Fido2(Fido2Identity),
+}
+
+impl Identity {
+    /// The dongle serial (for FIDO2: the credential's, `fido2-...`).
+    pub fn serial(&self) -> &str {
+        match self {
+            Identity::Native(info) => &info.serial,
+            Identity::Fido2(f) => &f.serial,
+        }
+    }
+
+    /// "native" or "FIDO2", for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Identity::Native(_) => "native",
+            Identity::Fido2(_) => "FIDO2",
+        }
+    }
+}
+
+/// What a FIDO2 key says of itself (authenticatorGetInfo, CTAP 2.1 section 6.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fido2Identity {
+    /// The serial of the credential the key was opened for
+    /// (`Fido2Credential::serial`): FIDO2 keys expose no serial over CTAP.
+    pub serial: String,
+    /// Firmware: getInfo's firmwareVersion if given, and the CTAPHID device version.
+    pub firmware: String,
+    /// The model's AAGUID.
+    pub aaguid: [u8; 16],
+    /// CTAP versions (`FIDO_2_0`, `FIDO_2_1`, ...).
+    pub versions: Vec<String>,
+    /// The key demands user verification for everything (`alwaysUv`).
+    pub always_uv: bool,
 }
 
 /// One open dongle, whatever its protocol. Each call is one exchange with
 /// the device; none of them trusts what the device says.
 pub trait Dongle: Send + fmt::Debug {
-    /// Who the dongle says it is: serial, firmware, public key, counter.
+    /// Who the dongle says it is: serial, firmware, and its public key and
+    /// counter (native) or model (FIDO2).
     ///
     /// # Errors
     /// Any [`LinkError`]: [`LinkError::Removed`] when it went away.
-    fn identify(&mut self) -> Result<DongleInfo>;
+    fn identify(&mut self) -> Result<Identity>;
 
     /// A cheap proof of liveness over a fresh 32-byte `nonce`.
     ///

@@ -7,8 +7,14 @@
 # removal as the kernel reports it). No socket link carries dongle traffic:
 # the emulator's control socket only plugs and unplugs.
 #
+# With `tether.fido2=1` on the kernel command line (run.sh, TETHER_VM_FIDO2=1)
+# the same path runs again with a FIDO2 security key: tether-softkey, an
+# independent CTAP2 authenticator (1Password's passkey-authenticator), made a
+# kernel HID device on the FIDO usage page 0xF1D0, enrolled, licensed, and
+# driven by `tetherd --dongle fido2` through hidraw and hidapi.
+#
 # Every check adds one JSON object; the last line on the console is
-#   TETHER-VM-RESULT {"ok":BOOL,"checks":[...],"bench":{...}}
+#   TETHER-VM-RESULT {"ok":BOOL,"accel":"kvm|tcg","checks":[...],"bench":{...},"bench_fido2":{...}}
 # which run.sh parses. Then the guest powers off.
 
 /bin/busybox --install -s /bin
@@ -27,6 +33,9 @@ URL=http://127.0.0.1:7443
 SERIAL=TD-VM-0001
 CHECKS=""
 BENCH=null
+BENCH_FIDO2=null
+FIDO2=0
+grep -q 'tether.fido2=1' /proc/cmdline 2>/dev/null && FIDO2=1
 FAILED=0
 PIDS=""
 
@@ -51,7 +60,10 @@ finish() {
     for p in $PIDS; do kill "$p" 2>/dev/null; done
     sleep 0.5
     if [ "$FAILED" = 0 ]; then ok=true; else ok=false; fi
-    echo "TETHER-VM-RESULT {\"ok\":$ok,\"kernel\":\"$(uname -r)\",\"checks\":[$CHECKS],\"bench\":$BENCH}"
+    # KVM announces itself to the guest kernel; TCG does not.
+    accel=tcg
+    dmesg 2>/dev/null | grep -q 'Hypervisor detected: KVM' && accel=kvm
+    echo "TETHER-VM-RESULT {\"ok\":$ok,\"kernel\":\"$(uname -r)\",\"accel\":\"$accel\",\"fido2\":$([ "$FIDO2" = 1 ] && echo true || echo false),\"checks\":[$CHECKS],\"bench\":$BENCH,\"bench_fido2\":$BENCH_FIDO2}"
     sync
     reboot -f
     sleep 5
@@ -201,5 +213,106 @@ wait_for 30 state_is present && token_verifies >"$T/verify3.out" 2>&1
 check genuine-after-clone $? "$(status) $(cat "$T/verify3.out")"
 kill -0 "$TETHERD"
 check same-tetherd-process-at-end $? "pid $TETHERD"
+
+# --- FIDO2: an independent CTAP2 authenticator as a kernel HID key ----------
+# tether-softkey (passkey-authenticator behind CTAPHID) on /dev/uhid with the
+# FIDO report descriptor; tetherd finds it by usage page, as a YubiKey.
+# Its own tetherd on another port; the native one above keeps running.
+# The softkey and libfido2's checks of it always run; Tether's FIDO2 path
+# (enrol, licence, tetherd --dongle fido2) with tether.fido2=1.
+FURL=http://127.0.0.1:7444
+fstatus() { wget -q -O - "$FURL/status" 2>/dev/null; }
+fstate_is() { fstatus | grep -q "\"state\":\"$1\""; }
+fsession() { fstatus | sed -n 's/.*"session":"\([^"]*\)".*/\1/p'; }
+ftoken() { tether token --url "$FURL" --secret-file "$T/backend.secret"; }
+ftoken_verifies() {
+    ftoken >"$T/ftoken.json" 2>"$T/ftoken.err" &&
+        tether verify --vendor-pub "$T/vendor/vendor.pub" --service backend <"$T/ftoken.json"
+}
+fido_uevent() { grep -l "HID_ID=0003:00001209:00000002" /sys/class/hidraw/*/device/uevent; }
+{
+    tether-softkey --uhid --socket "$T/fido.sock" --state "$T/fido.state" \
+        --serial SK-VM-0001 >"$T/softkey.out" 2>"$T/softkey.log" &
+    PIDS="$PIDS $!"
+    wait_for 10 fido_uevent
+    check fido2-uhid-hidraw $? "$(cat "$T/softkey.out") $(fido_uevent 2>&1)"
+
+    # Yubico's libfido2 (fido2-token, fido2-cred, fido2-assert), a CTAP2
+    # client we did not write, against the softkey over hidraw: getInfo, a
+    # credential with a verified self attestation, a silent (up=false)
+    # assertion verified with the credential's public key.
+    if grep -q 'tether.fido2tools=1' /proc/cmdline; then
+        FDEV=$(fido2-token -L 2>"$T/libfido2.log" | sed -n 's/^\(\/dev\/hidraw[0-9]*\):.*0x0002.*/\1/p' | head -n 1)
+        [ -n "$FDEV" ] && fido2-token -I "$FDEV" >"$T/libfido2-info.log" 2>&1 &&
+            grep -q 'FIDO_2_0' "$T/libfido2-info.log" &&
+            grep -q '7465746865722d736f66746b65792d31' "$T/libfido2-info.log"
+        check libfido2-finds-softkey $? "$FDEV $(cat "$T/libfido2.log" "$T/libfido2-info.log" | head -c 380)"
+        {
+            head -c 32 /dev/urandom | base64
+            echo tether:libfido2
+            echo vm-user
+            head -c 16 /dev/urandom | base64
+        } >"$T/cred.in"
+        fido2-cred -M -i "$T/cred.in" -o "$T/cred.out" "$FDEV" eddsa >>"$T/libfido2.log" 2>&1 &&
+            fido2-cred -V -i "$T/cred.out" -o "$T/cred.pub" eddsa >>"$T/libfido2.log" 2>&1
+        check libfido2-make-credential $? "$(sed -n 3p "$T/cred.out" 2>&1) $(tail -n 3 "$T/libfido2.log")"
+        {
+            head -c 32 /dev/urandom | base64
+            echo tether:libfido2
+            head -n 1 "$T/cred.pub"
+        } >"$T/assert.in"
+        tail -n +2 "$T/cred.pub" >"$T/cred.pem"
+        fido2-assert -G -t up=false -i "$T/assert.in" -o "$T/assert.out" "$FDEV" >>"$T/libfido2.log" 2>&1 &&
+            fido2-assert -V -i "$T/assert.out" "$T/cred.pem" eddsa >>"$T/libfido2.log" 2>&1
+        check libfido2-silent-assertion $? "$(tail -n 3 "$T/libfido2.log")"
+    fi
+}
+if [ "$FIDO2" = 1 ]; then
+    tether dongle enroll --fido2 --allow-self-attested --rp-id tether:vm-test \
+        --out "$T/fido" >"$T/fido-enroll.log" 2>&1 &&
+        [ -s "$T/fido/dongle.fido2.pem" ]
+    check fido2-enroll $? "$(tail -n 4 "$T/fido-enroll.log")"
+
+    tether license issue --vendor-key "$T/vendor/vendor.key" \
+        --dongle-pub "$T/fido/dongle.fido2.pem" --customer "VM test FIDO2" \
+        --services backend --valid-for 1d --nonce-period 1h \
+        --out "$T/license-fido2.tether" >"$T/fido-license.log" 2>&1
+    check fido2-license $? "$(tail -n 2 "$T/fido-license.log")"
+    [ "$FAILED" = 0 ] || finish
+
+    TETHER_CONFIG=/dev/null tetherd --license "$T/license-fido2.tether" \
+        --vendor-pub "$T/vendor/vendor.pub" --credentials "$T/credentials" \
+        --dongle fido2 --state-dir "$T/state-fido2" \
+        --listen 127.0.0.1:7444 >"$T/tetherd-fido2.log" 2>&1 &
+    FTETHERD=$!
+    PIDS="$PIDS $FTETHERD"
+    wait_for 30 fstate_is present
+    check fido2-tetherd-present $? "$(fstatus)"
+    ftoken_verifies >"$T/fverify.out" 2>&1
+    check fido2-token-verifies $? "$(cat "$T/fverify.out") $(cat "$T/ftoken.err")"
+    [ "$FAILED" = 0 ] || finish
+
+    # unplug (UHID_DESTROY) -> refusal, 100 cycles, each re-plug a new session.
+    tether dongle replug-bench --socket "$T/fido.sock" --url "$FURL" \
+        --secret-file "$T/backend.secret" --cycles 100 >"$T/fbench.out" 2>"$T/fbench.log"
+    rc=$?
+    [ $rc = 0 ] && BENCH_FIDO2=$(tail -n 1 "$T/fbench.out")
+    check fido2-unplug-refusal-cycles $rc "$(tail -n 1 "$T/fbench.out") $(tail -n 2 "$T/fbench.log")"
+    [ "$FAILED" = 0 ] || finish
+
+    F1=$(fsession)
+    ctl unplug "$T/fido.sock"
+    wait_for 5 fstate_is absent
+    check fido2-unplug-seen-as-removal $? "$(fstatus)"
+    ! ftoken >/dev/null 2>"$T/ftoken.err"
+    check fido2-unplugged-token-refused $? "$(cat "$T/ftoken.err")"
+    ctl plug "$T/fido.sock"
+    wait_for 30 fstate_is present
+    F2=$(fsession)
+    [ -n "$F2" ] && [ "$F2" != "$F1" ] && ftoken_verifies >"$T/fverify2.out" 2>&1
+    check fido2-replug-fresh-session-tokens $? "session $F1 -> $F2; $(cat "$T/fverify2.out")"
+    kill -0 "$FTETHERD"
+    check fido2-same-tetherd-process $? "pid $FTETHERD, never restarted"
+fi
 
 finish

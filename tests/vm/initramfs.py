@@ -9,7 +9,10 @@ usage: initramfs.py OUT.cpio.gz MODULES_ROOT INIT BUSYBOX BIN... -- MODULE...
   own `depends=` field (there is no modules.dep: depmod runs at install time),
   and they are written to /lib/modules/NAME.ko with /lib/modules/order listing
   them in load order.
-- INIT becomes /init, BUSYBOX /bin/busybox, each BIN /bin/NAME.
+- INIT becomes /init, BUSYBOX /bin/busybox, each BIN /bin/NAME; a BIN
+  written SRC=DEST is put at the absolute path DEST instead (a shared
+  library and its loader for a dynamically linked tool), parent directories
+  made as needed.
 
 Written in Python because the archive needs a /dev/console node (the kernel
 opens it for init's stdio before devtmpfs is mounted), which cpio can only
@@ -131,8 +134,17 @@ def main(argv):
     a.chardev("dev/null", 1, 3)
     a.file("init", open(init, "rb").read())
     a.file("bin/busybox", open(busybox, "rb").read())
+    made = {"bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"}
     for b in bins:
-        a.file("bin/" + os.path.basename(b), open(b, "rb").read())
+        src, _, dest = b.partition("=")
+        dest = dest.lstrip("/") if dest else "bin/" + os.path.basename(src)
+        parts = dest.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in made:
+                a.dir(d)
+                made.add(d)
+        a.file(dest, open(src, "rb").read())
     for name, data in order:
         a.file(f"lib/modules/{name}.ko", data, 0o644)
     a.file("lib/modules/order", "".join(n + "\n" for n, _ in order).encode(), 0o644)

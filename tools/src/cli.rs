@@ -470,7 +470,12 @@ pub enum DongleCmd {
         /// The mode.
         mode: String,
     },
-    /// Find a dongle, show its INFO, and time one PRESENCE round trip.
+    /// Enrol a FIDO2 security key as a dongle (one touch): show what it is,
+    /// check it signs without a touch, check its attestation, and write
+    /// OUT/dongle.fido2.pem for `tether license issue --dongle-pub`.
+    Enroll(EnrollArgs),
+    /// Find a dongle, show its INFO, and time one PRESENCE round trip (with
+    /// --fido2: a security key's getInfo and one silent assertion).
     Probe(ProbeArgs),
     /// Unplug and re-plug the emulator N times, timing unplug to the first
     /// refused GET /token, and checking each re-plug brings a fresh session
@@ -539,9 +544,59 @@ pub struct EmulateArgs {
     pub min_charge: String,
 }
 
+/// Flags of `tether dongle enroll`.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// Enrol a FIDO2 security key (the only kind enrolled here: native
+    /// dongles get their identity from `tether keygen dongle`).
+    #[arg(long)]
+    pub fido2: bool,
+    /// Which key: fido2, fido2:SERIAL, fido2:/dev/hidrawN or fido2:socket:PATH.
+    #[arg(long, env = "TETHER_FIDO2_DEVICE", default_value = "fido2")]
+    pub device: String,
+    /// The relying party id of the credential (default tether:PRODUCT, or
+    /// tether:default without --product).
+    #[arg(long)]
+    pub rp_id: Option<String>,
+    /// The product name the default rp id is made from.
+    #[arg(long)]
+    pub product: Option<String>,
+    /// A directory of PEM roots the attestation chain must reach (the key
+    /// vendors' FIDO attestation roots).
+    #[arg(
+        long,
+        env = "TETHER_ATTESTATION_ROOTS",
+        conflicts_with = "allow_self_attested"
+    )]
+    pub attestation_roots: Option<PathBuf>,
+    /// Accept a key that attests itself (no certificate) or gives no
+    /// attestation: its model is then taken on trust.
+    #[arg(long)]
+    pub allow_self_attested: bool,
+    /// The model name written into the identity (default: from the AAGUID).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Directory to write dongle.fido2.pem into (created if missing).
+    #[arg(long, env = "TETHER_OUT")]
+    pub out: PathBuf,
+    /// Replace an existing dongle.fido2.pem.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Flags of `tether dongle probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
+    /// Probe a FIDO2 security key instead (see --device).
+    #[arg(long, conflicts_with_all = ["socket", "hid"])]
+    pub fido2: bool,
+    /// With --fido2: which key (fido2, fido2:SERIAL, fido2:/dev/hidrawN, fido2:socket:PATH).
+    #[arg(long, default_value = "fido2", requires = "fido2")]
+    pub device: String,
+    /// With --fido2: the identity file (dongle.fido2.pem) whose credential
+    /// makes the silent assertion that is timed.
+    #[arg(long, requires = "fido2")]
+    pub identity: Option<PathBuf>,
     /// Probe the emulator on this socket.
     #[arg(long, conflicts_with = "hid")]
     pub socket: Option<PathBuf>,

@@ -31,6 +31,8 @@ pub fn run(cmd: DongleCmd) -> anyhow::Result<ExitCode> {
             mode.parse::<Fault>()?;
             ctl(&socket, &format!("fault {mode}"))
         }
+        DongleCmd::Enroll(args) => crate::fido2::enroll(&args),
+        DongleCmd::Probe(args) if args.fido2 => crate::fido2::probe(&args),
         DongleCmd::Probe(args) => probe(&args),
         DongleCmd::ReplugBench(args) => replug_bench(&args),
     }
@@ -165,13 +167,51 @@ fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// GET /token's status code (0 when tetherd cannot be reached).
-fn token_status(url: &str, secret: &str) -> u16 {
-    tether_tools::http::get(url, "/token", Some(secret)).map_or(0, |r| r.status)
+/// What the bench asks GET /token with: one instance and one nonce for the
+/// whole run, so it works under a license with a nonce period (which
+/// refuses a request without them) and under one without (which echoes
+/// the nonce). A run lasts well under the shortest period (4 minutes).
+fn bench_token_path() -> String {
+    let nonce: String = fresh_nonce()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("/token?instance=replug-bench&nonce={nonce}")
+}
+
+/// What GET /token answered, as the bench counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenAnswer {
+    /// 200: a token.
+    Token,
+    /// 503 `awaiting_certificate`: the nonce is not committed yet (under a
+    /// nonce period, right after a re-plug): not a refusal.
+    Awaiting,
+    /// Any other answer (503 `dongle_absent` after an unplug), with its
+    /// status code (0 when tetherd cannot be reached).
+    Refused(u16),
+}
+
+/// GET /token as the bench's instance.
+fn token_answer(url: &str, path: &str, secret: &str) -> TokenAnswer {
+    match tether_tools::http::get(url, path, Some(secret)) {
+        Ok(r) if r.status == 200 => TokenAnswer::Token,
+        Ok(r)
+            if r.status == 503
+                && r.json()
+                    .ok()
+                    .and_then(|j| j["code"].as_str().map(str::to_string))
+                    == Some("awaiting_certificate".into()) =>
+        {
+            TokenAnswer::Awaiting
+        }
+        Ok(r) => TokenAnswer::Refused(r.status),
+        Err(_) => TokenAnswer::Refused(0),
+    }
 }
 
 /// The current session fingerprint in GET /status, if any.
@@ -186,13 +226,14 @@ fn session_of(url: &str) -> Option<String> {
 /// Polls until GET /token answers 200 under a session not in `seen`.
 fn wait_fresh_tokens(
     url: &str,
+    path: &str,
     secret: &str,
     seen: &[String],
     timeout: Duration,
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
-        if token_status(url, secret) == 200
+        if token_answer(url, path, secret) == TokenAnswer::Token
             && let Some(s) = session_of(url)
             && !seen.contains(&s)
         {
@@ -212,7 +253,8 @@ fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
     if args.cycles == 0 {
         bail!("--cycles must be at least 1");
     }
-    let mut sessions = vec![wait_fresh_tokens(&args.url, secret, &[], timeout)?];
+    let path = bench_token_path();
+    let mut sessions = vec![wait_fresh_tokens(&args.url, &path, secret, &[], timeout)?];
     let mut samples = Vec::new();
     // How long the unplug command itself took (for UHID: the kernel's
     // synchronous device removal), to read the totals against.
@@ -229,10 +271,12 @@ fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
         let mut polls = 0u32;
         loop {
             polls += 1;
-            match token_status(&args.url, secret) {
-                200 => {}
-                503 => break,
-                other => bail!("cycle {cycle}: GET /token answered {other} after unplug"),
+            match token_answer(&args.url, &path, secret) {
+                TokenAnswer::Token | TokenAnswer::Awaiting => {}
+                TokenAnswer::Refused(503) => break,
+                TokenAnswer::Refused(other) => {
+                    bail!("cycle {cycle}: GET /token answered {other} after unplug")
+                }
             }
             if started.elapsed() > timeout {
                 bail!("cycle {cycle}: tokens still issued {timeout:?} after unplug");
@@ -243,7 +287,7 @@ fn replug_bench(args: &ReplugBenchArgs) -> anyhow::Result<ExitCode> {
         after_unplug.push(refused - unplugged);
         polls_max = polls_max.max(polls);
         control(&args.socket.socket, "plug").context("plug")?;
-        let s = wait_fresh_tokens(&args.url, secret, &sessions, timeout)
+        let s = wait_fresh_tokens(&args.url, &path, secret, &sessions, timeout)
             .with_context(|| format!("cycle {cycle}: after re-plug"))?;
         sessions.push(s);
     }

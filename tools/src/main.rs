@@ -4,10 +4,12 @@
 
 #![forbid(unsafe_code)]
 
+mod attestation;
 mod cli;
 mod client;
 mod demo;
 mod dongle;
+mod fido2;
 mod inspect;
 mod install;
 mod logs;

@@ -10,6 +10,10 @@
 //! signature, a counter that goes backwards, an answer to another request) is
 //! refused and logged as a possible clone; it is never accepted silently.
 
+mod driver;
+
+pub use driver::{check_kind, driver};
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,9 +22,9 @@ use parking_lot::{Condvar, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use tether_keys::delegation::{fresh_nonce, presence_message};
-use tether_keys::{DelegationRequest, SecretKey, Session as SessionRole};
+use tether_keys::{DelegationRequest, DongleIdentity, SecretKey, Session as SessionRole};
 
-use tether_dongle::{Dongle, Driver, LinkError, PresenceProof};
+use tether_dongle::{Dongle, Driver, Identity, LinkError, PresenceProof};
 
 use crate::authority::{Authority, Session};
 
@@ -356,7 +360,7 @@ fn lose(auth: &Authority, lost: &Lost, stop: &Shutdown, backoff: &mut Backoff) -
             | Lost::State(_)
             | Lost::Ledger(_)
             | Lost::Clock(_)
-            | Lost::Link(LinkError::Declined(_))
+            | Lost::Link(LinkError::Declined(_) | LinkError::Ctap(_))
     ) {
         stop.wait(backoff.pause);
     } else {
@@ -379,6 +383,16 @@ fn fail(auth: &Authority, lost: &Lost, reason: &str, repeated: bool) {
         Lost::Link(LinkError::Declined(_)) if repeated => {
             tracing::debug!(%reason, "dongle declined again");
             auth.set_absent(reason);
+        }
+        // A FIDO2 key that answered but will not sign for the licence (a
+        // reset key, another key, one that wants a touch): refused, said once.
+        Lost::Link(LinkError::Ctap(_)) => {
+            if repeated {
+                tracing::debug!(%reason, "security key refused again");
+            } else {
+                tracing::warn!(%reason, "security key cannot serve the license");
+            }
+            auth.refuse_dongle(reason);
         }
         Lost::Link(_) => {
             tracing::info!(%reason, "dongle gone; issuance stopped");
@@ -406,39 +420,77 @@ fn fail(auth: &Authority, lost: &Lost, reason: &str, repeated: bool) {
     }
 }
 
-/// INFO must match the license; then a first certified session.
+/// The dongle must say it is the licensed one (native: INFO's serial, key
+/// and counter; FIDO2: the credential's serial and the key's model); then a
+/// first certified session, whose signature is the real proof.
 fn verify(
     client: &mut dyn Dongle,
     auth: &Authority,
     settings: &WatchSettings,
 ) -> Result<u32, Lost> {
-    let info = client.identify()?;
+    let identity = client.identify()?;
     let lic = auth.license();
     let terms = lic.terms();
-    auth.set_verifying(Some(&info.serial));
-    if info.serial != terms.dongle_serial {
+    auth.set_verifying(Some(identity.serial()));
+    if identity.serial() != terms.dongle_serial {
         return Err(Lost::Refused(format!(
             "serial {} is not the licensed dongle {}",
-            info.serial, terms.dongle_serial
+            identity.serial(),
+            terms.dongle_serial
         )));
     }
-    if terms.dongle.native() != Some(&info.public_key) {
-        return Err(Lost::Refused(format!(
-            "dongle {} has key {}, the license names {}",
-            info.serial,
-            info.public_key.fingerprint(),
-            terms.dongle.fingerprint()
-        )));
-    }
-    if let Some(seen) = auth.store.counter(&info.serial)
-        && info.counter < seen
-    {
-        return Err(Lost::Refused(format!(
-            "dongle {} reports counter {} below {seen} already seen",
-            info.serial, info.counter
-        )));
+    match (&identity, &terms.dongle) {
+        (Identity::Native(info), DongleIdentity::Native(key)) => {
+            if info.public_key != *key {
+                return Err(Lost::Refused(format!(
+                    "dongle {} has key {}, the license names {}",
+                    info.serial,
+                    info.public_key.fingerprint(),
+                    key.fingerprint()
+                )));
+            }
+            if let Some(seen) = auth.store.counter(&info.serial)
+                && info.counter < seen
+            {
+                return Err(Lost::Refused(format!(
+                    "dongle {} reports counter {} below {seen} already seen",
+                    info.serial, info.counter
+                )));
+            }
+        }
+        (Identity::Fido2(key), DongleIdentity::Fido2(cred)) => {
+            // A zero AAGUID says nothing (some keys hide their model).
+            if key.aaguid != [0; 16] && cred.aaguid != [0; 16] && key.aaguid != cred.aaguid {
+                return Err(Lost::Refused(format!(
+                    "security key model {} is not the licensed {} ({}): another key",
+                    fido2_hex(&key.aaguid),
+                    cred.aaguid_string(),
+                    cred.model
+                )));
+            }
+            if key.always_uv {
+                return Err(Lost::Refused(
+                    "this key demands user verification for every signature (alwaysUv): it cannot serve as a Tether dongle"
+                        .into(),
+                ));
+            }
+        }
+        (other, _) => {
+            return Err(Lost::Refused(format!(
+                "a {} dongle answered, but the license names a {} dongle",
+                other.kind_name(),
+                match terms.dongle {
+                    DongleIdentity::Native(_) => "native",
+                    _ => "FIDO2",
+                }
+            )));
+        }
     }
     certify(client, auth, settings, false)
+}
+
+fn fido2_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh session key, certified by the dongle, checked, installed.
@@ -490,12 +542,16 @@ fn certify(
             cert.serial, terms.dongle_serial
         )));
     }
-    auth.store
-        .record_counter(&cert.serial, cert.counter)
-        .map_err(|e| match e {
-            crate::state::StateError::CounterRollback { .. } => Lost::Refused(e.to_string()),
-            other => Lost::State(other),
-        })?;
+    // Native: the counter rises with every DELEGATE. FIDO2 (section 8.5):
+    // signCount never goes down; 0 is "no counter".
+    let recorded = match terms.dongle {
+        DongleIdentity::Native(_) => auth.store.record_counter(&cert.serial, cert.counter),
+        _ => auth.store.record_fido2_counter(&cert.serial, cert.counter),
+    };
+    recorded.map_err(|e| match e {
+        crate::state::StateError::CounterRollback { .. } => Lost::Refused(e.to_string()),
+        other => Lost::State(other),
+    })?;
     let session =
         Session::with_leaves(key, cert, &leaves).map_err(|e| Lost::Refused(e.to_string()))?;
     let counter = session.cert().counter;
@@ -510,31 +566,35 @@ fn certify(
     Ok(counter)
 }
 
-/// One PRESENCE round trip, its signature checked with the licensed key.
+/// One liveness round trip: a native dongle's PRESENCE signature checked
+/// with the licensed key, or a FIDO2 key's PING echo (section 8.4: who the
+/// key is was proven by the certificate's assertion on this open handle;
+/// no signature per heartbeat wears no flash).
 fn heartbeat(client: &mut dyn Dongle, auth: &Authority) -> Result<(), Lost> {
     let nonce = fresh_nonce();
     let started = Instant::now();
-    let signature = match client.prove_presence(&nonce) {
-        Ok(PresenceProof::Signature(sig)) => sig,
-        Ok(other) => {
-            auth.metrics.heartbeat_failed();
-            return Err(Lost::Refused(format!(
-                "the licensed dongle gave a presence proof of another kind: {other:?}"
-            )));
-        }
+    let proof = match client.prove_presence(&nonce) {
+        Ok(proof) => proof,
         Err(e) => {
             auth.metrics.heartbeat_failed();
             return Err(Lost::Link(e));
         }
     };
-    auth.metrics.heartbeat(started.elapsed());
-    if auth
-        .license()
-        .terms()
-        .dongle
-        .native()
-        .is_some_and(|key| key.verify(&presence_message(&nonce), &signature))
-    {
+    let lic = auth.license();
+    let ok = match (&proof, &lic.terms().dongle) {
+        (PresenceProof::Signature(sig), DongleIdentity::Native(key)) => {
+            key.verify(&presence_message(&nonce), sig)
+        }
+        (PresenceProof::Ping, DongleIdentity::Fido2(_)) => true,
+        _ => {
+            auth.metrics.heartbeat_failed();
+            return Err(Lost::Refused(format!(
+                "the licensed dongle gave a presence proof of another kind: {proof:?}"
+            )));
+        }
+    };
+    if ok {
+        auth.metrics.heartbeat(started.elapsed());
         Ok(())
     } else {
         auth.metrics.heartbeat_failed();

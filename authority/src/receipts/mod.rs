@@ -641,7 +641,7 @@ mod tests {
     #[derive(Debug)]
     struct Plain;
     impl Dongle for Plain {
-        fn identify(&mut self) -> tether_dongle::Result<tether_dongle::DongleInfo> {
+        fn identify(&mut self) -> tether_dongle::Result<tether_dongle::Identity> {
             Err(LinkError::Absent)
         }
         fn prove_presence(

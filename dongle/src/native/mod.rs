@@ -20,7 +20,7 @@ use tether_keys::{
 pub use client::{Client, Timeouts};
 pub use message::DongleInfo;
 
-use crate::{Dongle, LinkError, PresenceProof, Result, Selector};
+use crate::{Dongle, Identity, LinkError, PresenceProof, Result, Selector};
 
 /// A native-protocol dongle behind the [`Dongle`] trait.
 #[derive(Debug)]
@@ -47,8 +47,8 @@ impl NativeDongle {
 }
 
 impl Dongle for NativeDongle {
-    fn identify(&mut self) -> Result<DongleInfo> {
-        self.client.info()
+    fn identify(&mut self) -> Result<Identity> {
+        self.client.info().map(Identity::Native)
     }
 
     fn prove_presence(&mut self, nonce: &[u8; 32]) -> Result<PresenceProof> {

@@ -185,7 +185,7 @@ fn garbage_oversized_frames_and_silence_stop_issuance_and_are_survived() {
     wait_for_token(&url, site.secret("backend"), T);
     for (fault, want) in [
         ("garbage", "dongle lost: "),
-        ("oversized", "exceeds the maximum of 1024"),
+        ("oversized", "exceeds the maximum (1024"),
         ("silent", "did not answer in time"),
     ] {
         let injected = Instant::now();
