@@ -220,7 +220,7 @@ check same-tetherd-process-at-end $? "pid $TETHERD"
 # Its own tetherd on another port; the native one above keeps running.
 # The softkey and libfido2's checks of it always run; Tether's FIDO2 path
 # (enrol, licence, tetherd --dongle fido2) with tether.fido2=1.
-FURL=http://127.0.0.1:7444
+FURL=http://127.0.0.1:7445
 fstatus() { wget -q -O - "$FURL/status" 2>/dev/null; }
 fstate_is() { fstatus | grep -q "\"state\":\"$1\""; }
 fsession() { fstatus | sed -n 's/.*"session":"\([^"]*\)".*/\1/p'; }
@@ -285,7 +285,7 @@ if [ "$FIDO2" = 1 ]; then
     TETHER_CONFIG=/dev/null tetherd --license "$T/license-fido2.tether" \
         --vendor-pub "$T/vendor/vendor.pub" --credentials "$T/credentials" \
         --dongle fido2 --state-dir "$T/state-fido2" \
-        --listen 127.0.0.1:7444 >"$T/tetherd-fido2.log" 2>&1 &
+        --listen 127.0.0.1:7445 --admin-listen off >"$T/tetherd-fido2.log" 2>&1 &
     FTETHERD=$!
     PIDS="$PIDS $FTETHERD"
     wait_for 30 fstate_is present
