@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECS=${FUZZ_SECS:-20}
 SANITIZER=${FUZZ_SANITIZER:-none}
-ALL_TARGETS=(frame_decoder request_parse emulator_device license_decode cert_decode token_verify)
+ALL_TARGETS=(frame_decoder request_parse emulator_device license_decode cert_decode token_verify ctap2_decode)
 if (($#)); then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 # The corpus stays small: a target's minimized corpus above this is an error.
 # Per target, after cmin. The license decoder reads two format versions (1 and

@@ -371,6 +371,32 @@ mod tests {
     }
 
     #[test]
+    fn dongle_choice_parses_both_kinds() {
+        assert!(matches!(
+            DongleChoice::parse("hid").unwrap(),
+            DongleChoice::Native(_)
+        ));
+        assert!(matches!(
+            DongleChoice::parse("socket:/tmp/d.sock").unwrap(),
+            DongleChoice::Native(Selector::Socket(_))
+        ));
+        for s in [
+            "fido2",
+            "fido2:ABC",
+            "fido2:/dev/hidraw2",
+            "fido2:socket:/tmp/k.sock",
+        ] {
+            let c = DongleChoice::parse(s).unwrap();
+            assert_eq!(c.kind_name(), "FIDO2");
+            assert_eq!(c.to_string(), s);
+        }
+        let err = DongleChoice::parse("fido2:").unwrap_err().to_string();
+        assert!(err.contains("fido2:socket:PATH"), "{err}");
+        let err = DongleChoice::parse("usb").unwrap_err().to_string();
+        assert!(err.contains("fido2"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_filled_in() {
         let c = Config::resolve(args()).unwrap();
         assert_eq!(c.token_ttl, Duration::from_secs(60));

@@ -364,8 +364,8 @@ impl Certificate {
     /// [`Error::Malformed`] for more than [`MAX_CERT_LEN`] bytes, bytes too
     /// short or too long (trailing bytes are refused), an invalid session
     /// key, an empty serial, an empty validity window, a commitment or
-    /// ledger head not in canonical form, or (FIDO2) a counter field other
-    /// than 0, authenticator data that is not an assertion's 37 bytes, or a
+    /// ledger head not in canonical form, or (FIDO2) a body too long to
+    /// leave room for the longest assertion, a counter field other than 0, authenticator data that is not an assertion's 37 bytes, or a
     /// signature of 0 or more than [`MAX_SIGNATURE_LEN`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Certificate> {
         let mut r = Reader::new("delegation certificate", bytes);
@@ -407,6 +407,11 @@ impl Certificate {
         };
         let body_len = bytes.len() - r.remaining();
         let proof = if kind == DONGLE_KIND_FIDO2 {
+            // What `from_fido2_assertion` could have built: room for the
+            // longest assertion after the body.
+            if body_len + FIDO2_TAIL_LEN > MAX_CERT_LEN {
+                return Err(r.malformed("FIDO2 certificate body too long for an assertion"));
+            }
             if counter != 0 {
                 return Err(r.malformed("a FIDO2 certificate's counter field is not 0"));
             }

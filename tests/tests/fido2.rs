@@ -297,11 +297,62 @@ fn a_software_fido2_key_licenses_unplug_refuses_and_replug_brings_a_fresh_sessio
     drop(key);
 }
 
+/// An ES256 key (the softkey with --algorithm es256): enrolled as ES256,
+/// its DER signatures normalised to low S, tokens verified offline.
+#[test]
+fn an_es256_key_licenses_too() {
+    let site = FidoSite::new();
+    let _key = site.start_key(&["--algorithm", "es256"]);
+    site.enroll_and_license();
+    let pem = std::fs::read_to_string(site.path("identity/dongle.fido2.pem")).unwrap();
+    let cred = tether_keys::Fido2Credential::from_pem(&pem).unwrap();
+    assert_eq!(cred.algorithm, tether_keys::Fido2Algorithm::Es256);
+    assert_eq!(cred.public_key.len(), 65);
+    let (_tetherd, url) = site.start_tetherd(&site.device());
+    // Each new instance's nonce needs a new certificate: several ES256
+    // assertions, about half of them high S before normalisation.
+    for _ in 0..4 {
+        site.token_verified(&url);
+    }
+}
+
 impl FidoSite {
     fn tether_ok(&self, args: &[&str]) {
         let out = self.tether(args);
         assert!(out.status.success(), "tether {args:?}: {}", text(&out));
     }
+}
+
+/// `tether dongle probe --fido2` shows getInfo and a PING round trip.
+#[test]
+fn probe_shows_get_info_and_a_ping_round_trip() {
+    let site = FidoSite::new();
+    let _key = site.start_key(&[]);
+    let device = site.device();
+    let out = site.tether(&["dongle", "probe", "--fido2", "--device", &device]);
+    assert!(out.status.success(), "probe: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The softkey's AAGUID is "tether-softkey-1" in ASCII.
+    assert!(
+        stdout.contains("7465746865722d736f66746b65792d31"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FIDO_2_"), "{stdout}");
+    assert!(stdout.contains("ping:        ok"), "{stdout}");
+    // No key there: a clear error.
+    let out = site.tether(&[
+        "dongle",
+        "probe",
+        "--fido2",
+        "--device",
+        "fido2:socket:/nonexistent.sock",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no FIDO2 security key found"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A key that refuses silent assertions is refused at enrolment, saying why.
@@ -317,6 +368,19 @@ fn a_key_that_demands_a_touch_is_refused_at_enrolment() {
             && err.contains("cannot serve as a Tether dongle"),
         "{err}"
     );
+    assert!(!site.path("identity/dongle.fido2.pem").exists());
+}
+
+/// A syncable credential (BE/BS set, as a passkey provider makes) is not
+/// bound to one device: refused at enrolment.
+#[test]
+fn a_syncable_credential_is_refused_at_enrolment() {
+    let site = FidoSite::new();
+    let _key = site.start_key(&["--syncable"]);
+    let out = site.enroll(&["--allow-self-attested"]);
+    assert!(!out.status.success(), "enroll must fail: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not bound to one device"), "{err}");
     assert!(!site.path("identity/dongle.fido2.pem").exists());
 }
 

@@ -353,3 +353,285 @@ fn verify_cose(key: &CosePublicKey, msg: &[u8], sig: &[u8]) -> anyhow::Result<()
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::str::FromStr as _;
+    use std::time::Duration;
+
+    use p256::ecdsa::signature::Signer as _;
+    use x509_cert::der::asn1::{BitString, ObjectIdentifier, OctetString};
+    use x509_cert::der::{Any, Encode as _};
+    use x509_cert::ext::Extension;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::AlgorithmIdentifierOwned;
+    use x509_cert::time::Validity;
+    use x509_cert::{Certificate, TbsCertificate, Version};
+
+    use tether_dongle::fido2::ctap::AttestationStatement;
+
+    use super::*;
+
+    const AAGUID: [u8; 16] = [0xAB; 16];
+
+    fn oid(s: &str) -> ObjectIdentifier {
+        ObjectIdentifier::new_unwrap(s)
+    }
+
+    fn p256_spki(key: &p256::ecdsa::SigningKey) -> SubjectPublicKeyInfoOwned {
+        let point = key.verifying_key().to_encoded_point(false);
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: oid(OID_EC_PUBLIC_KEY),
+                parameters: Some(Any::encode_from(&oid(OID_P256)).unwrap()),
+            },
+            subject_public_key: BitString::from_bytes(point.as_bytes()).unwrap(),
+        }
+    }
+
+    /// A certificate for `subject_key` named `subject`, signed by `issuer_key`
+    /// as `issuer` (ECDSA P-256 with SHA-256), with basicConstraints `ca`
+    /// and, if given, the FIDO AAGUID extension.
+    fn cert(
+        subject: &str,
+        subject_key: &p256::ecdsa::SigningKey,
+        issuer: &str,
+        issuer_key: &p256::ecdsa::SigningKey,
+        ca: bool,
+        aaguid: Option<[u8; 16]>,
+    ) -> Certificate {
+        let bc = x509_cert::ext::pkix::BasicConstraints {
+            ca,
+            path_len_constraint: None,
+        };
+        let mut extensions = vec![Extension {
+            extn_id: oid(OID_BASIC_CONSTRAINTS),
+            critical: true,
+            extn_value: OctetString::new(bc.to_der().unwrap()).unwrap(),
+        }];
+        if let Some(a) = aaguid {
+            extensions.push(Extension {
+                extn_id: oid(OID_FIDO_AAGUID),
+                critical: false,
+                extn_value: OctetString::new(
+                    OctetString::new(a.to_vec()).unwrap().to_der().unwrap(),
+                )
+                .unwrap(),
+            });
+        }
+        let sig_alg = AlgorithmIdentifierOwned {
+            oid: oid(OID_ECDSA_SHA256),
+            parameters: None,
+        };
+        let tbs = TbsCertificate {
+            version: Version::V3,
+            serial_number: SerialNumber::new(&[1]).unwrap(),
+            signature: sig_alg.clone(),
+            issuer: Name::from_str(issuer).unwrap(),
+            validity: Validity::from_now(Duration::from_secs(86_400)).unwrap(),
+            subject: Name::from_str(subject).unwrap(),
+            subject_public_key_info: p256_spki(subject_key),
+            issuer_unique_id: None,
+            subject_unique_id: None,
+            extensions: Some(extensions),
+        };
+        let sig: p256::ecdsa::Signature = issuer_key.sign(&tbs.to_der().unwrap());
+        Certificate {
+            tbs_certificate: tbs,
+            signature_algorithm: sig_alg,
+            signature: BitString::from_bytes(sig.to_der().as_bytes()).unwrap(),
+        }
+    }
+
+    fn key(seed: u8) -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap()
+    }
+
+    const LEAF: &str = "CN=Test Key Attestation,OU=Authenticator Attestation,O=Test Vendor,C=SE";
+    const INTER: &str = "CN=Test FIDO Intermediate,O=Test Vendor,C=SE";
+    const ROOT: &str = "CN=Test FIDO Root,O=Test Vendor,C=SE";
+
+    /// A packed attestation by `leaf_key` over authData || cdh, with `x5c`.
+    fn credential(
+        x5c: &[&Certificate],
+        leaf_key: &p256::ecdsa::SigningKey,
+        cdh: &[u8; 32],
+    ) -> NewCredential {
+        let auth_data = vec![0x5A; 60];
+        let mut signed = auth_data.clone();
+        signed.extend_from_slice(cdh);
+        let sig: p256::ecdsa::Signature = leaf_key.sign(&signed);
+        NewCredential {
+            fmt: "packed".into(),
+            auth_data,
+            att_stmt: AttestationStatement {
+                alg: Some(-7),
+                sig: Some(sig.to_der().as_bytes().to_vec()),
+                x5c: x5c.iter().map(|c| c.to_der().unwrap()).collect(),
+            },
+            rp_id_hash: [0; 32],
+            flags: 0x41,
+            sign_count: 0,
+            aaguid: AAGUID,
+            credential_id: vec![1; 16],
+            public_key: CosePublicKey::Ed25519([0; 32]),
+        }
+    }
+
+    fn chain() -> (
+        Certificate,
+        Certificate,
+        Certificate,
+        p256::ecdsa::SigningKey,
+    ) {
+        let (leaf_key, inter_key, root_key) = (key(1), key(2), key(3));
+        let root = cert(ROOT, &root_key, ROOT, &root_key, true, None);
+        let inter = cert(INTER, &inter_key, ROOT, &root_key, true, None);
+        let leaf = cert(LEAF, &leaf_key, INTER, &inter_key, false, Some(AAGUID));
+        (leaf, inter, root, leaf_key)
+    }
+
+    #[test]
+    fn a_chain_to_a_trusted_root_verifies() {
+        let (leaf, inter, root, leaf_key) = chain();
+        let cdh = [9; 32];
+        let cred = credential(&[&leaf, &inter], &leaf_key, &cdh);
+        let policy = Policy {
+            roots: vec![root.clone()],
+            allow_self_attested: false,
+        };
+        let verdict = verify(&cred, &cdh, &policy).unwrap();
+        assert!(
+            matches!(verdict, Verdict::Chain { ref root, .. } if root.contains("Test FIDO Root")),
+            "{verdict:?}"
+        );
+        // The root given in x5c too is fine.
+        let cred = credential(&[&leaf, &inter, &root], &leaf_key, &cdh);
+        verify(&cred, &cdh, &policy).unwrap();
+    }
+
+    #[test]
+    fn untrusted_roots_bad_signatures_and_bad_leaves_are_refused() {
+        let (leaf, inter, root, leaf_key) = chain();
+        let cdh = [9; 32];
+        let trusted = Policy {
+            roots: vec![root],
+            allow_self_attested: false,
+        };
+        // Another root.
+        let other = key(4);
+        let stranger = Policy {
+            roots: vec![cert(ROOT, &other, ROOT, &other, true, None)],
+            allow_self_attested: true,
+        };
+        let err = verify(
+            &credential(&[&leaf, &inter], &leaf_key, &cdh),
+            &cdh,
+            &stranger,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("does not reach any trusted root"),
+            "{err:#}"
+        );
+        // The attestation signature over another clientDataHash.
+        let err = verify(
+            &credential(&[&leaf, &inter], &leaf_key, &[8; 32]),
+            &cdh,
+            &trusted,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("attestation signature does not verify"),
+            "{err:#}"
+        );
+        // A missing intermediate.
+        let err = verify(&credential(&[&leaf], &leaf_key, &cdh), &cdh, &trusted).unwrap_err();
+        assert!(err.to_string().contains("trusted root"), "{err:#}");
+        // A leaf without the OU, a CA leaf, another AAGUID.
+        let inter_key = key(2);
+        for (bad, why) in [
+            (
+                cert(
+                    "CN=x,O=Test Vendor,C=SE",
+                    &leaf_key,
+                    INTER,
+                    &inter_key,
+                    false,
+                    None,
+                ),
+                "Authenticator Attestation",
+            ),
+            (
+                cert(LEAF, &leaf_key, INTER, &inter_key, true, None),
+                "CA certificate",
+            ),
+            (
+                cert(LEAF, &leaf_key, INTER, &inter_key, false, Some([0xCD; 16])),
+                "AAGUID",
+            ),
+        ] {
+            let err = verify(
+                &credential(&[&bad, &inter], &leaf_key, &cdh),
+                &cdh,
+                &trusted,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(why), "{why}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn self_attestation_and_none_only_when_allowed() {
+        let signer = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let cdh = [1; 32];
+        let mut cred = credential(&[], &key(1), &cdh);
+        cred.public_key = CosePublicKey::Ed25519(signer.verifying_key().to_bytes());
+        let mut signed = cred.auth_data.clone();
+        signed.extend_from_slice(&cdh);
+        use ed25519_dalek::Signer as _;
+        cred.att_stmt.alg = Some(-8);
+        cred.att_stmt.sig = Some(signer.sign(&signed).to_bytes().to_vec());
+        let strict = Policy::default();
+        let lax = Policy {
+            roots: Vec::new(),
+            allow_self_attested: true,
+        };
+        let err = verify(&cred, &cdh, &strict).unwrap_err();
+        assert!(err.to_string().contains("--allow-self-attested"), "{err:#}");
+        assert_eq!(verify(&cred, &cdh, &lax).unwrap(), Verdict::SelfAttested);
+        // A self-attestation signature that does not verify is refused even when allowed.
+        assert!(verify(&cred, &[2; 32], &lax).is_err());
+        cred.fmt = "none".into();
+        assert!(verify(&cred, &cdh, &strict).is_err());
+        assert_eq!(verify(&cred, &cdh, &lax).unwrap(), Verdict::None);
+        cred.fmt = "tpm".into();
+        assert!(
+            verify(&cred, &cdh, &lax)
+                .unwrap_err()
+                .to_string()
+                .contains("not supported")
+        );
+    }
+
+    #[test]
+    fn roots_load_from_pem_files() {
+        use x509_cert::der::EncodePem as _;
+        let (_, _, root, _) = chain();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("root.pem"),
+            root.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("README"), "not a certificate").unwrap();
+        let roots = Policy::load_roots(dir.path()).unwrap();
+        assert_eq!(roots, vec![root]);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(Policy::load_roots(empty.path()).is_err());
+    }
+}

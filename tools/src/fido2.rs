@@ -35,11 +35,11 @@ pub const IDENTITY_FILE: &str = "dongle.fido2.pem";
 const MODELS: &[(&str, &str)] = &[
     (
         "cb69481e8ff7403993ec0a2729a154a8",
-        "YubiKey 5 (USB-A, firmware 5.1)",
+        "YubiKey 5 (firmware 5.1)",
     ),
     (
         "ee882879721c491397753dfcce97072a",
-        "YubiKey 5 (USB-A, NFC, firmware 5.2/5.4)",
+        "YubiKey 5 (firmware 5.2/5.4)",
     ),
     (
         "fa2b99dc9e3942578f924a30d23c4118",
@@ -47,20 +47,17 @@ const MODELS: &[(&str, &str)] = &[
     ),
     (
         "2fc0579f811347eab116bb5a8db9202a",
-        "YubiKey 5 NFC / 5C NFC (firmware 5.2/5.4)",
-    ),
-    (
-        "a25342c00cd54da3a53a0a02a8e6bd79",
-        "YubiKey 5 (firmware 5.7)",
+        "YubiKey 5 NFC (firmware 5.2/5.4)",
     ),
     ("c5ef55ffad9a4b9fb580adebafe026d0", "YubiKey 5Ci"),
-    ("2cd7fc6b29694db6b58f0eb76d5b0a72", "Nitrokey 3"),
+    ("73bb0cd4e50249b89c6fb59445bf720b", "YubiKey 5 FIPS"),
+    ("c1f9a0bc1dd2404ab27f8e29047a43fd", "YubiKey 5 FIPS NFC"),
     (
-        "ec31b4cc2acc4b8eae10e2f21a5d6300",
-        "Nitrokey 3 (firmware 1.x)",
+        "ec99db19cd1f4c06a2a9940f17a6a30b",
+        "Nitrokey 3 (NFC, lpc55)",
     ),
-    ("8876631bd4a0427f57730ec71c9e0279", "SoloKey Solo 1"),
-    ("8bc549669e42454d8aa3bbbd84ba7a0c", "SoloKey Solo 2"),
+    ("2cd2f727f6ca44da8f485c2e5da000a2", "Nitrokey 3 AM (nrf52)"),
+    ("8876631bd4a0427f57730ec71c9e0279", "SoloKeys Solo"),
 ];
 
 fn model_of(aaguid: &[u8; 16]) -> String {
@@ -349,4 +346,27 @@ pub fn read_identity(path: &Path) -> anyhow::Result<Fido2Credential> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     Fido2Credential::from_pem(&text).with_context(|| format!("{}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_named_by_aaguid_and_unknown_ones_by_hex() {
+        let yubikey: [u8; 16] = [
+            0xcb, 0x69, 0x48, 0x1e, 0x8f, 0xf7, 0x40, 0x39, 0x93, 0xec, 0x0a, 0x27, 0x29, 0xa1,
+            0x54, 0xa8,
+        ];
+        assert_eq!(model_of(&yubikey), "YubiKey 5 (firmware 5.1)");
+        assert_eq!(
+            model_of(&[0x11; 16]),
+            "FIDO2 key 11111111111111111111111111111111"
+        );
+        assert!(
+            MODELS
+                .iter()
+                .all(|(h, _)| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
 }

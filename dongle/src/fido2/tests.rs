@@ -37,6 +37,12 @@ pub(super) enum Answer {
     HidError(u8),
     /// Unplugged.
     Gone,
+    /// A getAssertion answered by this software authenticator over the
+    /// request's clientDataHash, with these faults.
+    Assert(
+        Arc<Mutex<tether_keys::fido2::testsigner::TestAuthenticator>>,
+        tether_keys::fido2::testsigner::Knobs,
+    ),
 }
 
 /// A scripted CTAPHID key: allocates channel 0x0A0B0C0D on INIT (echoing
@@ -119,6 +125,26 @@ impl crate::Transport for ScriptedKey {
                     }
                     Some(Answer::Gone) => {
                         self.gone = true;
+                        break;
+                    }
+                    Some(Answer::Assert(key, knobs)) => {
+                        let req = cbor::decode_one(&m.payload[1..], "test request").unwrap();
+                        let req = cbor::Map::new(req, "test request").unwrap();
+                        let cdh: [u8; 32] = req
+                            .int_key(2)
+                            .unwrap()
+                            .as_bytes()
+                            .unwrap()
+                            .as_slice()
+                            .try_into()
+                            .unwrap();
+                        let (auth, sig) = key.lock().unwrap().assert(&cdh, &knobs);
+                        let mut a = vec![0x00];
+                        a.extend_from_slice(&cbor::encode(&cbor::map(vec![
+                            (cbor::i(2), cbor::b(&auth)),
+                            (cbor::i(3), cbor::b(&sig)),
+                        ])));
+                        self.reply(m.cid, hid::CBOR, &a);
                         break;
                     }
                     None => break,
@@ -485,6 +511,113 @@ fn selectors_parse_and_print() {
     for bad in ["fido", "fido2:", "fido2:socket:", "hid", "socket:/x"] {
         assert!(bad.parse::<Fido2Selector>().is_err(), "{bad}");
     }
+}
+
+/// A delegation request for `serial`-less tests: a fresh session key, a
+/// five-minute window.
+fn request() -> tether_keys::DelegationRequest {
+    let now = tether_keys::UnixTime::now();
+    tether_keys::DelegationRequest::new(
+        tether_keys::delegation::fresh_nonce(),
+        tether_keys::SecretKey::<tether_keys::Session>::generate().public(),
+        now,
+        now + Duration::from_secs(300),
+    )
+}
+
+fn dongle_for(
+    algorithm: tether_keys::Fido2Algorithm,
+    knobs: tether_keys::fido2::testsigner::Knobs,
+    certs: usize,
+) -> (Fido2Dongle, tether_keys::DongleIdentity) {
+    use tether_keys::fido2::testsigner::TestAuthenticator;
+    let key = TestAuthenticator::new(algorithm, [7; 32]);
+    let credential = key.credential();
+    let key = Arc::new(Mutex::new(key));
+    let mut answers = vec![Answer::Cbor(get_info_answer())];
+    for _ in 0..certs {
+        answers.push(Answer::Assert(key.clone(), knobs.clone()));
+    }
+    let hid = CtapHid::open(
+        Box::new(ScriptedKey::new(answers)),
+        Fido2Timeouts::default(),
+    )
+    .unwrap();
+    (
+        Fido2Dongle::from_client(Fido2Client::from_hid(hid), credential.clone()),
+        tether_keys::DongleIdentity::Fido2(credential),
+    )
+}
+
+/// The dongle end to end against a software authenticator: identify by
+/// getInfo, PING liveness, and certificates that `verify_by` accepts, with a
+/// counter that rises; ES256 high-S signatures normalised.
+#[test]
+fn fido2_dongle_certifies_what_verify_by_accepts() {
+    use crate::{Dongle as _, Identity, PresenceProof};
+    for (alg, high_s) in [
+        (tether_keys::Fido2Algorithm::Ed25519, false),
+        (tether_keys::Fido2Algorithm::Es256, false),
+        (tether_keys::Fido2Algorithm::Es256, true),
+    ] {
+        let knobs = tether_keys::fido2::testsigner::Knobs {
+            high_s,
+            ..Default::default()
+        };
+        let (mut dongle, identity) = dongle_for(alg, knobs, 2);
+        let Identity::Fido2(id) = dongle.identify().unwrap() else {
+            panic!("not a FIDO2 identity")
+        };
+        assert_eq!(id.serial, dongle.credential().serial());
+        assert_eq!(ctap::hex(&id.aaguid), "cb69481e8ff7403993ec0a2729a154a8");
+        assert_eq!(
+            dongle.prove_presence(&[3; 32]).unwrap(),
+            PresenceProof::Ping
+        );
+        let req = request();
+        let first = dongle.certify(&req).unwrap();
+        first.verify_by(&identity).unwrap();
+        assert_eq!(first.request, req);
+        assert_eq!(first.serial, dongle.credential().serial());
+        let second = dongle.certify(&request()).unwrap();
+        second.verify_by(&identity).unwrap();
+        assert!(second.counter > first.counter, "{alg:?}");
+    }
+}
+
+/// A key that sets UP on a silent assertion makes a certificate
+/// `verify_by` refuses (the dongle builds it; the authority checks it).
+#[test]
+fn fido2_dongle_certificates_with_up_set_are_refused_by_verify_by() {
+    use crate::Dongle as _;
+    let knobs = tether_keys::fido2::testsigner::Knobs {
+        flags: 0x01,
+        ..Default::default()
+    };
+    let (mut dongle, identity) = dongle_for(tether_keys::Fido2Algorithm::Ed25519, knobs, 1);
+    dongle.identify().unwrap();
+    let cert = dongle.certify(&request()).unwrap();
+    assert!(cert.verify_by(&identity).is_err());
+}
+
+/// The fuzz target's seeds (`fuzz/seeds/ctap2_decode/`, one selector byte
+/// then the CBOR body) decode, so the fuzzer starts from valid answers.
+#[test]
+fn the_fuzz_seeds_are_valid_answers() {
+    let seed = |name: &str| {
+        let path = format!(
+            "{}/../fuzz/seeds/ctap2_decode/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        bytes[1..].to_vec()
+    };
+    let info = AuthenticatorInfo::decode(&seed("get-info")).unwrap();
+    assert_eq!(info.firmware_version, Some(0x0005_0505));
+    let cred = NewCredential::decode(&seed("make-credential")).unwrap();
+    assert_eq!(cred.public_key, CosePublicKey::Ed25519([0x66; 32]));
+    let a = Assertion::decode(&seed("get-assertion"), &[1, 2, 3]).unwrap();
+    assert_eq!(a.sign_count(), 7);
 }
 
 proptest::proptest! {

@@ -21,8 +21,10 @@ use tether_dongle::native::message::{DELEGATE_REQUEST_LEN, Request};
 use tether_emulator::{Device, Rules};
 use tether_fuzz::{NOW, SERIAL, SERVICE, certificate, claims, clock_step, license, token};
 use tether_keys::delegation::LedgerHead;
+use tether_keys::fido2::Fido2Algorithm;
+use tether_keys::fido2::testsigner::{Knobs, TestAuthenticator};
 use tether_keys::merkle::{Leaf, LeafSet};
-use tether_keys::{DelegationRequest, UnixTime, keyfile, testkeys};
+use tether_keys::{DelegationRequest, LicenseTerms, UnixTime, keyfile, testkeys};
 use tether_verifier::{Expectations, Verifier};
 
 struct Seeds {
@@ -192,6 +194,34 @@ fn main() {
     s.put("license_decode", "chain", lic.encoded());
     let cert = certificate(7);
     s.put("cert_decode", "chain", cert.encoded());
+    // FIDO2 (issue 16): a kind 2 certificate of each algorithm, and a
+    // license naming its credential.
+    for (name, alg, seed) in [
+        ("fido2-ed25519", Fido2Algorithm::Ed25519, 0x21),
+        ("fido2-es256", Fido2Algorithm::Es256, 0x22),
+    ] {
+        let mut auth = TestAuthenticator::new(alg, [seed; 32]);
+        let req = DelegationRequest::new(
+            [0xAB; 32],
+            testkeys::session().public(),
+            NOW - Duration::from_secs(60),
+            NOW + Duration::from_secs(540),
+        );
+        let fido = auth.certify(req, &Knobs::default()).unwrap();
+        s.put("cert_decode", name, fido.encoded());
+        let cred = auth.credential();
+        let terms = LicenseTerms {
+            dongle_serial: cred.serial(),
+            dongle: cred.into(),
+            nonce_period: 300,
+            ..lic.terms().clone()
+        };
+        s.put(
+            "license_decode",
+            name,
+            terms.sign(&testkeys::vendor()).unwrap().encoded(),
+        );
+    }
 
     // Tokens: one the verifier accepts, and one for each of a few refusals.
     let good = claims(&lic, &cert);

@@ -16,6 +16,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
+use tether_keys::fido2::testsigner::{Knobs, TestAuthenticator};
+use tether_keys::fido2::{FLAG_UP, Fido2Algorithm};
 use tether_keys::merkle::{Leaf, LeafSet};
 use tether_keys::{
     Certificate, DelegationRequest, LicenseId, LicenseTerms, SecretKey, Session, TokenClaims,
@@ -70,7 +72,27 @@ struct Mint {
     /// A license that demands fresh nonces, and what the certificate
     /// commits to.
     fresh: Option<Fresh>,
+    /// A FIDO2 dongle (issue 16; needs `fresh`): the license names the test
+    /// credential of this algorithm, and the certificate is its assertion.
+    fido2: Option<Fido2>,
 }
+
+/// The FIDO2 part of a token: which credential, what the assertion gets
+/// wrong, and whether the certificate is a native one instead.
+#[derive(Clone, Copy)]
+struct Fido2 {
+    algorithm: Fido2Algorithm,
+    flags: u8,
+    high_s: bool,
+    native_cert: bool,
+}
+
+const FIDO2_ED25519: Fido2 = Fido2 {
+    algorithm: Fido2Algorithm::Ed25519,
+    flags: 0,
+    high_s: false,
+    native_cert: false,
+};
 
 /// A `(service, instance, nonce)` leaf.
 type LeafText = (&'static str, &'static str, &'static str);
@@ -111,6 +133,7 @@ impl Default for Mint {
             rogue_signer: false,
             rogue_kid: false,
             fresh: None,
+            fido2: None,
         }
     }
 }
@@ -156,11 +179,35 @@ impl Mint {
             terms.seats = [("backend".to_string(), 2)].into();
             request.commitment = leaf_set(fresh.leaves).commitment().unwrap();
         }
+        let mut serial = "TD-CONF".to_string();
+        let cert = match &self.fido2 {
+            Some(f) => {
+                let seed = match f.algorithm {
+                    Fido2Algorithm::Ed25519 => 0x21,
+                    Fido2Algorithm::Es256 => 0x22,
+                };
+                let mut auth = TestAuthenticator::new(f.algorithm, [seed; 32]);
+                let cred = auth.credential();
+                serial = cred.serial();
+                terms.dongle_serial = serial.clone();
+                terms.dongle = cred.into();
+                if f.native_cert {
+                    Certificate::sign(request, &serial, 1, &testkeys::dongle()).unwrap()
+                } else {
+                    let knobs = Knobs {
+                        flags: f.flags,
+                        high_s: f.high_s,
+                        ..Knobs::default()
+                    };
+                    auth.certify(request, &knobs).unwrap()
+                }
+            }
+            None => Certificate::sign(request, "TD-CONF", 1, &testkeys::dongle()).unwrap(),
+        };
         let license = terms.sign(&testkeys::vendor()).unwrap();
         let session = testkeys::session();
-        let cert = Certificate::sign(request, "TD-CONF", 1, &testkeys::dongle()).unwrap();
         let mut claims = TokenClaims {
-            iss: "tether:TD-CONF".into(),
+            iss: format!("tether:{serial}"),
             sub: "backend".into(),
             aud: "backend".into(),
             iat: at(NOW),
@@ -616,6 +663,70 @@ fn main() {
         &|v| {
             v.accepted = accept(&["n-1"]);
             v.expected = "over_seats".into();
+        },
+    );
+
+    // FIDO2 dongles (issue 16): the license names a FIDO2 credential (and
+    // so demands fresh nonces); the certificate is the key's assertion.
+    let fido2 = |f: Fido2| Mint {
+        fresh: Some(FRESH_B1),
+        fido2: Some(f),
+        ..base.clone()
+    };
+    add(
+        "valid_fido2_ed25519",
+        "a FIDO2 license (Ed25519 credential) and a certificate that is the key's silent assertion",
+        fido2(FIDO2_ED25519).token(),
+        &|v| v.accepted = accept(&["n-1"]),
+    );
+    add(
+        "valid_fido2_es256",
+        "a FIDO2 license (ES256 credential) and a certificate that is the key's silent assertion",
+        fido2(Fido2 {
+            algorithm: Fido2Algorithm::Es256,
+            ..FIDO2_ED25519
+        })
+        .token(),
+        &|v| v.accepted = accept(&["n-1"]),
+    );
+    add(
+        "fail_fido2_user_present",
+        "the FIDO2 assertion has the UP flag set: Tether asks a silent one",
+        fido2(Fido2 {
+            flags: FLAG_UP,
+            ..FIDO2_ED25519
+        })
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "untrusted_chain".into();
+        },
+    );
+    add(
+        "fail_fido2_high_s",
+        "the ES256 assertion's signature has a high S (the malleable twin)",
+        fido2(Fido2 {
+            algorithm: Fido2Algorithm::Es256,
+            high_s: true,
+            ..FIDO2_ED25519
+        })
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "untrusted_chain".into();
+        },
+    );
+    add(
+        "fail_fido2_native_certificate",
+        "a native certificate under a license naming a FIDO2 credential (same serial)",
+        fido2(Fido2 {
+            native_cert: true,
+            ..FIDO2_ED25519
+        })
+        .token(),
+        &|v| {
+            v.accepted = accept(&["n-1"]);
+            v.expected = "untrusted_chain".into();
         },
     );
 
