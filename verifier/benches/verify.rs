@@ -10,6 +10,10 @@
 //! with the same 1,000-leaf inclusion proof) next to raw `verify_strict`
 //! over a message of that token's signed size (target >= 85%), and cold
 //! verification of FIDO2 chains with an Ed25519 and an ES256 credential.
+//! Measured (2 shared cores, load about 2): 80% of that raw, 98% of the
+//! native cached path with the same proof: the certificate is cached, so
+//! what costs is the proof every FIDO2 license needs, as above. A cold ES256
+//! chain runs at about 45% of a cold Ed25519 one (P-256 ECDSA verification).
 //!
 //! `cargo bench -p tether-verifier --bench verify`
 //! Targets: cached-certificate path >= 85% of raw verify_strict; with the
