@@ -242,6 +242,37 @@ fn decode<T: serde::de::DeserializeOwned>(params: &[u8]) -> Result<T, u8> {
     })
 }
 
+/// Fills in a missing `user.name` or `user.displayName` of a makeCredential
+/// request with the empty string. CTAP 2.1 section 6.1 makes both optional
+/// (libfido2 sends a name only), but `passkey-types` reads the user with
+/// its WebAuthn type, where both are required; nothing else is touched.
+fn complete_user(params: &[u8]) -> Result<Vec<u8>, u8> {
+    use ciborium::Value;
+    if params.is_empty() {
+        return Err(status(Ctap2Error::MissingParameter));
+    }
+    let mut request: Value = ciborium::from_reader(params).map_err(|e| {
+        tracing::debug!(error = %e, "makeCredential parameters do not decode");
+        status(Ctap2Error::InvalidCbor)
+    })?;
+    let Some(Value::Map(user)) = request
+        .as_map_mut()
+        .and_then(|m| m.iter_mut().find(|(k, _)| *k == Value::from(3)))
+        .map(|(_, v)| v)
+    else {
+        // No user map: the library's own decoder answers it.
+        return Ok(params.to_vec());
+    };
+    for field in ["name", "displayName"] {
+        if !user.iter().any(|(k, _)| *k == Value::from(field)) {
+            user.push((field.into(), Value::Text(String::new())));
+        }
+    }
+    let mut out = Vec::new();
+    ciborium::into_writer(&request, &mut out).map_err(|_| status(Ctap2Error::Other))?;
+    Ok(out)
+}
+
 /// Up to 8 hex digits of a credential id, for logs (it is not a secret,
 /// but the whole id is noise).
 fn short_id(id: &[u8]) -> String {
@@ -338,7 +369,7 @@ impl Softkey {
     }
 
     fn make_credential(&mut self, params: &[u8]) -> Result<Vec<u8>, u8> {
-        let request: make_credential::Request = decode(params)?;
+        let request: make_credential::Request = decode(&complete_user(params)?)?;
         let client_data_hash = request.client_data_hash.to_vec();
         let rp_id = request.rp.id.clone();
         let mut response = self

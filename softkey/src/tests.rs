@@ -517,3 +517,28 @@ fn responses_are_ctap2_canonical_cbor() {
         &get_assertion("tether:test", &cdh, &m.credential_id, false),
     ));
 }
+
+#[test]
+fn user_name_and_display_name_are_optional() {
+    // CTAP 2.1 section 6.1: user {id} alone, as libfido2 sends without a
+    // display name; EdDSA; no options.
+    let mut req = hex("01 a4 01 58 20");
+    req.extend_from_slice(&[8u8; 32]);
+    req.extend(hex("
+        02 a1 62 6964 6b 7465746865723a74657374
+        03 a1 62 6964 41 07
+        04 81 a2 63 616c67 27 64 74797065 6a 7075626c69632d6b6579
+    "));
+    let mut k = key(Options::default());
+    let m = made(&answer(&mut k, &req));
+    assert_eq!(m.credential_id.len(), 16);
+    // And with a name only.
+    let mut req = hex("01 a4 01 58 20");
+    req.extend_from_slice(&[8u8; 32]);
+    req.extend(hex("
+        02 a1 62 6964 6b 7465746865723a74657374
+        03 a2 62 6964 41 07 64 6e616d65 67 766d2d75736572
+        04 81 a2 63 616c67 27 64 74797065 6a 7075626c69632d6b6579
+    "));
+    made(&answer(&mut k, &req));
+}

@@ -54,7 +54,7 @@ finish() {
         for f in "$T"/*.log; do
             [ -f "$f" ] || continue
             echo "----- $f (last 40 lines) -----"
-            tail -n 40 "$f"
+            tail -n 40 "$f" | sed "s/^/vm: | /"
         done
     fi
     for p in $PIDS; do kill "$p" 2>/dev/null; done
@@ -220,7 +220,7 @@ check same-tetherd-process-at-end $? "pid $TETHERD"
 # Its own tetherd on another port; the native one above keeps running.
 # The softkey and libfido2's checks of it always run; Tether's FIDO2 path
 # (enrol, licence, tetherd --dongle fido2) with tether.fido2=1.
-FURL=http://127.0.0.1:7444
+FURL=http://127.0.0.1:7445
 fstatus() { wget -q -O - "$FURL/status" 2>/dev/null; }
 fstate_is() { fstatus | grep -q "\"state\":\"$1\""; }
 fsession() { fstatus | sed -n 's/.*"session":"\([^"]*\)".*/\1/p'; }
@@ -278,19 +278,21 @@ if [ "$FIDO2" = 1 ]; then
         --services backend --valid-for 1d --nonce-period 1h \
         --out "$T/license-fido2.tether" >"$T/fido-license.log" 2>&1
     check fido2-license $? "$(tail -n 2 "$T/fido-license.log")"
-    [ "$FAILED" = 0 ] || finish
+    # On without the licence only (a failed libfido2 check above still
+    # lets Tether's own path show what it does).
+    [ -s "$T/license-fido2.tether" ] || finish
 
     TETHER_CONFIG=/dev/null tetherd --license "$T/license-fido2.tether" \
         --vendor-pub "$T/vendor/vendor.pub" --credentials "$T/credentials" \
         --dongle fido2 --state-dir "$T/state-fido2" \
-        --listen 127.0.0.1:7444 >"$T/tetherd-fido2.log" 2>&1 &
+        --listen 127.0.0.1:7445 --admin-listen off >"$T/tetherd-fido2.log" 2>&1 &
     FTETHERD=$!
     PIDS="$PIDS $FTETHERD"
     wait_for 30 fstate_is present
     check fido2-tetherd-present $? "$(fstatus)"
     ftoken_verifies >"$T/fverify.out" 2>&1
     check fido2-token-verifies $? "$(cat "$T/fverify.out") $(cat "$T/ftoken.err")"
-    [ "$FAILED" = 0 ] || finish
+    fstate_is present || finish
 
     # unplug (UHID_DESTROY) -> refusal, 100 cycles, each re-plug a new session.
     tether dongle replug-bench --socket "$T/fido.sock" --url "$FURL" \
@@ -298,7 +300,6 @@ if [ "$FIDO2" = 1 ]; then
     rc=$?
     [ $rc = 0 ] && BENCH_FIDO2=$(tail -n 1 "$T/fbench.out")
     check fido2-unplug-refusal-cycles $rc "$(tail -n 1 "$T/fbench.out") $(tail -n 2 "$T/fbench.log")"
-    [ "$FAILED" = 0 ] || finish
 
     F1=$(fsession)
     ctl unplug "$T/fido.sock"

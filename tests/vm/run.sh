@@ -18,8 +18,8 @@
 #
 # Environment: TETHER_VM_TIMEOUT (guest time limit, s; default 600),
 # TETHER_VM_ACCEL (kvm or tcg; default tcg, see below), TETHER_VM_CACHE,
-# TETHER_VM_FIDO2 (1: run the FIDO2 checks too; default 0 until the FIDO2
-# licence and enrolment land; see docs/testing.md, level 4).
+# TETHER_VM_FIDO2 (1, the default: Tether's FIDO2 path too; 0: the native
+# dongle and the softkey's libfido2 checks only; docs/testing.md, level 4).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/vm
@@ -144,7 +144,7 @@ fi
 # kvm:tcg falls back to software emulation when KVM cannot start; the
 # guest reports which one it got (the kernel's "Hypervisor detected" line).
 [ "$accel" = kvm ] && accel=kvm:tcg
-fido2=${TETHER_VM_FIDO2:-0}
+fido2=${TETHER_VM_FIDO2:-1}
 case "$fido2" in 0 | 1) ;; *) say "TETHER_VM_FIDO2 must be 0 or 1"; exit 2 ;; esac
 say "booting the guest (accel $accel, FIDO2 checks $([ "$fido2" = 1 ] && echo on || echo off), limit $limit s)"
 boot_started=$(date +%s)
