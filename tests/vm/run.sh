@@ -116,6 +116,12 @@ if [ ! -x "$ftdir/fido2-token" ] && fdeb=$(fetch fido2-tools); then
     rm -rf "$ftdir.tmp/x" "$ftdir" "$fdeb"
     mv "$ftdir.tmp" "$ftdir"
 fi
+if [ -x "$ftdir/fido2-token" ] && ldd "$ftdir"/fido2-* | grep -q 'not found' && [ "$(id -u)" = 0 ]; then
+    # The tools' shared libraries (libfido2, libcbor) from Debian's packages.
+    apt_update
+    say "installing libfido2-1 from Debian's packages (for the libfido2 checks)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libfido2-1 >&2 || true
+fi
 if [ -x "$ftdir/fido2-token" ] && ! ldd "$ftdir"/fido2-* | grep -q 'not found'; then
     for b in "$ftdir"/fido2-*; do extra+=("$b"); done
     for lib in $(ldd "$ftdir"/fido2-* | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/lib/ { print $1 }' | sort -u); do
