@@ -936,7 +936,7 @@ mod tests {
                 prop_assert!(c.check_with_memo(leaf, &proof, &mut memo).is_ok());
             }
             // Warm: every inner node is kept, and every proof still holds.
-            prop_assert_eq!(memo.len() > 0, set.len() > 1);
+            prop_assert_eq!(!memo.is_empty(), set.len() > 1);
             for (i, leaf) in set.leaves().iter().enumerate() {
                 let proof = set.prove(i).unwrap();
                 prop_assert!(c.check_with_memo(leaf, &proof, &mut memo).is_ok());

@@ -639,7 +639,9 @@ impl Verifier {
             ))?;
 
         let license = self.license(&claims.lic)?;
-        let (cert, proven, kid) = self.certificate(&claims.dcert, &claims.lic, &license)?;
+        let CachedCert {
+            cert, proven, kid, ..
+        } = self.certificate(&claims.dcert, &claims.lic, &license)?;
         let session = cert.request.session_key;
         if header.kid.as_deref() != Some(&*kid) {
             return Err(Error::UntrustedChain(
@@ -714,16 +716,11 @@ impl Verifier {
         Ok(license)
     }
 
-    fn certificate(
-        &self,
-        dcert: &str,
-        lic: &str,
-        license: &License,
-    ) -> Result<(Arc<Certificate>, Arc<Mutex<Proven>>, Arc<str>)> {
+    fn certificate(&self, dcert: &str, lic: &str, license: &License) -> Result<CachedCert> {
         if let Some(hit) = lock(&self.certs).get(dcert)
             && *hit.lic == *lic
         {
-            return Ok((hit.cert, hit.proven, hit.kid));
+            return Ok(hit);
         }
         let cert = Certificate::decode(&b64(dcert, "dcert is not base64url")?).map_err(|e| {
             if newer_format(&e) {
@@ -739,19 +736,14 @@ impl Verifier {
             return Err(Error::UntrustedChain("certificate is from another dongle"));
         }
         cert.verify_by(&terms.dongle).map_err(chain_error)?;
-        let kid: Arc<str> = Arc::from(cert.request.session_key.fingerprint().short());
-        let cert = Arc::new(cert);
-        let proven = Arc::new(Mutex::new(Proven::default()));
-        lock(&self.certs).insert(
-            Arc::from(dcert),
-            CachedCert {
-                cert: cert.clone(),
-                lic: Arc::from(lic),
-                kid: kid.clone(),
-                proven: proven.clone(),
-            },
-        );
-        Ok((cert, proven, kid))
+        let entry = CachedCert {
+            kid: Arc::from(cert.request.session_key.fingerprint().short()),
+            cert: Arc::new(cert),
+            lic: Arc::from(lic),
+            proven: Arc::new(Mutex::new(Proven::default())),
+        };
+        lock(&self.certs).insert(Arc::from(dcert), entry.clone());
+        Ok(entry)
     }
 
     /// Audience, issuer, service, features, nonce and every time window.
