@@ -12,7 +12,13 @@
 //! check; tokens that verified are kept by their signature (and compared in
 //! full on a hit) until they expire, so re-verifying costs a lookup. Time,
 //! audience and nonce checks run on every call, cached or not. Only inputs
-//! that verified are cached, and every cache is bounded.
+//! that verified are cached, and every cache is bounded. Memos skip work
+//! only for byte-identical inputs: the header of the last token that
+//! verified is not parsed again, the `kid` a certificate's session key
+//! needs is computed once per certificate, and each certificate keeps the
+//! inner Merkle nodes of proofs that reached its root
+//! ([`tether_keys::merkle::NodeMemo`]: a node is reused only when both its
+//! inputs are equal), so every verdict is the one without them.
 //!
 //! Freshness (issue 15; `docs/formats.md`, "Token claims"): under a license
 //! with a `nonce_period`, a token must prove, with its `prf` claim, that its
