@@ -18,7 +18,7 @@
 //! service's range. However the tree was built, a service can then have at
 //! most its count of consumers admitted by one certificate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use sha2::{Digest, Sha256};
@@ -392,7 +392,17 @@ impl InclusionProof {
 ///
 /// [`Error::NotIncluded`] if the proof does not lead from `leaf` to `root`.
 pub fn verify(root: &Hash, leaf: &Leaf, proof: &InclusionProof) -> Result<()> {
-    if root_from_path(leaf.hash(), proof).as_ref() == Some(root) {
+    verify_with(root, leaf, proof, &mut |_, l, r| node_hash(l, r))
+}
+
+/// [`verify`], computing inner nodes with `node(step, left, right)`.
+fn verify_with(
+    root: &Hash,
+    leaf: &Leaf,
+    proof: &InclusionProof,
+    node: &mut dyn FnMut(Step, &Hash, &Hash) -> Hash,
+) -> Result<()> {
+    if root_from_path(leaf.hash(), proof, node).as_ref() == Some(root) {
         Ok(())
     } else {
         Err(Error::NotIncluded(
@@ -404,18 +414,28 @@ pub fn verify(root: &Hash, leaf: &Leaf, proof: &InclusionProof) -> Result<()> {
 /// The root an audit path leads to from `leaf` (RFC 9162 section 2.1.3.2,
 /// steps 1 to 6), or `None` when the path has the wrong length for the
 /// index and size.
-fn root_from_path(leaf: Hash, proof: &InclusionProof) -> Option<Hash> {
+fn root_from_path(
+    leaf: Hash,
+    proof: &InclusionProof,
+    node: &mut dyn FnMut(Step, &Hash, &Hash) -> Hash,
+) -> Option<Hash> {
     if proof.index >= proof.size {
         return None;
     }
     let (mut fnode, mut snode) = (proof.index, proof.size - 1);
     let mut r = leaf;
-    for p in &proof.path {
+    for (k, p) in proof.path.iter().enumerate() {
         if snode == 0 {
             return None;
         }
+        let step = Step {
+            size: proof.size,
+            k: k as u8,
+            fnode,
+            snode,
+        };
         if fnode & 1 == 1 || fnode == snode {
-            r = node_hash(p, &r);
+            r = node(step, p, &r);
             if fnode & 1 == 0 {
                 while fnode & 1 == 0 && fnode != 0 {
                     fnode >>= 1;
@@ -423,12 +443,54 @@ fn root_from_path(leaf: Hash, proof: &InclusionProof) -> Option<Hash> {
                 }
             }
         } else {
-            r = node_hash(&r, p);
+            r = node(step, &r, p);
         }
         fnode >>= 1;
         snode >>= 1;
     }
     (snode == 0).then_some(r)
+}
+
+/// Where an inner node is computed on an audit path: the tree size, the
+/// step (`k`-th path hash) and the RFC 9162 section 2.1.3.2 state
+/// `(fn, sn)` before it. Only a locator for [`NodeMemo`]: a hit is
+/// decided by comparing the hash inputs themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Step {
+    size: u32,
+    k: u8,
+    fnode: u32,
+    snode: u32,
+}
+
+/// A memo of inner node hashes computed on audit paths that led to one
+/// commitment's root, for a verifier that checks proofs of many leaves of
+/// one tree (a certificate's): the nodes near the root are shared by every
+/// proof. A node is taken from the memo only when both its inputs, `left`
+/// and `right`, are byte-identical to those of a node already computed at
+/// the same step of a path that reached the root; anything else is hashed.
+/// So a proof passes with the memo exactly when it passes without.
+///
+/// Bounded: at most [`NodeMemo::CAP`] nodes (about 140 bytes each); past
+/// that, new nodes are hashed and not kept.
+#[derive(Debug, Default)]
+pub struct NodeMemo {
+    nodes: HashMap<Step, (Hash, Hash, Hash)>,
+}
+
+impl NodeMemo {
+    /// Most nodes kept: enough for every inner node of a 2,048-leaf tree.
+    pub const CAP: usize = 2048;
+
+    /// How many nodes are kept.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node is kept.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
 }
 
 /// What a delegation certificate commits to about the live consumers: the
@@ -532,6 +594,50 @@ impl Commitment {
     ///
     /// [`Error::NotIncluded`] naming which of these fails.
     pub fn check(&self, leaf: &Leaf, proof: &InclusionProof) -> Result<()> {
+        self.check_bounds(leaf, proof)?;
+        verify(&self.root, leaf, proof)
+    }
+
+    /// [`Commitment::check`], with inner nodes taken from `memo` when their
+    /// inputs are byte-identical to ones computed before on a path that
+    /// reached this root (see [`NodeMemo`]); the nodes of a path that
+    /// reaches the root are then kept in `memo`. Keep one memo per
+    /// commitment: a memo is only ever filled from paths to one root.
+    ///
+    /// # Errors
+    ///
+    /// As [`Commitment::check`], in the same cases.
+    pub fn check_with_memo(
+        &self,
+        leaf: &Leaf,
+        proof: &InclusionProof,
+        memo: &mut NodeMemo,
+    ) -> Result<()> {
+        self.check_bounds(leaf, proof)?;
+        let mut fresh: Vec<(Step, (Hash, Hash, Hash))> = Vec::new();
+        verify_with(&self.root, leaf, proof, &mut |step, l, r| {
+            if let Some((ml, mr, out)) = memo.nodes.get(&step)
+                && ml == l
+                && mr == r
+            {
+                return *out;
+            }
+            let out = node_hash(l, r);
+            fresh.push((step, (*l, *r, out)));
+            out
+        })?;
+        // Only a path that reached the root is remembered.
+        for (step, node) in fresh {
+            if memo.nodes.len() >= NodeMemo::CAP {
+                break;
+            }
+            memo.nodes.insert(step, node);
+        }
+        Ok(())
+    }
+
+    /// The size and position checks of [`Commitment::check`].
+    fn check_bounds(&self, leaf: &Leaf, proof: &InclusionProof) -> Result<()> {
         if Some(proof.size) != self.total() {
             return Err(Error::NotIncluded(
                 "the proof's tree size is not the certificate's leaf count",
@@ -542,7 +648,7 @@ impl Commitment {
                 "the proof's position is outside the service's leaves",
             ));
         }
-        verify(&self.root, leaf, proof)
+        Ok(())
     }
 
     /// The canonical encoding: `root [32] || u8 count || count x (str8 name
@@ -641,7 +747,11 @@ mod tests {
                     size: n as u32,
                     path,
                 };
-                assert_eq!(root_from_path(hashes[i], &proof), Some(root), "{i} of {n}");
+                assert_eq!(
+                    root_from_path(hashes[i], &proof, &mut |_, l, r| node_hash(l, r)),
+                    Some(root),
+                    "{i} of {n}"
+                );
             }
             assert!(path_of_hashes(&hashes[..n], n).is_none());
         }
@@ -810,6 +920,52 @@ mod tests {
                 prop_assert!(c.check(leaf, &proof).is_ok());
                 prop_assert_eq!(InclusionProof::decode(&proof.encode()).unwrap(), proof);
             }
+        }
+
+        #[test]
+        fn a_warm_memo_changes_no_verdict(
+            leaves in leaves(),
+            pick in any::<usize>(),
+            flip in 0usize..256,
+        ) {
+            let set = LeafSet::new(leaves);
+            let c = set.commitment().unwrap();
+            let mut memo = NodeMemo::default();
+            for (i, leaf) in set.leaves().iter().enumerate() {
+                let proof = set.prove(i).unwrap();
+                prop_assert!(c.check_with_memo(leaf, &proof, &mut memo).is_ok());
+            }
+            // Warm: every inner node is kept, and every proof still holds.
+            prop_assert_eq!(!memo.is_empty(), set.len() > 1);
+            for (i, leaf) in set.leaves().iter().enumerate() {
+                let proof = set.prove(i).unwrap();
+                prop_assert!(c.check_with_memo(leaf, &proof, &mut memo).is_ok());
+            }
+            let i = pick % set.len();
+            let leaf = &set.leaves()[i];
+            let proof = set.prove(i).unwrap();
+            // One bit of one path element, at any level: refused with the
+            // memo as without it.
+            if !proof.path.is_empty() {
+                let mut p = proof.clone();
+                let at = flip % (p.path.len() * 32 * 8);
+                p.path[at / 256][(at / 8) % 32] ^= 1 << (at % 8);
+                prop_assert!(c.check(leaf, &p).is_err());
+                prop_assert!(c.check_with_memo(leaf, &p, &mut memo).is_err());
+            }
+            let other = Leaf::new(leaf.service(), leaf.instance(), format!("{}x", leaf.nonce())).unwrap();
+            prop_assert!(c.check_with_memo(&other, &proof, &mut memo).is_err());
+            // The memo of another tree's paths proves nothing here.
+            let mut other_set: Vec<Leaf> = set.leaves().to_vec();
+            other_set.push(Leaf::new("zz", "extra", "n").unwrap());
+            let other_set = LeafSet::new(other_set);
+            let oc = other_set.commitment().unwrap();
+            let op = other_set.prove(i).unwrap();
+            prop_assert_eq!(
+                c.check_with_memo(leaf, &op, &mut memo).is_ok(),
+                c.check(leaf, &op).is_ok()
+            );
+            prop_assert!(oc.check(leaf, &op).is_ok());
         }
 
         #[test]

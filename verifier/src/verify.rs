@@ -12,7 +12,13 @@
 //! check; tokens that verified are kept by their signature (and compared in
 //! full on a hit) until they expire, so re-verifying costs a lookup. Time,
 //! audience and nonce checks run on every call, cached or not. Only inputs
-//! that verified are cached, and every cache is bounded.
+//! that verified are cached, and every cache is bounded. Memos skip work
+//! only for byte-identical inputs: the header of the last token that
+//! verified is not parsed again, the `kid` a certificate's session key
+//! needs is computed once per certificate, and each certificate keeps the
+//! inner Merkle nodes of proofs that reached its root
+//! ([`tether_keys::merkle::NodeMemo`]: a node is reused only when both its
+//! inputs are equal), so every verdict is the one without them.
 //!
 //! Freshness (issue 15; `docs/formats.md`, "Token claims"): under a license
 //! with a `nonce_period`, a token must prove, with its `prf` claim, that its
@@ -29,7 +35,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use tether_keys::merkle::{InclusionProof, Leaf};
+use tether_keys::merkle::{InclusionProof, Leaf, NodeMemo};
 use tether_keys::{Certificate, License, LicenseId, PublicKey, TokenClaims, UnixTime, Vendor};
 
 use crate::error::{Error, Result};
@@ -188,7 +194,7 @@ const FOREIGN_PARAMETERS: [&str; 3] = ["enc", "zip", "cty"];
 /// RFC 8725; `docs/formats.md`, "Token header"): what is left to use.
 #[derive(Debug)]
 struct Header {
-    kid: Option<String>,
+    kid: Option<Box<str>>,
 }
 
 /// A JSON object whose member names are unique: RFC 7515 section 4 lets a
@@ -270,7 +276,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header> {
     }
     let kid = match h.get("kid") {
         None => None,
-        Some(serde_json::Value::String(k)) => Some(k.clone()),
+        Some(serde_json::Value::String(k)) => Some(k.as_str().into()),
         Some(_) => return Err(Error::Malformed("kid is not a string")),
     };
     Ok(Header { kid })
@@ -312,14 +318,20 @@ struct CachedCert {
     cert: Arc<Certificate>,
     /// The license text it was checked against.
     lic: Arc<str>,
+    /// The `kid` that names its session key (the short fingerprint),
+    /// computed once rather than hashed again for every token.
+    kid: Arc<str>,
     /// Inclusion proofs already checked against this certificate: a
     /// consumer gets every token under one certificate with the same proof.
     proven: Arc<Mutex<Proven>>,
 }
 
-/// The last few `(prf, aud, ins, nonce)` whose proof held, newest last.
+/// The last few `(prf, aud, ins, nonce)` whose proof held, newest last,
+/// and the inner nodes of the paths that led to the certificate's root
+/// (a verifier of many consumers' tokens checks proofs of many leaves of
+/// one tree, which share the nodes near the root; see [`NodeMemo`]).
 #[derive(Debug, Default)]
-struct Proven(Vec<(Arc<str>, String, String, String)>);
+struct Proven(Vec<(Arc<str>, String, String, String)>, NodeMemo);
 
 impl Proven {
     /// At most this many proofs remembered per certificate.
@@ -370,6 +382,11 @@ pub struct Verifier {
     /// license (say, one without freshness, or with more seats) is refused
     /// once a newer one was seen.
     sequences: Mutex<HashMap<LicenseId, u64>>,
+    /// The JOSE header text of the last token that verified, and what it
+    /// parsed to: the tokens of one session key share one header, so a
+    /// byte-identical header is not parsed again (`parse_header` is a pure
+    /// function of those bytes).
+    header: Mutex<Option<(Arc<str>, Arc<Header>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -457,6 +474,7 @@ impl Verifier {
             certs: Mutex::new(Bounded::new(64)),
             tokens: Mutex::new(Bounded::new(4096)),
             sequences: Mutex::new(HashMap::new()),
+            header: Mutex::new(None),
         }
     }
 
@@ -617,7 +635,7 @@ impl Verifier {
         if claims_text.contains('.') {
             return Err(Error::Malformed("not a compact JWS"));
         }
-        let header = parse_header(&b64(header_text, "header is not base64url")?)?;
+        let header = self.header(header_text)?;
         let signature: [u8; 64] = b64(&token[signed_len + 1..], "signature is not base64url")?
             .try_into()
             .map_err(|_| Error::Malformed("signature is not 64 bytes"))?;
@@ -627,9 +645,11 @@ impl Verifier {
             ))?;
 
         let license = self.license(&claims.lic)?;
-        let (cert, proven) = self.certificate(&claims.dcert, &claims.lic, &license)?;
+        let CachedCert {
+            cert, proven, kid, ..
+        } = self.certificate(&claims.dcert, &claims.lic, &license)?;
         let session = cert.request.session_key;
-        if header.kid.as_deref() != Some(session.fingerprint().short().as_str()) {
+        if header.kid.as_deref() != Some(&*kid) {
             return Err(Error::UntrustedChain(
                 "kid does not name the certified session key",
             ));
@@ -639,11 +659,21 @@ impl Verifier {
         }
         // The proof, unless this very proof of this very leaf held under
         // this certificate before (the seat counts are checked either way).
+        // The node memo is used when no other thread holds it: a proof is
+        // never waited on, only checked without the memo.
         if claims.prf.is_some() && lock(&proven).holds(&claims) {
             check_seats(&license, &cert)?;
         } else {
-            check_inclusion(&claims, &license, &cert)?;
-            lock(&proven).remember(&claims);
+            match proven.try_lock() {
+                Ok(mut memo) => {
+                    check_inclusion(&claims, &license, &cert, Some(&mut memo.1))?;
+                    memo.remember(&claims);
+                }
+                Err(_) => {
+                    check_inclusion(&claims, &license, &cert, None)?;
+                    lock(&proven).remember(&claims);
+                }
+            }
         }
         let entry = CachedToken {
             token: Arc::from(token),
@@ -653,7 +683,22 @@ impl Verifier {
         };
         let key: Arc<str> = Arc::from(&token[signed_len + 1..]);
         lock(&self.tokens).insert(key, entry.clone());
+        *lock(&self.header) = Some((Arc::from(header_text), header));
         Ok(entry)
+    }
+
+    /// The parsed header: remembered when `text` is byte-identical to the
+    /// header of the last token that verified, else [`parse_header`].
+    fn header(&self, text: &str) -> Result<Arc<Header>> {
+        if let Some((known, header)) = &*lock(&self.header)
+            && **known == *text
+        {
+            return Ok(header.clone());
+        }
+        Ok(Arc::new(parse_header(&b64(
+            text,
+            "header is not base64url",
+        )?)?))
     }
 
     fn license(&self, lic: &str) -> Result<Arc<License>> {
@@ -677,16 +722,11 @@ impl Verifier {
         Ok(license)
     }
 
-    fn certificate(
-        &self,
-        dcert: &str,
-        lic: &str,
-        license: &License,
-    ) -> Result<(Arc<Certificate>, Arc<Mutex<Proven>>)> {
+    fn certificate(&self, dcert: &str, lic: &str, license: &License) -> Result<CachedCert> {
         if let Some(hit) = lock(&self.certs).get(dcert)
             && *hit.lic == *lic
         {
-            return Ok((hit.cert, hit.proven));
+            return Ok(hit);
         }
         let cert = Certificate::decode(&b64(dcert, "dcert is not base64url")?).map_err(|e| {
             if newer_format(&e) {
@@ -702,17 +742,14 @@ impl Verifier {
             return Err(Error::UntrustedChain("certificate is from another dongle"));
         }
         cert.verify_by(&terms.dongle).map_err(chain_error)?;
-        let cert = Arc::new(cert);
-        let proven = Arc::new(Mutex::new(Proven::default()));
-        lock(&self.certs).insert(
-            Arc::from(dcert),
-            CachedCert {
-                cert: cert.clone(),
-                lic: Arc::from(lic),
-                proven: proven.clone(),
-            },
-        );
-        Ok((cert, proven))
+        let entry = CachedCert {
+            kid: Arc::from(cert.request.session_key.fingerprint().short()),
+            cert: Arc::new(cert),
+            lic: Arc::from(lic),
+            proven: Arc::new(Mutex::new(Proven::default())),
+        };
+        lock(&self.certs).insert(Arc::from(dcert), entry.clone());
+        Ok(entry)
     }
 
     /// Audience, issuer, service, features, nonce and every time window.
@@ -813,7 +850,14 @@ impl Verifier {
 /// certificate's commitment counts no service beyond its seats, and the
 /// proof leads from the leaf `(aud, ins, nonce)` to the committed root, at a
 /// position of the service's range, in a tree of the committed size.
-fn check_inclusion(c: &TokenClaims, license: &License, cert: &Certificate) -> Result<()> {
+/// `memo`: inner nodes already computed on paths to this certificate's
+/// root, taken only for byte-identical inputs (the verdict is the same).
+fn check_inclusion(
+    c: &TokenClaims,
+    license: &License,
+    cert: &Certificate,
+    memo: Option<&mut NodeMemo>,
+) -> Result<()> {
     let fresh = license.terms().nonce_period > 0;
     if !fresh && c.prf.is_none() {
         return Ok(());
@@ -834,7 +878,11 @@ fn check_inclusion(c: &TokenClaims, license: &License, cert: &Certificate) -> Re
         .map_err(|_| Error::Malformed("prf is not an inclusion proof"))?;
     let leaf = Leaf::new(c.aud.as_str(), ins, nonce)
         .map_err(|_| Error::NotIncluded("aud, ins or nonce is empty or longer than 255 bytes"))?;
-    commitment.check(&leaf, &proof).map_err(|e| match e {
+    let checked = match memo {
+        Some(memo) => commitment.check_with_memo(&leaf, &proof, memo),
+        None => commitment.check(&leaf, &proof),
+    };
+    checked.map_err(|e| match e {
         tether_keys::Error::NotIncluded(why) => Error::NotIncluded(why),
         _ => Error::NotIncluded("the inclusion proof does not lead to the root"),
     })

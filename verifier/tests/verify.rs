@@ -981,6 +981,64 @@ mod freshness {
         assert!(matches!(check(&m.sign(&c)), Err(Error::Malformed(_))));
     }
 
+    /// The certificate's memo of Merkle nodes, warm from every leaf's
+    /// proof, changes no verdict: each altered proof is still refused by
+    /// the verifier that accepted the good ones, and the good ones still
+    /// pass after.
+    #[test]
+    fn a_warm_node_memo_refuses_what_a_cold_verifier_refuses() {
+        let m = mint();
+        let set = leaves();
+        let v = verifier("backend");
+        let token = |ins: &str, nonce: &str, p: &InclusionProof| {
+            m.sign(&claims(
+                &m,
+                set.commitment().unwrap(),
+                "backend",
+                ins,
+                nonce,
+                Some(p),
+            ))
+        };
+        for (i, leaf) in set.leaves().iter().enumerate().take(2) {
+            let t = token(leaf.instance(), leaf.nonce(), &set.prove(i).unwrap());
+            v.verify_at(&t, None, at(NOW)).unwrap();
+        }
+        let proof = set.prove(0).unwrap();
+        let mut variants = Vec::new();
+        for level in 0..proof.path.len() {
+            let mut p = proof.clone();
+            p.path[level][31] ^= 0x80;
+            variants.push(p);
+        }
+        let mut swapped = proof.clone();
+        swapped.path.swap(0, 1);
+        variants.push(swapped);
+        let mut index = proof.clone();
+        index.index = 1;
+        variants.push(index);
+        for p in &variants {
+            let err = v.verify_at(&token("b-1", "n-1", p), None, at(NOW));
+            assert!(matches!(err, Err(Error::NotIncluded(_))), "{p:?}: {err:?}");
+        }
+        // Leaf 1's proof for leaf 0's (ins, nonce), and a nonce not in the tree.
+        let err = v.verify_at(&token("b-1", "n-1", &set.prove(1).unwrap()), None, at(NOW));
+        assert!(matches!(err, Err(Error::NotIncluded(_))), "{err:?}");
+        let err = v.verify_at(&token("b-1", "n-9", &proof), None, at(NOW));
+        assert!(matches!(err, Err(Error::NotIncluded(_))), "{err:?}");
+        // A new token (another jti) of a good leaf still passes.
+        let mut c = claims(
+            &m,
+            set.commitment().unwrap(),
+            "backend",
+            "b-2",
+            "n-2",
+            Some(&set.prove(1).unwrap()),
+        );
+        c.jti = "another".into();
+        v.verify_at(&m.sign(&c), None, at(NOW)).unwrap();
+    }
+
     #[test]
     fn a_commitment_over_the_seats_is_refused() {
         let m = mint();
