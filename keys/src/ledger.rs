@@ -733,15 +733,29 @@ pub fn day_of(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Adds the seconds of `[from, to)` to `map`, split at UTC midnights.
-fn add_span(map: &mut BTreeMap<String, u64>, from: u64, to: u64) {
+/// Day steps [`verify`] spends on the per-day accounting beyond one per
+/// record: about a thousand years of spans. An honest ledger's spans never
+/// overlap, so only a hostile export (record times across centuries)
+/// reaches it; past it the accounting stops and the export is refused.
+const SPAN_DAY_BUDGET: u64 = 366_000;
+
+/// Adds the seconds of `[from, to)` to `map`, split at UTC midnights,
+/// spending one of `budget` per day touched.
+///
+/// Returns `false`, with the span cut short, when `budget` runs out.
+fn add_span(map: &mut BTreeMap<String, u64>, from: u64, to: u64, budget: &mut u64) -> bool {
     let mut t = from;
     while t < to {
-        let end = ((t / 86_400) + 1) * 86_400;
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let end = ((t / 86_400) + 1).saturating_mul(86_400);
         let end = end.min(to);
         *map.entry(day_of(t)).or_default() += end - t;
         t = end;
     }
+    true
 }
 
 struct Checker<'a> {
@@ -749,6 +763,8 @@ struct Checker<'a> {
     vendor: &'a PublicKey<Vendor>,
     licenses: Vec<License>,
     license_id: Option<crate::LicenseId>,
+    /// Day steps left for [`add_span`].
+    span_budget: u64,
 }
 
 impl Checker<'_> {
@@ -826,6 +842,7 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
         vendor,
         licenses: Vec::new(),
         license_id: None,
+        span_budget: SPAN_DAY_BUDGET.saturating_add(2 * export.records.len() as u64),
     };
     for l in &export.licenses {
         c.license(l, None);
@@ -892,7 +909,7 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
             }
         }
         if let Some(p) = prev_time
-            && t + 300 < p
+            && t.saturating_add(300) < p
         {
             c.find(
                 Severity::Warning,
@@ -916,9 +933,19 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
                     && i > 0
                 {
                     if let Some(since) = absent_since.take() {
-                        add_span(&mut c.report.dongle_absent_secs, since, p.max(since));
+                        add_span(
+                            &mut c.report.dongle_absent_secs,
+                            since,
+                            p.max(since),
+                            &mut c.span_budget,
+                        );
                     }
-                    add_span(&mut c.report.daemon_down_secs, p, t.max(p));
+                    add_span(
+                        &mut c.report.daemon_down_secs,
+                        p,
+                        t.max(p),
+                        &mut c.span_budget,
+                    );
                 }
                 absent_since = Some(t);
                 stopped_cleanly = false;
@@ -926,7 +953,12 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
             Event::Stop => {
                 stopped_cleanly = true;
                 if let Some(since) = absent_since.take() {
-                    add_span(&mut c.report.dongle_absent_secs, since, t.max(since));
+                    add_span(
+                        &mut c.report.dongle_absent_secs,
+                        since,
+                        t.max(since),
+                        &mut c.span_budget,
+                    );
                 }
             }
             Event::DongleAbsent { .. } | Event::DongleRefused { .. } => {
@@ -935,7 +967,12 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
             Event::DonglePresent { .. } => {}
             Event::Certificate { cert } => {
                 if let Some(since) = absent_since.take() {
-                    add_span(&mut c.report.dongle_absent_secs, since, t.max(since));
+                    add_span(
+                        &mut c.report.dongle_absent_secs,
+                        since,
+                        t.max(since),
+                        &mut c.span_budget,
+                    );
                 }
                 check_certificate(
                     &mut c,
@@ -1012,7 +1049,20 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
         prev_time = Some(prev_time.map_or(t, |p| p.max(t)));
     }
     if let (Some(since), Some(end)) = (absent_since, prev_time) {
-        add_span(&mut c.report.dongle_absent_secs, since, end.max(since));
+        add_span(
+            &mut c.report.dongle_absent_secs,
+            since,
+            end.max(since),
+            &mut c.span_budget,
+        );
+    }
+    if c.span_budget == 0 {
+        c.find(
+            Severity::Error,
+            "time_out_of_range",
+            None,
+            "record times span centuries: no honest ledger does; the per-day accounting was cut short".into(),
+        );
     }
     if c.licenses.is_empty() {
         c.find(
@@ -1538,9 +1588,47 @@ mod tests {
         assert_eq!(day_of(0), "1970-01-01");
         assert_eq!(day_of(1_800_000_000), "2027-01-15");
         let mut m = BTreeMap::new();
-        add_span(&mut m, 86_400 - 10, 86_400 + 5);
+        let mut budget = 2;
+        assert!(add_span(&mut m, 86_400 - 10, 86_400 + 5, &mut budget));
+        assert_eq!(budget, 0);
         assert_eq!(m["1970-01-01"], 10);
         assert_eq!(m["1970-01-02"], 5);
+    }
+
+    /// A hostile export whose record times span the whole `u64` range
+    /// (a start at `u64::MAX`) must neither hang `tether usage verify` in
+    /// the per-day accounting nor overflow; it is refused as out of range.
+    #[test]
+    fn absurd_times_neither_hang_nor_panic_the_verifier() {
+        let mut export = site(&testkeys::vendor());
+        for t in [u64::MAX - 1, 0, u64::MAX] {
+            let (last, last_hash) = export.records.last().unwrap().clone();
+            let rec = Record {
+                sequence: last.sequence + 1,
+                time: UnixTime::from_secs(t),
+                prev: last_hash,
+                event: Event::Start {
+                    run: [2; 16],
+                    software: "t".into(),
+                    license: export.licenses[0].clone(),
+                },
+            };
+            let hash = rec.frame().1;
+            export.records.push((rec, hash));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(verify(&testkeys::vendor().public(), &export));
+        });
+        let report = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("verify neither hangs nor panics on absurd record times");
+        assert!(!report.verified);
+        assert!(
+            kinds(&report).contains(&"time_out_of_range"),
+            "{:?}",
+            report.findings
+        );
     }
 
     proptest::proptest! {
