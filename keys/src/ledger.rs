@@ -1180,8 +1180,23 @@ fn check_certificate(
             );
             return;
         }
-        // Before this export's first record (an export `--since`): checked
-        // by the export that holds it (`--previous`).
+        // Before this export's first record: only the certificate an
+        // export `--since` starts at may name one (checked by the export
+        // that holds it, `--previous`). A later certificate naming a head
+        // before the export is a chain renumbered past every head its
+        // certificates commit to, so that none is checked.
+        None if at.is_some_and(|(index, _)| index > 0) => {
+            c.find(
+                Severity::Error,
+                "head_mismatch",
+                at,
+                format!(
+                    "the dongle signed head at record {}, before this export's first record {}: only a first record may",
+                    head.sequence, c.report.first_sequence
+                ),
+            );
+            return;
+        }
         None => {}
     }
     if let Some(last) = *last_counter {
@@ -1593,6 +1608,39 @@ mod tests {
         assert_eq!(budget, 0);
         assert_eq!(m["1970-01-01"], 10);
         assert_eq!(m["1970-01-02"], 5);
+    }
+
+    /// A fabricated chain, renumbered to start after every head the real
+    /// certificates in it commit to, must not verify: only the first record
+    /// of an export (`--since` starts at a certificate) may commit to a head
+    /// before the export.
+    #[test]
+    fn a_renumbered_chain_cannot_hide_its_certificate_heads() {
+        let honest = site(&testkeys::vendor());
+        let mut export = honest.clone();
+        export.records.pop(); // the checkpoint names a head the fake lacks
+        let mut prev = [9u8; 32];
+        for (i, (rec, hash)) in export.records.iter_mut().enumerate() {
+            rec.sequence = 100 + i as u64;
+            rec.prev = prev;
+            if let Event::TokenMinute(m) = &mut rec.event {
+                m.issued = 1_000;
+            }
+            *hash = rec.frame().1;
+            prev = *hash;
+        }
+        let report = verify(&testkeys::vendor().public(), &export);
+        assert!(!report.verified, "{:?}", report);
+        assert!(
+            kinds(&report).contains(&"head_mismatch"),
+            "{:?}",
+            report.findings
+        );
+        // An honest export that starts at a certificate still verifies.
+        let mut since = honest.clone();
+        since.records.remove(0);
+        let report = verify(&testkeys::vendor().public(), &since);
+        assert!(report.verified, "{:?}", report.findings);
     }
 
     /// A hostile export whose record times span the whole `u64` range
