@@ -1256,7 +1256,9 @@ pub fn chain_exports(older: &Export, newer: &Export) -> Vec<Finding> {
         ));
         return out;
     }
-    if new_first.sequence == old_last.sequence + 1 {
+    // `None` past `u64::MAX`: nothing can follow that record.
+    let next = old_last.sequence.checked_add(1);
+    if Some(new_first.sequence) == next {
         if new_first.prev != *old_hash {
             out.push(f(
                 "fork",
@@ -1267,12 +1269,14 @@ pub fn chain_exports(older: &Export, newer: &Export) -> Vec<Finding> {
                 new_first.sequence,
             ));
         }
-    } else if new_first.sequence > old_last.sequence + 1 {
+    } else if let Some(next) = next
+        && new_first.sequence > next
+    {
         out.push(f(
             "sequence_gap",
             format!(
                 "records {} to {} are in neither export",
-                old_last.sequence + 1,
+                next,
                 new_first.sequence - 1
             ),
             new_first.sequence,
@@ -1641,6 +1645,22 @@ mod tests {
         since.records.remove(0);
         let report = verify(&testkeys::vendor().public(), &since);
         assert!(report.verified, "{:?}", report.findings);
+    }
+
+    /// Hostile sequence numbers at `u64::MAX` in the two exports of
+    /// `--previous` neither overflow nor pass as a clean continuation.
+    #[test]
+    fn chaining_exports_at_the_last_sequence_does_not_overflow() {
+        let mut older = site(&testkeys::vendor());
+        older.records.truncate(1);
+        older.records[0].0.sequence = u64::MAX;
+        older.records[0].1 = older.records[0].0.frame().1;
+        let mut newer = older.clone();
+        newer.records[0].0.prev = [7; 32];
+        newer.records[0].1 = newer.records[0].0.frame().1;
+        let found = chain_exports(&older, &newer);
+        assert_eq!(found[0].kind, "fork", "{found:?}");
+        assert!(chain_exports(&older, &older).is_empty());
     }
 
     /// A hostile export whose record times span the whole `u64` range
