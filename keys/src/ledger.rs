@@ -1199,7 +1199,22 @@ fn check_certificate(
         }
         None => {}
     }
-    if let Some(last) = *last_counter {
+    // FIDO2 (`docs/dongle-protocol.md`, section 8.5): a signCount never
+    // goes down, may repeat, and 0 is "no counter" until a count was seen;
+    // keys with one global count skip numbers, so no gap is told.
+    let fido2 = cert.kind() == crate::delegation::DONGLE_KIND_FIDO2;
+    if let Some(last) = *last_counter
+        && fido2
+    {
+        if cert.counter < last || (cert.counter == 0 && last > 0) {
+            c.find(
+                Severity::Error,
+                "counter_backwards",
+                at,
+                format!("FIDO2 signCount {} after {last}", cert.counter),
+            );
+        }
+    } else if let Some(last) = *last_counter {
         if cert.counter <= last {
             c.find(
                 Severity::Error,
@@ -1316,6 +1331,7 @@ mod tests {
 
     use super::*;
     use crate::delegation::DelegationRequest;
+    use crate::license::DongleIdentity;
     use crate::testkeys;
 
     #[test]
@@ -1661,6 +1677,72 @@ mod tests {
         let found = chain_exports(&older, &newer);
         assert_eq!(found[0].kind, "fork", "{found:?}");
         assert!(chain_exports(&older, &older).is_empty());
+    }
+
+    /// A FIDO2 key's signCount (CTAP 2.1, section 6.2.2; issue 16): many
+    /// keys answer 0 every time, and others repeat a count. The honest
+    /// ledger of such a site verifies; a count that goes down does not.
+    #[test]
+    fn fido2_certificates_follow_the_signcount_rules() {
+        use crate::fido2::testsigner::{Knobs, TestAuthenticator};
+        let run = |counts: &[u32]| {
+            let mut key = TestAuthenticator::new(crate::fido2::Fido2Algorithm::Ed25519, [5; 32]);
+            let cred = key.credential();
+            let mut export = site(&testkeys::vendor());
+            let mut terms = License::decode(&export.licenses[0])
+                .unwrap()
+                .terms()
+                .clone();
+            terms.dongle_serial = cred.serial();
+            terms.dongle = DongleIdentity::Fido2(cred);
+            terms.nonce_period = 60;
+            let license = terms.sign(&testkeys::vendor()).unwrap().encoded().to_vec();
+            export.licenses = vec![license.clone()];
+            export.records.truncate(1);
+            if let Event::Start { license: l, .. } = &mut export.records[0].0.event {
+                *l = license;
+            }
+            export.records[0].1 = export.records[0].0.frame().1;
+            for (n, count) in counts.iter().enumerate() {
+                let (last, last_hash) = export.records.last().unwrap().clone();
+                let mut req = DelegationRequest::new(
+                    [n as u8; 32],
+                    testkeys::session().public(),
+                    UnixTime::from_secs(1_800_000_000),
+                    UnixTime::from_secs(1_800_000_600),
+                );
+                req.ledger = LedgerHead {
+                    sequence: last.sequence,
+                    hash: last_hash,
+                };
+                key.counter = *count;
+                let cert = key.certify(req, &Knobs::default()).unwrap();
+                let rec = Record {
+                    sequence: last.sequence + 1,
+                    time: UnixTime::from_secs(1_800_000_000 + n as u64),
+                    prev: last_hash,
+                    event: Event::Certificate {
+                        cert: cert.encoded().to_vec(),
+                    },
+                };
+                let hash = rec.frame().1;
+                export.records.push((rec, hash));
+            }
+            verify(&testkeys::vendor().public(), &export)
+        };
+        for honest in [&[0, 0, 0][..], &[4, 4, 9]] {
+            let report = run(honest);
+            assert!(report.verified, "{honest:?}: {:?}", report.findings);
+            assert_eq!(report.certificates, 3);
+        }
+        for rolled_back in [&[5, 3][..], &[5, 0]] {
+            let report = run(rolled_back);
+            assert!(
+                kinds(&report).contains(&"counter_backwards"),
+                "{rolled_back:?}: {:?}",
+                report.findings
+            );
+        }
     }
 
     /// A hostile export whose record times span the whole `u64` range
