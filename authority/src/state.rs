@@ -269,21 +269,25 @@ impl StateStore {
     }
 
     /// Records a FIDO2 key's signCount (`docs/dongle-protocol.md`, section
-    /// 7.5): it may never go down across accepted certificates; 0 means
-    /// "no counter" and is always allowed (and recorded nowhere). Equal is
-    /// allowed: some keys count per credential and some do not count every
-    /// assertion. Fails closed like [`StateStore::record_counter`].
+    /// 8.5; WebAuthn Level 2, section 7.2, step 21): it may never go down
+    /// across accepted certificates; 0 means "no counter" and is allowed
+    /// (and recorded nowhere) only while no count was seen: a key that
+    /// counted never answers 0 for the same credential, and a clone that
+    /// holds the key picks the signCount it signs, so 0 after a count would
+    /// let it run unnoticed beside the original. Equal is allowed: some keys
+    /// count per credential and some do not count every assertion. Fails
+    /// closed like [`StateStore::record_counter`].
     ///
     /// # Errors
     ///
-    /// [`StateError::CounterRollback`] for a non-zero counter below the one
-    /// seen; [`StateError`] when the state file cannot be written.
+    /// [`StateError::CounterRollback`] for a counter (0 included) below the
+    /// one seen; [`StateError`] when the state file cannot be written.
     pub fn record_fido2_counter(&self, serial: &str, counter: u32) -> Result<(), StateError> {
-        if counter == 0 {
-            return Ok(());
-        }
         let mut marks = self.lock();
         let seen = marks.counters.get(serial).copied();
+        if counter == 0 && seen.is_none() {
+            return Ok(());
+        }
         if let Some(seen) = seen
             && counter < seen
         {
@@ -422,8 +426,9 @@ mod tests {
         assert_eq!(again.counter("TD-1"), Some(6));
     }
 
-    /// FIDO2 signCount: never down, equal allowed, 0 = no counter always
-    /// allowed and never lowering the mark; persisted like a native counter.
+    /// FIDO2 signCount: never down, equal allowed, 0 = no counter allowed
+    /// only before any count was seen (a clone answering 0 after the
+    /// original counted is a rollback); persisted like a native counter.
     #[test]
     fn fido2_counters_never_go_down_and_zero_is_no_counter() {
         let dir = tempfile::tempdir().unwrap();
@@ -439,7 +444,14 @@ mod tests {
                 counter: 9
             })
         ));
-        store.record_fido2_counter("fido2-ab", 0).unwrap();
+        assert!(matches!(
+            store.record_fido2_counter("fido2-ab", 0),
+            Err(StateError::CounterRollback {
+                seen: 10,
+                counter: 0
+            })
+        ));
+        assert_eq!(store.counter("fido2-ab"), Some(10));
         store.record_fido2_counter("fido2-ab", 12).unwrap();
         drop(store);
         let again = StateStore::open(dir.path()).unwrap();

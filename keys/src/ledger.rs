@@ -733,15 +733,29 @@ pub fn day_of(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Adds the seconds of `[from, to)` to `map`, split at UTC midnights.
-fn add_span(map: &mut BTreeMap<String, u64>, from: u64, to: u64) {
+/// Day steps [`verify`] spends on the per-day accounting beyond one per
+/// record: about a thousand years of spans. An honest ledger's spans never
+/// overlap, so only a hostile export (record times across centuries)
+/// reaches it; past it the accounting stops and the export is refused.
+const SPAN_DAY_BUDGET: u64 = 366_000;
+
+/// Adds the seconds of `[from, to)` to `map`, split at UTC midnights,
+/// spending one of `budget` per day touched.
+///
+/// Returns `false`, with the span cut short, when `budget` runs out.
+fn add_span(map: &mut BTreeMap<String, u64>, from: u64, to: u64, budget: &mut u64) -> bool {
     let mut t = from;
     while t < to {
-        let end = ((t / 86_400) + 1) * 86_400;
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let end = ((t / 86_400) + 1).saturating_mul(86_400);
         let end = end.min(to);
         *map.entry(day_of(t)).or_default() += end - t;
         t = end;
     }
+    true
 }
 
 struct Checker<'a> {
@@ -749,6 +763,8 @@ struct Checker<'a> {
     vendor: &'a PublicKey<Vendor>,
     licenses: Vec<License>,
     license_id: Option<crate::LicenseId>,
+    /// Day steps left for [`add_span`].
+    span_budget: u64,
 }
 
 impl Checker<'_> {
@@ -826,6 +842,7 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
         vendor,
         licenses: Vec::new(),
         license_id: None,
+        span_budget: SPAN_DAY_BUDGET.saturating_add(2 * export.records.len() as u64),
     };
     for l in &export.licenses {
         c.license(l, None);
@@ -892,7 +909,7 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
             }
         }
         if let Some(p) = prev_time
-            && t + 300 < p
+            && t.saturating_add(300) < p
         {
             c.find(
                 Severity::Warning,
@@ -916,9 +933,19 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
                     && i > 0
                 {
                     if let Some(since) = absent_since.take() {
-                        add_span(&mut c.report.dongle_absent_secs, since, p.max(since));
+                        add_span(
+                            &mut c.report.dongle_absent_secs,
+                            since,
+                            p.max(since),
+                            &mut c.span_budget,
+                        );
                     }
-                    add_span(&mut c.report.daemon_down_secs, p, t.max(p));
+                    add_span(
+                        &mut c.report.daemon_down_secs,
+                        p,
+                        t.max(p),
+                        &mut c.span_budget,
+                    );
                 }
                 absent_since = Some(t);
                 stopped_cleanly = false;
@@ -926,7 +953,12 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
             Event::Stop => {
                 stopped_cleanly = true;
                 if let Some(since) = absent_since.take() {
-                    add_span(&mut c.report.dongle_absent_secs, since, t.max(since));
+                    add_span(
+                        &mut c.report.dongle_absent_secs,
+                        since,
+                        t.max(since),
+                        &mut c.span_budget,
+                    );
                 }
             }
             Event::DongleAbsent { .. } | Event::DongleRefused { .. } => {
@@ -935,7 +967,12 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
             Event::DonglePresent { .. } => {}
             Event::Certificate { cert } => {
                 if let Some(since) = absent_since.take() {
-                    add_span(&mut c.report.dongle_absent_secs, since, t.max(since));
+                    add_span(
+                        &mut c.report.dongle_absent_secs,
+                        since,
+                        t.max(since),
+                        &mut c.span_budget,
+                    );
                 }
                 check_certificate(
                     &mut c,
@@ -1012,7 +1049,20 @@ pub fn verify(vendor: &PublicKey<Vendor>, export: &Export) -> Report {
         prev_time = Some(prev_time.map_or(t, |p| p.max(t)));
     }
     if let (Some(since), Some(end)) = (absent_since, prev_time) {
-        add_span(&mut c.report.dongle_absent_secs, since, end.max(since));
+        add_span(
+            &mut c.report.dongle_absent_secs,
+            since,
+            end.max(since),
+            &mut c.span_budget,
+        );
+    }
+    if c.span_budget == 0 {
+        c.find(
+            Severity::Error,
+            "time_out_of_range",
+            None,
+            "record times span centuries: no honest ledger does; the per-day accounting was cut short".into(),
+        );
     }
     if c.licenses.is_empty() {
         c.find(
@@ -1130,11 +1180,41 @@ fn check_certificate(
             );
             return;
         }
-        // Before this export's first record (an export `--since`): checked
-        // by the export that holds it (`--previous`).
+        // Before this export's first record: only the certificate an
+        // export `--since` starts at may name one (checked by the export
+        // that holds it, `--previous`). A later certificate naming a head
+        // before the export is a chain renumbered past every head its
+        // certificates commit to, so that none is checked.
+        None if at.is_some_and(|(index, _)| index > 0) => {
+            c.find(
+                Severity::Error,
+                "head_mismatch",
+                at,
+                format!(
+                    "the dongle signed head at record {}, before this export's first record {}: only a first record may",
+                    head.sequence, c.report.first_sequence
+                ),
+            );
+            return;
+        }
         None => {}
     }
-    if let Some(last) = *last_counter {
+    // FIDO2 (`docs/dongle-protocol.md`, section 8.5): a signCount never
+    // goes down, may repeat, and 0 is "no counter" until a count was seen;
+    // keys with one global count skip numbers, so no gap is told.
+    let fido2 = cert.kind() == crate::delegation::DONGLE_KIND_FIDO2;
+    if let Some(last) = *last_counter
+        && fido2
+    {
+        if cert.counter < last || (cert.counter == 0 && last > 0) {
+            c.find(
+                Severity::Error,
+                "counter_backwards",
+                at,
+                format!("FIDO2 signCount {} after {last}", cert.counter),
+            );
+        }
+    } else if let Some(last) = *last_counter {
         if cert.counter <= last {
             c.find(
                 Severity::Error,
@@ -1191,7 +1271,9 @@ pub fn chain_exports(older: &Export, newer: &Export) -> Vec<Finding> {
         ));
         return out;
     }
-    if new_first.sequence == old_last.sequence + 1 {
+    // `None` past `u64::MAX`: nothing can follow that record.
+    let next = old_last.sequence.checked_add(1);
+    if Some(new_first.sequence) == next {
         if new_first.prev != *old_hash {
             out.push(f(
                 "fork",
@@ -1202,12 +1284,14 @@ pub fn chain_exports(older: &Export, newer: &Export) -> Vec<Finding> {
                 new_first.sequence,
             ));
         }
-    } else if new_first.sequence > old_last.sequence + 1 {
+    } else if let Some(next) = next
+        && new_first.sequence > next
+    {
         out.push(f(
             "sequence_gap",
             format!(
                 "records {} to {} are in neither export",
-                old_last.sequence + 1,
+                next,
                 new_first.sequence - 1
             ),
             new_first.sequence,
@@ -1247,6 +1331,7 @@ mod tests {
 
     use super::*;
     use crate::delegation::DelegationRequest;
+    use crate::license::DongleIdentity;
     use crate::testkeys;
 
     #[test]
@@ -1538,9 +1623,162 @@ mod tests {
         assert_eq!(day_of(0), "1970-01-01");
         assert_eq!(day_of(1_800_000_000), "2027-01-15");
         let mut m = BTreeMap::new();
-        add_span(&mut m, 86_400 - 10, 86_400 + 5);
+        let mut budget = 2;
+        assert!(add_span(&mut m, 86_400 - 10, 86_400 + 5, &mut budget));
+        assert_eq!(budget, 0);
         assert_eq!(m["1970-01-01"], 10);
         assert_eq!(m["1970-01-02"], 5);
+    }
+
+    /// A fabricated chain, renumbered to start after every head the real
+    /// certificates in it commit to, must not verify: only the first record
+    /// of an export (`--since` starts at a certificate) may commit to a head
+    /// before the export.
+    #[test]
+    fn a_renumbered_chain_cannot_hide_its_certificate_heads() {
+        let honest = site(&testkeys::vendor());
+        let mut export = honest.clone();
+        export.records.pop(); // the checkpoint names a head the fake lacks
+        let mut prev = [9u8; 32];
+        for (i, (rec, hash)) in export.records.iter_mut().enumerate() {
+            rec.sequence = 100 + i as u64;
+            rec.prev = prev;
+            if let Event::TokenMinute(m) = &mut rec.event {
+                m.issued = 1_000;
+            }
+            *hash = rec.frame().1;
+            prev = *hash;
+        }
+        let report = verify(&testkeys::vendor().public(), &export);
+        assert!(!report.verified, "{:?}", report);
+        assert!(
+            kinds(&report).contains(&"head_mismatch"),
+            "{:?}",
+            report.findings
+        );
+        // An honest export that starts at a certificate still verifies.
+        let mut since = honest.clone();
+        since.records.remove(0);
+        let report = verify(&testkeys::vendor().public(), &since);
+        assert!(report.verified, "{:?}", report.findings);
+    }
+
+    /// Hostile sequence numbers at `u64::MAX` in the two exports of
+    /// `--previous` neither overflow nor pass as a clean continuation.
+    #[test]
+    fn chaining_exports_at_the_last_sequence_does_not_overflow() {
+        let mut older = site(&testkeys::vendor());
+        older.records.truncate(1);
+        older.records[0].0.sequence = u64::MAX;
+        older.records[0].1 = older.records[0].0.frame().1;
+        let mut newer = older.clone();
+        newer.records[0].0.prev = [7; 32];
+        newer.records[0].1 = newer.records[0].0.frame().1;
+        let found = chain_exports(&older, &newer);
+        assert_eq!(found[0].kind, "fork", "{found:?}");
+        assert!(chain_exports(&older, &older).is_empty());
+    }
+
+    /// A FIDO2 key's signCount (CTAP 2.1, section 6.2.2; issue 16): many
+    /// keys answer 0 every time, and others repeat a count. The honest
+    /// ledger of such a site verifies; a count that goes down does not.
+    #[test]
+    fn fido2_certificates_follow_the_signcount_rules() {
+        use crate::fido2::testsigner::{Knobs, TestAuthenticator};
+        let run = |counts: &[u32]| {
+            let mut key = TestAuthenticator::new(crate::fido2::Fido2Algorithm::Ed25519, [5; 32]);
+            let cred = key.credential();
+            let mut export = site(&testkeys::vendor());
+            let mut terms = License::decode(&export.licenses[0])
+                .unwrap()
+                .terms()
+                .clone();
+            terms.dongle_serial = cred.serial();
+            terms.dongle = DongleIdentity::Fido2(cred);
+            terms.nonce_period = 60;
+            let license = terms.sign(&testkeys::vendor()).unwrap().encoded().to_vec();
+            export.licenses = vec![license.clone()];
+            export.records.truncate(1);
+            if let Event::Start { license: l, .. } = &mut export.records[0].0.event {
+                *l = license;
+            }
+            export.records[0].1 = export.records[0].0.frame().1;
+            for (n, count) in counts.iter().enumerate() {
+                let (last, last_hash) = export.records.last().unwrap().clone();
+                let mut req = DelegationRequest::new(
+                    [n as u8; 32],
+                    testkeys::session().public(),
+                    UnixTime::from_secs(1_800_000_000),
+                    UnixTime::from_secs(1_800_000_600),
+                );
+                req.ledger = LedgerHead {
+                    sequence: last.sequence,
+                    hash: last_hash,
+                };
+                key.counter = *count;
+                let cert = key.certify(req, &Knobs::default()).unwrap();
+                let rec = Record {
+                    sequence: last.sequence + 1,
+                    time: UnixTime::from_secs(1_800_000_000 + n as u64),
+                    prev: last_hash,
+                    event: Event::Certificate {
+                        cert: cert.encoded().to_vec(),
+                    },
+                };
+                let hash = rec.frame().1;
+                export.records.push((rec, hash));
+            }
+            verify(&testkeys::vendor().public(), &export)
+        };
+        for honest in [&[0, 0, 0][..], &[4, 4, 9]] {
+            let report = run(honest);
+            assert!(report.verified, "{honest:?}: {:?}", report.findings);
+            assert_eq!(report.certificates, 3);
+        }
+        for rolled_back in [&[5, 3][..], &[5, 0]] {
+            let report = run(rolled_back);
+            assert!(
+                kinds(&report).contains(&"counter_backwards"),
+                "{rolled_back:?}: {:?}",
+                report.findings
+            );
+        }
+    }
+
+    /// A hostile export whose record times span the whole `u64` range
+    /// (a start at `u64::MAX`) must neither hang `tether usage verify` in
+    /// the per-day accounting nor overflow; it is refused as out of range.
+    #[test]
+    fn absurd_times_neither_hang_nor_panic_the_verifier() {
+        let mut export = site(&testkeys::vendor());
+        for t in [u64::MAX - 1, 0, u64::MAX] {
+            let (last, last_hash) = export.records.last().unwrap().clone();
+            let rec = Record {
+                sequence: last.sequence + 1,
+                time: UnixTime::from_secs(t),
+                prev: last_hash,
+                event: Event::Start {
+                    run: [2; 16],
+                    software: "t".into(),
+                    license: export.licenses[0].clone(),
+                },
+            };
+            let hash = rec.frame().1;
+            export.records.push((rec, hash));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(verify(&testkeys::vendor().public(), &export));
+        });
+        let report = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("verify neither hangs nor panics on absurd record times");
+        assert!(!report.verified);
+        assert!(
+            kinds(&report).contains(&"time_out_of_range"),
+            "{:?}",
+            report.findings
+        );
     }
 
     proptest::proptest! {

@@ -176,6 +176,15 @@ pub fn verify(
         }
     }
     for i in 0..chain.len() - 1 {
+        // RFC 5280, section 6.1.4 (k): an issuer must be a CA, or anyone
+        // holding one attestation key mints leaves of any model under it.
+        if !is_ca(&chain[i + 1])? {
+            bail!(
+                "x5c[{}] ({}) is not a CA certificate (basicConstraints cA), and signs x5c[{i}]",
+                i + 1,
+                chain[i + 1].tbs_certificate.subject
+            );
+        }
         verify_cert_signature(&chain[i], &chain[i + 1])
             .with_context(|| format!("x5c[{i}] is not signed by x5c[{}]", i + 1))?;
     }
@@ -199,6 +208,19 @@ pub fn verify(
         top.tbs_certificate.issuer,
         policy.roots.len()
     )
+}
+
+/// Whether `cert` has basicConstraints with cA set (RFC 5280, section
+/// 4.2.1.9): what an issuer in the chain must have.
+fn is_ca(cert: &Certificate) -> anyhow::Result<bool> {
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id.to_string() == OID_BASIC_CONSTRAINTS {
+            let bc = x509_cert::ext::pkix::BasicConstraints::from_der(ext.extn_value.as_bytes())
+                .context("basicConstraints does not parse")?;
+            return Ok(bc.ca);
+        }
+    }
+    Ok(false)
 }
 
 /// WebAuthn L2, section 8.2.1: version 3, subject OU "Authenticator
@@ -511,6 +533,24 @@ mod tests {
         // The root given in x5c too is fine.
         let cred = credential(&[&leaf, &inter, &root], &leaf_key, &cdh);
         verify(&cred, &cdh, &policy).unwrap();
+    }
+
+    /// RFC 5280, section 6.1.4 (k): every certificate above the leaf must
+    /// be a CA. Whoever extracted one real attestation key must not mint
+    /// leaves (another model's AAGUID) under its non-CA certificate.
+    #[test]
+    fn a_leaf_signed_by_a_non_ca_certificate_is_refused() {
+        let (real_leaf, inter, root, real_key) = chain();
+        let forged_key = key(7);
+        let forged = cert(LEAF, &forged_key, LEAF, &real_key, false, Some(AAGUID));
+        let cdh = [9; 32];
+        let cred = credential(&[&forged, &real_leaf, &inter], &forged_key, &cdh);
+        let policy = Policy {
+            roots: vec![root],
+            allow_self_attested: false,
+        };
+        let err = verify(&cred, &cdh, &policy).unwrap_err();
+        assert!(format!("{err:#}").contains("not a CA"), "{err:#}");
     }
 
     #[test]
