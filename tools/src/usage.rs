@@ -100,8 +100,23 @@ fn export(args: &UsageExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads an export, never more than [`ledger::MAX_EXPORT_LEN`] bytes (one
+/// byte over is read only to tell the file is too long): a huge file or a
+/// device file is refused instead of filling memory.
 fn read_export(path: &Path) -> anyhow::Result<Export> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(ledger::MAX_EXPORT_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    if bytes.len() > ledger::MAX_EXPORT_LEN {
+        bail!(
+            "{}: longer than the largest usage export ({} bytes)",
+            path.display(),
+            ledger::MAX_EXPORT_LEN
+        );
+    }
     Export::decode(&bytes).with_context(|| format!("{}", path.display()))
 }
 
