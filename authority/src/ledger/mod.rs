@@ -4,7 +4,11 @@
 //! each chained to the one before by hash ([`tether_keys::ledger`]). One
 //! thread (`tether-ledger`) owns the files and commits in groups: whatever
 //! was appended while it wrote and synced the last batch goes out in the
-//! next write and the next `fdatasync`.
+//! next write and the next `fdatasync`. Under load (the last commit covered
+//! more than one request) commits start at most every [`COMMIT_INTERVAL`],
+//! so one `fdatasync` and one wake cover many tokens; a lone request is
+//! committed at once. Requests wait on a `watch` of the writer's progress
+//! (durable sequence, failed, stopped): one wake per commit, no lock after.
 //!
 //! **Durability rule.** A record is durable (written and `fdatasync`ed)
 //! before what it describes takes effect: `GET /token` sends a token only
@@ -69,6 +73,12 @@ pub const SLOT_BYTES: u64 = 128 * 1024;
 const SLOT_HEADER: usize = 20;
 /// How long the writer waits before trying a failed write again.
 const RETRY: Duration = Duration::from_secs(1);
+/// Under load (the last group commit covered more than one request), the
+/// least time from the start of one group commit to the start of the next:
+/// the writer lets requests gather for up to this long, so one `fdatasync`
+/// (and one wake of the waiting requests) covers many tokens instead of two
+/// or three. A lone request is committed at once.
+pub const COMMIT_INTERVAL: Duration = Duration::from_micros(500);
 
 /// Errors of the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +126,9 @@ struct Shared {
     durable: u64,
     /// Why the last write failed (cleared by the next that succeeds).
     failed: Option<String>,
-    /// Counts of open minutes, by (minute, service).
-    tallies: BTreeMap<(u64, String), Counts>,
+    /// Counts of open minutes, by minute then service (looked up by `&str`:
+    /// no allocation per token once a service has a count in the minute).
+    tallies: BTreeMap<u64, BTreeMap<String, Counts>>,
     tally_dirty: bool,
     /// Minutes closed into records since the pending file was last reset.
     tally_reset: bool,
@@ -134,6 +145,17 @@ struct Shared {
     stop: bool,
 }
 
+/// The writer's progress, as published to async waiters.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// The last `requested` value known durable.
+    durable: u64,
+    /// The last write failed (why: `Shared::failed`).
+    failed: bool,
+    /// The writer has stopped.
+    stopped: bool,
+}
+
 /// The ledger: append events, wait for durability, read the head.
 #[derive(Debug)]
 pub struct Ledger {
@@ -143,7 +165,9 @@ pub struct Ledger {
     work: Condvar,
     /// Wakes those waiting for durability.
     done: Condvar,
-    durable_tx: tokio::sync::watch::Sender<u64>,
+    /// What the writer last achieved: the async waiters ([`Ledger::durable`])
+    /// wait on this alone, with no lock taken after they wake.
+    durable_tx: tokio::sync::watch::Sender<Progress>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -383,12 +407,15 @@ fn read_slots(bytes: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 fn tally_frames(
-    tallies: &BTreeMap<(u64, String), Counts>,
+    tallies: &BTreeMap<u64, BTreeMap<String, Counts>>,
     sequence: u64,
     time: UnixTime,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    for ((minute, service), c) in tallies {
+    for (minute, service, c) in tallies
+        .iter()
+        .flat_map(|(m, per)| per.iter().map(move |(s, c)| (m, s, c)))
+    {
         let rec = Record {
             sequence,
             time,
@@ -507,7 +534,7 @@ impl Ledger {
             }),
             work: Condvar::new(),
             done: Condvar::new(),
-            durable_tx: tokio::sync::watch::channel(0).0,
+            durable_tx: tokio::sync::watch::channel(Progress::default()).0,
             writer: Mutex::new(None),
         });
         let mut files = Files {
@@ -563,9 +590,16 @@ impl Ledger {
         &self.dir
     }
 
-    fn write_loop(&self, mut files: Files) {
+    fn write_loop(&self, files: Files) {
+        self.write_batches(files);
+        self.durable_tx.send_modify(|p| p.stopped = true);
+    }
+
+    fn write_batches(&self, mut files: Files) {
+        // When the last group commit started, if it covered more than one request.
+        let mut busy_since: Option<std::time::Instant> = None;
         loop {
-            let (bytes, tallies, reset, upto) = {
+            {
                 let mut s = self.shared.lock();
                 while !s.stop && s.pending.is_empty() && !s.tally_dirty && s.durable == s.requested
                 {
@@ -574,13 +608,33 @@ impl Ledger {
                 if s.stop && s.pending.is_empty() && !s.tally_dirty {
                     return;
                 }
+            }
+            // Pacing under load: a plain sleep (not a wait on `work`), so the
+            // requests arriving meanwhile do not wake the writer one by one.
+            if let Some(at) = busy_since {
+                let wait = COMMIT_INTERVAL.saturating_sub(at.elapsed());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+            }
+            let started = std::time::Instant::now();
+            let (bytes, tallies, reset, upto, covered) = {
+                let mut s = self.shared.lock();
                 let tallies = (s.tally_dirty || s.tally_reset)
                     .then(|| tally_frames(&s.tallies, s.tally_base + 1, UnixTime::now()));
                 let reset = s.tally_reset;
                 s.tally_dirty = false;
                 s.tally_reset = false;
-                (std::mem::take(&mut s.pending), tallies, reset, s.requested)
+                let covered = s.requested - s.durable;
+                (
+                    std::mem::take(&mut s.pending),
+                    tallies,
+                    reset,
+                    s.requested,
+                    covered,
+                )
             };
+            busy_since = (covered > 1).then_some(started);
             let mut result = files.append(&bytes);
             if result.is_ok()
                 && let Some(frames) = &tallies
@@ -594,7 +648,11 @@ impl Ledger {
                         tracing::warn!("usage ledger writable again; issuing tokens");
                     }
                     s.durable = s.durable.max(upto);
-                    self.durable_tx.send_replace(s.durable);
+                    self.durable_tx.send_replace(Progress {
+                        durable: s.durable,
+                        failed: false,
+                        stopped: false,
+                    });
                     self.done.notify_all();
                 }
                 Err(e) => {
@@ -608,7 +666,11 @@ impl Ledger {
                         tracing::error!(error = %e, "usage ledger cannot be written: tokens are refused until it can");
                     }
                     s.failed = Some(e.to_string());
-                    self.durable_tx.send_replace(s.durable);
+                    self.durable_tx.send_replace(Progress {
+                        durable: s.durable,
+                        failed: true,
+                        stopped: false,
+                    });
                     self.done.notify_all();
                     if s.stop {
                         return;
@@ -647,7 +709,7 @@ impl Ledger {
         let minute = now.secs() / 60 * 60;
         // The token was counted in this minute or the one before.
         for m in [minute, minute.saturating_sub(60)] {
-            if let Some(c) = s.tallies.get_mut(&(m, service.to_string()))
+            if let Some(c) = s.tallies.get_mut(&m).and_then(|per| per.get_mut(service))
                 && c.issued > 0
             {
                 c.issued -= 1;
@@ -663,13 +725,21 @@ impl Ledger {
             return;
         }
         let minute = now.secs() / 60 * 60;
-        let key = (minute, service.to_string());
-        let c = s.tallies.entry(key).or_default();
-        match refused {
-            None => c.issued = c.issued.saturating_add(1),
-            Some(code) => {
-                let n = c.refused.entry(code.to_string()).or_default();
-                *n = n.saturating_add(1);
+        let per = s.tallies.entry(minute).or_default();
+        // Allocates only for the first count of a service in a minute.
+        if !per.contains_key(service) {
+            per.insert(service.to_string(), Counts::default());
+        }
+        if let Some(c) = per.get_mut(service) {
+            match refused {
+                None => c.issued = c.issued.saturating_add(1),
+                Some(code) => {
+                    if let Some(n) = c.refused.get_mut(code) {
+                        *n = n.saturating_add(1);
+                    } else {
+                        c.refused.insert(code.to_string(), 1);
+                    }
+                }
             }
         }
         s.tally_dirty = true;
@@ -696,23 +766,23 @@ impl Ledger {
     /// [`LedgerError::Unwritable`] when the write failed.
     pub async fn durable(&self) -> Result<(), LedgerError> {
         let target = self.shared.lock().requested;
+        // One receiver, woken by each group commit; the progress it carries
+        // is enough to decide, so no lock is taken again after a wake.
         let mut rx = self.durable_tx.subscribe();
-        loop {
-            {
-                let s = self.shared.lock();
-                if s.durable >= target {
-                    return Ok(());
-                }
-                if let Some(why) = &s.failed {
-                    return Err(LedgerError::Unwritable(why.clone()));
-                }
-                if s.stop && s.pending.is_empty() {
-                    return Err(LedgerError::Closed);
-                }
-            }
-            if rx.changed().await.is_err() {
-                return Err(LedgerError::Closed);
-            }
+        let reached = rx
+            .wait_for(|p| p.durable >= target || p.failed || p.stopped)
+            .await
+            .map(|p| *p);
+        match reached {
+            Ok(p) if p.durable >= target => Ok(()),
+            Ok(p) if p.failed => Err(LedgerError::Unwritable(
+                self.shared
+                    .lock()
+                    .failed
+                    .clone()
+                    .unwrap_or_else(|| "the last write failed".into()),
+            )),
+            _ => Err(LedgerError::Closed),
         }
     }
 
@@ -808,23 +878,20 @@ impl Ledger {
         let live = live();
         let mut s = self.shared.lock();
         let horizon = if force { u64::MAX } else { this * 60 };
-        let closing: Vec<(u64, String)> = s
-            .tallies
-            .keys()
-            .filter(|(m, _)| *m < horizon)
-            .cloned()
-            .collect();
+        // Every minute before the horizon (all of them when forced).
+        let open = s.tallies.split_off(&horizon);
+        let closing = std::mem::replace(&mut s.tallies, open);
         let mut done_services = BTreeSet::new();
-        for key in closing {
-            if let Some(c) = s.tallies.remove(&key) {
-                let instances = live.get(&key.1).map_or(0, |l| l.len() as u32);
-                done_services.insert(key.1.clone());
+        for (minute, per) in closing {
+            for (service, c) in per {
+                let instances = live.get(&service).map_or(0, |l| l.len() as u32);
+                done_services.insert(service.clone());
                 append_locked(
                     &mut s,
                     now,
                     Event::TokenMinute(TokenMinute {
-                        service: key.1,
-                        minute: key.0,
+                        service,
+                        minute,
                         issued: c.issued,
                         instances,
                         refused: c.refused,
