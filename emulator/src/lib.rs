@@ -38,7 +38,7 @@ use tether_dongle::ctaphid::{
 use tether_dongle::native::message::{DongleInfo, InitResponse, PROTOCOL_VERSION, Request};
 
 pub use local::LocalTransport;
-pub use socket::SocketEmulator;
+pub use socket::{LinkDevice, SocketEmulator, SocketServer};
 
 /// The firmware version the emulator reports.
 pub const FIRMWARE: (u8, u8, u8) = (0, 1, 0);

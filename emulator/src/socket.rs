@@ -9,6 +9,11 @@
 //! Unplug looks like hardware removal: every open connection is shut down
 //! at once (a blocked read sees EOF), and new connections are closed as soon
 //! as they are accepted until `plug`, which powers the device up afresh.
+//!
+//! The servers here and in [`super::uhid`] are written once, generic over
+//! the device behind them ([`LinkDevice`]): the native dongle core
+//! ([`Device`], served as [`SocketEmulator`]) and the test FIDO2 key of
+//! `tether-softkey` both answer through them.
 
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -18,8 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::stop::Stop;
+use crate::uhid::UhidConfig;
 use crate::{Device, Fault};
 use tether_dongle::ctaphid::{REPORT_LEN, Report};
 
@@ -52,6 +59,114 @@ pub fn control(path: &Path, command: &str) -> std::io::Result<String> {
     }
 }
 
+/// The link a status line describes (see [`LinkDevice::status`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Link<'a> {
+    /// The socket link of [`SocketServer`].
+    Socket,
+    /// A kernel device of [`super::uhid::UhidServer`].
+    Uhid {
+        /// What the device presents to the kernel.
+        config: &'a UhidConfig,
+        /// Its serial (the kernel's `HID_UNIQ`).
+        serial: &'a str,
+    },
+}
+
+/// A device the emulator's servers (socket link, UHID) can serve: it
+/// answers one 64-byte output report with the input reports to send back
+/// (`docs/dongle-protocol.md`, section 2), and says what the control socket
+/// shows of it.
+pub trait LinkDevice: Send + 'static {
+    /// Prefix of the server threads' names (`PREFIX-accept`, ...).
+    const THREADS: &'static str;
+    /// Ends the [`std::io::ErrorKind::AddrInUse`] message when something
+    /// already answers on a socket (`PATH: BUSY`).
+    const BUSY: &'static str;
+    /// The control commands, listed after an unknown one.
+    const COMMANDS: &'static str;
+    /// Whether plug, unplug and kernel device changes are logged at INFO
+    /// (otherwise DEBUG).
+    const LOG_LINKS: bool;
+
+    /// Answers one output report (64 bytes) with the input reports to send.
+    fn handle_report(&mut self, report: &[u8]) -> Vec<Report>;
+
+    /// How long to hold answers back (a fault mode); zero by default.
+    fn reply_delay(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// A power cycle (re-plug).
+    fn power_up(&mut self);
+
+    /// The control line `fault ARGS...`: `None` when it is not a command
+    /// (answered as unknown), else whether the fault was set.
+    ///
+    /// # Errors
+    ///
+    /// The message to answer as `error: ...`.
+    fn fault(&mut self, args: &[&str]) -> Option<Result<(), String>>;
+
+    /// The control socket's status line, `ok plugged=... ...`.
+    fn status(&self, plugged: bool, link: Link<'_>) -> String;
+}
+
+impl LinkDevice for Device {
+    const THREADS: &'static str = "dongle-emu";
+    const BUSY: &'static str = "an emulator is already running";
+    const COMMANDS: &'static str = "plug, unplug, fault MODE, status";
+    const LOG_LINKS: bool = false;
+
+    fn handle_report(&mut self, report: &[u8]) -> Vec<Report> {
+        Device::handle_report(self, report)
+    }
+
+    fn reply_delay(&self) -> Duration {
+        Device::reply_delay(self)
+    }
+
+    fn power_up(&mut self) {
+        Device::power_up(self);
+    }
+
+    fn fault(&mut self, args: &[&str]) -> Option<Result<(), String>> {
+        match args {
+            [mode] => Some(
+                mode.parse::<Fault>()
+                    .map(|f| self.set_fault(f))
+                    .map_err(|e| e.to_string()),
+            ),
+            _ => None,
+        }
+    }
+
+    fn status(&self, plugged: bool, link: Link<'_>) -> String {
+        let line = format!(
+            "ok plugged={plugged} fault={} serial={} counter={}",
+            Device::fault(self),
+            self.serial(),
+            self.counter()
+        );
+        match link {
+            Link::Socket => line,
+            Link::Uhid { config, .. } => format!(
+                "{line} uhid={:04x}:{:04x} usage_page={:#06x}",
+                config.vid, config.pid, config.usage_page,
+            ),
+        }
+    }
+}
+
+/// Logs a link change at the level `D` asks for.
+pub(super) fn log_link<D: LinkDevice>(message: &str) {
+    if D::LOG_LINKS {
+        tracing::info!("{message}");
+    } else {
+        tracing::debug!("{message}");
+    }
+}
+
 #[derive(Debug, Default)]
 struct Conns {
     next_id: u64,
@@ -59,8 +174,8 @@ struct Conns {
 }
 
 #[derive(Debug)]
-struct Shared {
-    device: Mutex<Device>,
+struct Shared<D> {
+    device: Mutex<D>,
     conns: Mutex<Conns>,
     plugged: AtomicBool,
     stop: Stop,
@@ -71,12 +186,12 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The device's answers to one incoming report, after the `slow` fault's
-/// delay (slept outside the lock). Answers are held back, not the reports of
-/// a request still arriving: sleeping after every report would run a
-/// multi-report request past the device's own message timeout (section 3.5).
-/// Every server (socket, UHID) answers through here.
-pub(super) fn answer(device: &Mutex<Device>, report: &[u8]) -> Vec<Report> {
+/// The device's answers to one incoming report, after its reply delay (the
+/// `slow` fault; slept outside the lock). Answers are held back, not the
+/// reports of a request still arriving: sleeping after every report would
+/// run a multi-report request past the device's own message timeout
+/// (section 3.5). Every server (socket, UHID) answers through here.
+pub(super) fn answer<D: LinkDevice>(device: &Mutex<D>, report: &[u8]) -> Vec<Report> {
     let (answers, delay) = {
         let mut d = lock(device);
         (d.handle_report(report), d.reply_delay())
@@ -87,35 +202,28 @@ pub(super) fn answer(device: &Mutex<Device>, report: &[u8]) -> Vec<Report> {
     answers
 }
 
-impl Shared {
+impl<D: LinkDevice> Shared<D> {
     fn plug(&self) {
         let _conns = lock(&self.conns);
         if !self.plugged.swap(true, Ordering::SeqCst) {
             lock(&self.device).power_up();
+            log_link::<D>("plugged in");
         }
     }
 
     fn unplug(&self) {
         let mut conns = lock(&self.conns);
-        self.plugged.store(false, Ordering::SeqCst);
+        if self.plugged.swap(false, Ordering::SeqCst) {
+            log_link::<D>("unplugged");
+        }
         for (_, s) in conns.open.drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
-
-    fn status(&self) -> String {
-        let d = lock(&self.device);
-        format!(
-            "ok plugged={} fault={} serial={} counter={}",
-            self.plugged.load(Ordering::SeqCst),
-            d.fault(),
-            d.serial(),
-            d.counter()
-        )
-    }
 }
 
-impl ControlTarget for Shared {
+impl<D: LinkDevice> ControlTarget for Shared<D> {
+    type Device = D;
     fn plug(&self) -> std::io::Result<()> {
         Shared::plug(self);
         Ok(())
@@ -125,10 +233,10 @@ impl ControlTarget for Shared {
         Ok(())
     }
     fn status(&self) -> String {
-        Shared::status(self)
+        lock(&self.device).status(self.plugged.load(Ordering::SeqCst), Link::Socket)
     }
-    fn set_fault(&self, fault: Fault) {
-        lock(&self.device).set_fault(fault);
+    fn device(&self) -> &Mutex<D> {
+        &self.device
     }
     fn stopped(&self) -> bool {
         self.stop.is_stopped()
@@ -138,37 +246,41 @@ impl ControlTarget for Shared {
 /// What the control socket drives: the socket link here, the UHID device in
 /// [`super::uhid`]. The control protocol is written once, over this.
 pub(super) trait ControlTarget {
+    /// The device behind.
+    type Device: LinkDevice;
     /// Plugs the dongle in (a power-up).
     fn plug(&self) -> std::io::Result<()>;
     /// Unplugs it.
     fn unplug(&self) -> std::io::Result<()>;
-    /// `ok plugged=... fault=... serial=... counter=...`.
+    /// `ok plugged=... ...`.
     fn status(&self) -> String;
-    /// Switches the fault mode.
-    fn set_fault(&self, fault: Fault);
-    /// Whether the emulator is shutting down.
+    /// The device (for `fault`).
+    fn device(&self) -> &Mutex<Self::Device>;
+    /// Whether the server is shutting down.
     fn stopped(&self) -> bool;
 }
 
-/// Answers one control line: `plug`, `unplug`, `status` or `fault MODE`.
-fn control_line(target: &impl ControlTarget, line: &str) -> String {
+/// Answers one control line: `plug`, `unplug`, `status` or `fault ...`.
+fn control_line<T: ControlTarget>(target: &T, line: &str) -> String {
     let done = |r: std::io::Result<()>| match r {
         Ok(()) => target.status(),
         Err(e) => format!("error: {e}"),
     };
-    let mut words = line.split_whitespace();
-    match (words.next(), words.next(), words.next()) {
-        (Some("plug"), None, _) => done(target.plug()),
-        (Some("unplug"), None, _) => done(target.unplug()),
-        (Some("status"), None, _) => target.status(),
-        (Some("fault"), Some(mode), None) => match mode.parse::<Fault>() {
-            Ok(f) => {
-                target.set_fault(f);
-                target.status()
-            }
-            Err(e) => format!("error: {e}"),
-        },
-        _ => format!("error: unknown command {line:?}: plug, unplug, fault MODE, status"),
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let fault = match words[..] {
+        ["plug"] => return done(target.plug()),
+        ["unplug"] => return done(target.unplug()),
+        ["status"] => return target.status(),
+        ["fault", ref args @ ..] => lock(target.device()).fault(args),
+        _ => None,
+    };
+    match fault {
+        Some(Ok(())) => target.status(),
+        Some(Err(e)) => format!("error: {e}"),
+        None => format!(
+            "error: unknown command {line:?}: {}",
+            <T::Device as LinkDevice>::COMMANDS
+        ),
     }
 }
 
@@ -192,34 +304,43 @@ pub(super) fn control_loop(target: &impl ControlTarget, listener: &UnixListener)
     }
 }
 
-/// A running socket emulator. Dropping it stops it and removes its sockets.
+/// Refuses to clobber a live server at `path` ([`LinkDevice::BUSY`]);
+/// removes a stale socket left by a killed one.
+pub(super) fn claim<D: LinkDevice>(path: &Path) -> std::io::Result<()> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{}: {}", path.display(), D::BUSY),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// The native emulator on the socket link.
+pub type SocketEmulator = SocketServer<Device>;
+
+/// A running socket server of device `D`. Dropping it stops it and removes
+/// its sockets.
 #[derive(Debug)]
-pub struct SocketEmulator {
-    shared: Arc<Shared>,
+pub struct SocketServer<D: LinkDevice> {
+    shared: Arc<Shared<D>>,
     path: PathBuf,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl SocketEmulator {
+impl<D: LinkDevice> SocketServer<D> {
     /// Serves `device` on `path` (and `path.ctl`), plugged in.
     ///
     /// # Errors
     ///
-    /// [`std::io::ErrorKind::AddrInUse`] when an emulator already answers on
+    /// [`std::io::ErrorKind::AddrInUse`] when something already answers on
     /// either socket; otherwise when a socket cannot be bound or a thread
     /// cannot be started.
-    pub fn spawn(device: Device, path: &Path) -> std::io::Result<SocketEmulator> {
+    pub fn spawn(device: D, path: &Path) -> std::io::Result<Self> {
         let ctl = control_path(path);
-        for p in [path, ctl.as_path()] {
-            // A stale socket from a killed emulator; refuse to clobber a live one.
-            if UnixStream::connect(p).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{}: an emulator is already running", p.display()),
-                ));
-            }
-            let _ = std::fs::remove_file(p);
-        }
+        claim::<D>(path)?;
+        claim::<D>(&ctl)?;
         let listener = UnixListener::bind(path)?;
         let ctl_listener = UnixListener::bind(&ctl)?;
         let shared = Arc::new(Shared {
@@ -230,13 +351,13 @@ impl SocketEmulator {
         });
         let s = shared.clone();
         let accept = std::thread::Builder::new()
-            .name("dongle-emu-accept".into())
+            .name(format!("{}-accept", D::THREADS))
             .spawn(move || accept_loop(&s, &listener))?;
         let s = shared.clone();
         let control = std::thread::Builder::new()
-            .name("dongle-emu-control".into())
+            .name(format!("{}-control", D::THREADS))
             .spawn(move || control_loop(&*s, &ctl_listener))?;
-        Ok(SocketEmulator {
+        Ok(SocketServer {
             shared,
             path: path.to_path_buf(),
             threads: vec![accept, control],
@@ -248,7 +369,7 @@ impl SocketEmulator {
         &self.path
     }
 
-    /// Plugs the dongle in (a power-up).
+    /// Plugs the device in (a power-up).
     pub fn plug(&self) {
         self.shared.plug();
     }
@@ -258,18 +379,20 @@ impl SocketEmulator {
         self.shared.unplug();
     }
 
-    /// Switches the fault mode.
-    pub fn set_fault(&self, fault: Fault) {
-        lock(&self.shared.device).set_fault(fault);
-    }
-
     /// Runs `f` on the device (to read its counter, say).
-    pub fn with_device<T>(&self, f: impl FnOnce(&mut Device) -> T) -> T {
+    pub fn with_device<T>(&self, f: impl FnOnce(&mut D) -> T) -> T {
         f(&mut lock(&self.shared.device))
     }
 }
 
-impl Drop for SocketEmulator {
+impl SocketServer<Device> {
+    /// Switches the fault mode.
+    pub fn set_fault(&self, fault: Fault) {
+        lock(&self.shared.device).set_fault(fault);
+    }
+}
+
+impl<D: LinkDevice> Drop for SocketServer<D> {
     fn drop(&mut self) {
         self.shared.stop.stop();
         self.shared.unplug();
@@ -290,7 +413,7 @@ impl Drop for SocketEmulator {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
+fn accept_loop<D: LinkDevice>(shared: &Arc<Shared<D>>, listener: &UnixListener) {
     for stream in listener.incoming() {
         if shared.stop.is_stopped() {
             return;
@@ -313,7 +436,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
         };
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
-            .name("dongle-emu-conn".into())
+            .name(format!("{}-conn", D::THREADS))
             .spawn(move || {
                 serve(&s, stream);
                 lock(&s.conns).open.retain(|(i, _)| *i != id);
@@ -324,7 +447,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
     }
 }
 
-fn serve(shared: &Shared, mut stream: UnixStream) {
+fn serve<D: LinkDevice>(shared: &Shared<D>, mut stream: UnixStream) {
     let mut report = [0u8; REPORT_LEN];
     loop {
         if stream.read_exact(&mut report).is_err() || !shared.plugged.load(Ordering::SeqCst) {

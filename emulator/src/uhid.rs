@@ -14,6 +14,10 @@
 //! 64-byte output report without report ids, and the serial as `uniq` (the
 //! kernel's `HID_UNIQ`, which hidapi reports as the serial number).
 //!
+//! The server is generic over the device behind it ([`LinkDevice`]): the
+//! native core here, the test FIDO2 key of `tether-softkey` with its own
+//! [`UhidConfig`] (the FIDO usage page).
+//!
 //! The control socket is the socket emulator's (`PATH.ctl`: `plug`,
 //! `unplug`, `fault MODE`, `status`): `unplug` is `UHID_DESTROY` (the kernel
 //! removes the hidraw node and fails every open handle), `plug` creates the
@@ -30,9 +34,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::socket::{ControlTarget, answer, control_loop, control_path, lock};
+use crate::Device;
+use crate::socket::{
+    ControlTarget, Link, LinkDevice, answer, claim, control_loop, control_path, lock, log_link,
+};
 use crate::stop::Stop;
-use crate::{Device, Fault};
 use tether_dongle::ctaphid::{REPORT_LEN, Report};
 use tether_dongle::hid;
 
@@ -273,8 +279,8 @@ struct Node {
 }
 
 #[derive(Debug)]
-struct Shared {
-    device: Mutex<Device>,
+struct Shared<D> {
+    device: Mutex<D>,
     config: UhidConfig,
     serial: String,
     /// The kernel device while plugged.
@@ -283,7 +289,7 @@ struct Shared {
     stop: Stop,
 }
 
-impl Shared {
+impl<D: LinkDevice> Shared<D> {
     /// Creates the kernel device (a power-up unless it is the first).
     fn plug(self: &Arc<Self>, power_up: bool) -> std::io::Result<()> {
         let mut node = lock(&self.node);
@@ -312,9 +318,10 @@ impl Shared {
         let reader = file.try_clone()?;
         let s = self.clone();
         std::thread::Builder::new()
-            .name("dongle-uhid".into())
+            .name(format!("{}-uhid", D::THREADS))
             .spawn(move || serve(&s, reader, generation))?;
         *node = Some(Node { file, generation });
+        log_link::<D>(&format!("UHID device created (generation {generation})"));
         Ok(())
     }
 
@@ -327,30 +334,20 @@ impl Shared {
         // The reader sees UHID_STOP next and, as its generation is over, exits.
         *lock(&self.generation) += 1;
         let result = n.file.write_all(&destroy_event());
-        tracing::debug!(generation = n.generation, "UHID device destroyed");
+        log_link::<D>(&format!(
+            "UHID device destroyed (generation {})",
+            n.generation
+        ));
         result
     }
 
     fn is_current(&self, generation: u64) -> bool {
         *lock(&self.generation) == generation
     }
-
-    fn status(&self) -> String {
-        let plugged = lock(&self.node).is_some();
-        let d = lock(&self.device);
-        format!(
-            "ok plugged={plugged} fault={} serial={} counter={} uhid={:04x}:{:04x} usage_page={:#06x}",
-            d.fault(),
-            d.serial(),
-            d.counter(),
-            self.config.vid,
-            self.config.pid,
-            self.config.usage_page,
-        )
-    }
 }
 
-impl ControlTarget for Arc<Shared> {
+impl<D: LinkDevice> ControlTarget for Arc<Shared<D>> {
+    type Device = D;
     fn plug(&self) -> std::io::Result<()> {
         Shared::plug(self, true)
     }
@@ -358,10 +355,15 @@ impl ControlTarget for Arc<Shared> {
         Shared::unplug(self)
     }
     fn status(&self) -> String {
-        Shared::status(self)
+        let plugged = lock(&self.node).is_some();
+        let link = Link::Uhid {
+            config: &self.config,
+            serial: &self.serial,
+        };
+        lock(&self.device).status(plugged, link)
     }
-    fn set_fault(&self, fault: Fault) {
-        lock(&self.device).set_fault(fault);
+    fn device(&self) -> &Mutex<D> {
+        &self.device
     }
     fn stopped(&self) -> bool {
         self.stop.is_stopped()
@@ -369,7 +371,7 @@ impl ControlTarget for Arc<Shared> {
 }
 
 /// Reads the kernel's events for one created device and answers them.
-fn serve(shared: &Shared, mut file: File, generation: u64) {
+fn serve<D: LinkDevice>(shared: &Shared<D>, mut file: File, generation: u64) {
     let mut buf = vec![0u8; EVENT_LEN];
     loop {
         let n = match file.read(&mut buf) {
@@ -408,39 +410,55 @@ fn serve(shared: &Shared, mut file: File, generation: u64) {
     }
 }
 
-/// A running UHID emulator. Dropping it destroys the device and removes
-/// the control socket.
+/// The native emulator as a kernel HID device.
+pub type UhidEmulator = UhidServer<Device>;
+
+/// A running UHID server of device `D`. Dropping it destroys the kernel
+/// device and removes the control socket.
 #[derive(Debug)]
-pub struct UhidEmulator {
-    shared: Arc<Shared>,
+pub struct UhidServer<D: LinkDevice> {
+    shared: Arc<Shared<D>>,
     control: PathBuf,
     thread: Option<JoinHandle<()>>,
 }
 
-impl UhidEmulator {
-    /// Creates `device` as a kernel HID device presenting `config`, plugged
-    /// in, with its control socket at `socket` + `.ctl`.
+impl UhidServer<Device> {
+    /// Creates `device` as a kernel HID device presenting `config` with the
+    /// device's serial, plugged in, with its control socket at `socket` +
+    /// `.ctl`.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::AddrInUse`] when an emulator already answers on the
+    /// As [`UhidServer::spawn_with_serial`].
+    pub fn spawn(device: Device, config: UhidConfig, socket: &Path) -> std::io::Result<Self> {
+        let serial = device.serial().to_string();
+        UhidServer::spawn_with_serial(device, config, &serial, socket)
+    }
+}
+
+impl<D: LinkDevice> UhidServer<D> {
+    /// Creates `device` as a kernel HID device presenting `config` with
+    /// serial `serial` (the kernel's `HID_UNIQ`), plugged in, with its
+    /// control socket at `socket` + `.ctl`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AddrInUse`] when something already answers on the
     /// control socket; otherwise when `/dev/uhid` cannot be opened or
     /// written (no `uhid` module, no permission), the socket cannot be
     /// bound, or a thread cannot be started.
-    pub fn spawn(device: Device, config: UhidConfig, socket: &Path) -> std::io::Result<Self> {
+    pub fn spawn_with_serial(
+        device: D,
+        config: UhidConfig,
+        serial: &str,
+        socket: &Path,
+    ) -> std::io::Result<Self> {
         let ctl = control_path(socket);
-        if UnixStream::connect(&ctl).is_ok() {
-            return Err(std::io::Error::new(
-                ErrorKind::AddrInUse,
-                format!("{}: an emulator is already running", ctl.display()),
-            ));
-        }
-        let _ = std::fs::remove_file(&ctl);
-        let serial = device.serial().to_string();
+        claim::<D>(&ctl)?;
         let shared = Arc::new(Shared {
             device: Mutex::new(device),
             config,
-            serial,
+            serial: serial.to_string(),
             node: Mutex::new(None),
             generation: Mutex::new(0),
             stop: Stop::default(),
@@ -449,16 +467,16 @@ impl UhidEmulator {
         let listener = UnixListener::bind(&ctl)?;
         let s = shared.clone();
         let thread = std::thread::Builder::new()
-            .name("dongle-uhid-control".into())
+            .name(format!("{}-uhid-control", D::THREADS))
             .spawn(move || control_loop(&s, &listener))?;
-        Ok(UhidEmulator {
+        Ok(UhidServer {
             shared,
             control: ctl,
             thread: Some(thread),
         })
     }
 
-    /// Plugs the dongle in: a new kernel device (a power-up); nothing when
+    /// Plugs the device in: a new kernel device (a power-up); nothing when
     /// it is plugged in already.
     ///
     /// # Errors
@@ -485,7 +503,7 @@ impl UhidEmulator {
     }
 }
 
-impl Drop for UhidEmulator {
+impl<D: LinkDevice> Drop for UhidServer<D> {
     fn drop(&mut self) {
         self.shared.stop.stop();
         let _ = self.shared.unplug();

@@ -1,7 +1,6 @@
 //! One softkey device: the CTAPHID layer and the CTAP2 layer together, and
 //! what both servers (socket, UHID) need from it.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use tether_dongle::ctaphid::Report;
@@ -59,9 +58,4 @@ impl Device {
             o.syncable,
         )
     }
-}
-
-/// Locks, riding over poisoning: a panicked holder leaves plain data.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

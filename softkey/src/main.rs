@@ -119,7 +119,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let served: Box<dyn std::any::Any> = if args.uhid {
-        let key = uhid::UhidKey::spawn(
+        let key = uhid::UhidKey::spawn_with_serial(
             device,
             uhid::config(args.vid, args.pid),
             &args.serial,
