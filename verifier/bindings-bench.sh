@@ -164,5 +164,9 @@ for mode, what in [("cold", "new verifier per call: fresh caches, 3 signatures")
     print(f"    C tether_verify                            {c:>10.0f} /s")
     print(f"    Rust Verifier::verify_at                   {r:>10.0f} /s")
     print(f"    ratio C / Rust                             {c / r:>10.3f}   (target >= 0.90)")
+    if mode == "cached":
+        n = b["c cached_n"]
+        print(f"    C tether_verify_n (length given, no strlen){n:>10.0f} /s")
+        print(f"    ratio C (length given) / Rust              {n / r:>10.3f}   (target >= 0.90)")
 print(f"  {versions}")
 PY

@@ -196,6 +196,25 @@ enum TetherStatus tether_verify(const struct TetherVerifier *verifier,
                                 uint64_t now,
                                 char **out_claims_json);
 
+// As `tether_verify`, for a token given as `token_len` bytes at `token`
+// (no NUL needed, none may be inside): for a caller that already knows
+// the length, as from an HTTP body, so the token is not scanned for its
+// end.
+//
+// Returns as `tether_verify`; a token over 64 KiB is refused as
+// `TETHER_STATUS_MALFORMED` (every token is under 8 KiB).
+//
+// # Safety
+// `verifier` is NULL or a live handle; `token` is NULL or readable for
+// `token_len` bytes; `nonce` is NULL or a NUL-terminated string;
+// `out_claims_json` is NULL or writable.
+enum TetherStatus tether_verify_n(const struct TetherVerifier *verifier,
+                                  const uint8_t *token,
+                                  size_t token_len,
+                                  const char *nonce,
+                                  uint64_t now,
+                                  char **out_claims_json);
+
 // Verifies `token` as `tether_verify` does, but for a consumer that
 // draws its own nonces (a license with a `nonce_period`): the token's
 // nonce must be one of the `n_accepted` strings at `accepted` (the nonces

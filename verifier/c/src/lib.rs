@@ -364,25 +364,82 @@ pub unsafe extern "C" fn tether_verify(
     out_claims_json: *mut *mut c_char,
 ) -> TetherStatus {
     guard(|| {
-        // SAFETY: NULL or writable (caller's promise).
-        unsafe { put(out_claims_json, ptr::null_mut()) };
-        if verifier.is_null() {
-            return Err(Fail::new(TetherStatus::NullArgument, "verifier is NULL"));
-        }
-        // SAFETY: not NULL, and a live handle (caller's promise).
-        let v = unsafe { &*verifier };
-        // SAFETY: valid strings or NULL (caller's promise).
-        let token = unsafe { token_arg(token) }?;
-        // SAFETY: as above.
-        let nonce = unsafe { opt_str_arg(nonce, "nonce") }?;
-        let verified = v
-            .verifier
-            .verify_bytes_at(token, nonce, at(now))
-            .map_err(|e| token_fail(token, &e))?;
-        // SAFETY: NULL or writable (caller's promise).
-        unsafe { give_claims(out_claims_json, &verified) };
-        Ok(())
+        // SAFETY: valid string or NULL (caller's promise).
+        let token = unsafe { token_arg(token) };
+        // SAFETY: the caller's promises, passed on.
+        unsafe { verify_token(verifier, token, nonce, now, out_claims_json) }
     })
+}
+
+/// As `tether_verify`, for a token given as `token_len` bytes at `token`
+/// (no NUL needed, none may be inside): for a caller that already knows
+/// the length, as from an HTTP body, so the token is not scanned for its
+/// end.
+///
+/// Returns as `tether_verify`; a token over 64 KiB is refused as
+/// `TETHER_STATUS_MALFORMED` (every token is under 8 KiB).
+///
+/// # Safety
+/// `verifier` is NULL or a live handle; `token` is NULL or readable for
+/// `token_len` bytes; `nonce` is NULL or a NUL-terminated string;
+/// `out_claims_json` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tether_verify_n(
+    verifier: *const TetherVerifier,
+    token: *const u8,
+    token_len: usize,
+    nonce: *const c_char,
+    now: u64,
+    out_claims_json: *mut *mut c_char,
+) -> TetherStatus {
+    guard(|| {
+        let token = if token.is_null() {
+            Err(Fail::new(TetherStatus::NullArgument, "token is NULL"))
+        } else if token_len > MAX_TOKEN_ARG {
+            Err(Fail::new(TetherStatus::Malformed, "token too large"))
+        } else {
+            // SAFETY: not NULL, at most 64 KiB, and the caller promises
+            // token_len readable bytes.
+            Ok(unsafe { std::slice::from_raw_parts(token, token_len) })
+        };
+        // SAFETY: the caller's promises, passed on.
+        unsafe { verify_token(verifier, token, nonce, now, out_claims_json) }
+    })
+}
+
+/// The largest `token_len` `tether_verify_n` reads (64 KiB).
+const MAX_TOKEN_ARG: usize = 64 * 1024;
+
+/// The body of `tether_verify` and `tether_verify_n`, once the token's
+/// bytes are known (or their fault).
+///
+/// # Safety
+/// `verifier` is NULL or a live handle; `nonce` is NULL or a NUL-terminated
+/// string; `out_claims_json` is NULL or writable.
+unsafe fn verify_token(
+    verifier: *const TetherVerifier,
+    token: Result<&[u8], Fail>,
+    nonce: *const c_char,
+    now: u64,
+    out_claims_json: *mut *mut c_char,
+) -> Result<(), Fail> {
+    // SAFETY: NULL or writable (caller's promise).
+    unsafe { put(out_claims_json, ptr::null_mut()) };
+    if verifier.is_null() {
+        return Err(Fail::new(TetherStatus::NullArgument, "verifier is NULL"));
+    }
+    // SAFETY: not NULL, and a live handle (caller's promise).
+    let v = unsafe { &*verifier };
+    let token = token?;
+    // SAFETY: valid string or NULL (caller's promise).
+    let nonce = unsafe { opt_str_arg(nonce, "nonce") }?;
+    let verified = v
+        .verifier
+        .verify_bytes_at(token, nonce, at(now))
+        .map_err(|e| token_fail(token, &e))?;
+    // SAFETY: NULL or writable (caller's promise).
+    unsafe { give_claims(out_claims_json, &verified) };
+    Ok(())
 }
 
 /// `now` as the verifiers take it: UNIX seconds, 0 for the system clock.

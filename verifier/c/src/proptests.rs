@@ -45,6 +45,29 @@ fn verify_bytes(v: *const TetherVerifier, token: &[u8]) -> TetherStatus {
     let mut claims: *mut c_char = ptr::dangling_mut();
     // SAFETY: live handle, a NUL-terminated string, a writable out pointer.
     let status = unsafe { tether_verify(v, c.as_ptr(), ptr::null(), 0, &mut claims) };
+    // The length-taking entry point answers the same, byte for byte.
+    let mut claims_n: *mut c_char = ptr::dangling_mut();
+    // SAFETY: live handle, token.len() readable bytes, a writable out pointer.
+    let status_n = unsafe {
+        tether_verify_n(
+            v,
+            token.as_ptr(),
+            token.len(),
+            ptr::null(),
+            0,
+            &mut claims_n,
+        )
+    };
+    assert_eq!(
+        status_n, status,
+        "tether_verify_n disagrees with tether_verify"
+    );
+    if status_n == TetherStatus::Ok {
+        // SAFETY: a string from the library, freed once.
+        unsafe { tether_string_free(claims_n) };
+    } else {
+        assert!(claims_n.is_null(), "out pointer set on failure");
+    }
     if status == TetherStatus::Ok {
         assert!(!claims.is_null());
         // SAFETY: a string from the library, freed once.
@@ -271,6 +294,33 @@ fn null_arguments_are_a_status() {
         assert_eq!(
             tether_verify(v, ptr::null(), ptr::null(), 0, ptr::null_mut()),
             TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_verify_n(v, ptr::null(), 5, ptr::null(), 0, ptr::null_mut()),
+            TetherStatus::NullArgument
+        );
+        assert_eq!(
+            tether_verify_n(
+                ptr::null(),
+                b"a.b.c".as_ptr(),
+                5,
+                ptr::null(),
+                0,
+                ptr::null_mut()
+            ),
+            TetherStatus::NullArgument
+        );
+        // A length past 64 KiB is refused before a byte is read.
+        assert_eq!(
+            tether_verify_n(
+                v,
+                b"a.b.c".as_ptr(),
+                usize::MAX,
+                ptr::null(),
+                0,
+                ptr::null_mut()
+            ),
+            TetherStatus::Malformed
         );
         let mut watch = ptr::null_mut();
         assert_eq!(
