@@ -42,6 +42,12 @@ fn context() -> Result<HidApi> {
     })
 }
 
+/// The FIDO security keys hidapi lists: usage page 0xF1D0, usage 1 (CTAPHID).
+fn fido_devices(api: &HidApi) -> impl Iterator<Item = &hidapi::DeviceInfo> {
+    api.device_list()
+        .filter(|d| d.usage_page() == FIDO_USAGE_PAGE && d.usage() == 0x01)
+}
+
 fn matching(api: &HidApi, vid: u16, pid: u16) -> impl Iterator<Item = &hidapi::DeviceInfo> {
     api.device_list().filter(move |d| {
         d.vendor_id() == vid
@@ -95,25 +101,41 @@ impl HidTransport {
         let mut found: Vec<&hidapi::DeviceInfo> = matching(&api, vid, pid)
             .filter(|d| serial.is_none_or(|s| d.serial_number() == Some(s)))
             .collect();
-        found.sort_by(|a, b| a.path().cmp(b.path()));
-        let Some(info) = found.first() else {
-            return Err(LinkError::Absent);
-        };
-        if found.len() > 1 {
-            tracing::warn!(
-                count = found.len(),
-                "several dongles match; opening the first (select one by serial: hid:VID:PID:SERIAL)"
-            );
-        }
-        let device = info.open_device(&api).map_err(|e| match e {
-            // Removed between enumeration and open.
-            HidError::IoError { ref error } if error.kind() == std::io::ErrorKind::NotFound => {
-                LinkError::Absent
-            }
-            other => LinkError::Hid(other),
-        })?;
-        Ok(HidTransport { device })
+        open_first(
+            &api,
+            &mut found,
+            "several dongles match; opening the first (select one by serial: hid:VID:PID:SERIAL)",
+        )
     }
+}
+
+/// Opens the first of `found` by path order, warning with `several` when
+/// more than one matched.
+///
+/// # Errors
+///
+/// [`LinkError::Absent`] when `found` is empty or the device went between
+/// listing and opening; [`LinkError::Hid`] when hidapi cannot open it.
+fn open_first(
+    api: &HidApi,
+    found: &mut [&hidapi::DeviceInfo],
+    several: &str,
+) -> Result<HidTransport> {
+    found.sort_by(|a, b| a.path().cmp(b.path()));
+    let Some(info) = found.first() else {
+        return Err(LinkError::Absent);
+    };
+    if found.len() > 1 {
+        tracing::warn!(count = found.len(), "{several}");
+    }
+    let device = info.open_device(api).map_err(|e| match e {
+        // Removed between enumeration and open.
+        HidError::IoError { ref error } if error.kind() == std::io::ErrorKind::NotFound => {
+            LinkError::Absent
+        }
+        other => LinkError::Hid(other),
+    })?;
+    Ok(HidTransport { device })
 }
 
 /// The FIDO Alliance usage page of a security key's HID interface (CTAP
@@ -141,9 +163,7 @@ pub fn list_fido() -> Result<Vec<HidDongle>> {
         Err(LinkError::Absent) => return Ok(Vec::new()),
         other => other?,
     };
-    let mut out: Vec<HidDongle> = api
-        .device_list()
-        .filter(|d| d.usage_page() == FIDO_USAGE_PAGE && d.usage() == 0x01)
+    let mut out: Vec<HidDongle> = fido_devices(&api)
         .map(|d| HidDongle {
             path: d.path().to_string_lossy().into_owned(),
             serial: d.serial_number().map(str::to_string),
@@ -164,32 +184,18 @@ impl HidTransport {
     /// `deploy/`).
     pub fn open_fido(filter: &FidoFilter) -> Result<HidTransport> {
         let api = context()?;
-        let mut found: Vec<&hidapi::DeviceInfo> = api
-            .device_list()
-            .filter(|d| d.usage_page() == FIDO_USAGE_PAGE && d.usage() == 0x01)
+        let mut found: Vec<&hidapi::DeviceInfo> = fido_devices(&api)
             .filter(|d| match filter {
                 FidoFilter::Any => true,
                 FidoFilter::Serial(s) => d.serial_number() == Some(s.as_str()),
                 FidoFilter::Path(p) => d.path().to_string_lossy() == p.as_str(),
             })
             .collect();
-        found.sort_by(|a, b| a.path().cmp(b.path()));
-        let Some(info) = found.first() else {
-            return Err(LinkError::Absent);
-        };
-        if found.len() > 1 {
-            tracing::warn!(
-                count = found.len(),
-                "several FIDO security keys present; opening the first (select one: fido2:SERIAL or fido2:/dev/hidrawN)"
-            );
-        }
-        let device = info.open_device(&api).map_err(|e| match e {
-            HidError::IoError { ref error } if error.kind() == std::io::ErrorKind::NotFound => {
-                LinkError::Absent
-            }
-            other => LinkError::Hid(other),
-        })?;
-        Ok(HidTransport { device })
+        open_first(
+            &api,
+            &mut found,
+            "several FIDO security keys present; opening the first (select one: fido2:SERIAL or fido2:/dev/hidrawN)",
+        )
     }
 }
 
