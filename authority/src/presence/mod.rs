@@ -543,7 +543,7 @@ fn certify(
         )));
     }
     // Native: the counter rises with every DELEGATE. FIDO2 (section 8.5):
-    // signCount never goes down; 0 is "no counter".
+    // signCount never goes down; 0 is "no counter" until a count was seen.
     let recorded = match terms.dongle {
         DongleIdentity::Native(_) => auth.store.record_counter(&cert.serial, cert.counter),
         _ => auth.store.record_fido2_counter(&cert.serial, cert.counter),
